@@ -1,0 +1,18 @@
+"""cpixelcnn: fast, exact class-conditional PixelCNN++."""
+from cpixelcnn._extension import extension_available
+from cpixelcnn.classifier import class_log_likelihoods, classify
+from cpixelcnn.model import ConditionalPixelCNN
+from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
+from cpixelcnn.sampling import sample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConditionalPixelCNN",
+    "dmol_log_prob",
+    "bits_per_dim",
+    "sample",
+    "classify",
+    "class_log_likelihoods",
+    "extension_available",
+]

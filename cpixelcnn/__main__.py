@@ -1,0 +1,5 @@
+import sys
+
+from cpixelcnn.cli import main
+
+sys.exit(main())

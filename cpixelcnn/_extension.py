@@ -1,0 +1,32 @@
+"""Access to the compiled extension ``cpixelcnn._C``, which is optional.
+
+The package works without it (everything has an eager path); features that need it call
+:func:`require_extension`, which says why it is missing and how to build it.
+"""
+from __future__ import annotations
+
+_BUILD_HINT = (
+    "build it with `pip install --no-build-isolation -e .` in an environment that already has torch "
+    "(a C++ compiler and ninja are needed; CUDA is optional)"
+)
+
+import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
+
+try:
+    from cpixelcnn import _C  # type: ignore[attr-defined]
+
+    IMPORT_ERROR: str | None = None
+except ImportError as err:  # not built, or built against another torch
+    _C = None
+    IMPORT_ERROR = str(err)
+
+
+def extension_available() -> bool:
+    return _C is not None
+
+
+def require_extension(feature: str):
+    """Return the extension module, or raise RuntimeError naming ``feature`` and the fix."""
+    if _C is None:
+        raise RuntimeError(f"{feature} needs the compiled extension cpixelcnn._C, which is not available ({IMPORT_ERROR}); {_BUILD_HINT}")
+    return _C

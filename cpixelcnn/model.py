@@ -1,0 +1,278 @@
+"""Class-conditional PixelCNN++.
+
+The network of Salimans et al. (2017): two streams — ``u`` sees the rows above a pixel
+(down-shifted convs), ``ul`` sees the rows above and the pixels to its left (down-right-shifted
+convs). The up pass runs three resolution stages of ``nr_resnet`` gated resnets, halving the
+resolution twice with stride-2 convs; the down pass runs stages of ``nr_resnet``,
+``nr_resnet + 1``, ``nr_resnet + 1`` blocks, doubling it back with transposed convs, and every
+up-pass output reaches its mirror block through a skip connection. ``nin(elu(ul))`` gives the
+discretized-logistic-mixture parameters of every pixel.
+
+Class conditioning (van den Oord et al. 2016; FiLM, Perez et al. 2018) acts inside gated resnets
+through :func:`cpixelcnn.ops.gated_film.gated_film`; ``fusion`` picks which of them get it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cpixelcnn.layers import (
+    DownRightShiftedConv2d,
+    DownRightShiftedConvTranspose2d,
+    DownShiftedConv2d,
+    DownShiftedConvTranspose2d,
+    GatedResnet,
+    NiN,
+)
+from cpixelcnn.ops.backend import check_backend
+from cpixelcnn.ops.dmol import grid_levels, params_per_mixture
+
+CONDITIONINGS = ("additive", "film")
+FUSIONS = ("early", "middle", "late")
+EMBEDDINGS = ("onehot", "learned")
+RESOLUTION_STEP = 4  # two stride-2 down-samplings: H and W are padded up to a multiple of 4
+
+
+def _choice(name: str, value, options) -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
+
+
+def _positive_int(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+class ClassEmbedding(nn.Module):
+    """Labels (B,) → class vector (B, out_dim): one-hot or learned, then for FiLM the shared first
+    layer of the 2-layer MLP whose second layer is each block's own head."""
+
+    def __init__(self, num_classes: int, embedding: str, embedding_dim: int | None, conditioning: str, film_hidden: int):
+        super().__init__()
+        self.num_classes = num_classes
+        if embedding == "onehot":
+            if embedding_dim not in (None, num_classes):
+                raise ValueError(f"embedding='onehot' has dimension num_classes={num_classes}; got embedding_dim={embedding_dim}")
+            self.embed = None
+            dim = num_classes
+        else:
+            dim = 32 if embedding_dim is None else embedding_dim
+            _positive_int("embedding_dim", dim)
+            self.embed = nn.Embedding(num_classes, dim)
+        self.trunk = nn.Sequential(nn.Linear(dim, film_hidden), nn.SiLU()) if conditioning == "film" else None
+        self.out_dim = film_hidden if conditioning == "film" else dim
+
+    def forward(self, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if self.embed is None:
+            h = F.one_hot(labels, self.num_classes).to(dtype)
+        else:
+            h = self.embed(labels).to(dtype)
+        return h if self.trunk is None else self.trunk(h)
+
+
+class UpStage(nn.Module):
+    """``n`` pairs of gated resnets; ``ul`` blocks take the new ``u`` as skip input."""
+
+    def __init__(self, n: int, nr_filters: int, dropout: float, condition, cond_dim: int, weight_norm: bool):
+        super().__init__()
+        kw = dict(dropout=dropout, condition=condition, cond_dim=cond_dim, weight_norm=weight_norm)
+        self.u_stream = nn.ModuleList([GatedResnet(nr_filters, DownShiftedConv2d, 0, **kw) for _ in range(n)])
+        self.ul_stream = nn.ModuleList([GatedResnet(nr_filters, DownRightShiftedConv2d, 1, **kw) for _ in range(n)])
+
+
+class DownStage(nn.Module):
+    """``n`` pairs of gated resnets; each takes the mirror up-pass outputs as skip inputs."""
+
+    def __init__(self, n: int, nr_filters: int, dropout: float, condition, cond_dim: int, weight_norm: bool):
+        super().__init__()
+        kw = dict(dropout=dropout, condition=condition, cond_dim=cond_dim, weight_norm=weight_norm)
+        self.u_stream = nn.ModuleList([GatedResnet(nr_filters, DownShiftedConv2d, 1, **kw) for _ in range(n)])
+        self.ul_stream = nn.ModuleList([GatedResnet(nr_filters, DownRightShiftedConv2d, 2, **kw) for _ in range(n)])
+
+
+class ConditionalPixelCNN(nn.Module):
+    """Class-conditional PixelCNN++.
+
+    Args (keyword names are stable API):
+        in_channels: 1 (grey) or 3 (RGB).
+        num_classes: number of classes; 0 gives an unconditional model (call with labels=None).
+        nr_resnet, nr_filters, nr_logistic_mix: depth per stage, width F, mixture components K.
+        conditioning: ``"film"`` (per-channel γ, β from a 2-layer MLP, neutral at init) or
+            ``"additive"`` (per-channel class bias, γ = 1).
+        fusion: which gated resnets are conditioned — ``"early"``: those of the first
+            (full-resolution) up-pass stage; ``"middle"``: all; ``"late"``: those of the last
+            down-pass stage, just before the output.
+        embedding: ``"onehot"`` or ``"learned"`` (nn.Embedding of ``embedding_dim``, default 32).
+        dropout: dropout rate inside gated resnets (training mode only).
+        bits: bit depth of the modelled images (8 for ordinary images).
+        backend: ``"eager"`` | ``"triton"`` | ``"auto"``; a plain attribute, changeable at run time.
+        weight_norm: weight-normalised convs as in the paper (default True).
+        film_hidden: width of the FiLM MLP's hidden layer.
+
+    ``model(x, labels)``: x (B, C, H, W) in [-1, 1], labels (B,) integer → DMoL parameters
+    (B, n_out, H, W) with n_out = 10·K (RGB) or 3·K (grey). Any H, W ≥ 1 works: inputs are padded
+    at the bottom/right to a multiple of 4 (padding comes after every real pixel in raster
+    order, so causality is untouched) and the output is cropped back.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 4,
+        nr_resnet: int = 5,
+        nr_filters: int = 160,
+        nr_logistic_mix: int = 10,
+        conditioning: str = "film",
+        fusion: str = "middle",
+        embedding: str = "onehot",
+        embedding_dim: int | None = None,
+        dropout: float = 0.5,
+        bits: int = 8,
+        backend: str = "eager",
+        weight_norm: bool = True,
+        film_hidden: int = 64,
+    ):
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels!r}")
+        _positive_int("num_classes", num_classes, minimum=0)
+        _positive_int("nr_resnet", nr_resnet)
+        _positive_int("nr_filters", nr_filters)
+        _positive_int("nr_logistic_mix", nr_logistic_mix)
+        _positive_int("film_hidden", film_hidden)
+        _choice("conditioning", conditioning, CONDITIONINGS)
+        _choice("fusion", fusion, FUSIONS)
+        _choice("embedding", embedding, EMBEDDINGS)
+        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        grid_levels(bits)
+        self.config = dict(
+            in_channels=in_channels, num_classes=num_classes, nr_resnet=nr_resnet, nr_filters=nr_filters,
+            nr_logistic_mix=nr_logistic_mix, conditioning=conditioning, fusion=fusion, embedding=embedding,
+            embedding_dim=embedding_dim, dropout=float(dropout), bits=bits, weight_norm=weight_norm,
+            film_hidden=film_hidden,
+        )  # fmt: skip
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.nr_resnet = nr_resnet
+        self.nr_filters = nr_filters
+        self.nr_logistic_mix = nr_logistic_mix
+        self.bits = bits
+        self.backend = backend
+        self.n_out = params_per_mixture(in_channels) * nr_logistic_mix
+
+        if num_classes > 0:
+            self.class_embedding = ClassEmbedding(num_classes, embedding, embedding_dim, conditioning, film_hidden)
+            cond_dim = self.class_embedding.out_dim
+            condition = conditioning
+        else:
+            self.class_embedding = None
+            cond_dim, condition = 0, None
+
+        def stage_condition(is_conditioned: bool):
+            return condition if is_conditioned else None
+
+        f, wn = nr_filters, weight_norm
+        stage_kw = dict(nr_filters=f, dropout=dropout, cond_dim=cond_dim, weight_norm=wn)
+        cin = in_channels + 1  # the image plus a constant ones channel that marks where the image is
+
+        self.u_init = DownShiftedConv2d(cin, f, (2, 3), shift_output_down=True, weight_norm=wn)
+        self.ul_init_above = DownShiftedConv2d(cin, f, (1, 3), shift_output_down=True, weight_norm=wn)
+        self.ul_init_left = DownRightShiftedConv2d(cin, f, (2, 1), shift_output_right=True, weight_norm=wn)
+
+        self.up_stages = nn.ModuleList(
+            [UpStage(nr_resnet, condition=stage_condition(fusion == "middle" or (fusion == "early" and s == 0)), **stage_kw) for s in range(3)]
+        )
+        self.downsize_u = nn.ModuleList([DownShiftedConv2d(f, f, (2, 3), stride=2, weight_norm=wn) for _ in range(2)])
+        self.downsize_ul = nn.ModuleList([DownRightShiftedConv2d(f, f, (2, 2), stride=2, weight_norm=wn) for _ in range(2)])
+
+        down_depths = [nr_resnet, nr_resnet + 1, nr_resnet + 1]
+        self.down_stages = nn.ModuleList(
+            [DownStage(n, condition=stage_condition(fusion == "middle" or (fusion == "late" and s == 2)), **stage_kw) for s, n in enumerate(down_depths)]
+        )
+        self.upsize_u = nn.ModuleList([DownShiftedConvTranspose2d(f, f, (2, 3), weight_norm=wn) for _ in range(2)])
+        self.upsize_ul = nn.ModuleList([DownRightShiftedConvTranspose2d(f, f, (2, 2), weight_norm=wn) for _ in range(2)])
+
+        self.nin_out = NiN(f, self.n_out, weight_norm=wn)
+
+    # -- run-time backend switch -------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        self._backend = check_backend(value)
+
+    # -- input checks ------------------------------------------------------------------------
+    def check_inputs(self, x: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """Raise a one-line error for inputs this model cannot take."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            raise ValueError(f"x must be a tensor of shape (B, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be floating point in [-1, 1], got dtype {x.dtype}")
+        b, c, h, w = x.shape
+        if c != self.in_channels:
+            raise ValueError(f"x has {c} channels but the model takes {self.in_channels}")
+        if b < 1 or h < 1 or w < 1:
+            raise ValueError(f"x must have batch, height and width >= 1, got {tuple(x.shape)}")
+        if self.num_classes == 0:
+            if labels is not None:
+                raise ValueError("this model is unconditional (num_classes=0): call it with labels=None")
+            return
+        if labels is None:
+            raise ValueError(f"this model is class-conditional ({self.num_classes} classes): labels are required")
+        if not isinstance(labels, torch.Tensor) or labels.dtype in (torch.bool,) or labels.is_floating_point() or labels.is_complex():
+            raise TypeError(f"labels must be an integer tensor (int64), got {getattr(labels, 'dtype', type(labels).__name__)}")
+        if tuple(labels.shape) != (b,):
+            raise ValueError(f"labels must have shape (B,) = ({b},), got {tuple(labels.shape)}")
+        if not torch.compiler.is_compiling():
+            lo, hi = torch.stack([labels.min(), labels.max()]).tolist()
+            if lo < 0 or hi >= self.num_classes:
+                raise ValueError(f"labels must lie in [0, {self.num_classes - 1}], got values from {lo} to {hi}")
+
+    # -- the network -------------------------------------------------------------------------
+    def class_vector(self, labels: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+        """(B, cond_dim) input to the blocks' conditioning heads, or None if unconditional."""
+        if self.class_embedding is None or labels is None:
+            return None
+        return self.class_embedding(labels.long(), dtype)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, C, H, W) in [-1, 1], labels (B,) → DMoL params (B, n_out, H, W)."""
+        self.check_inputs(x, labels)
+        b, _, h, w = x.shape
+        hp = math.ceil(h / RESOLUTION_STEP) * RESOLUTION_STEP
+        wp = math.ceil(w / RESOLUTION_STEP) * RESOLUTION_STEP
+        x = torch.cat([x, x.new_ones(b, 1, h, w)], dim=1)
+        if (hp, wp) != (h, w):
+            x = F.pad(x, (0, wp - w, 0, hp - h))  # zeros in every channel: "no image here"
+        cond = self.class_vector(labels, x.dtype)
+        backend = self.backend
+
+        # up pass: keep every output for the skip connections
+        u_list = [self.u_init(x)]
+        ul_list = [self.ul_init_above(x) + self.ul_init_left(x)]
+        for s, stage in enumerate(self.up_stages):
+            for u_block, ul_block in zip(stage.u_stream, stage.ul_stream):
+                u_list.append(u_block(u_list[-1], cond=cond, backend=backend))
+                ul_list.append(ul_block(ul_list[-1], skip=u_list[-1], cond=cond, backend=backend))
+            if s < 2:
+                u_list.append(self.downsize_u[s](u_list[-1]))
+                ul_list.append(self.downsize_ul[s](ul_list[-1]))
+
+        # down pass: consume the up-pass outputs in reverse
+        u, ul = u_list.pop(), ul_list.pop()
+        for s, stage in enumerate(self.down_stages):
+            for u_block, ul_block in zip(stage.u_stream, stage.ul_stream):
+                u = u_block(u, skip=u_list.pop(), cond=cond, backend=backend)
+                ul = ul_block(ul, skip=torch.cat([u, ul_list.pop()], dim=1), cond=cond, backend=backend)
+            if s < 2:
+                u = self.upsize_u[s](u)
+                ul = self.upsize_ul[s](ul)
+        assert not u_list and not ul_list
+
+        return self.nin_out(F.elu(ul))[:, :, :h, :w]

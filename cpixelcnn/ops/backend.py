@@ -1,0 +1,47 @@
+"""Backend names and their resolution, shared by every op and the model.
+
+``"eager"`` is the PyTorch reference. ``"triton"`` routes through the fused kernels in
+``cpixelcnn.kernels``; ``"auto"`` picks Triton when it can run, else eager.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+BACKENDS = ("eager", "triton", "auto")
+
+
+def check_backend(name: str) -> str:
+    """Return ``name`` if it is a known backend, else raise a one-line ValueError."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(map(repr, BACKENDS))}")
+    return name
+
+
+def triton_unavailable_reason(device: torch.device | None = None) -> str | None:
+    """Why the Triton backend cannot run on ``device`` (None when it can)."""
+    try:
+        from cpixelcnn.kernels import available  # noqa: F401  (kernels ship with the package)
+    except ImportError as err:  # Triton itself or the kernel module is missing
+        return f"the Triton kernels cannot be imported ({err})"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    if device is not None and device.type != "cuda":
+        return f"Triton kernels need a CUDA tensor, got a {device.type} tensor (set TRITON_INTERPRET=1 to run them on the CPU)"
+    if not torch.cuda.is_available():
+        return "no CUDA device is available (set TRITON_INTERPRET=1 to run the kernels on the CPU)"
+    return None
+
+
+def resolve_backend(name: str, device: torch.device | None = None) -> str:
+    """Map a requested backend to the one that runs: ``"eager"`` or ``"triton"``."""
+    check_backend(name)
+    if name == "eager":
+        return "eager"
+    reason = triton_unavailable_reason(device)
+    if name == "auto":
+        return "eager" if reason is not None else "triton"
+    if reason is not None:
+        raise RuntimeError(f"backend 'triton' cannot run: {reason}")
+    return "triton"

@@ -1,0 +1,131 @@
+"""Exact sampling from a PixelCNN++ model.
+
+Random numbers: all drawn up front, in one fixed layout, so that every sampler given the same
+generator produces the same image::
+
+    noise = torch.rand((B, H, W, 1 + C), generator=generator, dtype=torch.float64,
+                       device=generator.device)         # CPU when generator is None
+
+``noise[b, i, j, 0]`` picks the mixture component of pixel (i, j) of image b by inverse CDF of
+the softmax of the logits; ``noise[b, i, j, 1 + c]`` is the uniform turned into a logistic
+draw for colour c. Image b's noise does not depend on the batch size.
+
+A pixel is sampled exactly from the discretized distribution: pick component k, for each colour
+in order draw ``m + s·logit(u)`` (the mean m already shifted by the *quantised* earlier colours),
+round to the nearest of the 2^bits levels and clamp to [-1, 1]. Rounding a continuous logistic
+draw to the nearest level gives each level exactly the mass of its bin (the end levels their
+tails), which is the likelihood of :func:`cpixelcnn.dmol_log_prob`.
+"""
+from __future__ import annotations
+
+import torch
+from torch.nn.utils import parametrize
+
+from cpixelcnn.ops.dmol import LOG_SCALE_MIN, grid_levels, num_mixtures, params_per_mixture
+
+METHODS = ("naive",)
+
+
+def draw_noise(batch: int, channels: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The sampler's random numbers in the documented layout: (B, H, W, 1 + C) float64."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand((batch, height, width, 1 + channels), generator=generator, dtype=torch.float64, device=device)
+
+
+def sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits: int) -> torch.Tensor:
+    """Sample one pixel per row. params (N, n_out), noise (N, 1 + C) → values (N, C) on the grid.
+
+    Computed in float64 whatever the params' dtype.
+    """
+    params = params.to(torch.float64)
+    noise = noise.to(device=params.device, dtype=torch.float64)
+    n = params.shape[0]
+    k = num_mixtures(channels, params.shape[1])
+    levels = grid_levels(bits)
+    half_range = (levels - 1) / 2.0
+
+    logits = params[:, :k]
+    weights = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+    cumulative = torch.cumsum(weights, dim=1)
+    threshold = noise[:, :1] * cumulative[:, -1:]
+    component = (cumulative <= threshold).sum(dim=1, keepdim=True).clamp(max=k - 1)  # first k with u < cdf_k
+
+    per_colour = 3 if channels == 3 else 2
+    chosen = params[:, k:].reshape(n, channels, per_colour, k).gather(3, component[:, None, None, :].expand(n, channels, per_colour, 1))[..., 0]
+    means = chosen[:, :, 0]
+    scales = torch.exp(chosen[:, :, 1].clamp(min=LOG_SCALE_MIN))
+    coeffs = torch.tanh(chosen[:, :, 2]) if channels == 3 else None
+
+    u = noise[:, 1:]
+    out = torch.empty(n, channels, dtype=torch.float64, device=params.device)
+    for c in range(channels):
+        mean = means[:, c]
+        if c == 1:
+            mean = mean + coeffs[:, 0] * out[:, 0]
+        elif c == 2:
+            mean = mean + coeffs[:, 1] * out[:, 0] + coeffs[:, 2] * out[:, 1]
+        draw = mean + scales[:, c] * (torch.log(u[:, c]) - torch.log1p(-u[:, c]))
+        level = torch.clamp(torch.round((draw + 1.0) * half_range), 0, levels - 1)
+        out[:, c] = level / half_range - 1.0
+    return out
+
+
+def _batch_and_labels(model, labels, batch_size):
+    if model.num_classes == 0:
+        if labels is not None:
+            raise ValueError("the model is unconditional (num_classes=0): pass labels=None and batch_size=N")
+        if batch_size is None or isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"an unconditional model needs batch_size >= 1, got {batch_size!r}")
+        return batch_size, None
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError("labels must be an integer tensor of shape (B,) for a class-conditional model")
+    if labels.dim() != 1 or labels.shape[0] < 1:
+        raise ValueError(f"labels must have shape (B,) with B >= 1, got {tuple(labels.shape)}")
+    return labels.shape[0], labels
+
+
+@torch.no_grad()
+def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str = "naive", generator: torch.Generator | None = None, batch_size: int | None = None) -> torch.Tensor:
+    """Draw images from ``model``: (B, C, H, W) on the 2^bits grid of [-1, 1].
+
+    labels: (B,) integer class per image (None for an unconditional model, with ``batch_size``).
+    method: ``"naive"`` runs one full forward pass per pixel (the reference).
+    generator: the source of all randomness (see the module docstring for the layout).
+    The model runs in eval mode (dropout off) and is put back in its previous mode afterwards.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    try:
+        height, width = (int(s) for s in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (H, W), got {image_size!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    batch, labels = _batch_and_labels(model, labels, batch_size)
+    channels = model.in_channels
+    params_per_mixture(channels)
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    noise = draw_noise(batch, channels, height, width, generator).to(device)
+    if labels is not None:
+        labels = labels.to(device)
+        model.check_inputs(torch.zeros(batch, channels, 1, 1, device=device, dtype=dtype), labels)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with parametrize.cached():  # weight-norm weights computed once, not once per pixel
+            x = _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype)
+    finally:
+        model.train(was_training)
+    return x
+
+
+def _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype) -> torch.Tensor:
+    """One full forward pass per pixel, in raster order."""
+    x = torch.zeros(batch, channels, height, width, device=device, dtype=dtype)
+    for i in range(height):
+        for j in range(width):
+            params = model(x, labels)[:, :, i, j]
+            x[:, :, i, j] = sample_pixel(params, noise[:, i, j], channels, model.bits).to(dtype)
+    return x

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# README command 2: set up, then run the whole test suite (Triton kernels in interpreter mode).
+set -euo pipefail
+EXTRAS=test . "$(dirname "$0")/setup_env.sh"
+python -c "import cpixelcnn; print('cpixelcnn compiled extension:', 'built' if cpixelcnn.extension_available() else 'NOT built')"
+exec python -m pytest -q -p no:cacheprovider tests "$@"

@@ -1,0 +1,24 @@
+import json
+import subprocess
+import sys
+
+from cpixelcnn.cli import main
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--max-steps", "3"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == 3
+    assert 0.0 <= report["accuracy"] <= 1.0
+    assert report["test_bpd"] < report["test_bpd_before"]
+    assert (out / "samples.png").stat().st_size > 0
+    assert not list(out.glob(".*.tmp")), "no temp files left behind"
+    assert "Bayes classifier" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_with_nonzero_exit(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cpixelcnn", "demo", "--out", str(tmp_path), "--seconds", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.startswith("cpixelcnn: error:") and "max_steps" in proc.stderr
