@@ -1,8 +1,10 @@
 """cpixelcnn: fast, exact class-conditional PixelCNN++."""
 from cpixelcnn._extension import extension_available
+from cpixelcnn.checkpoint import load_run, save_run
 from cpixelcnn.classifier import class_log_likelihoods, classify
 from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
+from cpixelcnn.pixelcnnpp_port import import_pixelcnnpp
 from cpixelcnn.sampling import sample
 
 __version__ = "0.1.0"
@@ -15,4 +17,7 @@ __all__ = [
     "classify",
     "class_log_likelihoods",
     "extension_available",
+    "import_pixelcnnpp",
+    "save_run",
+    "load_run",
 ]
