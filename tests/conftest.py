@@ -1,7 +1,15 @@
-import pytest
+import os
+
 import torch
 
-from cpixelcnn import ConditionalPixelCNN
+if not torch.cuda.is_available():  # run the Triton kernels on CPU tensors (must precede their import)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from cpixelcnn import ConditionalPixelCNN  # noqa: E402
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.fixture(autouse=True)

@@ -157,3 +157,128 @@ def test_bad_inputs(x, params, message):
 def test_unknown_backend():
     with pytest.raises(ValueError, match="unknown backend"):
         dmol_log_prob(torch.zeros(1, 1, 1, 1), torch.zeros(1, 3, 1, 1), backend="fast")
+
+
+# -- Triton kernel (interpreter mode on CPU, real kernels on a GPU) ------------------------------
+
+from cpixelcnn.ops.dmol import dmol_log_prob_eager, dmol_log_prob_triton  # noqa: E402
+from conftest import requires_cuda  # noqa: E402
+
+KERNEL_CASES = [  # (channels, K, bits, B, H, W)
+    (1, 1, 8, 1, 1, 1),
+    (1, 10, 8, 2, 5, 7),
+    (3, 1, 8, 1, 3, 3),
+    (3, 10, 8, 2, 4, 5),
+    (3, 3, 4, 3, 1, 9),
+    (1, 2, 1, 2, 2, 3),
+]
+
+
+def _kernel_inputs(c, k, bits, b, h, w, scale=2.0, dtype=torch.float64, device="cpu"):
+    x = random_grid_images(b, c, h, w, bits=bits, dtype=dtype).to(device)
+    n = min(2, x.numel())
+    x.view(-1)[:n] = torch.tensor([-1.0, 1.0], dtype=dtype)[:n]  # the edge bins are always present
+    params = (_random_params(b, c, k, h, w, scale=scale, dtype=dtype)).to(device).requires_grad_(True)
+    return x, params
+
+
+@pytest.mark.parametrize("case", KERNEL_CASES)
+def test_triton_matches_eager_float64(case):
+    c, k, bits = case[:3]
+    x, params = _kernel_inputs(*case)
+    weights = torch.randn(case[3], case[4], case[5], dtype=torch.float64)
+    ref = dmol_log_prob_eager(x, params, bits, per_pixel=True)
+    (ref_grad,) = torch.autograd.grad((ref * weights).sum(), params)
+    out = dmol_log_prob(x, params, bits=bits, backend="triton", per_pixel=True)
+    (grad,) = torch.autograd.grad((out * weights).sum(), params)
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, ref, rtol=1e-11, atol=1e-12)
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_triton_extreme_parameters(c):
+    k = 4
+    x, params = _kernel_inputs(c, k, 8, 2, 3, 4, scale=1.0)
+    with torch.no_grad():
+        params[:, :k] = torch.tensor([50.0, -50.0, 0.0, 3.0])[None, :, None, None]
+        params[:, k : 2 * k] *= 40  # |means| far outside [-1, 1]
+        ls = torch.tensor([-7.0, -20.0, 12.0, 0.5])[None, :, None, None]
+        params[:, 2 * k : 3 * k] = ls
+        if c == 3:
+            params[:, 5 * k : 6 * k] = ls
+            params[:, 8 * k : 9 * k] = ls
+    ref = dmol_log_prob_eager(x, params, per_pixel=True)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), params)
+    out = dmol_log_prob_triton(x, params, per_pixel=True)
+    (grad,) = torch.autograd.grad(out.sum(), params)
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    assert torch.allclose(out, ref, rtol=1e-10, atol=1e-10)
+    assert torch.allclose(grad, ref_grad, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 2e-5), (torch.bfloat16, 2e-5), (torch.float16, 2e-5)])
+def test_triton_reduced_precision_params(dtype, rtol):
+    """Low-precision params are computed in float32 by both paths: results agree to float32 rounding."""
+    x, params = _kernel_inputs(3, 5, 8, 2, 4, 6)
+    p = params.detach().to(dtype).requires_grad_(True)
+    xf = x.float()
+    ref = dmol_log_prob_eager(xf, p, per_pixel=True)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), p)
+    out = dmol_log_prob_triton(xf, p, per_pixel=True)
+    (grad,) = torch.autograd.grad(out.sum(), p)
+    assert out.dtype == torch.float32 and grad.dtype == dtype
+    assert torch.allclose(out, ref, rtol=rtol, atol=1e-4)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert ((grad.float() - ref_grad.float()).norm() / ref_grad.float().norm()).item() < tol
+
+
+def test_triton_non_contiguous_inputs():
+    x, params = _kernel_inputs(3, 2, 8, 2, 5, 4)
+    x_nc = x.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)  # same values, other strides
+    p_nc = params.detach().permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2).requires_grad_(True)
+    assert not x_nc.is_contiguous() and not p_nc.is_contiguous()
+    out = dmol_log_prob_triton(x_nc, p_nc)
+    (grad,) = torch.autograd.grad(out.sum(), p_nc)
+    ref = dmol_log_prob_eager(x, params)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), params)
+    assert torch.allclose(out, ref, rtol=1e-12) and torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-13)
+
+
+def test_triton_checks_inputs_like_eager():
+    with pytest.raises(ValueError, match="off the 8-bit grid"):
+        dmol_log_prob(torch.full((1, 3, 2, 2), 0.5), torch.zeros(1, 10, 2, 2), backend="triton")
+    with pytest.raises(ValueError, match=r"10\*K"):
+        dmol_log_prob(torch.zeros(1, 3, 2, 2), torch.zeros(1, 9, 2, 2), backend="triton")
+
+
+def test_dmol_custom_ops_pass_opcheck():
+    x, params = _kernel_inputs(3, 2, 8, 2, 3, 3)
+    x = x.detach()
+    torch.library.opcheck(torch.ops.cpixelcnn.dmol_log_prob_pixels.default, (x, params, 8))
+    lp, lse_mix, lse_logit = torch.ops.cpixelcnn.dmol_log_prob_pixels(x, params.detach(), 8)
+    torch.library.opcheck(torch.ops.cpixelcnn.dmol_log_prob_pixels_backward.default, (x, params.detach(), torch.randn_like(lp), lse_mix, lse_logit, 8))
+
+
+def test_triton_backend_errors_without_a_device(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    x, params = _kernel_inputs(1, 1, 8, 1, 2, 2)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="backend 'triton' cannot run: .*cpu tensor"):
+            dmol_log_prob(x, params, backend="triton")
+    ref = dmol_log_prob(x, params)  # "auto" on a CPU tensor is the eager reference
+    assert torch.equal(dmol_log_prob(x, params, backend="auto"), ref)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_triton_on_gpu(dtype):
+    x, params = _kernel_inputs(3, 10, 8, 4, 16, 16, device="cuda")
+    p = params.detach().to(dtype).requires_grad_(True)
+    out = dmol_log_prob(x.float(), p, backend="triton")
+    (grad,) = torch.autograd.grad(out.sum(), p)
+    ref = dmol_log_prob_eager(x.double(), p.double())
+    (ref_grad,) = torch.autograd.grad(ref.sum(), p)  # float64 reference on the same (rounded) params
+    assert torch.allclose(out.double(), ref, rtol=1e-5)
+    assert ((grad.double() - ref_grad).norm() / ref_grad.norm()).item() < (1e-5 if dtype == torch.float32 else 1e-2)

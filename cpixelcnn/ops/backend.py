@@ -1,7 +1,8 @@
 """Backend names and their resolution, shared by every op and the model.
 
 ``"eager"`` is the PyTorch reference. ``"triton"`` routes through the fused kernels in
-``cpixelcnn.kernels``; ``"auto"`` picks Triton when it can run, else eager.
+``cpixelcnn.kernels`` (CUDA tensors, or any tensor under ``TRITON_INTERPRET=1``); ``"auto"``
+picks Triton for CUDA tensors when Triton is installed, else eager.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ def check_backend(name: str) -> str:
 def triton_unavailable_reason(device: torch.device | None = None) -> str | None:
     """Why the Triton backend cannot run on ``device`` (None when it can)."""
     try:
-        from cpixelcnn.kernels import available  # noqa: F401  (kernels ship with the package)
-    except ImportError as err:  # Triton itself or the kernel module is missing
+        import cpixelcnn.kernels.dmol  # noqa: F401  (imports Triton)
+        import cpixelcnn.kernels.gated_film  # noqa: F401
+    except ImportError as err:  # Triton is not installed (or does not support this platform)
         return f"the Triton kernels cannot be imported ({err})"
     if os.environ.get("TRITON_INTERPRET") == "1":
         return None
@@ -40,8 +42,9 @@ def resolve_backend(name: str, device: torch.device | None = None) -> str:
     if name == "eager":
         return "eager"
     reason = triton_unavailable_reason(device)
-    if name == "auto":
-        return "eager" if reason is not None else "triton"
+    if name == "auto":  # Triton only on a real GPU tensor; the interpreter is for testing
+        on_gpu = device is not None and device.type == "cuda"
+        return "triton" if on_gpu and reason is None else "eager"
     if reason is not None:
         raise RuntimeError(f"backend 'triton' cannot run: {reason}")
     return "triton"

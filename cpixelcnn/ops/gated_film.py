@@ -10,6 +10,8 @@ Every caller goes through :func:`gated_film`, so the fused Triton kernel replace
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from cpixelcnn.ops.backend import resolve_backend
@@ -34,6 +36,69 @@ def gated_film_eager(x: torch.Tensor, h: torch.Tensor, gamma: torch.Tensor | Non
         h = h + beta[:, :, None, None]
     a, b = h.chunk(2, dim=1)
     return x + a * torch.sigmoid(b)
+
+
+# -- Triton path: custom ops (opaque to torch.compile, with fake impls and registered autograd) --
+
+
+def _result_dtype(x, h, gamma, beta) -> torch.dtype:
+    dtype = torch.promote_types(x.dtype, h.dtype)
+    for t in (gamma, beta):
+        if t is not None:
+            dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+@torch.library.custom_op("cpixelcnn::gated_film", mutates_args=())
+def _gated_film_op(x: torch.Tensor, h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor]) -> torch.Tensor:
+    from cpixelcnn.kernels.gated_film import gated_film_forward
+
+    return gated_film_forward(x, h, gamma, beta, _result_dtype(x, h, gamma, beta))
+
+
+@_gated_film_op.register_fake
+def _(x, h, gamma, beta):
+    return x.new_empty(x.shape, dtype=_result_dtype(x, h, gamma, beta))
+
+
+@torch.library.custom_op("cpixelcnn::gated_film_backward", mutates_args=())
+def _gated_film_backward_op(grad: torch.Tensor, h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """d(h), d(gamma), d(beta); an absent gamma or beta gets an empty (0,) gradient."""
+    from cpixelcnn.kernels.gated_film import gated_film_backward
+
+    dh, dgamma, dbeta = gated_film_backward(grad, h, gamma, beta, grad.dtype == torch.float64)
+    return dh, _or_empty(dgamma, h), _or_empty(dbeta, h)
+
+
+def _or_empty(t: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    return t if t is not None else like.new_empty((0,))
+
+
+@_gated_film_backward_op.register_fake
+def _(grad, h, gamma, beta):
+    return torch.empty_like(h), (torch.empty_like(gamma) if gamma is not None else h.new_empty((0,))), (torch.empty_like(beta) if beta is not None else h.new_empty((0,)))
+
+
+def _gated_film_setup_context(ctx, inputs, output):
+    x, h, gamma, beta = inputs
+    ctx.save_for_backward(h, gamma, beta)
+    ctx.x_dtype = x.dtype
+
+
+def _gated_film_backward(ctx, grad_out):
+    h, gamma, beta = ctx.saved_tensors
+    dh, dgamma, dbeta = _gated_film_backward_op(grad_out.contiguous(), h, gamma, beta)
+    return grad_out.to(ctx.x_dtype), dh, dgamma if gamma is not None else None, dbeta if beta is not None else None
+
+
+_gated_film_op.register_autograd(_gated_film_backward, setup_context=_gated_film_setup_context)
+
+
+def gated_film_triton(x: torch.Tensor, h: torch.Tensor, gamma: torch.Tensor | None = None, beta: torch.Tensor | None = None) -> torch.Tensor:
+    """Fused-kernel version of :func:`gated_film_eager` (same arguments and result)."""
+    return _gated_film_op(
+        x.contiguous(), h.contiguous(), gamma.contiguous() if gamma is not None else None, beta.contiguous() if beta is not None else None
+    )
 
 
 def gated_film(x: torch.Tensor, h: torch.Tensor, gamma: torch.Tensor | None = None, beta: torch.Tensor | None = None, backend: str = "eager") -> torch.Tensor:
