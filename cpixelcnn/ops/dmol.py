@@ -176,16 +176,16 @@ def _compute_dtype(params: torch.Tensor) -> torch.dtype:
     return torch.float64 if params.dtype == torch.float64 else torch.float32
 
 
-def dmol_log_prob_eager(x: torch.Tensor, params: torch.Tensor, bits: int = 8, per_pixel: bool = False) -> torch.Tensor:
+def dmol_log_prob_eager(x: torch.Tensor, params: torch.Tensor, bits: int = 8, per_pixel: bool = False, check: bool = True) -> torch.Tensor:
     """Eager reference. x (B, C, H, W) on the grid, params (B, n_out, H, W).
 
     Returns log p(x) in nats, (B,) or (B, H, W) with ``per_pixel``; computed in float32
-    (float64 when params are float64).
+    (float64 when params are float64). ``check=False`` skips the grid check of x (a host sync).
     """
     _check_pair(x, params)
     dtype = _compute_dtype(params)
     params = params.to(dtype)
-    index, x_grid = quantize_to_grid(x.to(dtype), bits)
+    index, x_grid = quantize_to_grid(x.to(dtype), bits, check=check)
     mix = split_params(params, x.shape[1])
     means = conditioned_means(mix, x_grid.unsqueeze(2))
     per_component = bin_log_prob(x_grid.unsqueeze(2), index.unsqueeze(2), means, mix.log_scales, bits).sum(1)
@@ -239,16 +239,16 @@ def _dmol_backward(ctx, grad_out, _grad_lse_mix, _grad_lse_logit):
 _dmol_pixels_op.register_autograd(_dmol_backward, setup_context=_dmol_setup_context)
 
 
-def dmol_log_prob_triton(x: torch.Tensor, params: torch.Tensor, bits: int = 8, per_pixel: bool = False) -> torch.Tensor:
+def dmol_log_prob_triton(x: torch.Tensor, params: torch.Tensor, bits: int = 8, per_pixel: bool = False, check: bool = True) -> torch.Tensor:
     """Fused-kernel version of :func:`dmol_log_prob_eager` (same arguments and result)."""
     _check_pair(x, params)
     dtype = _compute_dtype(params)
-    _, x_grid = quantize_to_grid(x.to(dtype), bits)
+    _, x_grid = quantize_to_grid(x.to(dtype), bits, check=check)
     per_pixel_lp = _dmol_pixels_op(x_grid.contiguous(), params.contiguous(), bits)[0]
     return per_pixel_lp if per_pixel else per_pixel_lp.sum(dim=(1, 2))
 
 
-def dmol_log_prob(x: torch.Tensor, params: torch.Tensor, bits: int = 8, backend: str = "eager", per_pixel: bool = False) -> torch.Tensor:
+def dmol_log_prob(x: torch.Tensor, params: torch.Tensor, bits: int = 8, backend: str = "eager", per_pixel: bool = False, check: bool = True) -> torch.Tensor:
     """Exact log-likelihood in nats of images under a discretized logistic mixture.
 
     x: (B, C, H, W), C in {1, 3}, values on the 2^bits grid of [-1, 1] (``uint8 / 127.5 - 1``
@@ -256,10 +256,11 @@ def dmol_log_prob(x: torch.Tensor, params: torch.Tensor, bits: int = 8, backend:
     params: (B, n_out, H, W) in the PixelCNN++ layout (module docstring); float32, bf16 and
     fp16 are computed in float32, float64 in float64.
     Returns (B,) — or (B, H, W) with ``per_pixel=True``.
+    ``check=False`` skips the grid check of x (one host sync) for data already known to be valid.
     """
     if resolve_backend(backend, params.device if isinstance(params, torch.Tensor) else None) == "triton":
-        return dmol_log_prob_triton(x, params, bits, per_pixel)
-    return dmol_log_prob_eager(x, params, bits, per_pixel)
+        return dmol_log_prob_triton(x, params, bits, per_pixel, check)
+    return dmol_log_prob_eager(x, params, bits, per_pixel, check)
 
 
 def bits_per_dim(log_prob: torch.Tensor, shape) -> torch.Tensor:

@@ -1,0 +1,95 @@
+"""DMoL log-likelihood: eager vs torch.compile(eager) vs Triton, forward and forward+backward.
+
+    python benchmarks/bench_dmol.py            # GPU: timings, GB/s, % of measured copy bandwidth
+    python benchmarks/bench_dmol.py --smoke    # CPU (default without CUDA): correctness only
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+GPU_CASES = [  # (B, C, H, W, K, params dtype)
+    (64, 3, 32, 32, 10, "float32"),
+    (64, 3, 32, 32, 10, "bfloat16"),
+    (256, 3, 32, 32, 10, "float32"),
+    (64, 3, 64, 64, 10, "bfloat16"),
+    (64, 1, 32, 32, 10, "float32"),
+]
+SMOKE_CASES = [(2, 3, 5, 7, 3, "float32"), (1, 1, 4, 4, 2, "bfloat16")]
+
+
+def traffic_bytes(b, c, h, w, k, elem, backward):
+    """Fewest bytes a fused pass must move: params and x in, three per-pixel floats out (+ backward:
+    params, x, grad and the two saved log-sum-exps in, d(params) out)."""
+    n_params = (10 if c == 3 else 3) * k
+    pixels = b * h * w
+    fwd = pixels * (n_params * elem + c * 4 + 3 * 4)
+    bwd = pixels * (2 * n_params * elem + c * 4 + 3 * 4)
+    return fwd + (bwd if backward else 0)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="correctness only (the default without CUDA)")
+    parser.add_argument("--out", help="JSON path (default benchmarks/results/dmol-<device>.json)")
+    args = parser.parse_args(argv)
+    smoke = args.smoke or common.setup_smoke_mode()
+    import torch
+
+    from cpixelcnn.ops.dmol import dmol_log_prob_eager, dmol_log_prob_triton
+
+    device = "cuda" if common.on_gpu() and not args.smoke else "cpu"
+    compiled = torch.compile(dmol_log_prob_eager, backend="aot_eager" if smoke else "inductor")
+    variants = {
+        "eager": lambda x, p: dmol_log_prob_eager(x, p, check=False),
+        "compile": lambda x, p: compiled(x, p, check=False),
+        "triton": lambda x, p: dmol_log_prob_triton(x, p, check=False),
+    }
+    peak = None if smoke else common.peak_bandwidth_gbs()
+    rows = []
+    for b, c, h, w, k, dtype_name in SMOKE_CASES if smoke else GPU_CASES:
+        dtype = getattr(torch, dtype_name)
+        gen = torch.Generator().manual_seed(0)
+        x = (torch.randint(0, 256, (b, c, h, w), generator=gen) / 127.5 - 1).to(device)
+        params = torch.randn(b, (10 if c == 3 else 3) * k, h, w, generator=gen).to(device=device, dtype=dtype).requires_grad_(True)
+        ref = dmol_log_prob_eager(x.double(), params.double())
+        for name, fn in variants.items():
+            out = fn(x, params)
+            (grad,) = torch.autograd.grad(out.sum(), params)
+            row = dict(variant=name, shape=f"{b}x{c}x{h}x{w} K={k} {dtype_name}", rel_error=common.relative_error(out, ref))
+            if not smoke:
+                for mode, backward in (("fwd", False), ("fwd+bwd", True)):
+                    def step(fn=fn, backward=backward):
+                        out = fn(x, params)
+                        if backward:
+                            torch.autograd.grad(out.sum(), params)
+
+                    ms = common.time_ms(step)
+                    gbs = traffic_bytes(b, c, h, w, k, params.element_size(), backward) / (ms * 1e-3) / 1e9
+                    row[f"{mode}_ms"] = ms
+                    row[f"{mode}_GBps"] = gbs
+                    row[f"{mode}_pct_peak"] = 100 * gbs / peak
+            rows.append(row)
+            print("  ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
+            tol = 1e-5 if dtype_name == "float32" else 1e-4
+            if row["rel_error"] > tol:
+                print(f"FAIL: {name} disagrees with the float64 reference ({row['rel_error']:.2e} > {tol})", file=sys.stderr)
+                return 1
+    if not smoke:
+        for row in rows:
+            if row["variant"] != "eager":
+                base = next(r for r in rows if r["shape"] == row["shape"] and r["variant"] == "eager")
+                row["speedup_vs_eager_fwd+bwd"] = base["fwd+bwd_ms"] / row["fwd+bwd_ms"]
+    payload = dict(benchmark="dmol", mode="smoke" if smoke else "timed", device_info=common.device_info(), peak_copy_GBps=peak, rows=rows)
+    path = common.write_results("dmol", payload, args.out)
+    if not smoke:
+        common.plot_bars(path, "DMoL log-likelihood fwd+bwd", rows, "shape", "fwd+bwd_ms", "variant")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

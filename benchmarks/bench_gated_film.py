@@ -1,0 +1,81 @@
+"""Gated-resnet activation + FiLM + residual: eager vs torch.compile(eager) vs Triton.
+
+    python benchmarks/bench_gated_film.py          # GPU: timings, GB/s, % of measured copy bandwidth
+    python benchmarks/bench_gated_film.py --smoke  # CPU (default without CUDA): correctness only
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+GPU_CASES = [(64, 160, 32, 32, "float32"), (64, 160, 32, 32, "bfloat16"), (64, 160, 16, 16, "bfloat16"), (64, 160, 8, 8, "bfloat16"), (16, 160, 64, 64, "bfloat16")]
+SMOKE_CASES = [(2, 3, 5, 7, "float32"), (1, 4, 8, 8, "bfloat16")]
+
+
+def traffic_bytes(b, f, h, w, elem, backward):
+    """fwd: x, a, b in, out out (4F planes); bwd: grad, a, b in, d(a, b) out (5F planes)."""
+    plane = b * h * w * elem
+    return plane * f * (4 + (5 if backward else 0))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    smoke = args.smoke or common.setup_smoke_mode()
+    import torch
+
+    from cpixelcnn.ops.gated_film import gated_film_eager, gated_film_triton
+
+    device = "cuda" if common.on_gpu() and not args.smoke else "cpu"
+    compiled = torch.compile(gated_film_eager, backend="aot_eager" if smoke else "inductor")
+    variants = {"eager": gated_film_eager, "compile": compiled, "triton": gated_film_triton}
+    peak = None if smoke else common.peak_bandwidth_gbs()
+    rows = []
+    for b, f, h, w, dtype_name in SMOKE_CASES if smoke else GPU_CASES:
+        dtype = getattr(torch, dtype_name)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(b, f, h, w, generator=gen).to(device=device, dtype=dtype).requires_grad_(True)
+        hh = torch.randn(b, 2 * f, h, w, generator=gen).to(device=device, dtype=dtype).requires_grad_(True)
+        gamma = (1 + 0.1 * torch.randn(b, 2 * f, generator=gen)).to(device).requires_grad_(True)
+        beta = (0.1 * torch.randn(b, 2 * f, generator=gen)).to(device).requires_grad_(True)
+        ref = gated_film_eager(x.double(), hh.double(), gamma.double(), beta.double())
+        for name, fn in variants.items():
+            out = fn(x, hh, gamma, beta)
+            torch.autograd.grad(out.float().sum(), (x, hh, gamma, beta))
+            row = dict(variant=name, shape=f"{b}x{f}x{h}x{w} {dtype_name}", rel_error=common.relative_error(out, ref))
+            if not smoke:
+                grad = torch.randn_like(out)
+                for mode, backward in (("fwd", False), ("fwd+bwd", True)):
+                    def step(fn=fn, backward=backward):
+                        out = fn(x, hh, gamma, beta)
+                        if backward:
+                            torch.autograd.grad(out, (x, hh, gamma, beta), grad)
+
+                    ms = common.time_ms(step)
+                    gbs = traffic_bytes(b, f, h, w, x.element_size(), backward) / (ms * 1e-3) / 1e9
+                    row.update({f"{mode}_ms": ms, f"{mode}_GBps": gbs, f"{mode}_pct_peak": 100 * gbs / peak})
+            rows.append(row)
+            print("  ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
+            tol = 1e-6 if dtype_name == "float32" else 1e-2
+            if row["rel_error"] > tol:
+                print(f"FAIL: {name} disagrees with the float64 reference ({row['rel_error']:.2e} > {tol})", file=sys.stderr)
+                return 1
+    if not smoke:
+        for row in rows:
+            base = next(r for r in rows if r["shape"] == row["shape"] and r["variant"] == "compile")
+            row["speedup_vs_compile_fwd+bwd"] = base["fwd+bwd_ms"] / row["fwd+bwd_ms"]
+    payload = dict(benchmark="gated_film", mode="smoke" if smoke else "timed", device_info=common.device_info(), peak_copy_GBps=peak, rows=rows)
+    path = common.write_results("gated_film", payload, args.out)
+    if not smoke:
+        common.plot_bars(path, "gate + FiLM + residual fwd+bwd", rows, "shape", "fwd+bwd_ms", "variant")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Shared benchmark plumbing: device facts, timing, peak bandwidth, JSON results, plots.
+
+On a CUDA device, times are medians of ``triton.testing.do_bench`` (CUDA events, warm-up
+excluded) and memory-bound ops are reported against the copy bandwidth measured on the same
+device in the same run. Without CUDA the scripts run a *smoke* mode: every variant runs once on
+small shapes and is checked against the eager reference; no speed is claimed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def on_gpu() -> bool:
+    return torch.cuda.is_available()
+
+
+def setup_smoke_mode() -> bool:
+    """True without CUDA; then the Triton kernels run in the interpreter (set before importing them)."""
+    if on_gpu():
+        return False
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    return True
+
+
+def device_info() -> dict:
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    if on_gpu():
+        props = torch.cuda.get_device_properties(0)
+        info.update(device=props.name, sms=props.multi_processor_count, memory_gb=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
+    else:
+        info.update(device=f"cpu ({os.cpu_count()} cores)")
+    return info
+
+
+def time_ms(fn, warmup_ms: int = 50, rep_ms: int = 300) -> float:
+    """Median milliseconds of ``fn()`` on the GPU."""
+    import triton.testing
+
+    return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def peak_bandwidth_gbs(nbytes: int = 2**30) -> float:
+    """Device-to-device copy bandwidth (bytes read + written per second), in GB/s."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src))
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    return float((out - ref).norm() / ref.norm().clamp(min=1e-300))
+
+
+def write_results(name: str, payload: dict, out: str | None = None) -> Path:
+    """Write ``results/<name>-<device>.json`` (or ``out``) atomically; returns the path."""
+    from cpixelcnn.io import atomic_write_json
+
+    device = payload.get("device_info", {}).get("device", "unknown")
+    slug = "".join(ch if ch.isalnum() else "-" for ch in device).strip("-").lower()
+    path = Path(out) if out else RESULTS / f"{name}-{slug}.json"
+    atomic_write_json(path, payload)
+    print(f"results -> {path}")
+    return path
+
+
+def plot_bars(path: Path, title: str, rows: list[dict], label_key: str, value_key: str, group_key: str) -> Path | None:
+    """A grouped bar chart of ``value_key`` per ``label_key`` (PNG beside the JSON); skipped without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        return None
+    groups = sorted({r[group_key] for r in rows}, key=str)
+    labels = list(dict.fromkeys(r[label_key] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels) * len(groups) / 2), 4))
+    width = 0.8 / max(1, len(groups))
+    for gi, group in enumerate(groups):
+        vals = [next((r[value_key] for r in rows if r[label_key] == lab and r[group_key] == group), 0.0) for lab in labels]
+        ax.bar([i + gi * width for i in range(len(labels))], vals, width, label=str(group))
+    ax.set_xticks([i + width * (len(groups) - 1) / 2 for i in range(len(labels))], labels, rotation=20, ha="right")
+    ax.set_ylabel(value_key)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    png = path.with_suffix(".png")
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    print(f"plot -> {png}")
+    return png
