@@ -1,11 +1,182 @@
 """Command line: ``cpixelcnn <command>`` (also ``python -m cpixelcnn``).
 
-Errors a user can cause print one line ``cpixelcnn: error: …`` and exit with status 2.
+Commands: train, sample, classify, evaluate, demo, bench, import. Errors a user can cause print
+one line ``cpixelcnn: error: …`` and exit with status 2; Ctrl-C exits 130 (training saves first).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
+from pathlib import Path
+
+
+def _load(run_dir: str, device: str = "cpu", backend: str | None = None):
+    from cpixelcnn.checkpoint import load_run
+
+    model, config = load_run(run_dir, map_location=_device(device))
+    if backend:
+        model.backend = backend
+    return model, config
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def _image_size(config: dict) -> int:
+    return int(config.get("train", {}).get("image_size", 32))
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+
+def _cmd_train(args) -> int:
+    from cpixelcnn.train import TrainConfig, TrainingInterrupted, train
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, split=args.split, epochs=args.epochs, max_steps=args.max_steps, max_seconds=args.max_time, batch_size=args.batch_size,
+        lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, device=args.device, backend=args.backend,
+        image_size=args.image_size, in_channels=args.channels, nr_resnet=args.nr_resnet, nr_filters=args.nr_filters,
+        nr_logistic_mix=args.nr_mix, conditioning=args.conditioning, fusion=args.fusion, embedding=args.embedding,
+        embedding_dim=args.embedding_dim, dropout=args.dropout, augment=args.augment, amp=args.amp, compile=args.compile,
+        sample_every=args.sample_every, log_every=args.log_every, resume=args.resume,
+    )  # fmt: skip
+    try:
+        train(cfg)
+    except TrainingInterrupted as err:
+        print(f"cpixelcnn: {err}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    import torch
+
+    from cpixelcnn.data import to_uint8
+    from cpixelcnn.io import image_grid, save_png
+    from cpixelcnn.sampling import sample
+
+    model, config = _load(args.checkpoint, args.device, args.backend)
+    names = config["class_names"]
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    size = args.image_size or _image_size(config)
+    generator = torch.Generator().manual_seed(args.seed)
+    if model.num_classes == 0:
+        images = sample(model, None, image_size=(size, size), method=args.method, generator=generator, batch_size=args.n)
+        nrow = min(args.n, 8)
+    else:
+        if args.cls == "all":
+            classes = list(range(len(names)))
+        elif args.cls in names:
+            classes = [names.index(args.cls)]
+        else:
+            raise ValueError(f"--class {args.cls!r} is not a class of this model ({', '.join(names)}, or 'all')")
+        labels = torch.tensor(classes).repeat_interleave(args.n)
+        images = sample(model, labels.to(next(model.parameters()).device), image_size=(size, size), method=args.method, generator=generator)
+        nrow = args.n
+    path = save_png(args.out, image_grid(to_uint8(images), nrow=nrow), scale=args.scale)
+    print(f"{images.shape[0]} samples -> {path}")
+    return 0
+
+
+def _classify_split(args):
+    from cpixelcnn.data import load_dataset
+    from cpixelcnn.metrics import predict
+
+    model, config = _load(args.checkpoint, args.device, args.backend)
+    if model.num_classes == 0:
+        raise ValueError(f"{args.checkpoint} holds an unconditional model: it cannot classify")
+    data = load_dataset(args.data, args.split, _image_size(config), model.in_channels, class_names=config["class_names"])
+    predicted, loglik = predict(model, data.images, batch_size=args.batch_size)
+    return model, config, data, predicted, loglik
+
+
+def _write_predictions(path: str, data, predicted, loglik, names) -> None:
+    from cpixelcnn.io import atomic_write_bytes
+
+    lines = []
+    if data.layout == "course":  # ready to submit: file,label
+        lines = [f"{f},{int(p)}" for f, p in zip(data.files, predicted)]
+    else:
+        lines = ["file,predicted,class," + ",".join(f"loglik_{n}" for n in names)]
+        lines += [f"{f},{int(p)},{names[int(p)]}," + ",".join(f"{v:.4f}" for v in row.tolist()) for f, p, row in zip(data.files, predicted, loglik)]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def _cmd_classify(args) -> int:
+    from cpixelcnn.metrics import classification_report
+
+    model, config, data, predicted, loglik = _classify_split(args)
+    names = config["class_names"]
+    out = args.predictions or str(Path(args.checkpoint) / f"predictions_{args.split}.csv")
+    _write_predictions(out, data, predicted, loglik, names)
+    result = {"n": len(data), "predictions": out, "accuracy": None, "per_class_accuracy": None}
+    if data.has_labels:
+        result.update(classification_report(predicted, data.labels, names))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"classified {len(data)} images -> {out}")
+    if data.has_labels:
+        print(f"accuracy {result['accuracy']:.2%}")
+        width = max(len(n) for n in names)
+        print(" " * (width + 2) + " ".join(f"{n[:8]:>8}" for n in names) + "   (rows: true, columns: predicted)")
+        for name, row in zip(names, result["confusion_matrix"]):
+            print(f"{name:>{width}}  " + " ".join(f"{v:>8d}" for v in row))
+    else:
+        print("labels unknown for this split: no accuracy")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    import torch
+
+    from cpixelcnn.data import load_dataset, to_uint8
+    from cpixelcnn.metrics import FIDUnavailable, classification_report, dataset_bpd, fid, predict
+    from cpixelcnn.sampling import sample
+
+    model, config = _load(args.checkpoint, args.device, args.backend)
+    names = config["class_names"]
+    data = load_dataset(args.data, args.split, _image_size(config), model.in_channels, class_names=names if model.num_classes else None)
+    result = {"n": len(data), "bpd": None, "accuracy": None, "fid": None}
+    if model.num_classes and not data.has_labels:
+        print("labels unknown for this split: no bpd or accuracy (they need the true class)", file=sys.stderr)
+    else:
+        result["bpd"] = dataset_bpd(model, data.images, data.labels if model.num_classes else None, batch_size=args.batch_size)
+        if model.num_classes:
+            predicted, _ = predict(model, data.images, batch_size=args.batch_size)
+            report = classification_report(predicted, data.labels, names)
+            result.update(accuracy=report["accuracy"], per_class_accuracy=report["per_class_accuracy"])
+    if args.fid:
+        try:
+            size = _image_size(config)
+            generator = torch.Generator().manual_seed(args.seed)
+            device = next(model.parameters()).device
+            if model.num_classes:
+                labels = torch.arange(len(names)).repeat_interleave(args.fid_samples_per_class).to(device)
+                fake = sample(model, labels, image_size=(size, size), generator=generator)
+            else:
+                fake = sample(model, None, image_size=(size, size), generator=generator, batch_size=args.fid_samples_per_class)
+            result["fid"] = fid(data.images, to_uint8(fake), dims=args.fid_dims, device=device)
+            result["fid_dims"] = args.fid_dims
+        except FIDUnavailable as err:
+            print(f"cpixelcnn: no FID: {err}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key in ("n", "bpd", "accuracy", "fid"):
+            value = result[key]
+            print(f"{key:>9}: {value:.4f}" if isinstance(value, float) else f"{key:>9}: {value}")
+    return 0
 
 
 def _cmd_demo(args) -> int:
@@ -13,6 +184,19 @@ def _cmd_demo(args) -> int:
 
     run_demo(out_dir=args.out, seconds=args.seconds, max_steps=args.max_steps, seed=args.seed)
     return 0
+
+
+def _cmd_bench(args) -> int:
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    if not (root / "bench_dmol.py").is_file():
+        raise FileNotFoundError(f"the benchmark scripts are not installed with the package; run from a source checkout ({root} not found)")
+    names = args.only or ["dmol", "gated_film", "train_step"]
+    status = 0
+    for name in names:
+        cmd = [sys.executable, str(root / f"bench_{name}.py")] + (["--smoke"] if args.smoke else [])
+        print(f"== {name}: {' '.join(cmd)}", flush=True)
+        status |= subprocess.call(cmd)
+    return 1 if status else 0
 
 
 def _cmd_import(args) -> int:
@@ -29,15 +213,95 @@ def _cmd_import(args) -> int:
     return 0
 
 
+# -- parser ----------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``cpixelcnn: error: …``, exit 2) instead of usage dumps."""
+
+    def error(self, message):
+        self.exit(2, f"cpixelcnn: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cpixelcnn", description="Fast, exact class-conditional PixelCNN++")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train a tiny model on built-in data, sample per class, classify")
-    demo.add_argument("--out", default="cpixelcnn-demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--seconds", type=float, default=60.0, help="training time in seconds (default: %(default)s)")
-    demo.add_argument("--max-steps", type=int, default=None, help="train for this many steps instead")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(func=_cmd_demo)
+    parser = _Parser(prog="cpixelcnn", description="Fast, exact class-conditional PixelCNN++")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def common(p, checkpoint=True):
+        if checkpoint:
+            p.add_argument("--checkpoint", required=True, help="run directory (config.json + checkpoint.safetensors)")
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+        p.add_argument("--backend", choices=["eager", "triton", "auto"], default=None, help="override the model's backend")
+
+    t = sub.add_parser("train", help="train a model; writes a run directory")
+    t.add_argument("--data", required=True, help="'demo' (built-in data), an image-folder tree or the course layout")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--split", default="train")
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--max-time", type=float, help="stop after this many seconds of training (checkpointed)")
+    t.add_argument("--batch-size", type=int, default=32, help="global batch size (split over torchrun processes)")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--backend", choices=["eager", "triton", "auto"], default="eager")
+    t.add_argument("--image-size", type=int, default=32)
+    t.add_argument("--channels", type=int, choices=[1, 3], default=3)
+    t.add_argument("--nr-resnet", type=int, default=5)
+    t.add_argument("--nr-filters", type=int, default=160)
+    t.add_argument("--nr-mix", type=int, default=10)
+    t.add_argument("--conditioning", choices=["film", "additive"], default="film")
+    t.add_argument("--fusion", choices=["early", "middle", "late"], default="middle")
+    t.add_argument("--embedding", choices=["onehot", "learned"], default="onehot")
+    t.add_argument("--embedding-dim", type=int)
+    t.add_argument("--dropout", type=float, default=0.5)
+    t.add_argument("--augment", action="store_true", help="random horizontal flips and brightness jitter")
+    t.add_argument("--amp", choices=["bf16"], help="bf16 autocast")
+    t.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+    t.add_argument("--sample-every", type=int, default=0, help="write per-class sample grids every N epochs (0: never)")
+    t.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl records")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("sample", help="sample images into a PNG grid (one row per class)")
+    common(s)
+    s.add_argument("--class", dest="cls", default="all", help="class name or 'all'")
+    s.add_argument("--n", type=int, default=4, help="samples per class")
+    s.add_argument("--out", required=True, help="PNG file")
+    s.add_argument("--method", choices=["naive"], default="naive")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--image-size", type=int, help="default: the training size")
+    s.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")
+    s.set_defaults(func=_cmd_sample)
+
+    for name, func, helptext in (("classify", _cmd_classify, "Bayes-classify a data split"), ("evaluate", _cmd_evaluate, "bits/dim, accuracy and FID on a split")):
+        c = sub.add_parser(name, help=helptext)
+        common(c)
+        c.add_argument("--data", required=True)
+        c.add_argument("--split", default="validation" if name == "evaluate" else "test")
+        c.add_argument("--json", action="store_true", help="print one JSON object")
+        c.add_argument("--batch-size", type=int, default=64)
+        if name == "classify":
+            c.add_argument("--predictions", help="CSV path (default RUN_DIR/predictions_<split>.csv)")
+        else:
+            c.add_argument("--fid", action="store_true", help="also FID of generated samples against the split")
+            c.add_argument("--fid-dims", type=int, default=192, choices=[64, 192, 768, 2048])
+            c.add_argument("--fid-samples-per-class", type=int, default=25)
+            c.add_argument("--seed", type=int, default=0)
+        c.set_defaults(func=func)
+
+    d = sub.add_parser("demo", help="train a tiny model on built-in data, sample per class, classify")
+    d.add_argument("--out", default="cpixelcnn-demo", help="output folder (default: %(default)s)")
+    d.add_argument("--seconds", type=float, default=60.0, help="training time in seconds (default: %(default)s)")
+    d.add_argument("--max-steps", type=int, default=None, help="train for this many steps instead")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=_cmd_demo)
+
+    b = sub.add_parser("bench", help="run the benchmark suite (smoke mode without CUDA)")
+    b.add_argument("--smoke", action="store_true")
+    b.add_argument("--only", nargs="*", choices=["dmol", "gated_film", "train_step"])
+    b.set_defaults(func=_cmd_bench)
 
     imp = sub.add_parser("import", help="import a checkpoint of another implementation into a run directory")
     imp.add_argument("checkpoint", help="the checkpoint file (.pth state dict)")
@@ -57,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, TypeError, RuntimeError, OSError) as err:
-        print(f"cpixelcnn: error: {err}", file=sys.stderr)
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"cpixelcnn: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cpixelcnn: interrupted", file=sys.stderr)

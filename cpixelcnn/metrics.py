@@ -1,0 +1,130 @@
+"""Evaluation metrics: bits/dim on a data set, Bayes-classifier accuracy, and FID.
+
+The Fréchet distance is computed as
+    ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁^½ Σ₂ Σ₁^½)^½
+with symmetric eigendecompositions in float64 (negative eigenvalues from rounding clamped to 0).
+Σ₁^½ Σ₂ Σ₁^½ is symmetric positive semi-definite, so the result is real and finite even when the
+covariances are singular or nearly so — where ``scipy.linalg.sqrtm(Σ₁ Σ₂)`` returns complex
+values (the failure seen with few, low-variance samples).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.nn.utils import parametrize
+
+from cpixelcnn.classifier import class_log_likelihoods
+from cpixelcnn.data import to_model_range
+from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
+
+
+class FIDUnavailable(RuntimeError):
+    """No Inception feature extractor is available (optional dependency or weights missing)."""
+
+
+@torch.no_grad()
+def dataset_bpd(model, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 64) -> float:
+    """Mean bits/dim of uint8 images (N, C, H, W) under the model (with their labels if conditional)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        with parametrize.cached():
+            for start in range(0, images.shape[0], batch_size):
+                x = to_model_range(images[start : start + batch_size]).to(device)
+                y = labels[start : start + batch_size].to(device) if model.num_classes else None
+                lp = dmol_log_prob(x, model(x, y), bits=model.bits, backend=model.backend)
+                total += bits_per_dim(lp, x.shape).double().sum().item()
+    finally:
+        model.train(was_training)
+    return total / images.shape[0]
+
+
+def classification_report(predicted: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
+    """Accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+    n = len(class_names)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    confusion.index_put_((labels.long(), predicted.long()), torch.ones_like(labels, dtype=torch.long), accumulate=True)
+    per_class = {name: (confusion[c, c] / confusion[c].sum()).item() if confusion[c].sum() else None for c, name in enumerate(class_names)}
+    return {"accuracy": (predicted == labels).double().mean().item(), "n": int(labels.shape[0]), "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
+
+
+@torch.no_grad()
+def predict(model, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bayes-classifier predictions and log-likelihoods (N, num_classes) for uint8 images."""
+    device = next(model.parameters()).device
+    logliks = [class_log_likelihoods(model, to_model_range(images[s : s + batch_size]).to(device)).cpu() for s in range(0, images.shape[0], batch_size)]
+    loglik = torch.cat(logliks)
+    return loglik.argmax(1), loglik
+
+
+def _sym_sqrt(matrix: torch.Tensor) -> torch.Tensor:
+    eigenvalues, vectors = torch.linalg.eigh(matrix)
+    return (vectors * eigenvalues.clamp(min=0).sqrt()) @ vectors.T
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2); real and ≥ 0 for any PSD inputs."""
+    mu1, mu2 = torch.as_tensor(mu1, dtype=torch.float64), torch.as_tensor(mu2, dtype=torch.float64)
+    sigma1, sigma2 = torch.as_tensor(sigma1, dtype=torch.float64), torch.as_tensor(sigma2, dtype=torch.float64)
+    if mu1.shape != mu2.shape or mu1.dim() != 1:
+        raise ValueError(f"means must be vectors of one length, got {tuple(mu1.shape)} and {tuple(mu2.shape)}")
+    d = mu1.shape[0]
+    if sigma1.shape != (d, d) or sigma2.shape != (d, d):
+        raise ValueError(f"covariances must be {d}x{d}, got {tuple(sigma1.shape)} and {tuple(sigma2.shape)}")
+    for t in (mu1, mu2, sigma1, sigma2):
+        if not torch.isfinite(t).all():
+            raise ValueError("FID statistics contain NaN or inf")
+    sigma1, sigma2 = (sigma1 + sigma1.T) / 2, (sigma2 + sigma2.T) / 2
+    root1 = _sym_sqrt(sigma1)
+    middle = root1 @ sigma2 @ root1
+    trace_covmean = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    value = (mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * trace_covmean
+    return max(0.0, value.item())
+
+
+def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and unbiased covariance (D, D) of features (N, D), in float64."""
+    features = features.to(torch.float64)
+    if features.dim() != 2 or features.shape[0] < 2:
+        raise ValueError(f"FID needs at least 2 feature vectors, got {tuple(features.shape)}")
+    return features.mean(0), torch.cov(features.T).reshape(features.shape[1], features.shape[1])
+
+
+FID_DIMS = (64, 192, 768, 2048)
+
+
+def inception_extractor(dims: int = 192, device: str | torch.device = "cpu"):
+    """pytorch-fid's InceptionV3 at ``dims`` (64/192/768/2048). Needs the optional extra ``[fid]``
+    and its weights already in the torch hub cache: nothing is downloaded at run time."""
+    if dims not in FID_DIMS:
+        raise ValueError(f"--fid-dims must be one of {', '.join(map(str, FID_DIMS))}, got {dims}")
+    try:
+        from pytorch_fid.inception import FID_WEIGHTS_URL, InceptionV3
+    except Exception as err:  # noqa: BLE001 - ImportError, or torchvision failing to import beside torch
+        raise FIDUnavailable(f"FID needs pytorch-fid (pip install 'cpixelcnn[fid]'), which cannot be imported here: {err}") from None
+    weights = torch.hub.get_dir() + "/checkpoints/" + FID_WEIGHTS_URL.rsplit("/", 1)[-1]
+    if not os.path.isfile(weights):
+        raise FIDUnavailable(f"FID needs the InceptionV3 weights at {weights}; they are not downloaded at run time")
+    model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[dims]]).to(device).eval()
+
+    @torch.no_grad()
+    def extract(images_uint8: torch.Tensor) -> torch.Tensor:
+        feats = []
+        for start in range(0, images_uint8.shape[0], 128):
+            batch = images_uint8[start : start + 128].to(device).float() / 255.0
+            if batch.shape[1] == 1:
+                batch = batch.expand(-1, 3, -1, -1)
+            out = model(batch)[0]
+            feats.append(out.reshape(out.shape[0], -1).cpu())
+        return torch.cat(feats)
+
+    return extract
+
+
+def fid(real_uint8: torch.Tensor, fake_uint8: torch.Tensor, dims: int = 192, device="cpu") -> float:
+    """FID between two sets of uint8 images (N, C, H, W) with Inception features of ``dims``."""
+    extract = inception_extractor(dims, device)
+    return frechet_distance(*feature_statistics(extract(real_uint8)), *feature_statistics(extract(fake_uint8)))

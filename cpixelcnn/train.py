@@ -1,0 +1,330 @@
+"""Training: a run directory that can always be resumed, on one CPU/GPU or many (torchrun).
+
+Run directory (``--out``):
+    config.json               model config, class names, training config, step
+    checkpoint.safetensors    model weights (safetensors: loading runs no code)
+    training_state.pt         optimizer, LR schedule, epoch/step position
+    metrics.jsonl             one JSON object per log interval and per epoch
+    curve.png                 training bits/dim against step
+    samples/epoch_XXXX.png    per-class sample grids (``--sample-every``)
+
+Determinism: the data order of epoch e is a permutation seeded by (seed, e), and every step
+reseeds dropout and augmentation from (seed, step, rank); together with the saved optimizer
+state, ``--resume`` continues to exactly the loss sequence of an uninterrupted run on CPU.
+
+Data parallel (``torchrun --nproc_per_node N -m cpixelcnn train ...``): ``--batch-size`` is the
+global batch, split evenly over ranks by a DistributedSampler; gradients are averaged, so the
+run follows the single-process run with the same global batch. Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cpixelcnn.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_run, read_config, save_run
+from cpixelcnn.data import augment, load_dataset, to_model_range, to_uint8
+from cpixelcnn.io import atomic_write_bytes, image_grid, save_png
+from cpixelcnn.model import ConditionalPixelCNN
+from cpixelcnn.ops.dmol import dmol_log_prob
+from cpixelcnn.plot import line_plot_png
+from cpixelcnn.sampling import sample
+
+STATE_NAME = "training_state.pt"
+METRICS_NAME = "metrics.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    split: str = "train"
+    epochs: int = 1
+    max_steps: int | None = None
+    max_seconds: float | None = None  # stop (and checkpoint) after this much training time
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_decay: float = 0.999995  # per step, as in PixelCNN++
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    backend: str = "eager"
+    image_size: int = 32
+    in_channels: int = 3
+    nr_resnet: int = 5
+    nr_filters: int = 160
+    nr_logistic_mix: int = 10
+    conditioning: str = "film"
+    fusion: str = "middle"
+    embedding: str = "onehot"
+    embedding_dim: int | None = None
+    dropout: float = 0.5
+    augment: bool = False
+    amp: str | None = None
+    compile: bool = False
+    sample_every: int = 0
+    samples_per_class: int = 4
+    log_every: int = 10
+    resume: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the checkpoint at ``run_dir`` was saved first."""
+
+    def __init__(self, run_dir: Path, step: int):
+        super().__init__(f"interrupted at step {step}; checkpoint saved in {run_dir} (continue with --resume)")
+        self.run_dir, self.step = run_dir, step
+
+
+class _Dist:
+    """torchrun's environment, or a single process."""
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.active = self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _device(name: str, dist: _Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but no CUDA device is available")
+        if dist.active:
+            device = torch.device("cuda", dist.local_rank)
+            torch.cuda.set_device(device)
+    return device
+
+
+def _check_config(cfg: TrainConfig, dist: _Dist) -> None:
+    for name in ("epochs", "batch_size", "log_every", "image_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ValueError(f"--max-steps must be >= 1, got {cfg.max_steps}")
+    if cfg.max_seconds is not None and not cfg.max_seconds > 0:
+        raise ValueError(f"--max-time must be a positive number of seconds, got {cfg.max_seconds}")
+    if cfg.lr <= 0 or not math.isfinite(cfg.lr):
+        raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
+    if cfg.amp not in (None, "bf16"):
+        raise ValueError(f"--amp takes only 'bf16', got {cfg.amp!r}")
+    if cfg.batch_size % dist.world:
+        raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must divide evenly over {dist.world} processes")
+
+
+def _model_kwargs(cfg: TrainConfig, num_classes: int) -> dict:
+    return dict(
+        in_channels=cfg.in_channels, num_classes=num_classes, nr_resnet=cfg.nr_resnet, nr_filters=cfg.nr_filters,
+        nr_logistic_mix=cfg.nr_logistic_mix, conditioning=cfg.conditioning, fusion=cfg.fusion, embedding=cfg.embedding,
+        embedding_dim=cfg.embedding_dim, dropout=cfg.dropout, backend=cfg.backend,
+    )  # fmt: skip
+
+
+def _save_state(run_dir: Path, optimizer, scheduler, epoch: int, position: int, step: int) -> None:
+    buf = io.BytesIO()
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch, "position": position, "step": step}, buf)
+    atomic_write_bytes(run_dir / STATE_NAME, buf.getvalue())
+
+
+def _append_metrics(run_dir: Path, record: dict) -> None:
+    with open(run_dir / METRICS_NAME, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+class _Progress:
+    """One status line on a terminal, a printed line every ``every`` steps otherwise."""
+
+    def __init__(self, total: int, enabled: bool, every: int):
+        self.total, self.enabled, self.every = total, enabled, every
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, epoch: int, bpd: float, images_per_s: float) -> None:
+        if not self.enabled:
+            return
+        width = 24
+        filled = int(width * step / max(1, self.total))
+        line = f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{self.total} epoch {epoch + 1} bpd {bpd:.3f} {images_per_s:.0f} img/s"
+        if self.tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        elif step % self.every == 0 or step == self.total:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    """Train as configured; returns a summary dict (steps, final bpd, run directory)."""
+    dist = _Dist()
+    _check_config(cfg, dist)
+    if dist.active and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo")
+    try:
+        return _train(cfg, dist, log)
+    finally:
+        if dist.active and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
+    device = _device(cfg.device, dist)
+    run_dir = Path(cfg.out)
+    say = log if dist.is_main else (lambda *a, **k: None)
+
+    if cfg.resume:
+        saved = read_config(run_dir)
+        model, _ = load_run(run_dir)
+        model.backend = cfg.backend
+        class_names = saved["class_names"]
+        saved_train = saved.get("train", {})
+        for key in ("image_size", "batch_size", "seed", "lr", "lr_decay", "weight_decay", "augment", "data", "split"):
+            if key in saved_train:
+                setattr(cfg, key, saved_train[key])
+        cfg.in_channels = model.in_channels
+    elif (run_dir / WEIGHTS_NAME).exists() or (run_dir / CONFIG_NAME).exists():
+        raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+
+    data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=saved["class_names"] if cfg.resume else None, seed=cfg.seed)
+    if not data.has_labels:
+        raise ValueError(f"the {cfg.split} split of {cfg.data} has images without labels; training needs labels")
+    if len(data.class_names) < 2:
+        raise ValueError(f"{cfg.data} has a single class ({data.class_names[0]}); a class-conditional model needs at least 2")
+    if not cfg.resume:
+        torch.manual_seed(cfg.seed)
+        model = ConditionalPixelCNN(**_model_kwargs(cfg, len(data.class_names)))
+        class_names = data.class_names
+    model = model.to(device)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.95, 0.9995), weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
+    epoch, position, step = 0, 0, 0
+    if cfg.resume:
+        state = torch.load(run_dir / STATE_NAME, map_location=device, weights_only=True)
+        if state["step"] != saved.get("step"):
+            raise ValueError(f"{run_dir}: weights (step {saved.get('step')}) and {STATE_NAME} (step {state['step']}) disagree")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        epoch, position, step = state["epoch"], state["position"], state["step"]
+
+    net = model
+    if dist.active:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(net) if cfg.compile else net
+
+    per_rank = cfg.batch_size // dist.world
+    sampler = torch.utils.data.DistributedSampler(range(len(data)), num_replicas=dist.world, rank=dist.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    steps_per_epoch = len(sampler) // per_rank
+    if steps_per_epoch < 1:
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(data)} training images")
+    total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else cfg.max_steps
+    dims = cfg.in_channels * cfg.image_size * cfg.image_size
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
+
+    def checkpoint():
+        if not dist.is_main:
+            return
+        save_run(run_dir, model, class_names, extra={"train": dataclasses.asdict(cfg) | {"resume": False}, "step": step})
+        _save_state(run_dir, optimizer, scheduler, epoch, position, step)
+
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:
+            checkpoint()  # config.json exists from the start: the run directory is self-describing
+    say(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter model on {len(data)} images "
+        f"({', '.join(class_names)}), {dist.world} process(es), {device}, backend {cfg.backend}, steps {step}->{total}")  # fmt: skip
+    progress = _Progress(total, dist.is_main, cfg.log_every)
+    history = [json.loads(line) for line in (run_dir / METRICS_NAME).read_text().splitlines()] if cfg.resume and (run_dir / METRICS_NAME).exists() else []
+    window, window_start = [], time.monotonic()
+    deadline = None if cfg.max_seconds is None else time.monotonic() + cfg.max_seconds
+    try:
+        while step < total:
+            sampler.set_epoch(epoch)
+            order = list(sampler)
+            epoch_losses = []
+            model.train()
+            while position < steps_per_epoch and step < total:
+                torch.manual_seed(cfg.seed * 1_000_003 + step * dist.world + dist.rank)  # dropout, resume-exact
+                idx = torch.tensor(order[position * per_rank : (position + 1) * per_rank])
+                images = data.images[idx]
+                if cfg.augment:
+                    images = augment(images, torch.Generator().manual_seed(cfg.seed * 7_919 + step * dist.world + dist.rank))
+                x = to_model_range(images).to(device)
+                y = data.labels[idx].to(device)
+                with torch.autocast(**autocast):
+                    params = forward(x, y)
+                loss = -dmol_log_prob(x, params, bits=model.bits, backend=cfg.backend, check=False).mean() / dims
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                position += 1
+                logged = loss.detach()
+                if dist.active:  # log the global-batch loss, not this rank's share
+                    torch.distributed.all_reduce(logged)
+                    logged = logged / dist.world
+                bpd = logged.item() / math.log(2)
+                epoch_losses.append(bpd)
+                window.append(bpd)
+                elapsed = time.monotonic() - window_start
+                progress.update(step, epoch, bpd, len(window) * cfg.batch_size / max(elapsed, 1e-9))
+                if step % cfg.log_every == 0 or step == total:
+                    record = dict(step=step, epoch=epoch, train_bpd=sum(window) / len(window), lr=scheduler.get_last_lr()[0], images_per_s=len(window) * cfg.batch_size / max(elapsed, 1e-9))
+                    history.append(record)
+                    if dist.is_main:
+                        _append_metrics(run_dir, record)
+                    window, window_start = [], time.monotonic()
+                if deadline is not None and _past(deadline, dist):
+                    total = step
+            if position >= steps_per_epoch:
+                epoch, position = epoch + 1, 0
+                if dist.is_main:
+                    _append_metrics(run_dir, dict(epoch_end=epoch, step=step, epoch_train_bpd=sum(epoch_losses) / max(1, len(epoch_losses))))
+                    if cfg.sample_every and epoch % cfg.sample_every == 0:
+                        _sample_grid(model, class_names, cfg, run_dir / "samples" / f"epoch_{epoch:04d}.png")
+            checkpoint()
+    except KeyboardInterrupt:
+        progress.close()
+        checkpoint()
+        raise TrainingInterrupted(run_dir, step) from None
+    progress.close()
+    checkpoint()
+    points = [(r["step"], r["train_bpd"]) for r in history if "train_bpd" in r]
+    if dist.is_main and points:
+        line_plot_png(run_dir / "curve.png", [p[0] for p in points], [p[1] for p in points], "training bits/dim", "step", "bpd")
+    final = points[-1][1] if points else float("nan")
+    say(f"done: {step} steps, training bits/dim {final:.3f}; run directory {run_dir}")
+    return dict(steps=step, train_bpd=final, run_dir=str(run_dir), history=history)
+
+
+def _past(deadline: float, dist: _Dist) -> bool:
+    """Whether the time limit is reached — decided by rank 0 so all ranks stop at the same step."""
+    flag = torch.tensor([float(time.monotonic() >= deadline)])
+    if dist.active:
+        torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def _sample_grid(model, class_names: list[str], cfg: TrainConfig, path: Path) -> Path:
+    """One row of ``samples_per_class`` samples per class."""
+    labels = torch.arange(len(class_names)).repeat_interleave(cfg.samples_per_class)
+    device = next(model.parameters()).device
+    images = sample(model, labels.to(device), image_size=(cfg.image_size, cfg.image_size), generator=torch.Generator().manual_seed(cfg.seed))
+    return save_png(path, image_grid(to_uint8(images), nrow=cfg.samples_per_class), scale=2)
