@@ -47,7 +47,7 @@ def _cmd_train(args) -> int:
         image_size=args.image_size, in_channels=args.channels, nr_resnet=args.nr_resnet, nr_filters=args.nr_filters,
         nr_logistic_mix=args.nr_mix, conditioning=args.conditioning, fusion=args.fusion, embedding=args.embedding,
         embedding_dim=args.embedding_dim, dropout=args.dropout, augment=args.augment, amp=args.amp, compile=args.compile,
-        sample_every=args.sample_every, log_every=args.log_every, resume=args.resume,
+        sample_every=args.sample_every, log_every=args.log_every, wandb=args.wandb, resume=args.resume,
     )  # fmt: skip
     try:
         train(cfg)
@@ -163,9 +163,9 @@ def _cmd_evaluate(args) -> int:
             device = next(model.parameters()).device
             if model.num_classes:
                 labels = torch.arange(len(names)).repeat_interleave(args.fid_samples_per_class).to(device)
-                fake = sample(model, labels, image_size=(size, size), generator=generator)
+                fake = sample(model, labels, image_size=(size, size), method="auto", generator=generator)
             else:
-                fake = sample(model, None, image_size=(size, size), generator=generator, batch_size=args.fid_samples_per_class)
+                fake = sample(model, None, image_size=(size, size), method="auto", generator=generator, batch_size=args.fid_samples_per_class)
             result["fid"] = fid(data.images, to_uint8(fake), dims=args.fid_dims, device=device)
             result["fid_dims"] = args.fid_dims
         except FIDUnavailable as err:
@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
     t.add_argument("--sample-every", type=int, default=0, help="write per-class sample grids every N epochs (0: never)")
     t.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl records")
+    t.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs wandb installed)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.set_defaults(func=_cmd_train)
 
@@ -269,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--class", dest="cls", default="all", help="class name or 'all'")
     s.add_argument("--n", type=int, default=4, help="samples per class")
     s.add_argument("--out", required=True, help="PNG file")
-    s.add_argument("--method", choices=["naive"], default="naive")
+    s.add_argument("--method", choices=["auto", "naive", "cached"], default="auto", help="auto: cached where it can run, else naive")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--image-size", type=int, help="default: the training size")
     s.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")

@@ -23,7 +23,7 @@ from torch.nn.utils import parametrize
 
 from cpixelcnn.ops.dmol import LOG_SCALE_MIN, grid_levels, num_mixtures, params_per_mixture
 
-METHODS = ("naive",)
+METHODS = ("naive", "cached")
 
 
 def draw_noise(batch: int, channels: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -70,6 +70,19 @@ def sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits:
     return out
 
 
+def fastest_method(model) -> str:
+    """``"cached"`` where it can run (compiled extension, CPU model in float32/64), else ``"naive"``.
+
+    The CUDA build of the cached sampler is chosen only when asked for by name until it has been
+    validated on a GPU by the test suite (see README)."""
+    from cpixelcnn._extension import extension_available
+
+    param = next(model.parameters())
+    if extension_available() and param.device.type == "cpu" and param.dtype in (torch.float32, torch.float64):
+        return "cached"
+    return "naive"
+
+
 def _batch_and_labels(model, labels, batch_size):
     if model.num_classes == 0:
         if labels is not None:
@@ -89,12 +102,17 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
     """Draw images from ``model``: (B, C, H, W) on the 2^bits grid of [-1, 1].
 
     labels: (B,) integer class per image (None for an unconditional model, with ``batch_size``).
-    method: ``"naive"`` runs one full forward pass per pixel (the reference).
+    method: ``"naive"`` runs one full forward pass per pixel (the reference); ``"auto"`` picks
+        the fastest that can run (:func:`fastest_method`); ``"cached"``
+        computes every activation once (C++ extension, CPU; same images as naive given the
+        same generator — identical in float64, rarely a flipped level in float32).
     generator: the source of all randomness (see the module docstring for the layout).
     The model runs in eval mode (dropout off) and is put back in its previous mode afterwards.
     """
+    if method == "auto":
+        method = fastest_method(model)
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS + ('auto',)))}, got {method!r}")
     try:
         height, width = (int(s) for s in image_size)
     except (TypeError, ValueError):
@@ -114,6 +132,10 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
     was_training = model.training
     model.eval()
     try:
+        if method == "cached":
+            from cpixelcnn.cached import cached_sample
+
+            return cached_sample(model, labels, batch, height, width, noise)
         with parametrize.cached():  # weight-norm weights computed once, not once per pixel
             x = _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype)
     finally:

@@ -73,6 +73,7 @@ class TrainConfig:
     sample_every: int = 0
     samples_per_class: int = 4
     log_every: int = 10
+    wandb: bool = False  # also log to Weights & Biases (optional dependency)
     resume: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -250,6 +251,7 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
     say(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter model on {len(data)} images "
         f"({', '.join(class_names)}), {dist.world} process(es), {device}, backend {cfg.backend}, steps {step}->{total}")  # fmt: skip
     progress = _Progress(total, dist.is_main, cfg.log_every)
+    wandb_run = _start_wandb(cfg, run_dir) if cfg.wandb and dist.is_main else None
     history = [json.loads(line) for line in (run_dir / METRICS_NAME).read_text().splitlines()] if cfg.resume and (run_dir / METRICS_NAME).exists() else []
     window, window_start = [], time.monotonic()
     deadline = None if cfg.max_seconds is None else time.monotonic() + cfg.max_seconds
@@ -290,6 +292,8 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
                     history.append(record)
                     if dist.is_main:
                         _append_metrics(run_dir, record)
+                        if wandb_run is not None:
+                            wandb_run.log(record, step=step)
                     window, window_start = [], time.monotonic()
                 if deadline is not None and _past(deadline, dist):
                     total = step
@@ -306,12 +310,22 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
         raise TrainingInterrupted(run_dir, step) from None
     progress.close()
     checkpoint()
+    if wandb_run is not None:
+        wandb_run.finish()
     points = [(r["step"], r["train_bpd"]) for r in history if "train_bpd" in r]
     if dist.is_main and points:
         line_plot_png(run_dir / "curve.png", [p[0] for p in points], [p[1] for p in points], "training bits/dim", "step", "bpd")
     final = points[-1][1] if points else float("nan")
     say(f"done: {step} steps, training bits/dim {final:.3f}; run directory {run_dir}")
     return dict(steps=step, train_bpd=final, run_dir=str(run_dir), history=history)
+
+
+def _start_wandb(cfg: TrainConfig, run_dir: Path):
+    try:
+        import wandb
+    except ImportError:
+        raise RuntimeError("--wandb needs the wandb package (pip install wandb); metrics.jsonl is written either way") from None
+    return wandb.init(project="cpixelcnn", name=run_dir.name, dir=str(run_dir), config=dataclasses.asdict(cfg), resume="allow")
 
 
 def _past(deadline: float, dist: _Dist) -> bool:
@@ -326,5 +340,5 @@ def _sample_grid(model, class_names: list[str], cfg: TrainConfig, path: Path) ->
     """One row of ``samples_per_class`` samples per class."""
     labels = torch.arange(len(class_names)).repeat_interleave(cfg.samples_per_class)
     device = next(model.parameters()).device
-    images = sample(model, labels.to(device), image_size=(cfg.image_size, cfg.image_size), generator=torch.Generator().manual_seed(cfg.seed))
+    images = sample(model, labels.to(device), image_size=(cfg.image_size, cfg.image_size), method="auto", generator=torch.Generator().manual_seed(cfg.seed))
     return save_png(path, image_grid(to_uint8(images), nrow=cfg.samples_per_class), scale=2)

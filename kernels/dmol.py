@@ -100,43 +100,63 @@ def _load(ptr, mask, F64: tl.constexpr):
 
 
 @triton.jit
-def dmol_fwd_kernel(x_ptr, p_ptr, out_ptr, lse_mix_ptr, lse_logit_ptr, n_pixels, hw, K, half_bin, log_bin_width,
-                    C: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+def _pixels(x_ptr, p_ptr, n_pixels, hw, K, C: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's pixels: offsets, mask, base offset of their params, and their colour values."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n_pixels
     b = offs // hw
     s = offs % hw
     x_base = x_ptr + b * (C * hw) + s
-    per_colour = 3 if C == 3 else 2
-    n_params = K * (1 + C * per_colour)
-    p_base = p_ptr + b * (n_params * hw) + s
-
+    n_params = K * (1 + C * (3 if C == 3 else 2))
     x0 = _load(x_base, mask, F64)
     x1 = x0
     x2 = x0
     if C == 3:
         x1 = _load(x_base + hw, mask, F64)
         x2 = _load(x_base + 2 * hw, mask, F64)
+    return offs, mask, b * (n_params * hw) + s, x0, x1, x2
 
+
+@triton.jit
+def _component(p_base, k, K, hw, mask, x0, x1, x2, half_bin, log_bin_width, C: tl.constexpr, F64: tl.constexpr):
+    """Component k: its logit, summed colour log-mass, and the partials the backward needs
+    (d/d mean and d/d log-scale per colour, and the tanh'd coefficients)."""
+    logit = _load(p_base + k * hw, mask, F64)
+    comp, dm0, dls0 = _colour_terms(x0, _load(p_base + (K + k) * hw, mask, F64), _load(p_base + (2 * K + k) * hw, mask, F64),
+                                    half_bin, log_bin_width, x0 < -1.0 + half_bin, x0 > 1.0 - half_bin)  # fmt: skip
+    dm1 = comp * 0.0
+    dls1 = dm1
+    dm2 = dm1
+    dls2 = dm1
+    c_r = dm1
+    c_g = dm1
+    c_b = dm1
+    if C == 3:
+        c_r = _tanh(_load(p_base + (3 * K + k) * hw, mask, F64))
+        c_g = _tanh(_load(p_base + (6 * K + k) * hw, mask, F64))
+        c_b = _tanh(_load(p_base + (9 * K + k) * hw, mask, F64))
+        mean_g = _load(p_base + (4 * K + k) * hw, mask, F64) + c_r * x0
+        mean_b = _load(p_base + (7 * K + k) * hw, mask, F64) + c_g * x0 + c_b * x1
+        v1, dm1, dls1 = _colour_terms(x1, mean_g, _load(p_base + (5 * K + k) * hw, mask, F64), half_bin, log_bin_width,
+                                      x1 < -1.0 + half_bin, x1 > 1.0 - half_bin)  # fmt: skip
+        v2, dm2, dls2 = _colour_terms(x2, mean_b, _load(p_base + (8 * K + k) * hw, mask, F64), half_bin, log_bin_width,
+                                      x2 < -1.0 + half_bin, x2 > 1.0 - half_bin)  # fmt: skip
+        comp += v1 + v2
+    return logit, comp, dm0, dls0, dm1, dls1, dm2, dls2, c_r, c_g, c_b
+
+
+@triton.jit
+def dmol_fwd_kernel(x_ptr, p_ptr, out_ptr, lse_mix_ptr, lse_logit_ptr, n_pixels, hw, K, half_bin, log_bin_width,
+                    C: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    offs, mask, p_off, x0, x1, x2 = _pixels(x_ptr, p_ptr, n_pixels, hw, K, C, F64, BLOCK)
     m_mix = tl.full([BLOCK], float("-inf"), x0.dtype)
     s_mix = tl.zeros([BLOCK], x0.dtype)
     m_logit = tl.full([BLOCK], float("-inf"), x0.dtype)
     s_logit = tl.zeros([BLOCK], x0.dtype)
-    for k in range(K):
-        logit = _load(p_base + k * hw, mask, F64)
-        comp = _colour_terms(x0, _load(p_base + (K + k) * hw, mask, F64), _load(p_base + (2 * K + k) * hw, mask, F64),
-                             half_bin, log_bin_width, x0 < -1.0 + half_bin, x0 > 1.0 - half_bin)[0]  # fmt: skip
-        if C == 3:
-            c_r = _tanh(_load(p_base + (3 * K + k) * hw, mask, F64))
-            c_g = _tanh(_load(p_base + (6 * K + k) * hw, mask, F64))
-            c_b = _tanh(_load(p_base + (9 * K + k) * hw, mask, F64))
-            mean_g = _load(p_base + (4 * K + k) * hw, mask, F64) + c_r * x0
-            mean_b = _load(p_base + (7 * K + k) * hw, mask, F64) + c_g * x0 + c_b * x1
-            comp += _colour_terms(x1, mean_g, _load(p_base + (5 * K + k) * hw, mask, F64), half_bin, log_bin_width,
-                                  x1 < -1.0 + half_bin, x1 > 1.0 - half_bin)[0]  # fmt: skip
-            comp += _colour_terms(x2, mean_b, _load(p_base + (8 * K + k) * hw, mask, F64), half_bin, log_bin_width,
-                                  x2 < -1.0 + half_bin, x2 > 1.0 - half_bin)[0]  # fmt: skip
-        a = logit + comp
+    for k in range(K):  # two online log-sum-exps: mixture and logit normaliser
+        terms = _component(p_ptr + p_off, k, K, hw, mask, x0, x1, x2, half_bin, log_bin_width, C, F64)
+        logit = terms[0]
+        a = logit + terms[1]
         new_m = tl.maximum(m_mix, a)
         s_mix = s_mix * tl.where(m_mix == float("-inf"), 0.0, tl.exp(m_mix - new_m)) + tl.exp(a - new_m)
         m_mix = new_m
@@ -153,51 +173,17 @@ def dmol_fwd_kernel(x_ptr, p_ptr, out_ptr, lse_mix_ptr, lse_logit_ptr, n_pixels,
 @triton.jit
 def dmol_bwd_kernel(x_ptr, p_ptr, grad_ptr, lse_mix_ptr, lse_logit_ptr, dp_ptr, n_pixels, hw, K, half_bin, log_bin_width,
                     C: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n_pixels
-    b = offs // hw
-    s = offs % hw
-    x_base = x_ptr + b * (C * hw) + s
-    per_colour = 3 if C == 3 else 2
-    n_params = K * (1 + C * per_colour)
-    p_base = p_ptr + b * (n_params * hw) + s
-    dp_base = dp_ptr + b * (n_params * hw) + s
+    offs, mask, p_off, x0, x1, x2 = _pixels(x_ptr, p_ptr, n_pixels, hw, K, C, F64, BLOCK)
+    dp_base = dp_ptr + p_off
     out_ty = dp_ptr.dtype.element_ty
-
-    x0 = _load(x_base, mask, F64)
-    x1 = x0
-    x2 = x0
-    if C == 3:
-        x1 = _load(x_base + hw, mask, F64)
-        x2 = _load(x_base + 2 * hw, mask, F64)
     g = _load(grad_ptr + offs, mask, F64)
     lse_mix = _load(lse_mix_ptr + offs, mask, F64)
     lse_logit = _load(lse_logit_ptr + offs, mask, F64)
-
     for k in range(K):
-        logit = _load(p_base + k * hw, mask, F64)
-        raw_ls0 = _load(p_base + (2 * K + k) * hw, mask, F64)
-        v0, dm0, dls0 = _colour_terms(x0, _load(p_base + (K + k) * hw, mask, F64), raw_ls0, half_bin, log_bin_width,
-                                      x0 < -1.0 + half_bin, x0 > 1.0 - half_bin)  # fmt: skip
-        comp = v0
-        if C == 3:
-            raw_c_r = _load(p_base + (3 * K + k) * hw, mask, F64)
-            raw_c_g = _load(p_base + (6 * K + k) * hw, mask, F64)
-            raw_c_b = _load(p_base + (9 * K + k) * hw, mask, F64)
-            c_r = _tanh(raw_c_r)
-            c_g = _tanh(raw_c_g)
-            c_b = _tanh(raw_c_b)
-            mean_g = _load(p_base + (4 * K + k) * hw, mask, F64) + c_r * x0
-            mean_b = _load(p_base + (7 * K + k) * hw, mask, F64) + c_g * x0 + c_b * x1
-            v1, dm1, dls1 = _colour_terms(x1, mean_g, _load(p_base + (5 * K + k) * hw, mask, F64), half_bin, log_bin_width,
-                                          x1 < -1.0 + half_bin, x1 > 1.0 - half_bin)  # fmt: skip
-            v2, dm2, dls2 = _colour_terms(x2, mean_b, _load(p_base + (8 * K + k) * hw, mask, F64), half_bin, log_bin_width,
-                                          x2 < -1.0 + half_bin, x2 > 1.0 - half_bin)  # fmt: skip
-            comp += v1 + v2
+        logit, comp, dm0, dls0, dm1, dls1, dm2, dls2, c_r, c_g, c_b = _component(p_ptr + p_off, k, K, hw, mask, x0, x1, x2, half_bin, log_bin_width, C, F64)
         responsibility = tl.exp(logit + comp - lse_mix)
-        weight = tl.exp(logit - lse_logit)
         gr = g * responsibility
-        tl.store(dp_base + k * hw, (g * (responsibility - weight)).to(out_ty), mask=mask)
+        tl.store(dp_base + k * hw, (g * (responsibility - tl.exp(logit - lse_logit))).to(out_ty), mask=mask)
         tl.store(dp_base + (K + k) * hw, (gr * dm0).to(out_ty), mask=mask)
         tl.store(dp_base + (2 * K + k) * hw, (gr * dls0).to(out_ty), mask=mask)
         if C == 3:

@@ -143,3 +143,16 @@ def test_cli_import_error_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing key 'u_init.conv.weight_v'" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_commands_work_on_an_imported_run(tmp_path, capsys):
+    path = tmp_path / "port.pth"
+    torch.save(_port_state_dict(1, 4, 2, 3, True), path)
+    run = tmp_path / "run"
+    assert main(["import", "--from", "pixelcnnpp", str(path), "--out", str(run)]) == 0
+    assert main(["sample", "--checkpoint", str(run), "--n", "2", "--out", str(tmp_path / "s.png"), "--image-size", "6"]) == 0
+    assert (tmp_path / "s.png").is_file()
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run), "--data", "demo", "--json"]) == 0
+    result = __import__("json").loads(capsys.readouterr().out)
+    assert result["bpd"] > 0 and result["accuracy"] is None

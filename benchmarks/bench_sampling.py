@@ -1,0 +1,118 @@
+"""Sampling: naive (one full forward pass per pixel) vs cached (every activation once), on the CPU.
+
+    python benchmarks/bench_sampling.py             # the grid below; naive timed on a sample of passes
+    python benchmarks/bench_sampling.py --target    # the issue's target: 32x32, batch 16, 1/40/5, full naive run
+    python benchmarks/bench_sampling.py --smoke     # tiny shapes, correctness only
+
+Naive sampling costs H·W full forward passes. Where that is too long, ``naive_passes_timed`` of
+them are timed (forward on the partially filled image, exactly what naive runs) and the total is
+extrapolated as H·W × the mean pass time; the JSON says so per row ("naive_extrapolated").
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+MODELS = {"1/40/5": (1, 40, 5), "3/80/10": (3, 80, 10), "5/160/10": (5, 160, 10)}
+GRID = [  # (model, batch, size)
+    ("1/40/5", 1, 32), ("1/40/5", 16, 16), ("1/40/5", 16, 32), ("1/40/5", 64, 32), ("1/40/5", 16, 64),
+    ("3/80/10", 16, 32), ("5/160/10", 1, 32), ("5/160/10", 16, 32),
+]  # fmt: skip  (naive: timed passes until 10 s, extrapolated to H·W passes)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--target", action="store_true", help="only the target configuration, naive run in full")
+    parser.add_argument("--naive-passes", type=int, default=32, help="at most this many naive forward passes timed per row, stopping after 10 s (0: run naive in full)")
+    parser.add_argument("--models", nargs="*", choices=sorted(MODELS), help="only these model sizes")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    import torch
+
+    import cpixelcnn
+    from cpixelcnn import ConditionalPixelCNN, sample
+
+    if not cpixelcnn.extension_available():
+        print(f"the cached sampler needs the compiled extension: {cpixelcnn._extension.IMPORT_ERROR}", file=sys.stderr)
+        return 1
+    if args.smoke:
+        grid, full_naive = [("1/8/2", 2, 8)], True
+        models = {"1/8/2": (1, 8, 2)}
+    elif args.target:
+        grid, full_naive, models = [("1/40/5", 16, 32)], True, MODELS
+    else:
+        grid, full_naive, models = [r for r in GRID if not args.models or r[0] in args.models], args.naive_passes == 0, MODELS
+    rows = []
+    for name, batch, size in grid:
+        n, f, k = models[name]
+        torch.manual_seed(0)
+        model = ConditionalPixelCNN(nr_resnet=n, nr_filters=f, nr_logistic_mix=k).eval()
+        labels = torch.arange(batch) % 4
+        start = time.perf_counter()
+        sample(model, labels[:1], image_size=(size, size), method="cached", generator=torch.Generator().manual_seed(0))
+        warmup = time.perf_counter() - start  # builds the (cached) schedule for this size
+        start = time.perf_counter()
+        cached = sample(model, labels, image_size=(size, size), method="cached", generator=torch.Generator().manual_seed(0))
+        cached_s = time.perf_counter() - start
+        row = dict(model=name, batch=batch, image=f"{size}x{size}", cached_s=cached_s, warmup_batch1_with_schedule_s=warmup)
+        if full_naive:
+            start = time.perf_counter()
+            naive = sample(model, labels, image_size=(size, size), method="naive", generator=torch.Generator().manual_seed(0))
+            row.update(naive_s=time.perf_counter() - start, naive_extrapolated=False, identical_pixels=(naive == cached).float().mean().item())
+        else:
+            x = cached.clone()  # a filled image: each pass costs the same whatever the pixel values
+            passes = 0
+            with torch.no_grad(), torch.nn.utils.parametrize.cached():
+                model(x, labels)
+                start = time.perf_counter()
+                while passes < min(args.naive_passes, size * size) and (passes < 2 or time.perf_counter() - start < 10.0):
+                    model(x, labels)
+                    passes += 1
+                per_pass = (time.perf_counter() - start) / passes
+            row.update(naive_s=per_pass * size * size, naive_extrapolated=True, naive_passes_timed=passes)
+        row["speedup"] = row["naive_s"] / row["cached_s"]
+        rows.append(row)
+        print("  ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()), flush=True)
+    payload = dict(benchmark="sampling", mode="smoke" if args.smoke else ("target" if args.target else "grid"), device_info=common.device_info(), rows=rows)
+    if args.smoke and rows[0]["identical_pixels"] != 1.0:
+        print("FAIL: cached and naive samples differ", file=sys.stderr)
+        return 1
+    path = common.write_results("sampling" if not args.target else "sampling-target", payload, args.out)
+    if not args.smoke:
+        _plot(path, rows)
+    return 0
+
+
+def _plot(path, rows):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in ("naive_s", "cached_s"):
+        series = [(int(r["image"].split("x")[0]), r[method]) for r in rows if r["model"] == "1/40/5" and r["batch"] == 16]
+        if series:
+            series.sort()
+            ax.plot([s for s, _ in series], [t for _, t in series], marker="o", label=method.replace("_s", "") + (" (extrapolated)" if method == "naive_s" and rows[0].get("naive_extrapolated") else ""))
+    ax.set_xlabel("image size (H = W)")
+    ax.set_ylabel("seconds for a batch of 16 (1/40/5)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("PixelCNN++ sampling on the CPU")
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=120)
+    print(f"plot -> {path.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The cached incremental sampler: lower the model to ops over activation caches, schedule every
+activation at the step it becomes computable, and run the loop in C++ (``cpixelcnn._C``).
+
+Availability: input pixel p (raster order) is final after step p, so it is *available* from
+step p + 1; constant positions (the padding) from step 0. An activation is available at the
+latest availability of the inputs it reads (shifted convs, strided convs and transposed convs
+each define which). At step t the C++ loop computes exactly the positions available at t, for
+every op in forward order, then samples pixel t — whose parameters are available at a step
+≤ t because the network is causal (checked here when the schedule is built).
+
+The schedule depends only on the architecture and (H, W) and is cached; weights, FiLM γ/β and
+noise are handed over per call. Layouts: activation caches are NHWC per image; conv weights are
+rearranged to (kh, kw, Cin, Cout) so that the innermost loop runs over output channels.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.nn.utils import parametrize
+
+from cpixelcnn.layers import DownRightShiftedConv2d, DownRightShiftedConvTranspose2d, DownShiftedConv2d, DownShiftedConvTranspose2d, NiN
+from cpixelcnn.model import RESOLUTION_STEP
+
+CONV, DECONV, ADD, GATED = 0, 1, 2, 3
+SINGLE, CONCAT, SUM = 0, 1, 2
+NO_TRANSFORM, ELU, CONCAT_ELU = 0, 1, 2
+NO_SHIFT, SHIFT_DOWN, SHIFT_RIGHT = 0, 1, 2
+N_COLS = 13  # op_spec columns, as in csrc/cached_sampler.cpp
+
+
+class _Lowering:
+    """Walks the model in forward order, emitting ops and availability maps."""
+
+    def __init__(self, height: int, width: int, channels: int):
+        self.nodes: list[tuple[int, int, int]] = []  # (C, H, W)
+        self.avail: list[np.ndarray] = []
+        self.ops: list[dict] = []
+        hp = math.ceil(height / RESOLUTION_STEP) * RESOLUTION_STEP
+        wp = math.ceil(width / RESOLUTION_STEP) * RESOLUTION_STEP
+        avail = np.zeros((hp, wp), dtype=np.int64)  # padding: constant, available at once
+        avail[:height, :width] = np.arange(height * width).reshape(height, width) + 1
+        self.input = self._node(channels + 1, avail)
+
+    def _node(self, channels: int, avail: np.ndarray) -> int:
+        self.nodes.append((channels, *avail.shape))
+        self.avail.append(avail)
+        return len(self.nodes) - 1
+
+    def conv(self, layer, inputs: list[int], mode=SINGLE, transform=NO_TRANSFORM) -> int:
+        if isinstance(layer, NiN):
+            kh, kw, stride, pad_top, pad_left, shift = 1, 1, 1, 0, 0, NO_SHIFT
+            conv = layer.conv
+        else:
+            conv = layer.conv
+            kh, kw = layer.kernel_size
+            stride = conv.stride[0]
+            pad_top = kh - 1
+            if isinstance(layer, DownShiftedConv2d):
+                pad_left, pad_right = (kw - 1) // 2, (kw - 1) // 2
+                shift = SHIFT_DOWN if layer.shift_output_down else NO_SHIFT
+            else:
+                assert isinstance(layer, DownRightShiftedConv2d)
+                pad_left, pad_right = kw - 1, 0
+                shift = SHIFT_RIGHT if layer.shift_output_right else NO_SHIFT
+        _, h_in, w_in = self.nodes[inputs[0]]
+        pad_right = 0 if isinstance(layer, NiN) else pad_right
+        h_out = (h_in + pad_top - kh) // stride + 1
+        w_out = (w_in + pad_left + pad_right - kw) // stride + 1
+        src = np.maximum.reduce([self.avail[n] for n in inputs])
+        padded = np.zeros((h_in + pad_top + kh, w_in + pad_left + kw + stride), dtype=np.int64)
+        padded[pad_top : pad_top + h_in, pad_left : pad_left + w_in] = src
+        out = np.zeros((h_out, w_out), dtype=np.int64)
+        for ki in range(kh):
+            for kj in range(kw):
+                out = np.maximum(out, padded[ki : ki + stride * h_out : stride, kj : kj + stride * w_out : stride][:h_out, :w_out])
+        if shift == SHIFT_DOWN:
+            out = np.concatenate([np.zeros((1, w_out), np.int64), out[:-1]], axis=0)
+        elif shift == SHIFT_RIGHT:
+            out = np.concatenate([np.zeros((h_out, 1), np.int64), out[:, :-1]], axis=1)
+        cin_eff = sum(self.nodes[n][0] for n in inputs) if mode == CONCAT else self.nodes[inputs[0]][0]
+        if transform == CONCAT_ELU:
+            cin_eff *= 2
+        weight = conv.weight.detach()  # (Cout, Cin, kh, kw); weight norm applied
+        assert weight.shape[1] == cin_eff, (weight.shape, cin_eff)
+        node = self._node(weight.shape[0], out)
+        self.ops.append(dict(type=CONV, out=node, inputs=inputs, mode=mode, transform=transform, kh=kh, kw=kw, stride=stride,
+                             pad_top=pad_top, pad_left=pad_left, shift=shift, cin_eff=cin_eff,
+                             weight=weight.permute(2, 3, 1, 0), bias=conv.bias.detach()))  # fmt: skip
+        return node
+
+    def deconv(self, layer, source: int) -> int:
+        kh, kw = layer.kernel_size
+        stride = layer.deconv.stride[0]
+        crop_left = (kw - 1) // 2 if isinstance(layer, DownShiftedConvTranspose2d) else 0
+        assert isinstance(layer, (DownShiftedConvTranspose2d, DownRightShiftedConvTranspose2d))
+        _, h_in, w_in = self.nodes[source]
+        h_out, w_out = stride * h_in, stride * w_in
+        full_h = (h_in - 1) * stride + kh + 1
+        full_w = (w_in - 1) * stride + kw + 1
+        full = np.zeros((full_h, full_w), dtype=np.int64)
+        for ki in range(kh):
+            for kj in range(kw):
+                view = full[ki : ki + stride * h_in : stride, kj : kj + stride * w_in : stride]
+                np.maximum(view, self.avail[source], out=view)
+        out = full[:h_out, crop_left : crop_left + w_out]
+        weight = layer.deconv.weight.detach()  # (Cin, Cout, kh, kw)
+        node = self._node(weight.shape[1], np.ascontiguousarray(out))
+        self.ops.append(dict(type=DECONV, out=node, inputs=[source], mode=SINGLE, transform=NO_TRANSFORM, kh=kh, kw=kw, stride=stride,
+                             pad_top=0, pad_left=crop_left, shift=NO_SHIFT, cin_eff=weight.shape[0],
+                             weight=weight.permute(2, 3, 0, 1), bias=layer.deconv.bias.detach()))  # fmt: skip
+        return node
+
+    def elementwise(self, kind: int, a: int, b: int, block=None) -> int:
+        channels = self.nodes[a][0]
+        node = self._node(channels, np.maximum(self.avail[a], self.avail[b]))
+        self.ops.append(dict(type=kind, out=node, inputs=[a, b], block=block))
+        return node
+
+    def gated_resnet(self, block, x: int, skip: list[int] | None) -> int:
+        h = self.conv(block.conv_in, [x], transform=CONCAT_ELU)
+        if skip:
+            s = self.conv(block.nin_skip, skip, mode=CONCAT if len(skip) > 1 else SINGLE, transform=CONCAT_ELU)
+            h = self.conv(block.conv_out, [h, s], mode=SUM, transform=CONCAT_ELU)
+        else:
+            h = self.conv(block.conv_out, [h], transform=CONCAT_ELU)
+        return self.elementwise(GATED, x, h, block=block)
+
+
+def _lower(model, height: int, width: int) -> _Lowering:
+    """The forward pass of ConditionalPixelCNN, as ops (mirrors ConditionalPixelCNN.forward)."""
+    g = _Lowering(height, width, model.in_channels)
+    x = g.input
+    u_list = [g.conv(model.u_init, [x])]
+    ul_list = [g.elementwise(ADD, g.conv(model.ul_init_above, [x]), g.conv(model.ul_init_left, [x]))]
+    for s, stage in enumerate(model.up_stages):
+        for u_block, ul_block in zip(stage.u_stream, stage.ul_stream):
+            u_list.append(g.gated_resnet(u_block, u_list[-1], None))
+            ul_list.append(g.gated_resnet(ul_block, ul_list[-1], [u_list[-1]]))
+        if s < 2:
+            u_list.append(g.conv(model.downsize_u[s], [u_list[-1]]))
+            ul_list.append(g.conv(model.downsize_ul[s], [ul_list[-1]]))
+    u, ul = u_list.pop(), ul_list.pop()
+    for s, stage in enumerate(model.down_stages):
+        for u_block, ul_block in zip(stage.u_stream, stage.ul_stream):
+            u = g.gated_resnet(u_block, u, [u_list.pop()])
+            ul = g.gated_resnet(ul_block, ul, [u, ul_list.pop()])
+        if s < 2:
+            u = g.deconv(model.upsize_u[s], u)
+            ul = g.deconv(model.upsize_ul[s], ul)
+    g.params = g.conv(model.nin_out, [ul], transform=ELU)
+    return g
+
+
+def _architecture_key(model) -> tuple:
+    cfg = model.config
+    return tuple(sorted((k, v) for k, v in cfg.items() if k not in ("dropout", "weight_norm")))
+
+
+_SCHEDULES: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+
+
+def _schedule(g: _Lowering, key: tuple, height: int, width: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per op: positions sorted by availability and per-step offsets (cached per architecture, H, W)."""
+    cache_key = (key, height, width)
+    if cache_key in _SCHEDULES:
+        return _SCHEDULES[cache_key]
+    steps = height * width
+    params_avail = g.avail[g.params][:height, :width].reshape(-1)
+    late = np.nonzero(params_avail > np.arange(steps))[0]
+    if late.size:  # would mean a causality bug in the network
+        raise RuntimeError(f"pixel {int(late[0])} would need its own or later pixels: the model is not causal")
+    positions, offsets = [], []
+    for op in g.ops:
+        avail = g.avail[op["out"]].reshape(-1)
+        order = np.argsort(avail, kind="stable")
+        counts = np.bincount(np.minimum(avail, steps), minlength=steps + 1)[:steps]  # never-needed positions dropped
+        positions.append(torch.from_numpy(order.astype(np.int32)))
+        offsets.append(torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)))
+    if len(_SCHEDULES) >= 16:
+        _SCHEDULES.pop(next(iter(_SCHEDULES)))
+    _SCHEDULES[cache_key] = (positions, offsets)
+    return positions, offsets
+
+
+def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, width: int, noise: torch.Tensor, return_params: bool = False):
+    """Run the cached sampler (C++ on the CPU; CUDA kernels for a CUDA model when built with them). Returns images (B, C, H, W) in the model's dtype — and,
+    with ``return_params``, the DMoL parameters (B, n_out, H, W) it sampled each pixel from."""
+    from cpixelcnn._extension import require_extension
+
+    ext = require_extension("the cached sampler (method='cached')")
+    if not hasattr(ext, "cached_sample"):
+        raise RuntimeError("the compiled extension predates the cached sampler; rebuild it with `pip install --no-build-isolation -e .`")
+    device = next(model.parameters()).device
+    if device.type == "cuda" and not hasattr(ext, "cached_sample_cuda"):
+        raise RuntimeError("the compiled extension has no CUDA part (it was built without a CUDA torch and toolkit); "
+                           "rebuild with CPIXELCNN_CUDA=1 pip install --no-build-isolation -e . or sample on the CPU")  # fmt: skip
+    if device.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"method='cached' runs on CPU or CUDA models, not {device.type}")
+    dtype = next(model.parameters()).dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise RuntimeError(f"method='cached' supports float32 and float64 models, not {dtype}")
+    with torch.no_grad(), parametrize.cached():
+        g = _lower(model, height, width)  # cheap: op list, weight views, availability maps
+        positions, offsets = _schedule(g, _architecture_key(model), height, width)
+        cond = model.class_vector(labels, dtype) if labels is not None else None
+        spec = torch.zeros(len(g.ops), N_COLS, dtype=torch.int64)
+        weights, biases, gammas, betas = [], [], [], []
+        empty = torch.empty(0, dtype=dtype, device=device)
+        for k, op in enumerate(g.ops):
+            ins = op["inputs"] + [op["inputs"][0]] * (2 - len(op["inputs"]))
+            spec[k, :4] = torch.tensor([op["type"], op["out"], ins[0], ins[1]])
+            if op["type"] in (CONV, DECONV):
+                spec[k, 4:] = torch.tensor([op["mode"], op["transform"], op["kh"], op["kw"], op["stride"], op["pad_top"], op["pad_left"], op["shift"], op["cin_eff"]])
+                weights.append(op["weight"].to(dtype).contiguous())
+                biases.append(op["bias"].to(dtype).contiguous())  # already on the model's device
+            else:
+                weights.append(empty)
+                biases.append(empty)
+            gamma = beta = None
+            if op["type"] == GATED:
+                gamma, beta = op["block"].film_params(cond)
+            gammas.append(gamma.to(dtype).contiguous() if gamma is not None else empty)
+            betas.append(beta.to(dtype).contiguous() if beta is not None else empty)
+        nodes = [torch.zeros(batch, h, w, c, dtype=dtype, device=device) for c, h, w in g.nodes]
+        nodes[g.input][:, :height, :width, -1] = 1.0  # the ones channel marks the image
+        noise = noise.to(device=device, dtype=torch.float64).contiguous()
+        if device.type == "cuda":
+            ext.cached_sample_cuda(nodes, spec, weights, biases, gammas, betas, [p.to(device) for p in positions], offsets, g.input, g.params,
+                                   height, width, model.in_channels, model.bits, noise, True)  # fmt: skip
+        else:
+            ext.cached_sample(nodes, spec, weights, biases, gammas, betas, positions, offsets, g.input, g.params, height, width,
+                              model.in_channels, model.bits, noise)  # fmt: skip
+        images = nodes[g.input][:, :height, :width, : model.in_channels].permute(0, 3, 1, 2).contiguous()
+        if return_params:  # each position of the params cache was computed once, at its pixel's step
+            return images, nodes[g.params][:, :height, :width].permute(0, 3, 1, 2).contiguous()
+        return images

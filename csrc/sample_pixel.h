@@ -1,0 +1,54 @@
+// Exact sampling of one pixel from its discretized-logistic-mixture parameters (float64 math).
+// The reference is cpixelcnn.sampling.sample_pixel; the layouts are documented there.
+// Plain C++ so that nvcc compiles it for the device too (CPIXELCNN_HD).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define CPIXELCNN_HD __host__ __device__
+#else
+#define CPIXELCNN_HD
+#endif
+
+namespace cpixelcnn {
+
+constexpr double kLogScaleMin = -7.0;
+
+// params: n_out values of one pixel (any floating type, read as double); u: 1 + channels
+// uniforms; out: channels grid values in [-1, 1]
+template <typename P>
+CPIXELCNN_HD inline void sample_one(const P* params_in, int64_t n_out, const double* u, int64_t channels, int64_t bits, double* out) {
+  auto params = [&](int64_t k) { return static_cast<double>(params_in[k]); };
+  const int64_t per_mix = channels == 3 ? 10 : 3;
+  const int64_t k_mix = n_out / per_mix;
+  const int64_t per_colour = channels == 3 ? 3 : 2;
+  const double half_range = (ldexp(1.0, static_cast<int>(bits)) - 1.0) / 2.0;
+  const double top_level = 2.0 * half_range;
+  // component: first k with u * total < cumulative weight k (weights = exp(logit - max))
+  double max_logit = params(0);
+  for (int64_t k = 1; k < k_mix; ++k) max_logit = fmax(max_logit, params(k));
+  double total = 0.0;
+  for (int64_t k = 0; k < k_mix; ++k) total += exp(params(k) - max_logit);
+  const double threshold = u[0] * total;
+  int64_t component = 0;
+  double cumulative = 0.0;
+  for (int64_t k = 0; k < k_mix; ++k) {
+    cumulative += exp(params(k) - max_logit);
+    if (cumulative <= threshold) component = k + 1;
+  }
+  if (component > k_mix - 1) component = k_mix - 1;
+  auto param = [&](int64_t colour, int64_t role) { return params(k_mix + (colour * per_colour + role) * k_mix + component); };
+  for (int64_t c = 0; c < channels; ++c) {
+    double mean = param(c, 0);
+    if (c == 1) mean += tanh(param(0, 2)) * out[0];
+    if (c == 2) mean += tanh(param(1, 2)) * out[0] + tanh(param(2, 2)) * out[1];
+    const double scale = exp(fmax(param(c, 1), kLogScaleMin));
+    const double draw = mean + scale * (log(u[1 + c]) - log1p(-u[1 + c]));
+    const double level = fmin(fmax(nearbyint((draw + 1.0) * half_range), 0.0), top_level);  // ties to even, like torch.round
+    out[c] = level / half_range - 1.0;
+  }
+}
+
+}  // namespace cpixelcnn
