@@ -61,10 +61,8 @@ def main(argv=None) -> int:
                     gbs = traffic_bytes(b, f, h, w, x.element_size(), backward) / (ms * 1e-3) / 1e9
                     row.update({f"{mode}_ms": ms, f"{mode}_GBps": gbs, f"{mode}_pct_peak": 100 * gbs / peak})
             rows.append(row)
-            print("  ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()))
-            tol = 1e-6 if dtype_name == "float32" else 1e-2
-            if row["rel_error"] > tol:
-                print(f"FAIL: {name} disagrees with the float64 reference ({row['rel_error']:.2e} > {tol})", file=sys.stderr)
+            common.print_row(row)
+            if not common.agrees(row, 1e-6 if dtype_name == "float32" else 1e-2):
                 return 1
     if not smoke:
         for row in rows:

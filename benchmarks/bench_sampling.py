@@ -78,7 +78,7 @@ def main(argv=None) -> int:
             row.update(naive_s=per_pass * size * size, naive_extrapolated=True, naive_passes_timed=passes)
         row["speedup"] = row["naive_s"] / row["cached_s"]
         rows.append(row)
-        print("  ".join(f"{k_}={v:.4g}" if isinstance(v, float) else f"{k_}={v}" for k_, v in row.items()), flush=True)
+        common.print_row(row)
     payload = dict(benchmark="sampling", mode="smoke" if args.smoke else ("target" if args.target else "grid"), device_info=common.device_info(), rows=rows)
     if args.smoke and rows[0]["identical_pixels"] != 1.0:
         print("FAIL: cached and naive samples differ", file=sys.stderr)

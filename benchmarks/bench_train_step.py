@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             row.update(step_ms=1e3 * seconds, images_per_s=batch / seconds, peak_memory_gb=torch.cuda.max_memory_allocated() / 2**30)
             torch.cuda.reset_peak_memory_stats()
         rows.append(row)
-        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        common.print_row(row)
     base = rows[0]["first_loss"]
     for row in rows:
         if abs(row["first_loss"] - base) > (1e-4 if smoke else 2e-2) * abs(base):

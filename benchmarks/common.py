@@ -7,7 +7,6 @@ small shapes and is checked against the eager reference; no speed is claimed.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -70,6 +69,18 @@ def peak_bandwidth_gbs(nbytes: int = 2**30) -> float:
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     out, ref = out.double(), ref.double()
     return float((out - ref).norm() / ref.norm().clamp(min=1e-300))
+
+
+def print_row(row: dict) -> None:
+    print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+
+
+def agrees(row: dict, tol: float) -> bool:
+    """False (with a message) when the row's ``rel_error`` against the float64 reference exceeds tol."""
+    if row["rel_error"] > tol:
+        print(f"FAIL: {row['variant']} disagrees with the float64 reference ({row['rel_error']:.2e} > {tol})", file=sys.stderr)
+        return False
+    return True
 
 
 def write_results(name: str, payload: dict, out: str | None = None) -> Path:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
-from cpixelcnn.layers import DownRightShiftedConv2d, DownRightShiftedConvTranspose2d, DownShiftedConv2d, DownShiftedConvTranspose2d, NiN
+from cpixelcnn.layers import DownRightShiftedConv2d, DownShiftedConv2d, NiN
 from cpixelcnn.model import RESOLUTION_STEP
 
 CONV, DECONV, ADD, GATED = 0, 1, 2, 3
@@ -93,8 +93,7 @@ class _Lowering:
     def deconv(self, layer, source: int) -> int:
         kh, kw = layer.kernel_size
         stride = layer.deconv.stride[0]
-        crop_left = (kw - 1) // 2 if isinstance(layer, DownShiftedConvTranspose2d) else 0
-        assert isinstance(layer, (DownShiftedConvTranspose2d, DownRightShiftedConvTranspose2d))
+        crop_left = layer.crop_left
         _, h_in, w_in = self.nodes[source]
         h_out, w_out = stride * h_in, stride * w_in
         full_h = (h_in - 1) * stride + kh + 1

@@ -68,12 +68,14 @@ class DownRightShiftedConv2d(nn.Module):
         return right_shift(x) if self.shift_output_right else x
 
 
-class DownShiftedConvTranspose2d(nn.Module):
-    """Stride-2 up-sampling that keeps the down-shifted receptive field: (B, Cin, H, W) → (B, Cout, 2H, 2W)."""
+class _ShiftedConvTranspose2d(nn.Module):
+    """Stride-2 transposed conv, cropped so the output keeps its stream's receptive field:
+    (B, Cin, H, W) → (B, Cout, 2H, 2W). ``crop_left`` columns are dropped on the left."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size=(2, 3), stride=2, weight_norm: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int, weight_norm: bool, crop_left: int):
         super().__init__()
         self.kernel_size = tuple(kernel_size)
+        self.crop_left = crop_left
         # weight (Cin, Cout, kh, kw): normalise per output channel (dim 1)
         self.deconv = maybe_weight_norm(
             nn.ConvTranspose2d(in_channels, out_channels, self.kernel_size, stride, output_padding=1), weight_norm, dim=1
@@ -82,24 +84,22 @@ class DownShiftedConvTranspose2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel_size
         y = self.deconv(x)
-        side = (kw - 1) // 2
-        return y[:, :, : y.shape[2] - kh + 1, side : y.shape[3] - side]
+        height, width = y.shape[2] - kh + 1, y.shape[3] - kw + 1
+        return y[:, :, :height, self.crop_left : self.crop_left + width]
 
 
-class DownRightShiftedConvTranspose2d(nn.Module):
-    """Stride-2 up-sampling that keeps the down-right-shifted receptive field: (B, Cin, H, W) → (B, Cout, 2H, 2W)."""
+class DownShiftedConvTranspose2d(_ShiftedConvTranspose2d):
+    """Up-sampling for the u stream (rows above): crops evenly left and right."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=(2, 3), stride=2, weight_norm: bool = True):
+        super().__init__(in_channels, out_channels, kernel_size, stride, weight_norm, crop_left=(kernel_size[1] - 1) // 2)
+
+
+class DownRightShiftedConvTranspose2d(_ShiftedConvTranspose2d):
+    """Up-sampling for the ul stream (above and left): crops only on the right."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size=(2, 2), stride=2, weight_norm: bool = True):
-        super().__init__()
-        self.kernel_size = tuple(kernel_size)
-        self.deconv = maybe_weight_norm(
-            nn.ConvTranspose2d(in_channels, out_channels, self.kernel_size, stride, output_padding=1), weight_norm, dim=1
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kh, kw = self.kernel_size
-        y = self.deconv(x)
-        return y[:, :, : y.shape[2] - kh + 1, : y.shape[3] - kw + 1]
+        super().__init__(in_channels, out_channels, kernel_size, stride, weight_norm, crop_left=0)
 
 
 class NiN(nn.Module):

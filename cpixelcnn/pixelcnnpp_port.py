@@ -80,12 +80,10 @@ def _group(state: dict[str, torch.Tensor]) -> dict[str, tuple[str, str, dict[str
     """Port tensors grouped by layer: our path -> (port path, kind, {g|v|w|b: tensor})."""
     layers: dict[str, tuple[str, str, dict[str, torch.Tensor]]] = {}
     for key in sorted(state):
-        for leaf, role in _LEAVES.items():
-            if key.endswith("." + leaf):
-                port_path = key[: -len(leaf) - 1]
-                break
-        else:
+        leaf = next((name for name in _LEAVES if key.endswith("." + name)), None)
+        if leaf is None:
             raise PortImportError(f"unexpected key {key!r}: not a tensor of the PixelCNN++ port")
+        role, port_path = _LEAVES[leaf], key[: -len(leaf) - 1]
         for pattern, target, kind in _RULES:
             m = re.fullmatch(pattern, port_path)
             if m:

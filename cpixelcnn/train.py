@@ -248,8 +248,9 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not cfg.resume:
             checkpoint()  # config.json exists from the start: the run directory is self-describing
+    limit = f"steps {step}->{total}" + (f" or {cfg.max_seconds:g} s, whichever comes first" if cfg.max_seconds else "")
     say(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter model on {len(data)} images "
-        f"({', '.join(class_names)}), {dist.world} process(es), {device}, backend {cfg.backend}, steps {step}->{total}")  # fmt: skip
+        f"({', '.join(class_names)}), {dist.world} process(es), {device}, backend {cfg.backend}, {limit}")  # fmt: skip
     progress = _Progress(total, dist.is_main, cfg.log_every)
     wandb_run = _start_wandb(cfg, run_dir) if cfg.wandb and dist.is_main else None
     history = [json.loads(line) for line in (run_dir / METRICS_NAME).read_text().splitlines()] if cfg.resume and (run_dir / METRICS_NAME).exists() else []
