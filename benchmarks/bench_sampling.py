@@ -1,4 +1,4 @@
-"""Sampling: naive (one full forward pass per pixel) vs cached (every activation once), on the CPU.
+"""Sampling: naive (one full forward pass per pixel) vs cached (every activation once).
 
     python benchmarks/bench_sampling.py             # the grid below; naive timed on a sample of passes
     python benchmarks/bench_sampling.py --target    # the issue's target: 32x32, batch 16, 1/40/5, full naive run
@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument("--target", action="store_true", help="only the target configuration, naive run in full")
     parser.add_argument("--naive-passes", type=int, default=32, help="at most this many naive forward passes timed per row, stopping after 10 s (0: run naive in full)")
     parser.add_argument("--models", nargs="*", choices=sorted(MODELS), help="only these model sizes")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the CUDA build of the cached sampler")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     import torch
@@ -52,28 +53,34 @@ def main(argv=None) -> int:
     for name, batch, size in grid:
         n, f, k = models[name]
         torch.manual_seed(0)
-        model = ConditionalPixelCNN(nr_resnet=n, nr_filters=f, nr_logistic_mix=k).eval()
-        labels = torch.arange(batch) % 4
+        model = ConditionalPixelCNN(nr_resnet=n, nr_filters=f, nr_logistic_mix=k).eval().to(args.device)
+        labels = (torch.arange(batch) % 4).to(args.device)
+        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
         start = time.perf_counter()
         sample(model, labels[:1], image_size=(size, size), method="cached", generator=torch.Generator().manual_seed(0))
         warmup = time.perf_counter() - start  # builds the (cached) schedule for this size
+        sync()
         start = time.perf_counter()
         cached = sample(model, labels, image_size=(size, size), method="cached", generator=torch.Generator().manual_seed(0))
+        sync()
         cached_s = time.perf_counter() - start
         row = dict(model=name, batch=batch, image=f"{size}x{size}", cached_s=cached_s, warmup_batch1_with_schedule_s=warmup)
         if full_naive:
             start = time.perf_counter()
             naive = sample(model, labels, image_size=(size, size), method="naive", generator=torch.Generator().manual_seed(0))
+            sync()
             row.update(naive_s=time.perf_counter() - start, naive_extrapolated=False, identical_pixels=(naive == cached).float().mean().item())
         else:
             x = cached.clone()  # a filled image: each pass costs the same whatever the pixel values
             passes = 0
             with torch.no_grad(), torch.nn.utils.parametrize.cached():
                 model(x, labels)
+                sync()
                 start = time.perf_counter()
                 while passes < min(args.naive_passes, size * size) and (passes < 2 or time.perf_counter() - start < 10.0):
                     model(x, labels)
                     passes += 1
+                sync()
                 per_pass = (time.perf_counter() - start) / passes
             row.update(naive_s=per_pass * size * size, naive_extrapolated=True, naive_passes_timed=passes)
         row["speedup"] = row["naive_s"] / row["cached_s"]

@@ -89,7 +89,8 @@ def write_results(name: str, payload: dict, out: str | None = None) -> Path:
 
     device = payload.get("device_info", {}).get("device", "unknown")
     slug = "".join(ch if ch.isalnum() else "-" for ch in device).strip("-").lower()
-    path = Path(out) if out else RESULTS / f"{name}-{slug}.json"
+    suffix = "-smoke" if payload.get("mode") == "smoke" else ""  # never overwrite measured results
+    path = Path(out) if out else RESULTS / f"{name}-{slug}{suffix}.json"
     atomic_write_json(path, payload)
     print(f"results -> {path}")
     return path

@@ -190,7 +190,7 @@ def _cmd_bench(args) -> int:
     root = Path(__file__).resolve().parent.parent / "benchmarks"
     if not (root / "bench_dmol.py").is_file():
         raise FileNotFoundError(f"the benchmark scripts are not installed with the package; run from a source checkout ({root} not found)")
-    names = args.only or ["dmol", "gated_film", "train_step"]
+    names = args.only or ["dmol", "gated_film", "train_step", "sampling"]
     status = 0
     for name in names:
         cmd = [sys.executable, str(root / f"bench_{name}.py")] + (["--smoke"] if args.smoke else [])
@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="run the benchmark suite (smoke mode without CUDA)")
     b.add_argument("--smoke", action="store_true")
-    b.add_argument("--only", nargs="*", choices=["dmol", "gated_film", "train_step"])
+    b.add_argument("--only", nargs="*", choices=["dmol", "gated_film", "train_step", "sampling"])
     b.set_defaults(func=_cmd_bench)
 
     imp = sub.add_parser("import", help="import a checkpoint of another implementation into a run directory")

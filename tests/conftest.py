@@ -10,6 +10,8 @@ import pytest  # noqa: E402
 from cpixelcnn import ConditionalPixelCNN  # noqa: E402
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# Triton kernel tests run on real GPU kernels when there is a GPU, else in the interpreter on CPU
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(autouse=True)

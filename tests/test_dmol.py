@@ -162,7 +162,7 @@ def test_unknown_backend():
 # -- Triton kernel (interpreter mode on CPU, real kernels on a GPU) ------------------------------
 
 from cpixelcnn.ops.dmol import dmol_log_prob_eager, dmol_log_prob_triton  # noqa: E402
-from conftest import requires_cuda  # noqa: E402
+from conftest import KERNEL_DEVICE, requires_cuda  # noqa: E402
 
 KERNEL_CASES = [  # (channels, K, bits, B, H, W)
     (1, 1, 8, 1, 1, 1),
@@ -174,7 +174,7 @@ KERNEL_CASES = [  # (channels, K, bits, B, H, W)
 ]
 
 
-def _kernel_inputs(c, k, bits, b, h, w, scale=2.0, dtype=torch.float64, device="cpu"):
+def _kernel_inputs(c, k, bits, b, h, w, scale=2.0, dtype=torch.float64, device=KERNEL_DEVICE):
     x = random_grid_images(b, c, h, w, bits=bits, dtype=dtype).to(device)
     n = min(2, x.numel())
     x.view(-1)[:n] = torch.tensor([-1.0, 1.0], dtype=dtype)[:n]  # the edge bins are always present
@@ -186,7 +186,7 @@ def _kernel_inputs(c, k, bits, b, h, w, scale=2.0, dtype=torch.float64, device="
 def test_triton_matches_eager_float64(case):
     c, k, bits = case[:3]
     x, params = _kernel_inputs(*case)
-    weights = torch.randn(case[3], case[4], case[5], dtype=torch.float64)
+    weights = torch.randn(case[3], case[4], case[5], dtype=torch.float64, device=KERNEL_DEVICE)
     ref = dmol_log_prob_eager(x, params, bits, per_pixel=True)
     (ref_grad,) = torch.autograd.grad((ref * weights).sum(), params)
     out = dmol_log_prob(x, params, bits=bits, backend="triton", per_pixel=True)
@@ -201,9 +201,9 @@ def test_triton_extreme_parameters(c):
     k = 4
     x, params = _kernel_inputs(c, k, 8, 2, 3, 4, scale=1.0)
     with torch.no_grad():
-        params[:, :k] = torch.tensor([50.0, -50.0, 0.0, 3.0])[None, :, None, None]
+        params[:, :k] = torch.tensor([50.0, -50.0, 0.0, 3.0], device=KERNEL_DEVICE)[None, :, None, None]
         params[:, k : 2 * k] *= 40  # |means| far outside [-1, 1]
-        ls = torch.tensor([-7.0, -20.0, 12.0, 0.5])[None, :, None, None]
+        ls = torch.tensor([-7.0, -20.0, 12.0, 0.5], device=KERNEL_DEVICE)[None, :, None, None]
         params[:, 2 * k : 3 * k] = ls
         if c == 3:
             params[:, 5 * k : 6 * k] = ls
@@ -247,13 +247,13 @@ def test_triton_non_contiguous_inputs():
 
 def test_triton_checks_inputs_like_eager():
     with pytest.raises(ValueError, match="off the 8-bit grid"):
-        dmol_log_prob(torch.full((1, 3, 2, 2), 0.5), torch.zeros(1, 10, 2, 2), backend="triton")
+        dmol_log_prob(torch.full((1, 3, 2, 2), 0.5, device=KERNEL_DEVICE), torch.zeros(1, 10, 2, 2, device=KERNEL_DEVICE), backend="triton")
     with pytest.raises(ValueError, match=r"10\*K"):
-        dmol_log_prob(torch.zeros(1, 3, 2, 2), torch.zeros(1, 9, 2, 2), backend="triton")
+        dmol_log_prob(torch.zeros(1, 3, 2, 2, device=KERNEL_DEVICE), torch.zeros(1, 9, 2, 2, device=KERNEL_DEVICE), backend="triton")
 
 
 def test_dmol_custom_ops_pass_opcheck():
-    x, params = _kernel_inputs(3, 2, 8, 2, 3, 3)
+    x, params = _kernel_inputs(3, 2, 8, 2, 3, 3)  # on KERNEL_DEVICE
     x = x.detach()
     torch.library.opcheck(torch.ops.cpixelcnn.dmol_log_prob_pixels.default, (x, params, 8))
     lp, lse_mix, lse_logit = torch.ops.cpixelcnn.dmol_log_prob_pixels(x, params.detach(), 8)
@@ -262,7 +262,7 @@ def test_dmol_custom_ops_pass_opcheck():
 
 def test_triton_backend_errors_without_a_device(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    x, params = _kernel_inputs(1, 1, 8, 1, 2, 2)
+    x, params = _kernel_inputs(1, 1, 8, 1, 2, 2, device="cpu")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="backend 'triton' cannot run: .*cpu tensor"):
             dmol_log_prob(x, params, backend="triton")

@@ -38,7 +38,7 @@ def test_shape_errors():
 # -- Triton kernel -------------------------------------------------------------------------------
 
 from cpixelcnn.ops.gated_film import gated_film_eager, gated_film_triton  # noqa: E402
-from conftest import requires_cuda  # noqa: E402
+from conftest import KERNEL_DEVICE, requires_cuda  # noqa: E402
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (3, 5, 33, 40), (1, 2, 17, 1)]
 
@@ -53,11 +53,12 @@ def _grads(fn, x, h, gamma, beta, weights):
 @pytest.mark.parametrize("mode", ["film", "additive", "unconditional"])
 def test_triton_matches_eager_float64(shape, mode):
     b, f, height, width = shape
-    x = torch.randn(b, f, height, width, dtype=torch.float64, requires_grad=True)
-    h = torch.randn(b, 2 * f, height, width, dtype=torch.float64, requires_grad=True)
-    gamma = torch.randn(b, 2 * f, dtype=torch.float64, requires_grad=True) if mode == "film" else None
-    beta = torch.randn(b, 2 * f, dtype=torch.float64, requires_grad=True) if mode != "unconditional" else None
-    weights = torch.randn(b, f, height, width, dtype=torch.float64)
+    opts = dict(dtype=torch.float64, device=KERNEL_DEVICE)
+    x = torch.randn(b, f, height, width, **opts, requires_grad=True)
+    h = torch.randn(b, 2 * f, height, width, **opts, requires_grad=True)
+    gamma = torch.randn(b, 2 * f, **opts, requires_grad=True) if mode == "film" else None
+    beta = torch.randn(b, 2 * f, **opts, requires_grad=True) if mode != "unconditional" else None
+    weights = torch.randn(b, f, height, width, **opts)
     ref, ref_grads = _grads(gated_film_eager, x, h, gamma, beta, weights)
     out, grads = _grads(gated_film_triton, x, h, gamma, beta, weights)
     assert torch.allclose(out, ref, rtol=1e-13, atol=1e-14)
@@ -67,9 +68,9 @@ def test_triton_matches_eager_float64(shape, mode):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
 def test_triton_low_precision(dtype, tol):
-    x = torch.randn(2, 4, 6, 6, dtype=dtype)
-    h = torch.randn(2, 8, 6, 6, dtype=dtype)
-    gamma, beta = torch.randn(2, 8), torch.randn(2, 8)  # float32 FiLM params, as in autocast
+    x = torch.randn(2, 4, 6, 6, dtype=dtype, device=KERNEL_DEVICE)
+    h = torch.randn(2, 8, 6, 6, dtype=dtype, device=KERNEL_DEVICE)
+    gamma, beta = torch.randn(2, 8, device=KERNEL_DEVICE), torch.randn(2, 8, device=KERNEL_DEVICE)  # float32 FiLM params, as in autocast
     out = gated_film_triton(x, h, gamma, beta)
     ref = gated_film_eager(x.double(), h.double(), gamma.double(), beta.double())
     assert out.dtype == gated_film_eager(x, h, gamma, beta).dtype
@@ -77,7 +78,7 @@ def test_triton_low_precision(dtype, tol):
 
 
 def test_gated_film_custom_ops_pass_opcheck():
-    x, h, gamma, beta = (t.requires_grad_(True) for t in _inputs())
+    x, h, gamma, beta = (t.to(KERNEL_DEVICE).requires_grad_(True) for t in _inputs())
     torch.library.opcheck(torch.ops.cpixelcnn.gated_film.default, (x, h, gamma, beta))
     torch.library.opcheck(torch.ops.cpixelcnn.gated_film.default, (x, h, None, beta))
     torch.library.opcheck(torch.ops.cpixelcnn.gated_film_backward.default, (torch.randn_like(x), h.detach(), None, None))

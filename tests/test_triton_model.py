@@ -3,13 +3,13 @@ import pytest
 import torch
 
 from cpixelcnn import ConditionalPixelCNN, dmol_log_prob
-from conftest import random_grid_images, requires_cuda, tiny_model
+from conftest import KERNEL_DEVICE, random_grid_images, requires_cuda, tiny_model
 
 
 @pytest.mark.parametrize("conditioning,channels", [("film", 3), ("additive", 1)])
 def test_model_forward_backward_triton_equals_eager(conditioning, channels):
-    model = tiny_model(in_channels=channels, conditioning=conditioning, nr_filters=4, nr_logistic_mix=3)
-    x, y = random_grid_images(2, channels, 5, 6), torch.tensor([1, 3])
+    model = tiny_model(in_channels=channels, conditioning=conditioning, nr_filters=4, nr_logistic_mix=3).to(KERNEL_DEVICE)
+    x, y = random_grid_images(2, channels, 5, 6).to(KERNEL_DEVICE), torch.tensor([1, 3], device=KERNEL_DEVICE)
 
     def run(backend):
         model.backend = backend
@@ -28,16 +28,16 @@ def test_model_forward_backward_triton_equals_eager(conditioning, channels):
 
 def test_training_loss_curves_agree_step_by_step():
     """20 Adam steps from the same seed and data: eager and Triton losses agree at float32 precision."""
-    data = random_grid_images(16, 3, 8, 8, dtype=torch.float32, generator=torch.Generator().manual_seed(1))
-    labels = torch.arange(16) % 4
+    data = random_grid_images(16, 3, 8, 8, dtype=torch.float32, generator=torch.Generator().manual_seed(1)).to(KERNEL_DEVICE)
+    labels = (torch.arange(16) % 4).to(KERNEL_DEVICE)
 
     def train(backend):
         torch.manual_seed(42)
-        model = ConditionalPixelCNN(nr_resnet=1, nr_filters=8, nr_logistic_mix=3, dropout=0.0, backend=backend)
+        model = ConditionalPixelCNN(nr_resnet=1, nr_filters=8, nr_logistic_mix=3, dropout=0.0, backend=backend).to(KERNEL_DEVICE)
         opt = torch.optim.Adam(model.parameters(), lr=2e-3)
         losses = []
         for step in range(20):
-            idx = torch.arange(4) + 4 * (step % 4)
+            idx = torch.arange(4, device=KERNEL_DEVICE) + 4 * (step % 4)
             loss = -dmol_log_prob(data[idx], model(data[idx], labels[idx]), backend=backend).mean() / (3 * 64)
             opt.zero_grad()
             loss.backward()
@@ -52,8 +52,8 @@ def test_training_loss_curves_agree_step_by_step():
 
 def test_torch_compile_without_graph_breaks():
     """fullgraph=True fails on any graph break: the custom ops trace through their fake impls."""
-    model = tiny_model(nr_filters=4, backend="triton", dtype=torch.float32)
-    x, y = random_grid_images(2, 3, 4, 4, dtype=torch.float32), torch.tensor([0, 2])
+    model = tiny_model(nr_filters=4, backend="triton", dtype=torch.float32).to(KERNEL_DEVICE)
+    x, y = random_grid_images(2, 3, 4, 4, dtype=torch.float32).to(KERNEL_DEVICE), torch.tensor([0, 2], device=KERNEL_DEVICE)
 
     def loss_fn(x, y):
         return -dmol_log_prob(x, model(x, y), backend="triton").sum()
@@ -67,13 +67,13 @@ def test_torch_compile_without_graph_breaks():
 
 
 def test_backend_switch_at_run_time_and_auto_on_cpu():
-    model = tiny_model()
-    x, y = random_grid_images(1, 3, 4, 4), torch.tensor([1])
+    model = tiny_model().to(KERNEL_DEVICE)
+    x, y = random_grid_images(1, 3, 4, 4).to(KERNEL_DEVICE), torch.tensor([1], device=KERNEL_DEVICE)
     ref = model(x, y)
     model.backend = "triton"
     assert torch.allclose(model(x, y), ref, rtol=1e-12)
-    model.backend = "auto"  # a CPU tensor: the eager path, bit for bit
-    assert torch.equal(model(x, y), ref)
+    model.backend = "auto"  # Triton on a GPU tensor, the eager path on a CPU tensor
+    assert torch.allclose(model(x, y), ref, rtol=1e-12)
 
 
 @requires_cuda

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Issue 7 in one call on a lent GPU machine (the device tool): build the CUDA extension, run the
+# whole suite with real Triton kernels and the GPU-only tests, run every benchmark. Results and
+# logs go to $OUT (the device tool brings them back) or ./gpu-out.
+#
+# The machine has its own torch/Triton/nvcc and no registry: carry missing wheels in .whl/
+# (safetensors, pytest, pytest-benchmark, matplotlib ...), see /work/.library/device/README.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-gpu-out}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+fi
+{ nvidia-smi; python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; } 2>&1 | tee "$OUT/env.txt"
+CPIXELCNN_CUDA=1 python3 -m pip install -q --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 || tail -20 "$OUT/build.log"
+python3 -c "import cpixelcnn as c; print('extension', c.extension_available(), 'cuda sampler', hasattr(c._extension._C, 'cached_sample_cuda'))" 2>&1 | tee -a "$OUT/env.txt"
+python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$OUT/tests.log" | tail -15
+for bench in dmol gated_film train_step; do
+  python3 benchmarks/bench_$bench.py --out "$OUT/$bench.json" 2>&1 | tee "$OUT/bench_$bench.log" | tail -12
+done
+python3 benchmarks/bench_sampling.py --device cuda --models 1/40/5 5/160/10 --out "$OUT/sampling.json" 2>&1 | tee "$OUT/bench_sampling.log" | tail -10
