@@ -17,18 +17,16 @@ from cpixelcnn.model import ConditionalPixelCNN
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "checkpoint.safetensors"
+EMA_NAME = "ema.safetensors"  # Polyak-averaged weights (training with --ema)
 FORMAT_VERSION = 1
 
 
 def save_run(run_dir: str | os.PathLike, model: ConditionalPixelCNN, class_names: list[str] | None = None, extra: dict | None = None) -> Path:
     """Write ``model``'s config and weights into ``run_dir`` (created if needed)."""
-    from safetensors.torch import save
-
     run_dir = Path(run_dir)
     if class_names is not None and model.num_classes and len(class_names) != model.num_classes:
         raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(run_dir / WEIGHTS_NAME, save(state))
+    save_weights(run_dir / WEIGHTS_NAME, model.state_dict())
     config = {"format_version": FORMAT_VERSION, "model": model.config, "class_names": class_names or [f"Class{i}" for i in range(model.num_classes)]}
     if extra:
         config.update(extra)
@@ -49,13 +47,26 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     return config
 
 
-def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[ConditionalPixelCNN, dict]:
-    """Rebuild the model of a run directory with its weights. Returns (model in eval mode, config)."""
+def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> Path:
+    """A state dict as safetensors, atomically."""
+    from safetensors.torch import save
+
+    return atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
+
+
+def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu", use_ema: bool = True) -> tuple[ConditionalPixelCNN, dict]:
+    """Rebuild the model of a run directory with its weights. Returns (model in eval mode, config).
+
+    With ``use_ema`` (default) the Polyak-averaged weights are used when the run has them, as
+    PixelCNN++ does for evaluation and sampling; ``config["weights"]`` says which were loaded."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     config = read_config(run_dir)
     weights = Path(run_dir) / WEIGHTS_NAME
+    if use_ema and (Path(run_dir) / EMA_NAME).is_file():
+        weights = Path(run_dir) / EMA_NAME
+    config["weights"] = weights.name
     if not weights.is_file():
         raise FileNotFoundError(f"{run_dir} has no {WEIGHTS_NAME}")
     try:

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 
-def _load(run_dir: str, device: str = "cpu", backend: str | None = None):
+def _load(run_dir: str, device: str = "cpu", backend: str | None = None, use_ema: bool = True):
     from cpixelcnn.checkpoint import load_run
 
-    model, config = load_run(run_dir, map_location=_device(device))
+    model, config = load_run(run_dir, map_location=_device(device), use_ema=use_ema)
     if backend:
         model.backend = backend
     return model, config
@@ -43,7 +43,7 @@ def _cmd_train(args) -> int:
 
     cfg = TrainConfig(
         data=args.data, out=args.out, split=args.split, epochs=args.epochs, max_steps=args.max_steps, max_seconds=args.max_time, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, seed=args.seed, device=args.device, backend=args.backend,
+        lr=args.lr, weight_decay=args.weight_decay, ema=args.ema, seed=args.seed, device=args.device, backend=args.backend,
         image_size=args.image_size, in_channels=args.channels, nr_resnet=args.nr_resnet, nr_filters=args.nr_filters,
         nr_logistic_mix=args.nr_mix, conditioning=args.conditioning, fusion=args.fusion, embedding=args.embedding,
         embedding_dim=args.embedding_dim, dropout=args.dropout, augment=args.augment, amp=args.amp, compile=args.compile,
@@ -64,7 +64,7 @@ def _cmd_sample(args) -> int:
     from cpixelcnn.io import image_grid, save_png
     from cpixelcnn.sampling import sample
 
-    model, config = _load(args.checkpoint, args.device, args.backend)
+    model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
     names = config["class_names"]
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
@@ -92,7 +92,7 @@ def _classify_split(args):
     from cpixelcnn.data import load_dataset
     from cpixelcnn.metrics import predict
 
-    model, config = _load(args.checkpoint, args.device, args.backend)
+    model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
     if model.num_classes == 0:
         raise ValueError(f"{args.checkpoint} holds an unconditional model: it cannot classify")
     data = load_dataset(args.data, args.split, _image_size(config), model.in_channels, class_names=config["class_names"])
@@ -144,7 +144,7 @@ def _cmd_evaluate(args) -> int:
     from cpixelcnn.metrics import FIDUnavailable, classification_report, dataset_bpd, fid, predict
     from cpixelcnn.sampling import sample
 
-    model, config = _load(args.checkpoint, args.device, args.backend)
+    model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
     names = config["class_names"]
     data = load_dataset(args.data, args.split, _image_size(config), model.in_channels, class_names=names if model.num_classes else None)
     result = {"n": len(data), "bpd": None, "accuracy": None, "fid": None}
@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--checkpoint", required=True, help="run directory (config.json + checkpoint.safetensors)")
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
         p.add_argument("--backend", choices=["eager", "triton", "auto"], default=None, help="override the model's backend")
+        p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run has Polyak-averaged ones")
 
     t = sub.add_parser("train", help="train a model; writes a run directory")
     t.add_argument("--data", required=True, help="'demo' (built-in data), an image-folder tree or the course layout")
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32, help="global batch size (split over torchrun processes)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--ema", type=float, default=0.0, help="Polyak averaging decay, e.g. 0.9995 as in the paper (0: off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--backend", choices=["eager", "triton", "auto"], default="eager")

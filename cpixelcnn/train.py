@@ -3,6 +3,7 @@
 Run directory (``--out``):
     config.json               model config, class names, training config, step
     checkpoint.safetensors    model weights (safetensors: loading runs no code)
+    ema.safetensors           Polyak-averaged weights (--ema), used by sample/classify/evaluate
     training_state.pt         optimizer, LR schedule, epoch/step position
     metrics.jsonl             one JSON object per log interval and per epoch
     curve.png                 training bits/dim against step
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_run, read_config, save_run
+from cpixelcnn.checkpoint import CONFIG_NAME, EMA_NAME, WEIGHTS_NAME, load_run, read_config, save_run, save_weights
 from cpixelcnn.data import augment, load_dataset, to_model_range, to_uint8
 from cpixelcnn.io import atomic_write_bytes, image_grid, save_png
 from cpixelcnn.model import ConditionalPixelCNN
@@ -53,6 +54,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     lr_decay: float = 0.999995  # per step, as in PixelCNN++
+    ema: float = 0.0  # Polyak averaging decay (the paper: 0.9995); 0 = off
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
@@ -84,6 +86,27 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, run_dir: Path, step: int):
         super().__init__(f"interrupted at step {step}; checkpoint saved in {run_dir} (continue with --resume)")
         self.run_dir, self.step = run_dir, step
+
+
+class _Ema:
+    """Polyak averages of every floating-point tensor of the model's state: avg ← avg + (1 − decay)(w − avg)."""
+
+    def __init__(self, model, decay: float, resume_from: Path | None):
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if resume_from is not None:
+            if not resume_from.is_file():
+                raise ValueError(f"--ema was used for this run but {resume_from} is missing")
+            from safetensors.torch import load_file
+
+            saved = load_file(str(resume_from))
+            self.state = {k: saved[k].to(v.device) for k, v in self.state.items()}
+        self.keys = [k for k, v in self.state.items() if v.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self, model) -> None:
+        current = model.state_dict()
+        torch._foreach_lerp_([self.state[k] for k in self.keys], [current[k].detach() for k in self.keys], 1.0 - self.decay)
 
 
 class _Dist:
@@ -123,6 +146,8 @@ def _check_config(cfg: TrainConfig, dist: _Dist) -> None:
         raise ValueError(f"--max-time must be a positive number of seconds, got {cfg.max_seconds}")
     if cfg.lr <= 0 or not math.isfinite(cfg.lr):
         raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ValueError(f"--ema must be in [0, 1), got {cfg.ema}")
     if cfg.amp not in (None, "bf16"):
         raise ValueError(f"--amp takes only 'bf16', got {cfg.amp!r}")
     if cfg.batch_size % dist.world:
@@ -191,11 +216,11 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
 
     if cfg.resume:
         saved = read_config(run_dir)
-        model, _ = load_run(run_dir)
+        model, _ = load_run(run_dir, use_ema=False)
         model.backend = cfg.backend
         class_names = saved["class_names"]
         saved_train = saved.get("train", {})
-        for key in ("image_size", "batch_size", "seed", "lr", "lr_decay", "weight_decay", "augment", "data", "split"):
+        for key in ("image_size", "batch_size", "seed", "lr", "lr_decay", "weight_decay", "augment", "data", "split", "ema"):
             if key in saved_train:
                 setattr(cfg, key, saved_train[key])
         cfg.in_channels = model.in_channels
@@ -224,6 +249,7 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         epoch, position, step = state["epoch"], state["position"], state["step"]
 
+    ema = _Ema(model, cfg.ema, run_dir / EMA_NAME if cfg.resume else None) if cfg.ema else None
     net = model
     if dist.active:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -241,6 +267,8 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
     def checkpoint():
         if not dist.is_main:
             return
+        if ema is not None:
+            save_weights(run_dir / EMA_NAME, ema.state)
         save_run(run_dir, model, class_names, extra={"train": dataclasses.asdict(cfg) | {"resume": False}, "step": step})
         _save_state(run_dir, optimizer, scheduler, epoch, position, step)
 
@@ -277,6 +305,8 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if ema is not None:
+                    ema.update(model)
                 step += 1
                 position += 1
                 logged = loss.detach()

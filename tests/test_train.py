@@ -24,13 +24,30 @@ def _weights(run_dir):
 
 
 def test_resume_continues_to_the_same_result(tmp_path):
-    kw = dict(TINY, dropout=0.3, augment=True)
+    kw = dict(TINY, dropout=0.3, augment=True, ema=0.9)
     train(TrainConfig(out=str(tmp_path / "straight"), max_steps=8, **kw), log=lambda *a: None)
     train(TrainConfig(out=str(tmp_path / "resumed"), max_steps=3, **kw), log=lambda *a: None)
     train(TrainConfig(out=str(tmp_path / "resumed"), max_steps=8, resume=True, **kw), log=lambda *a: None)
     assert _losses(tmp_path / "straight") == _losses(tmp_path / "resumed")
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ema_a = load_file(str(tmp_path / "straight" / "ema.safetensors"))
+    ema_b = load_file(str(tmp_path / "resumed" / "ema.safetensors"))
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+
+def test_ema_weights_are_the_polyak_average_and_preferred_for_use(tmp_path):
+    from cpixelcnn import load_run
+
+    run = tmp_path / "run"
+    train(TrainConfig(out=str(run), max_steps=4, ema=0.5, **TINY), log=lambda *a: None)
+    raw, ema = _weights(run), load_file(str(run / "ema.safetensors"))
+    key = "nin_out.conv.bias"
+    assert not torch.equal(raw[key], ema[key])
+    model, config = load_run(run)
+    assert config["weights"] == "ema.safetensors" and torch.equal(model.nin_out.conv.bias.detach(), ema[key])
+    model, config = load_run(run, use_ema=False)
+    assert config["weights"] == "checkpoint.safetensors" and torch.equal(model.nin_out.conv.bias.detach(), raw[key])
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
@@ -90,6 +107,7 @@ def test_two_process_data_parallel_equals_single_process(tmp_path):
         (dict(batch_size=5000), "larger than the"),
         (dict(data="/no/such/folder"), "does not exist"),
         (dict(conditioning="concat"), "conditioning must be one of"),
+        (dict(ema=1.0), "--ema must be in"),
     ],
 )
 def test_bad_training_configs(tmp_path, kwargs, message):
