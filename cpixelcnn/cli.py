@@ -14,21 +14,12 @@ from pathlib import Path
 
 def _load(run_dir: str, device: str = "cpu", backend: str | None = None, use_ema: bool = True):
     from cpixelcnn.checkpoint import load_run
+    from cpixelcnn.train import resolve_device
 
-    model, config = load_run(run_dir, map_location=_device(device), use_ema=use_ema)
+    model, config = load_run(run_dir, map_location=resolve_device(device), use_ema=use_ema)
     if backend:
         model.backend = backend
     return model, config
-
-
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
-    return torch.device(name)
 
 
 def _image_size(config: dict) -> int:

@@ -123,16 +123,21 @@ class _Dist:
         return self.rank == 0
 
 
-def _device(name: str, dist: _Dist) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → cuda when available, else cpu; asking for cuda without a GPU is a ValueError."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA device is available")
-        if dist.active:
-            device = torch.device("cuda", dist.local_rank)
-            torch.cuda.set_device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    return device
+
+
+def _device(name: str, dist: _Dist) -> torch.device:
+    device = resolve_device(name)
+    if device.type == "cuda" and dist.active:  # one GPU per torchrun process
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
     return device
 
 
