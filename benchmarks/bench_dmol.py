@@ -62,26 +62,19 @@ def main(argv=None) -> int:
             (grad,) = torch.autograd.grad(out.sum(), params)
             row = dict(variant=name, shape=f"{b}x{c}x{h}x{w} K={k} {dtype_name}", rel_error=common.relative_error(out, ref))
             if not smoke:
-                for mode, backward in (("fwd", False), ("fwd+bwd", True)):
-                    def step(fn=fn, backward=backward):
-                        out = fn(x, params)
-                        if backward:
-                            torch.autograd.grad(out.sum(), params)
-
-                    ms = common.time_ms(step)
-                    gbs = traffic_bytes(b, c, h, w, k, params.element_size(), backward) / (ms * 1e-3) / 1e9
-                    row[f"{mode}_ms"] = ms
-                    row[f"{mode}_GBps"] = gbs
-                    row[f"{mode}_pct_peak"] = 100 * gbs / peak
+                common.time_fwd_bwd(
+                    row,
+                    lambda fn=fn: fn(x, params),
+                    lambda fn=fn: torch.autograd.grad(fn(x, params).sum(), params),
+                    lambda with_backward: traffic_bytes(b, c, h, w, k, params.element_size(), with_backward),
+                    peak,
+                )
             rows.append(row)
             common.print_row(row)
             if not common.agrees(row, 1e-5 if dtype_name == "float32" else 1e-4):
                 return 1
     if not smoke:
-        for row in rows:
-            if row["variant"] != "eager":
-                base = next(r for r in rows if r["shape"] == row["shape"] and r["variant"] == "eager")
-                row["speedup_vs_eager_fwd+bwd"] = base["fwd+bwd_ms"] / row["fwd+bwd_ms"]
+        common.add_speedups(rows, "eager")
     payload = dict(benchmark="dmol", mode="smoke" if smoke else "timed", device_info=common.device_info(), peak_copy_GBps=peak, rows=rows)
     path = common.write_results("dmol", payload, args.out)
     if not smoke:

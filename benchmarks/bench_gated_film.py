@@ -51,23 +51,19 @@ def main(argv=None) -> int:
             row = dict(variant=name, shape=f"{b}x{f}x{h}x{w} {dtype_name}", rel_error=common.relative_error(out, ref))
             if not smoke:
                 grad = torch.randn_like(out)
-                for mode, backward in (("fwd", False), ("fwd+bwd", True)):
-                    def step(fn=fn, backward=backward):
-                        out = fn(x, hh, gamma, beta)
-                        if backward:
-                            torch.autograd.grad(out, (x, hh, gamma, beta), grad)
-
-                    ms = common.time_ms(step)
-                    gbs = traffic_bytes(b, f, h, w, x.element_size(), backward) / (ms * 1e-3) / 1e9
-                    row.update({f"{mode}_ms": ms, f"{mode}_GBps": gbs, f"{mode}_pct_peak": 100 * gbs / peak})
+                common.time_fwd_bwd(
+                    row,
+                    lambda fn=fn: fn(x, hh, gamma, beta),
+                    lambda fn=fn: torch.autograd.grad(fn(x, hh, gamma, beta), (x, hh, gamma, beta), grad),
+                    lambda with_backward: traffic_bytes(b, f, h, w, x.element_size(), with_backward),
+                    peak,
+                )
             rows.append(row)
             common.print_row(row)
             if not common.agrees(row, 1e-6 if dtype_name == "float32" else 1e-2):
                 return 1
     if not smoke:
-        for row in rows:
-            base = next(r for r in rows if r["shape"] == row["shape"] and r["variant"] == "compile")
-            row["speedup_vs_compile_fwd+bwd"] = base["fwd+bwd_ms"] / row["fwd+bwd_ms"]
+        common.add_speedups(rows, "compile")
     payload = dict(benchmark="gated_film", mode="smoke" if smoke else "timed", device_info=common.device_info(), peak_copy_GBps=peak, rows=rows)
     path = common.write_results("gated_film", payload, args.out)
     if not smoke:

@@ -66,6 +66,23 @@ def peak_bandwidth_gbs(nbytes: int = 2**30) -> float:
     return 2 * nbytes / (ms * 1e-3) / 1e9
 
 
+def time_fwd_bwd(row: dict, forward, backward, traffic_bytes, peak_gbs: float) -> dict:
+    """Time ``forward()`` and ``backward()`` (a forward plus its backward); add ms, GB/s and % of
+    peak to ``row``. ``traffic_bytes(with_backward)`` is the fewest bytes each must move."""
+    for mode, fn, with_backward in (("fwd", forward, False), ("fwd+bwd", backward, True)):
+        ms = time_ms(fn)
+        gbs = traffic_bytes(with_backward) / (ms * 1e-3) / 1e9
+        row.update({f"{mode}_ms": ms, f"{mode}_GBps": gbs, f"{mode}_pct_peak": 100 * gbs / peak_gbs})
+    return row
+
+
+def add_speedups(rows: list[dict], baseline: str) -> None:
+    """``speedup_vs_<baseline>_fwd+bwd`` on every row, against the baseline variant of the same shape."""
+    for row in rows:
+        base = next(r for r in rows if r["shape"] == row["shape"] and r["variant"] == baseline)
+        row[f"speedup_vs_{baseline}_fwd+bwd"] = base["fwd+bwd_ms"] / row["fwd+bwd_ms"]
+
+
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     out, ref = out.double(), ref.double()
     return float((out - ref).norm() / ref.norm().clamp(min=1e-300))
