@@ -32,17 +32,24 @@ def _film_params(gamma_ptr, beta_ptr, b, f, F, row_mask, HAS_GAMMA: tl.constexpr
 
 
 @triton.jit
-def gated_film_fwd_kernel(x_ptr, h_ptr, gamma_ptr, beta_ptr, out_ptr, n_rows, F, hw,
-                          HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, F64: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-    """A [ROWS × BLOCK] tile: ROWS (sample, channel) planes × BLOCK positions."""
-    ty = tl.float64 if F64 else tl.float32
+def _planes(gamma_ptr, beta_ptr, n_rows, F, HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, ty: tl.constexpr, ROWS: tl.constexpr):
+    """This program's ROWS (sample, channel) planes: indices, mask, sample b, channel f, and γ/β."""
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_mask = rows < n_rows
     b = rows // F
     f = rows % F
+    ga, gb, ba, bt = _film_params(gamma_ptr, beta_ptr, b, f, F, row_mask, HAS_GAMMA, HAS_BETA, ty)
+    return rows, row_mask, b, f, ga, gb, ba, bt
+
+
+@triton.jit
+def gated_film_fwd_kernel(x_ptr, h_ptr, gamma_ptr, beta_ptr, out_ptr, n_rows, F, hw,
+                          HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, F64: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    """A [ROWS × BLOCK] tile: ROWS (sample, channel) planes × BLOCK positions."""
+    ty = tl.float64 if F64 else tl.float32
+    rows, row_mask, b, f, ga, gb, ba, bt = _planes(gamma_ptr, beta_ptr, n_rows, F, HAS_GAMMA, HAS_BETA, ty, ROWS)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = row_mask[:, None] & (offs < hw)[None, :]
-    ga, gb, ba, bt = _film_params(gamma_ptr, beta_ptr, b, f, F, row_mask, HAS_GAMMA, HAS_BETA, ty)
     x = tl.load(x_ptr + rows[:, None] * hw + offs[None, :], mask=mask, other=0.0).to(ty)
     a = tl.load(h_ptr + ((b * 2 * F + f) * hw)[:, None] + offs[None, :], mask=mask, other=0.0).to(ty)
     bb = tl.load(h_ptr + ((b * 2 * F + F + f) * hw)[:, None] + offs[None, :], mask=mask, other=0.0).to(ty)
@@ -56,11 +63,7 @@ def gated_film_bwd_kernel(grad_ptr, h_ptr, gamma_ptr, beta_ptr, dh_ptr, dgamma_p
                           HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, F64: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
     """ROWS whole planes per program: d(h) per element, d(γ, β) summed over the plane here."""
     ty = tl.float64 if F64 else tl.float32
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    row_mask = rows < n_rows
-    b = rows // F
-    f = rows % F
-    ga, gb, ba, bt = _film_params(gamma_ptr, beta_ptr, b, f, F, row_mask, HAS_GAMMA, HAS_BETA, ty)
+    rows, row_mask, b, f, ga, gb, ba, bt = _planes(gamma_ptr, beta_ptr, n_rows, F, HAS_GAMMA, HAS_BETA, ty, ROWS)
     a_base = ((b * 2 * F + f) * hw)[:, None]
     b_base = ((b * 2 * F + F + f) * hw)[:, None]
     acc_ga = tl.zeros([ROWS, BLOCK], ty)
