@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from cpixelcnn.kernels._spec import NUM_STAGES, PARAM_DTYPES, Specialization, pointer
+
 LOG_SCALE_MIN = -7.0
 _LN2 = math.log(2.0)
 
@@ -203,7 +205,11 @@ def _launch_args(x: torch.Tensor, params: torch.Tensor, bits: int):
     return b * h * w, h * w, k, half_bin, math.log(2.0 * half_bin), c, params.dtype == torch.float64
 
 
-BLOCK = 1024  # pixels per program (the K loop keeps registers per pixel small)
+# One pixel per thread. 1024 pixels over 4 warps (8 per thread) needed 255 registers and spilled
+# on sm_80/sm_90; one per thread stays far under 128 registers with no spills
+# (benchmarks/results/kernel-resources.json). The K loop keeps per-pixel state small.
+BLOCK = 256
+NUM_WARPS = 8
 
 
 def dmol_forward(x: torch.Tensor, params: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -213,7 +219,8 @@ def dmol_forward(x: torch.Tensor, params: torch.Tensor, bits: int) -> tuple[torc
     out_dtype = torch.float64 if f64 else torch.float32
     b, _, h, w = x.shape
     out, lse_mix, lse_logit = (torch.empty(b, h, w, device=x.device, dtype=out_dtype) for _ in range(3))
-    dmol_fwd_kernel[(triton.cdiv(n, BLOCK),)](x, params, out, lse_mix, lse_logit, n, hw, k, half_bin, log_width, C=c, F64=f64, BLOCK=BLOCK)
+    dmol_fwd_kernel[(triton.cdiv(n, BLOCK),)](x, params, out, lse_mix, lse_logit, n, hw, k, half_bin, log_width, C=c, F64=f64, BLOCK=BLOCK,
+                                              num_warps=NUM_WARPS, num_stages=NUM_STAGES)  # fmt: skip
     return out, lse_mix, lse_logit
 
 
@@ -221,5 +228,23 @@ def dmol_backward(x: torch.Tensor, params: torch.Tensor, grad: torch.Tensor, lse
     """d(sum(grad · log p)) / d(params): (B, n_out, H, W) in params' dtype."""
     n, hw, k, half_bin, log_width, c, f64 = _launch_args(x, params, bits)
     dparams = torch.empty_like(params)
-    dmol_bwd_kernel[(triton.cdiv(n, BLOCK),)](x, params, grad.contiguous(), lse_mix, lse_logit, dparams, n, hw, k, half_bin, log_width, C=c, F64=f64, BLOCK=BLOCK)
+    dmol_bwd_kernel[(triton.cdiv(n, BLOCK),)](x, params, grad.contiguous(), lse_mix, lse_logit, dparams, n, hw, k, half_bin, log_width,
+                                              C=c, F64=f64, BLOCK=BLOCK, num_warps=NUM_WARPS, num_stages=NUM_STAGES)  # fmt: skip
     return dparams
+
+
+def specializations(dtypes=PARAM_DTYPES):
+    """Every launch the two functions above can make: forward and backward × grey/RGB × params
+    dtype (x, the outputs and the gradient are in the compute dtype: float64 for float64 params,
+    else float32)."""
+    scalars = {"n_pixels": "i32", "hw": "i32", "K": "i32", "half_bin": "fp32", "log_bin_width": "fp32"}
+    for dtype in dtypes:
+        compute = pointer(torch.float64 if dtype == torch.float64 else torch.float32)
+        params = pointer(dtype)
+        for channels in (1, 3):
+            constexprs = {"C": channels, "F64": dtype == torch.float64, "BLOCK": BLOCK}
+            flags = {name: "constexpr" for name in constexprs}
+            fwd = {"x_ptr": compute, "p_ptr": params, "out_ptr": compute, "lse_mix_ptr": compute, "lse_logit_ptr": compute, **scalars, **flags}
+            bwd = {"x_ptr": compute, "p_ptr": params, "grad_ptr": compute, "lse_mix_ptr": compute, "lse_logit_ptr": compute, "dp_ptr": params, **scalars, **flags}
+            yield Specialization(dmol_fwd_kernel, fwd, constexprs, NUM_WARPS, NUM_STAGES, dtype)
+            yield Specialization(dmol_bwd_kernel, bwd, constexprs, NUM_WARPS, NUM_STAGES, dtype)

@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from cpixelcnn.kernels._spec import NUM_STAGES, PARAM_DTYPES, Specialization, pointer
+
 
 @triton.jit
 def _film_params(gamma_ptr, beta_ptr, b, f, F, row_mask, HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, ty: tl.constexpr):
@@ -94,13 +96,20 @@ def gated_film_bwd_kernel(grad_ptr, h_ptr, gamma_ptr, beta_ptr, dh_ptr, dgamma_p
         tl.store(dbeta_ptr + b * 2 * F + F + f, tl.sum(acc_bb, axis=1).to(dbeta_ptr.dtype.element_ty), mask=row_mask)
 
 
-TILE = 2048  # elements per program
+# Tiles: BLOCK positions of ROWS planes. BLOCK is the smallest of a few sizes covering the plane
+# (the model's planes are H·W, H·W/4 and H·W/16), so the launchers compile at most a handful of
+# specializations; ``specializations()`` lists them all. Sizes are chosen so every one stays
+# under 128 registers with no spills on sm_80/sm_90 (benchmarks/results/kernel-resources.json).
+FWD_TILE, FWD_BLOCKS, FWD_WARPS = 1024, (16, 64, 256, 1024), 4
+BWD_TILE, BWD_BLOCKS, BWD_WARPS = 512, (16, 64, 256), 8
+# (has γ, has β) of each conditioning: FiLM, additive (class bias only), none
+FILM_VARIANTS = ((True, True), (False, True), (False, False))
 
 
-def _tile(hw: int, cap: int) -> tuple[int, int]:
-    """(ROWS, BLOCK): BLOCK covers a plane up to ``cap``, ROWS fills the tile with planes."""
-    block = min(cap, triton.next_power_of_2(hw))
-    return max(1, TILE // block), block
+def _tile(hw: int, tile: int, blocks: tuple[int, ...]) -> tuple[int, int]:
+    """(ROWS, BLOCK): the smallest BLOCK covering a plane of ``hw`` (else the largest), ROWS fills the tile."""
+    block = next((b for b in blocks if b >= hw), blocks[-1])
+    return tile // block, block
 
 
 def gated_film_forward(x, h, gamma, beta, out_dtype: torch.dtype) -> torch.Tensor:
@@ -108,11 +117,12 @@ def gated_film_forward(x, h, gamma, beta, out_dtype: torch.dtype) -> torch.Tenso
     bsz, f, height, width = x.shape
     hw = height * width
     out = torch.empty(x.shape, device=x.device, dtype=out_dtype)
-    rows, block = _tile(hw, 1024)
+    rows, block = _tile(hw, FWD_TILE, FWD_BLOCKS)
     grid = (triton.cdiv(bsz * f, rows), triton.cdiv(hw, block))
     gated_film_fwd_kernel[grid](
         x, h, gamma if gamma is not None else x, beta if beta is not None else x, out, bsz * f, f, hw,
         HAS_GAMMA=gamma is not None, HAS_BETA=beta is not None, F64=out_dtype == torch.float64, ROWS=rows, BLOCK=block,
+        num_warps=FWD_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
     return out
 
@@ -125,10 +135,32 @@ def gated_film_backward(grad, h, gamma, beta, compute_f64: bool):
     dh = torch.empty_like(h)
     dgamma = torch.empty_like(gamma) if gamma is not None else None
     dbeta = torch.empty_like(beta) if beta is not None else None
-    rows, block = _tile(hw, 256)
+    rows, block = _tile(hw, BWD_TILE, BWD_BLOCKS)
     gated_film_bwd_kernel[(triton.cdiv(bsz * f, rows),)](
         grad, h, gamma if gamma is not None else h, beta if beta is not None else h, dh,
         dgamma if dgamma is not None else h, dbeta if dbeta is not None else h, bsz * f, f, hw,
         HAS_GAMMA=gamma is not None, HAS_BETA=beta is not None, F64=compute_f64, ROWS=rows, BLOCK=block,
+        num_warps=BWD_WARPS, num_stages=NUM_STAGES,
     )  # fmt: skip
     return dh, dgamma, dbeta
+
+
+def specializations(dtypes=PARAM_DTYPES):
+    """Every launch the two functions above can make: forward and backward × tile × (γ, β)
+    variant × dtype (x, h, γ, β, the output and the gradient all in that dtype; an absent γ or β
+    is passed as another tensor of the same dtype, as the launchers do)."""
+    scalars = {"n_rows": "i32", "F": "i32", "hw": "i32"}
+    for dtype in dtypes:
+        ptr = pointer(dtype)
+        for has_gamma, has_beta in FILM_VARIANTS:
+            flags = {"HAS_GAMMA": has_gamma, "HAS_BETA": has_beta, "F64": dtype == torch.float64}
+            for block in FWD_BLOCKS:
+                constexprs = {**flags, "ROWS": FWD_TILE // block, "BLOCK": block}
+                names = ("x_ptr", "h_ptr", "gamma_ptr", "beta_ptr", "out_ptr")
+                signature = {**{n: ptr for n in names}, **scalars, **{n: "constexpr" for n in constexprs}}
+                yield Specialization(gated_film_fwd_kernel, signature, constexprs, FWD_WARPS, NUM_STAGES, dtype)
+            for block in BWD_BLOCKS:
+                constexprs = {**flags, "ROWS": BWD_TILE // block, "BLOCK": block}
+                names = ("grad_ptr", "h_ptr", "gamma_ptr", "beta_ptr", "dh_ptr", "dgamma_ptr", "dbeta_ptr")
+                signature = {**{n: ptr for n in names}, **scalars, **{n: "constexpr" for n in constexprs}}
+                yield Specialization(gated_film_bwd_kernel, signature, constexprs, BWD_WARPS, NUM_STAGES, dtype)
