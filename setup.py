@@ -34,8 +34,9 @@ def extension_setup():
         _say("torch is not importable at build time: not building cpixelcnn._C (install torch first, then use --no-build-isolation)")
         return {}
 
-    sources = sorted(glob.glob("csrc/*.cpp"))
-    cuda_sources = sorted(glob.glob("csrc/*.cu"))
+    # *_cuda_binding.cpp include torch's CUDA headers: CUDA builds only. The .cu units are pure CUDA.
+    sources = sorted(s for s in glob.glob("csrc/*.cpp") if not s.endswith("_cuda_binding.cpp"))
+    cuda_sources = sorted(glob.glob("csrc/*.cu")) + sorted(glob.glob("csrc/*_cuda_binding.cpp"))
     want_cuda = os.environ.get("CPIXELCNN_CUDA")
     use_cuda = bool(cuda_sources) and (
         want_cuda == "1" or (want_cuda != "0" and torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None)

@@ -183,20 +183,55 @@ def _schedule(g: _Lowering, key: tuple, height: int, width: int) -> tuple[list[t
     return positions, offsets
 
 
-def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, width: int, noise: torch.Tensor, return_params: bool = False):
-    """Run the cached sampler (C++ on the CPU; CUDA kernels for a CUDA model when built with them). Returns images (B, C, H, W) in the model's dtype — and,
-    with ``return_params``, the DMoL parameters (B, n_out, H, W) it sampled each pixel from."""
+def kernel_launches(model, height: int, width: int) -> int:
+    """Kernel launches of one CUDA sampling run (any batch): one per (op, step) that has positions
+    becoming ready at that step, plus one sampling launch per pixel — the launch order of
+    csrc/cached_sampler_launch.h. What a GPU pays launch (or graph-node) latency for."""
+    with torch.no_grad(), parametrize.cached():
+        g = _lower(model, height, width)
+        _, offsets = _schedule(g, _architecture_key(model), height, width)
+    return sum(int((off[1:] > off[:-1]).sum()) for off in offsets) + height * width
+
+
+ENGINES = ("auto", "cpu", "cuda", "cuda-emulated")
+
+
+def _engine_for(engine: str, device: torch.device, ext) -> str:
+    """The engine that will run: ``auto`` is ``cuda`` for a CUDA model, else ``cpu``; errors name what is missing."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if device.type not in ("cpu", "cuda"):
+        raise RuntimeError(f"method='cached' runs on CPU or CUDA models, not {device.type}")
+    if engine == "auto":
+        engine = "cuda" if device.type == "cuda" else "cpu"
+    wants_cuda = engine == "cuda"
+    if wants_cuda != (device.type == "cuda"):
+        raise RuntimeError(f"engine {engine!r} needs a {'CUDA' if wants_cuda else 'CPU'} model, the model is on {device}")
+    needed = {"cpu": "cached_sample", "cuda": "cached_sample_cuda", "cuda-emulated": "cached_sample_emulated"}[engine]
+    if not hasattr(ext, needed):
+        if engine == "cuda":
+            raise RuntimeError("the compiled extension has no CUDA part (it was built without a CUDA torch and toolkit); "
+                               "rebuild with CPIXELCNN_CUDA=1 pip install --no-build-isolation -e . or sample on the CPU")  # fmt: skip
+        raise RuntimeError(f"the compiled extension predates the {engine!r} engine; rebuild it with `pip install --no-build-isolation -e .`")
+    return engine
+
+
+def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, width: int, noise: torch.Tensor, return_params: bool = False,
+                  engine: str = "auto"):  # fmt: skip
+    """Run the cached sampler. Returns images (B, C, H, W) in the model's dtype — and, with
+    ``return_params``, the DMoL parameters (B, n_out, H, W) it sampled each pixel from.
+
+    ``engine``: ``"cpu"`` the C++ loop (CPU model); ``"cuda"`` the CUDA kernels (CUDA model, an
+    extension built with CUDA); ``"cuda-emulated"`` those same CUDA kernels and launch order
+    compiled as host C++ and run on a CPU model — slow, exact, for checking the GPU code where
+    there is no GPU; ``"auto"`` picks ``cuda`` or ``cpu`` by the model's device.
+    ``noise`` is :func:`cpixelcnn.sampling.draw_noise` (B, H, W, 1 + C) float64.
+    """
     from cpixelcnn._extension import require_extension
 
     ext = require_extension("the cached sampler (method='cached')")
-    if not hasattr(ext, "cached_sample"):
-        raise RuntimeError("the compiled extension predates the cached sampler; rebuild it with `pip install --no-build-isolation -e .`")
     device = next(model.parameters()).device
-    if device.type == "cuda" and not hasattr(ext, "cached_sample_cuda"):
-        raise RuntimeError("the compiled extension has no CUDA part (it was built without a CUDA torch and toolkit); "
-                           "rebuild with CPIXELCNN_CUDA=1 pip install --no-build-isolation -e . or sample on the CPU")  # fmt: skip
-    if device.type not in ("cpu", "cuda"):
-        raise RuntimeError(f"method='cached' runs on CPU or CUDA models, not {device.type}")
+    engine = _engine_for(engine, device, ext)
     dtype = next(model.parameters()).dtype
     if dtype not in (torch.float32, torch.float64):
         raise RuntimeError(f"method='cached' supports float32 and float64 models, not {dtype}")
@@ -225,12 +260,14 @@ def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, w
         nodes = [torch.zeros(batch, h, w, c, dtype=dtype, device=device) for c, h, w in g.nodes]
         nodes[g.input][:, :height, :width, -1] = 1.0  # the ones channel marks the image
         noise = noise.to(device=device, dtype=torch.float64).contiguous()
-        if device.type == "cuda":
-            ext.cached_sample_cuda(nodes, spec, weights, biases, gammas, betas, [p.to(device) for p in positions], offsets, g.input, g.params,
-                                   height, width, model.in_channels, model.bits, noise, True)  # fmt: skip
+        args = (nodes, spec, weights, biases, gammas, betas, [p.to(device) for p in positions], offsets, g.input, g.params,
+                height, width, model.in_channels, model.bits, noise)  # fmt: skip
+        if engine == "cuda":
+            ext.cached_sample_cuda(*args, True)  # whole loop captured into one CUDA graph
+        elif engine == "cuda-emulated":
+            ext.cached_sample_emulated(*args)
         else:
-            ext.cached_sample(nodes, spec, weights, biases, gammas, betas, positions, offsets, g.input, g.params, height, width,
-                              model.in_channels, model.bits, noise)  # fmt: skip
+            ext.cached_sample(*args)
         images = nodes[g.input][:, :height, :width, : model.in_channels].permute(0, 3, 1, 2).contiguous()
         if return_params:  # each position of the params cache was computed once, at its pixel's step
             return images, nodes[g.params][:, :height, :width].permute(0, 3, 1, 2).contiguous()

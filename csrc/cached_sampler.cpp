@@ -14,17 +14,13 @@
 #include <cmath>
 #include <vector>
 
+#include "cached_sampler_plan.h"
 #include "sample_pixel.h"
 
 namespace {
 
-enum OpType : int64_t { kConv = 0, kDeconv = 1, kAdd = 2, kGated = 3 };
-enum InputMode : int64_t { kSingle = 0, kConcat = 1, kSum = 2 };
-enum Transform : int64_t { kNone = 0, kElu = 1, kConcatElu = 2 };
-enum Shift : int64_t { kNoShift = 0, kShiftDown = 1, kShiftRight = 2 };
-
-// op_spec columns
-enum Col { cType, cOut, cIn0, cIn1, cMode, cTransform, cKh, cKw, cStride, cPadTop, cPadLeft, cShift, cCinEff, cCols };
+using namespace cpixelcnn::cuda;  // op types, input modes, transforms, shifts: one definition for every engine
+using namespace cpixelcnn;        // op_spec columns, input checks
 
 template <typename T>
 inline T elu(T v) {
@@ -209,44 +205,21 @@ void cached_sample(std::vector<torch::Tensor> nodes, torch::Tensor op_spec, std:
                    std::vector<torch::Tensor> gammas, std::vector<torch::Tensor> betas, std::vector<torch::Tensor> positions,
                    std::vector<torch::Tensor> offsets, int64_t input_node, int64_t params_node, int64_t height, int64_t width,
                    int64_t channels, int64_t bits, torch::Tensor noise) {
-  TORCH_CHECK(op_spec.dtype() == torch::kInt64 && op_spec.dim() == 2 && op_spec.size(1) == cCols && op_spec.is_contiguous(), "op_spec must be int64 (n_ops, ", static_cast<int>(cCols), ")");
+  const SamplerInputs in{nodes, op_spec, weights, biases, gammas, betas, positions, offsets, input_node, params_node, height, width, channels, bits, noise};
+  check_sampler_inputs(in, c10::kCPU);
   const int64_t n_ops = op_spec.size(0);
-  TORCH_CHECK(static_cast<int64_t>(weights.size()) == n_ops && static_cast<int64_t>(biases.size()) == n_ops && static_cast<int64_t>(gammas.size()) == n_ops &&
-                  static_cast<int64_t>(betas.size()) == n_ops && static_cast<int64_t>(positions.size()) == n_ops && static_cast<int64_t>(offsets.size()) == n_ops,
-              "one weight, bias, gamma, beta, schedule per op");
-  TORCH_CHECK(noise.dtype() == torch::kFloat64 && noise.is_contiguous() && noise.device().is_cpu(), "noise must be contiguous float64 on the CPU");
-  TORCH_CHECK(!nodes.empty() && input_node >= 0 && input_node < static_cast<int64_t>(nodes.size()) && params_node >= 0 && params_node < static_cast<int64_t>(nodes.size()), "bad node ids");
   const int64_t batch = nodes[0].size(0);
-  TORCH_CHECK(noise.dim() == 4 && noise.size(0) == batch && noise.size(1) == height && noise.size(2) == width && noise.size(3) == 1 + channels, "noise must be (B, H, W, 1 + C)");
-  for (int64_t op = 0; op < n_ops; ++op) {
-    TORCH_CHECK(offsets[op].dtype() == torch::kInt64 && offsets[op].numel() == height * width + 1, "schedule offsets of op ", op, " must have H*W+1 entries");
-    TORCH_CHECK(positions[op].dtype() == torch::kInt32 && positions[op].numel() >= offsets[op][-1].item<int64_t>(), "schedule positions of op ", op);
-  }
-
   AT_DISPATCH_FLOATING_TYPES(nodes[0].scalar_type(), "cached_sample", [&] {
     Runner<scalar_t> r;
-    for (auto& n : nodes) {
-      TORCH_CHECK(n.scalar_type() == nodes[0].scalar_type() && n.is_contiguous() && n.dim() == 4 && n.size(0) == batch && n.device().is_cpu(), "nodes must be contiguous (B, H, W, C) CPU tensors of one dtype");
-      r.nodes.push_back({n.data_ptr<scalar_t>(), n.size(3), n.size(1), n.size(2)});
-    }
+    for (auto& n : nodes) r.nodes.push_back({n.data_ptr<scalar_t>(), n.size(3), n.size(1), n.size(2)});
     for (int64_t op = 0; op < n_ops; ++op) {
       const int64_t* s = op_spec.data_ptr<int64_t>() + op * cCols;
-      for (int64_t k : {s[cOut], s[cIn0]}) TORCH_CHECK(k >= 0 && k < static_cast<int64_t>(nodes.size()), "op ", op, " names a missing node");
       r.spec.push_back(s);
-      auto ptr = [&](const torch::Tensor& t) -> const scalar_t* {
-        if (!t.defined() || t.numel() == 0) return nullptr;
-        TORCH_CHECK(t.scalar_type() == nodes[0].scalar_type() && t.is_contiguous(), "op ", op, ": parameters must be contiguous and of the nodes' dtype");
-        return t.data_ptr<scalar_t>();
-      };
-      r.weight.push_back(ptr(weights[op]));
-      r.bias.push_back(ptr(biases[op]));
-      r.gamma.push_back(ptr(gammas[op]));
-      r.beta.push_back(ptr(betas[op]));
-      if (s[cType] == kConv || s[cType] == kDeconv) {
-        const int64_t cin = s[cType] == kConv ? s[cCinEff] : r.nodes[s[cIn0]].c;
-        TORCH_CHECK(weights[op].numel() == s[cKh] * s[cKw] * cin * r.nodes[s[cOut]].c && biases[op].numel() == r.nodes[s[cOut]].c, "op ", op, ": weight shape does not fit");
-        r.max_cin = std::max(r.max_cin, cin);
-      }
+      r.weight.push_back(data_or_null<scalar_t>(weights[op]));
+      r.bias.push_back(data_or_null<scalar_t>(biases[op]));
+      r.gamma.push_back(data_or_null<scalar_t>(gammas[op]));
+      r.beta.push_back(data_or_null<scalar_t>(betas[op]));
+      if (s[cType] == kConv || s[cType] == kDeconv) r.max_cin = std::max(r.max_cin, s[cType] == kConv ? s[cCinEff] : r.nodes[s[cIn0]].c);
       r.positions.push_back(positions[op].data_ptr<int32_t>());
       r.offsets.push_back(offsets[op].data_ptr<int64_t>());
     }

@@ -1,30 +1,18 @@
 // CUDA kernels of the cached sampler: the same ops as csrc/cached_sampler.cpp, one launch per
 // (op, step) covering every position that becomes ready at that step × every image × every
-// output channel. Pure CUDA (no torch headers) so nvcc can compile-check it anywhere.
+// output channel (the launch order is csrc/cached_sampler_launch.h). Pure CUDA (no torch
+// headers) so nvcc compiles it anywhere; it uses no shared memory, synchronisation or warp
+// intrinsics, so csrc/cuda_host_shim.h can also compile this very source as host C++ and run it
+// on the CPU (the "cuda-emulated" engine).
 #pragma once
 
 #include <cstdint>
 
+#include "cached_sampler_types.h"
 #include "sample_pixel.h"
 
 namespace cpixelcnn {
 namespace cuda {
-
-enum OpType : int { kConv = 0, kDeconv = 1, kAdd = 2, kGated = 3 };
-enum InputMode : int { kSingle = 0, kConcat = 1, kSum = 2 };
-enum Transform : int { kNone = 0, kElu = 1, kConcatElu = 2 };
-enum Shift : int { kNoShift = 0, kShiftDown = 1, kShiftRight = 2 };
-
-template <typename T>
-struct DevNode {
-  T* data;  // B x H x W x C
-  int c, h, w;
-  __device__ T* at(int b, int i, int j) const { return data + ((static_cast<int64_t>(b) * h + i) * w + j) * c; }
-};
-
-struct OpDesc {
-  int type, mode, transform, kh, kw, stride, pad_top, pad_left, shift, cin_eff;
-};
 
 template <typename T>
 __device__ inline T elu(T v) {
@@ -120,16 +108,27 @@ __global__ void step_op_kernel(OpDesc op, DevNode<T> out, DevNode<T> in0, DevNod
   *dst = acc;
 }
 
+template <int kChannels, typename T>
+__device__ inline void sample_into(const DevNode<T>& params, const DevNode<T>& input, const double* noise, int b, int i, int j, int height, int width,
+                                   int bits) {
+  double value[kChannels];  // constant indices only: stays in registers
+  sample_one_fixed<kChannels>(params.at(b, i, j), params.c, noise + ((static_cast<int64_t>(b) * height + i) * width + j) * (1 + kChannels), bits, value);
+  T* x = input.at(b, i, j);
+  CPIXELCNN_UNROLL
+  for (int c = 0; c < kChannels; ++c) x[c] = static_cast<T>(value[c]);
+}
+
 // one thread per image: sample pixel (i, j) and write it into the input cache
 template <typename T>
 __global__ void sample_pixel_kernel(DevNode<T> params, DevNode<T> input, const double* __restrict__ noise, int i, int j, int height, int width,
                                     int channels, int bits, int batch) {
   const int b = blockIdx.x * blockDim.x + threadIdx.x;
   if (b >= batch) return;
-  double value[3];
-  sample_one(params.at(b, i, j), params.c, noise + ((static_cast<int64_t>(b) * height + i) * width + j) * (1 + channels), channels, bits, value);
-  T* x = input.at(b, i, j);
-  for (int c = 0; c < channels; ++c) x[c] = static_cast<T>(value[c]);
+  if (channels == 3) {
+    sample_into<3>(params, input, noise, b, i, j, height, width, bits);
+  } else {
+    sample_into<1>(params, input, noise, b, i, j, height, width, bits);
+  }
 }
 
 }  // namespace cuda

@@ -8,22 +8,25 @@
 
 #ifdef __CUDACC__
 #define CPIXELCNN_HD __host__ __device__
+#define CPIXELCNN_UNROLL _Pragma("unroll")
 #else
 #define CPIXELCNN_HD
+#define CPIXELCNN_UNROLL
 #endif
 
 namespace cpixelcnn {
 
 constexpr double kLogScaleMin = -7.0;
 
-// params: n_out values of one pixel (any floating type, read as double); u: 1 + channels
-// uniforms; out: channels grid values in [-1, 1]
-template <typename P>
-CPIXELCNN_HD inline void sample_one(const P* params_in, int64_t n_out, const double* u, int64_t channels, int64_t bits, double* out) {
+// params: n_out values of one pixel (any floating type, read as double); u: 1 + kChannels
+// uniforms; out: kChannels grid values in [-1, 1]. The channel count is a template argument so
+// that every loop over colours unrolls and ``out`` stays in registers on the GPU.
+template <int kChannels, typename P>
+CPIXELCNN_HD inline void sample_one_fixed(const P* params_in, int64_t n_out, const double* u, int64_t bits, double* out) {
   auto params = [&](int64_t k) { return static_cast<double>(params_in[k]); };
-  const int64_t per_mix = channels == 3 ? 10 : 3;
+  constexpr int64_t per_mix = kChannels == 3 ? 10 : 3;
+  constexpr int64_t per_colour = kChannels == 3 ? 3 : 2;
   const int64_t k_mix = n_out / per_mix;
-  const int64_t per_colour = channels == 3 ? 3 : 2;
   const double half_range = (ldexp(1.0, static_cast<int>(bits)) - 1.0) / 2.0;
   const double top_level = 2.0 * half_range;
   // component: first k with u * total < cumulative weight k (weights = exp(logit - max))
@@ -40,7 +43,8 @@ CPIXELCNN_HD inline void sample_one(const P* params_in, int64_t n_out, const dou
   }
   if (component > k_mix - 1) component = k_mix - 1;
   auto param = [&](int64_t colour, int64_t role) { return params(k_mix + (colour * per_colour + role) * k_mix + component); };
-  for (int64_t c = 0; c < channels; ++c) {
+  CPIXELCNN_UNROLL
+  for (int c = 0; c < kChannels; ++c) {
     double mean = param(c, 0);
     if (c == 1) mean += tanh(param(0, 2)) * out[0];
     if (c == 2) mean += tanh(param(1, 2)) * out[0] + tanh(param(2, 2)) * out[1];
@@ -48,6 +52,16 @@ CPIXELCNN_HD inline void sample_one(const P* params_in, int64_t n_out, const dou
     const double draw = mean + scale * (log(u[1 + c]) - log1p(-u[1 + c]));
     const double level = fmin(fmax(nearbyint((draw + 1.0) * half_range), 0.0), top_level);  // ties to even, like torch.round
     out[c] = level / half_range - 1.0;
+  }
+}
+
+// The same for a channel count known at run time (1 or 3).
+template <typename P>
+CPIXELCNN_HD inline void sample_one(const P* params_in, int64_t n_out, const double* u, int64_t channels, int64_t bits, double* out) {
+  if (channels == 3) {
+    sample_one_fixed<3>(params_in, n_out, u, bits, out);
+  } else {
+    sample_one_fixed<1>(params_in, n_out, u, bits, out);
   }
 }
 
