@@ -177,14 +177,21 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+BENCHMARKS = ("kernel_resources", "dmol", "gated_film", "train_step", "sampling")
+
+
 def _cmd_bench(args) -> int:
     root = Path(__file__).resolve().parent.parent / "benchmarks"
     if not (root / "bench_dmol.py").is_file():
         raise FileNotFoundError(f"the benchmark scripts are not installed with the package; run from a source checkout ({root} not found)")
-    names = args.only or ["dmol", "gated_film", "train_step", "sampling"]
+    names = args.only or list(BENCHMARKS)
     status = 0
     for name in names:
-        cmd = [sys.executable, str(root / f"bench_{name}.py")] + (["--smoke"] if args.smoke else [])
+        if name == "kernel_resources":  # compiles for sm_80/sm_90, no GPU needed; smoke: the fp32 sm_90 subset
+            smoke = ["--dtypes", "fp32", "--targets", "sm_90", "--out", str(root / "results" / "kernel-resources-smoke.json")]
+            cmd = [sys.executable, str(root / "kernel_resources.py")] + (smoke if args.smoke else [])
+        else:
+            cmd = [sys.executable, str(root / f"bench_{name}.py")] + (["--smoke"] if args.smoke else [])
         print(f"== {name}: {' '.join(cmd)}", flush=True)
         status |= subprocess.call(cmd)
     return 1 if status else 0
@@ -294,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="run the benchmark suite (smoke mode without CUDA)")
     b.add_argument("--smoke", action="store_true")
-    b.add_argument("--only", nargs="*", choices=["dmol", "gated_film", "train_step", "sampling"])
+    b.add_argument("--only", nargs="*", choices=list(BENCHMARKS))
     b.set_defaults(func=_cmd_bench)
 
     imp = sub.add_parser("import", help="import a checkpoint of another implementation into a run directory")

@@ -17,6 +17,7 @@ fi
 CPIXELCNN_CUDA=1 python3 -m pip install -q --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 || tail -20 "$OUT/build.log"
 python3 -c "import cpixelcnn as c; print('extension', c.extension_available(), 'cuda sampler', hasattr(c._extension._C, 'cached_sample_cuda'))" 2>&1 | tee -a "$OUT/env.txt"
 python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$OUT/tests.log" | tail -15
+python3 benchmarks/kernel_resources.py --out "$OUT/kernel-resources.json" > "$OUT/kernel_resources.log" 2>&1; tail -2 "$OUT/kernel_resources.log"
 for bench in dmol gated_film train_step; do
   python3 benchmarks/bench_$bench.py --out "$OUT/$bench.json" 2>&1 | tee "$OUT/bench_$bench.log" | tail -12
 done

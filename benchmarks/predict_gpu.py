@@ -1,0 +1,131 @@
+"""PREDICTED H100 times of the GPU code, from bytes, FLOPs and launch counts — not measurements.
+
+    python benchmarks/predict_gpu.py [--out benchmarks/results/gpu-prediction.json] [--markdown]
+
+- DMoL and gated-FiLM kernels: the fewest bytes a fused pass moves (each benchmark's own
+  ``traffic_bytes``) at the benchmark shapes, divided by the H100 SXM's 3.35 TB/s HBM3 peak:
+  a memory-bound kernel cannot be faster than this; a good one gets to 70–90 % of it.
+- Cached CUDA sampler: kernel launches per sampling run (from the schedule, exactly what
+  csrc/cached_sampler_launch.h issues), times an assumed per-launch latency, against the
+  arithmetic of one forward pass at an assumed sustained FP32 rate. Sampling is launch-bound
+  when the first is larger.
+The resource table (registers, spills, occupancy) is read from benchmarks/results/kernel-resources.json.
+Measured numbers are owed: scripts/gpu_check.sh on a GPU machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+HBM_BYTES_PER_S = 3.35e12  # H100 SXM5 HBM3 peak
+ELEM = {"float32": 4, "bfloat16": 2}
+LAUNCH_S = {"graph": 1.5e-6, "stream": 4e-6}  # ASSUMED latency per dependent launch: CUDA-graph node / plain stream launch
+FP32_FLOPS = 40e12  # ASSUMED sustained FP32 (non-tensor-core) rate for small convs; the H100 SXM peak is 67 TFLOP/s
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def kernel_predictions() -> list[dict]:
+    import bench_dmol
+    import bench_gated_film
+
+    rows = []
+    for b, c, h, w, k, dtype in bench_dmol.GPU_CASES:
+        for backward in (False, True):
+            nbytes = bench_dmol.traffic_bytes(b, c, h, w, k, ELEM[dtype], backward)
+            rows.append(dict(op="dmol", shape=f"B{b} C{c} {h}x{w} K{k}", dtype=dtype, pass_="fwd+bwd" if backward else "fwd",
+                             bytes_per_pixel=round(nbytes / (b * h * w), 1), bytes=nbytes, predicted_us=nbytes / HBM_BYTES_PER_S * 1e6))  # fmt: skip
+    for b, f, h, w, dtype in bench_gated_film.GPU_CASES:
+        for backward in (False, True):
+            nbytes = bench_gated_film.traffic_bytes(b, f, h, w, ELEM[dtype], backward)
+            rows.append(dict(op="gated_film", shape=f"B{b} F{f} {h}x{w}", dtype=dtype, pass_="fwd+bwd" if backward else "fwd",
+                             bytes_per_pixel=round(nbytes / (b * h * w), 1), bytes=nbytes, predicted_us=nbytes / HBM_BYTES_PER_S * 1e6))  # fmt: skip
+    return [{("pass" if k == "pass_" else k): v for k, v in r.items()} for r in rows]
+
+
+def forward_macs(model, height: int, width: int, batch: int) -> int:
+    """Multiply-accumulates of one batched forward pass (convs, transposed convs, nin)."""
+    from cpixelcnn.cached import CONV, _lower
+
+    g = _lower(model, height, width)
+    macs = 0
+    for op in g.ops:
+        if "weight" not in op:
+            continue
+        kh, kw, cin, cout = op["weight"].shape
+        _, h_out, w_out = g.nodes[op["out"]]
+        per_position = kh * kw * cin * cout if op["type"] == CONV else (kh * kw * cin * cout) // (op["stride"] ** 2)
+        macs += per_position * h_out * w_out
+    return macs * batch
+
+
+def sampler_predictions(models=("1/40/5", "5/160/10"), size=32, batch=16) -> list[dict]:
+    from cpixelcnn import ConditionalPixelCNN
+    from cpixelcnn.cached import kernel_launches
+
+    rows = []
+    for name in models:
+        n, f, k = (int(v) for v in name.split("/"))
+        model = ConditionalPixelCNN(nr_resnet=n, nr_filters=f, nr_logistic_mix=k, num_classes=4, dropout=0.0).eval()
+        launches = kernel_launches(model, size, size)
+        flops = 2 * forward_macs(model, size, size, batch)
+        rows.append(dict(model=name, size=f"{size}x{size}", batch=batch, launches=launches, sampling_launches=size * size,
+                         launch_floor_graph_s=launches * LAUNCH_S["graph"], launch_floor_stream_s=launches * LAUNCH_S["stream"],
+                         forward_gflop=flops / 1e9, compute_floor_s=flops / FP32_FLOPS))  # fmt: skip
+    return rows
+
+
+def resource_table(report: Path) -> list[dict]:
+    """Worst case over each kernel's specializations, per (kernel, dtype, target)."""
+    entries = json.loads(report.read_text())["kernels"]
+    table: dict[tuple, dict] = {}
+    for e in entries:
+        key = (e["source"], e["kernel"], e["dtype"])
+        row = table.setdefault(key, dict(source=e["source"], kernel=e["kernel"], dtype=e["dtype"], specializations=0))
+        t = e["target"]
+        row["specializations"] += 1
+        row[f"{t}_registers"] = max(row.get(f"{t}_registers", 0), e["registers"])
+        row[f"{t}_spill_bytes"] = max(row.get(f"{t}_spill_bytes", 0), e["spill_bytes"])
+        row[f"{t}_occupancy"] = min(row.get(f"{t}_occupancy", 1.0), e["occupancy"])
+    return list(table.values())
+
+
+def markdown(resources, kernels, sampler) -> str:
+    out = ["| kernel | dtype | specializations | sm_80 registers | sm_80 spills | sm_80 occupancy | sm_90 registers | sm_90 spills | sm_90 occupancy |",
+           "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in resources:
+        out.append(f"| {r['kernel']} | {r['dtype']} | {r['specializations'] // 2} | {r['sm_80_registers']} | {r['sm_80_spill_bytes']} | "
+                   f"{r['sm_80_occupancy']:.0%} | {r['sm_90_registers']} | {r['sm_90_spill_bytes']} | {r['sm_90_occupancy']:.0%} |")  # fmt: skip
+    out += ["", "| op | shape | dtype | pass | bytes / pixel | **predicted** H100 µs at 3.35 TB/s |", "|---|---|---|---|---|---|"]
+    for r in kernels:
+        out.append(f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['pass']} | {r['bytes_per_pixel']:g} | {r['predicted_us']:.1f} |")
+    out += ["", "| model | image | batch | kernel launches | of which sampling | **predicted** launch floor (graph, 1.5 µs) | (stream, 4 µs) | forward GFLOP | **predicted** compute floor (40 TFLOP/s) |",
+            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in sampler:
+        out.append(f"| {r['model']} | {r['size']} | {r['batch']} | {r['launches']:,} | {r['sampling_launches']:,} | {r['launch_floor_graph_s'] * 1e3:.0f} ms | "
+                   f"{r['launch_floor_stream_s'] * 1e3:.0f} ms | {r['forward_gflop']:.1f} | {r['compute_floor_s'] * 1e3:.1f} ms |")  # fmt: skip
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--report", default=str(RESULTS / "kernel-resources.json"))
+    parser.add_argument("--out", default=str(RESULTS / "gpu-prediction.json"))
+    parser.add_argument("--markdown", action="store_true", help="print the README tables")
+    args = parser.parse_args(argv)
+    resources, kernels, sampler = resource_table(Path(args.report)), kernel_predictions(), sampler_predictions()
+    result = {"kind": "PREDICTION (no GPU measured)", "assumptions": {"hbm_bytes_per_s": HBM_BYTES_PER_S, "launch_s": LAUNCH_S, "fp32_flops": FP32_FLOPS},
+              "resources": resources, "kernels": kernels, "sampler": sampler}  # fmt: skip
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out)
+    print(markdown(resources, kernels, sampler) if args.markdown else json.dumps(result["sampler"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
