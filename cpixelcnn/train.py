@@ -208,7 +208,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if dist.active and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo")
     try:
-        return _train(cfg, dist, log)
+        result = _train(cfg, dist, log)
+        if dist.active:  # rank 0 still writes the last checkpoint and plot: tear the group down together
+            torch.distributed.barrier()
+        return result
     finally:
         if dist.active and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
