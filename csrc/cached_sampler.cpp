@@ -6,18 +6,55 @@
 // each op computes exactly those positions, then pixel t is sampled from the DMoL parameters at
 // its position and written into the input cache. Total arithmetic is one forward pass.
 //
-// Images are independent during sampling, so threads take disjoint sets of images and run the
-// whole loop without synchronising; nothing is allocated inside the loop.
+// Cost model: every (op, step) of a convolution is one matrix product. Its rows are the
+// (position, image) pairs that become computable at that step, its columns the op's taps ×
+// input channels (gathered with the input transform applied: im2col), times the weights laid
+// out (kh·kw·Cin, Cout). So each weight is read once per step for the whole batch, and the
+// product runs in the BLAS linked into torch (MKL's SGEMM/DGEMM in the x86 wheels; a blocked
+// loop where torch exports no BLAS), split over output-channel blocks across the
+// CPU threads when it is large enough to pay for the split. Element-wise ops (sum, gate) and
+// the pixel sampling are plain loops. Buffers grow once and are reused.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "cached_sampler_plan.h"
 #include "sample_pixel.h"
 
+// Fortran BLAS as exported by libtorch_cpu (MKL, LP64). Weak: absent from other torch builds,
+// where the loop in matmul_fallback runs instead.
+extern "C" {
+__attribute__((weak)) void SGEMM(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*, const float*,
+                                 const int*, const float*, float*, const int*);
+__attribute__((weak)) void DGEMM(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*, const double*,
+                                 const int*, const double*, double*, const int*);
+}
+
 namespace {
+
+// Column-major C (m x n) += A (m x k) · B (k x n), leading dimensions lda, ldb, ldc. False if no BLAS.
+inline bool blas_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
+  if (SGEMM == nullptr) return false;
+  const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k), la = static_cast<int>(lda), lb = static_cast<int>(ldb),
+            lc = static_cast<int>(ldc);
+  const float one = 1.0f;
+  SGEMM("N", "N", &mi, &ni, &ki, &one, a, &la, b, &lb, &one, c, &lc);
+  return true;
+}
+
+inline bool blas_gemm(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb, double* c, int64_t ldc) {
+  if (DGEMM == nullptr) return false;
+  const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k), la = static_cast<int>(lda), lb = static_cast<int>(ldb),
+            lc = static_cast<int>(ldc);
+  const double one = 1.0;
+  DGEMM("N", "N", &mi, &ni, &ki, &one, a, &la, b, &lb, &one, c, &lc);
+  return true;
+}
 
 using namespace cpixelcnn::cuda;  // op types, input modes, transforms, shifts: one definition for every engine
 using namespace cpixelcnn;        // op_spec columns, input checks
@@ -27,11 +64,63 @@ inline T elu(T v) {
   return v > T(0) ? v : std::expm1(v);
 }
 
+// float32 expm1 without a libm call, so loops over it vectorise: x = n·ln2 + r with |r| <= ln2/2,
+// expm1(x) = 2^n·expm1(r) + (2^n - 1), expm1(r) by its Taylor series to r^7 (error < 1e-9
+// relative on |r| <= 0.35, well under float's ulp). For the elu branch, x <= 0: x >= -88 keeps
+// 2^n a normal float, and below that expm1 is -1 in float anyway.
+inline float expm1_nonpositive(float x) {
+  x = std::max(x, -88.0f);
+  const float shifted = x * 1.44269504088896341f + 12582912.0f;  // round to nearest via the 1.5·2^23 trick
+  const float n = shifted - 12582912.0f;
+  const float r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-06f;  // ln2 split hi/lo
+  const float p = r + r * r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040))))));
+  const int32_t exponent = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &exponent, sizeof(scale));
+  return scale * p + (scale - 1.0f);
+}
+
+// v[k] <- elu(v[k]) and, with neg, neg[k] <- elu(-v[k]) (concat_elu's second half), k < n.
+// Compiled for AVX-512, AVX2 and baseline x86-64, picked at load time.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void elu_f32(float* __restrict__ v, float* __restrict__ neg, int64_t n) {
+  if (neg) {
+    for (int64_t k = 0; k < n; ++k) {
+      const float a = v[k];
+      neg[k] = a < 0.0f ? -a : expm1_nonpositive(-a);
+      v[k] = a > 0.0f ? a : expm1_nonpositive(a);
+    }
+  } else {
+    for (int64_t k = 0; k < n; ++k) v[k] = v[k] > 0.0f ? v[k] : expm1_nonpositive(v[k]);
+  }
+}
+
+// Same for float64 (and any T): libm's expm1, the reference the float64 exactness tests rely on.
+template <typename T>
+void elu_any(T* v, T* neg, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) {
+    if (neg) neg[k] = elu(-v[k]);
+    v[k] = elu(v[k]);
+  }
+}
+inline void elu_any(float* v, float* neg, int64_t n) { elu_f32(v, neg, n); }
+
 template <typename T>
 struct Node {
   T* data;  // B x H x W x C
   int64_t c, h, w;
   inline T* at(int64_t b, int64_t i, int64_t j) const { return data + ((b * h + i) * w + j) * c; }
+};
+
+// The transformed input rows of one convolution (transform(combine(inputs)), cin_eff channels),
+// computed once per position instead of once per tap that reads it. A ring of ``rows`` input
+// rows: slot y % rows holds row y, and ``row_of`` records which row each (slot, column) holds,
+// so a stale slot is recomputed, never misread.
+template <typename T>
+struct Window {
+  int64_t rows = 0, w = 0, c = 0;  // rows == 0: the op reads its input as it is
+  std::vector<T> data;             // B x rows x w x c
+  std::vector<int64_t> row_of;     // rows x w, -1 = empty
+  T* at(int64_t b, int64_t y, int64_t x) { return data.data() + ((b * rows + y % rows) * w + x) * c; }
 };
 
 template <typename T>
@@ -41,7 +130,6 @@ struct Runner {
   std::vector<const T*> weight, bias, gamma, beta;
   std::vector<const int32_t*> positions;
   std::vector<const int64_t*> offsets;
-  int64_t max_cin = 0, max_cout = 0;
 
   // v <- transform(inputs at (b, y, x)); returns its length
   int64_t gather(const int64_t* s, int64_t b, int64_t y, int64_t x, T* v) const {
@@ -61,78 +149,138 @@ struct Runner {
       for (int64_t k = 0; k < n; ++k) v[k] = pa[k];
     }
     if (s[cTransform] == kElu) {
-      for (int64_t k = 0; k < n; ++k) v[k] = elu(v[k]);
+      elu_any(v, static_cast<T*>(nullptr), n);
     } else if (s[cTransform] == kConcatElu) {  // [elu(v), elu(-v)]
-      for (int64_t k = 0; k < n; ++k) {
-        v[n + k] = elu(-v[k]);
-        v[k] = elu(v[k]);
-      }
+      elu_any(v, v + n, n);
       n *= 2;
     }
     return n;
   }
 
-  // acc[cout] += W[ki][kj]^T v   (W laid out kh x kw x cin x cout)
-  static inline void axpy_block(const T* w, const T* v, int64_t cin, int64_t cout, T* acc) {
-    for (int64_t ci = 0; ci < cin; ++ci) {
-      const T vi = v[ci];
-      const T* row = w + ci * cout;
-      for (int64_t co = 0; co < cout; ++co) acc[co] += vi * row[co];
-    }
+  int64_t batch = 0;
+  std::vector<Window<T>> windows;                // per op
+  std::vector<T> cols, acc;                      // im2col rows, product rows (grown once, reused)
+  std::vector<std::array<int64_t, 2>> active;    // output positions of this (op, step) that are computed
+  std::vector<std::array<int64_t, 2>> todo;      // input positions to transform into the window
+
+  // C[M x N] += X[M x K] · W[K x N], all row-major: BLAS is column-major, so ask it for
+  // C^T = W^T · X^T (one call; the BLAS threads it). Without a BLAS, rows are split over threads.
+  static void matmul(const T* x, int64_t m, int64_t k, const T* w, int64_t n, T* c) {
+    if (blas_gemm(n, m, k, w, n, x, k, c, n)) return;
+    at::parallel_for(0, m, std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, n * k)), [&](int64_t r0, int64_t r1) {
+      matmul_fallback(x + r0 * k, r1 - r0, k, w, n, n, c + r0 * n);
+    });
   }
 
-  void conv(int64_t op, int64_t b, int64_t i, int64_t j, T* v) const {
-    const int64_t* s = spec[op];
-    const Node<T>& out = nodes[s[cOut]];
-    const Node<T>& in = nodes[s[cIn0]];
-    T* acc = out.at(b, i, j);
-    const int64_t cout = out.c, cin = s[cCinEff], kh = s[cKh], kw = s[cKw];
-    if (s[cShift] == kShiftDown) {
-      if (i == 0) { for (int64_t co = 0; co < cout; ++co) acc[co] = T(0); return; }
-      --i;
-    } else if (s[cShift] == kShiftRight) {
-      if (j == 0) { for (int64_t co = 0; co < cout; ++co) acc[co] = T(0); return; }
-      --j;
-    }
-    const T* bias_p = bias[op];
-    for (int64_t co = 0; co < cout; ++co) acc[co] = bias_p[co];
-    const T* w = weight[op];
-    for (int64_t ki = 0; ki < kh; ++ki) {
-      const int64_t y = i * s[cStride] - s[cPadTop] + ki;
-      if (y < 0 || y >= in.h) continue;
-      for (int64_t kj = 0; kj < kw; ++kj) {
-        const int64_t x = j * s[cStride] - s[cPadLeft] + kj;
-        if (x < 0 || x >= in.w) continue;
-        gather(s, b, y, x, v);
-        axpy_block(w + (ki * kw + kj) * cin * cout, v, cin, cout, acc);
+  // Columns [0, nb) of C[m x n] += X[m x k] · W[k x n] (w, c point at the block's first column).
+  static void matmul_fallback(const T* x, int64_t m, int64_t k, const T* w, int64_t n, int64_t nb, T* c) {
+    for (int64_t r = 0; r < m; ++r) {
+      T* out = c + r * n;
+      for (int64_t kk = 0; kk < k; ++kk) {
+        const T v = x[r * k + kk];
+        if (v == T(0)) continue;  // zero taps (padding, shifted-in rows, off-stride deconv taps)
+        const T* wrow = w + kk * n;
+        for (int64_t co = 0; co < nb; ++co) out[co] += v * wrow[co];
       }
     }
   }
 
-  // transposed conv, stride s, then the crop: output (i, j) is full-output (i, j + pad_left)
-  void deconv(int64_t op, int64_t b, int64_t i, int64_t j) const {
+  // Convolution or transposed convolution of every position scheduled in [begin, end) of op.
+  void matrix_op(int64_t op, int64_t begin, int64_t end) {
     const int64_t* s = spec[op];
     const Node<T>& out = nodes[s[cOut]];
     const Node<T>& in = nodes[s[cIn0]];
-    T* acc = out.at(b, i, j);
-    const int64_t cout = out.c, cin = in.c, kh = s[cKh], kw = s[cKw], stride = s[cStride];
-    const T* bias_p = bias[op];
-    for (int64_t co = 0; co < cout; ++co) acc[co] = bias_p[co];
-    const T* w = weight[op];
-    const int64_t jj = j + s[cPadLeft];
-    for (int64_t ki = 0; ki < kh; ++ki) {
-      const int64_t yy = i - ki;
-      if (yy < 0 || yy % stride) continue;
-      const int64_t y = yy / stride;
-      if (y >= in.h) continue;
-      for (int64_t kj = 0; kj < kw; ++kj) {
-        const int64_t xx = jj - kj;
-        if (xx < 0 || xx % stride) continue;
-        const int64_t x = xx / stride;
-        if (x >= in.w) continue;
-        axpy_block(w + (ki * kw + kj) * cin * cout, in.at(b, y, x), cin, cout, acc);
+    const bool is_conv = s[cType] == kConv;
+    const int64_t cin = is_conv ? s[cCinEff] : in.c, kh = s[cKh], kw = s[cKw], stride = s[cStride];
+    const int64_t k = kh * kw * cin, n = out.c;
+    active.clear();
+    for (int64_t p = begin; p < end; ++p) {
+      const int64_t i = positions[op][p] / out.w, j = positions[op][p] % out.w;
+      if (is_conv && ((s[cShift] == kShiftDown && i == 0) || (s[cShift] == kShiftRight && j == 0))) {
+        for (int64_t b = 0; b < batch; ++b) std::fill_n(out.at(b, i, j), n, T(0));  // the shifted-in zero row/column
+        continue;
       }
+      active.push_back({i, j});
     }
+    if (active.empty()) return;
+    const int64_t m = static_cast<int64_t>(active.size()) * batch;
+    if (static_cast<int64_t>(cols.size()) < m * k) cols.resize(m * k);
+    if (static_cast<int64_t>(acc.size()) < m * n) acc.resize(m * n);
+    Window<T>& win = windows[op];
+    const int64_t shift_i = is_conv && s[cShift] == kShiftDown, shift_j = is_conv && s[cShift] == kShiftRight;
+    bool windowed = is_conv && win.rows > 0;
+    if (windowed) {  // the input rows this step reads must fit the ring; else gather directly (step 0's padding)
+      int64_t lo = active.front()[0], hi = lo;
+      for (const auto& a : active) lo = std::min(lo, a[0]), hi = std::max(hi, a[0]);
+      windowed = (hi - lo) * stride + kh <= win.rows;
+    }
+    if (windowed) {  // transform each newly read input position once, for every image
+      todo.clear();
+      for (const auto& a : active) {
+        for (int64_t ki = 0; ki < kh; ++ki) {
+          const int64_t y = (a[0] - shift_i) * stride - s[cPadTop] + ki;
+          if (y < 0 || y >= in.h) continue;
+          for (int64_t kj = 0; kj < kw; ++kj) {
+            const int64_t x = (a[1] - shift_j) * stride - s[cPadLeft] + kj;
+            if (x < 0 || x >= in.w) continue;
+            int64_t& held = win.row_of[(y % win.rows) * win.w + x];
+            if (held == y) continue;
+            held = y;
+            todo.push_back({y, x});
+          }
+        }
+      }
+      const int64_t jobs = static_cast<int64_t>(todo.size()) * batch;
+      at::parallel_for(0, jobs, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, cin)), [&](int64_t q0, int64_t q1) {
+        for (int64_t q = q0; q < q1; ++q) {
+          const auto& yx = todo[q / batch];
+          gather(s, q % batch, yx[0], yx[1], win.at(q % batch, yx[0], yx[1]));
+        }
+      });
+    }
+    at::parallel_for(0, m, std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t b = r % batch;
+        int64_t i = active[r / batch][0], j = active[r / batch][1];
+        T* row = cols.data() + r * k;
+        if (is_conv) {
+          i -= shift_i;
+          j -= shift_j;
+          for (int64_t ki = 0; ki < kh; ++ki) {
+            const int64_t y = i * stride - s[cPadTop] + ki;
+            for (int64_t kj = 0; kj < kw; ++kj) {
+              const int64_t x = j * stride - s[cPadLeft] + kj;
+              T* dst = row + (ki * kw + kj) * cin;
+              if (y < 0 || y >= in.h || x < 0 || x >= in.w) {
+                std::fill_n(dst, cin, T(0));
+              } else if (windowed) {
+                std::memcpy(dst, win.at(b, y, x), sizeof(T) * cin);
+              } else {
+                gather(s, b, y, x, dst);
+              }
+            }
+          }
+        } else {  // transposed: output (i, j) is the uncropped output (i, j + pad_left)
+          const int64_t jj = j + s[cPadLeft];
+          for (int64_t ki = 0; ki < kh; ++ki) {
+            const int64_t yy = i - ki;
+            const bool row_ok = yy >= 0 && yy % stride == 0 && yy / stride < in.h;
+            for (int64_t kj = 0; kj < kw; ++kj) {
+              const int64_t xx = jj - kj;
+              T* dst = row + (ki * kw + kj) * cin;
+              if (row_ok && xx >= 0 && xx % stride == 0 && xx / stride < in.w) {
+                std::memcpy(dst, in.at(b, yy / stride, xx / stride), sizeof(T) * cin);
+              } else {
+                std::fill_n(dst, cin, T(0));
+              }
+            }
+          }
+        }
+        std::memcpy(acc.data() + r * n, bias[op], sizeof(T) * n);
+      }
+    });
+    matmul(cols.data(), m, k, weight[op], n, acc.data());
+    for (int64_t r = 0; r < m; ++r) std::memcpy(out.at(r % batch, active[r / batch][0], active[r / batch][1]), acc.data() + r * n, sizeof(T) * n);
   }
 
   void add(int64_t op, int64_t b, int64_t i, int64_t j) const {
@@ -165,38 +313,40 @@ struct Runner {
 
 template <typename T>
 void run(Runner<T>& r, int64_t input_node, int64_t params_node, int64_t height, int64_t width, int64_t channels, int64_t bits,
-         const double* noise, int64_t batch) {
+         const double* noise, int64_t first_sampled) {
   const int64_t n_ops = static_cast<int64_t>(r.spec.size());
   const int64_t n_out = r.nodes[params_node].c;
-  at::parallel_for(0, batch, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> v(static_cast<size_t>(4 * r.max_cin + 8));
-    std::vector<double> value(static_cast<size_t>(channels));
-    for (int64_t t = 0; t < height * width; ++t) {
-      for (int64_t op = 0; op < n_ops; ++op) {
-        const int64_t begin = r.offsets[op][t], end = r.offsets[op][t + 1];
-        if (begin == end) continue;
-        const int64_t type = r.spec[op][cType];
-        const int64_t out_w = r.nodes[r.spec[op][cOut]].w;
-        for (int64_t p = begin; p < end; ++p) {
-          const int64_t i = r.positions[op][p] / out_w, j = r.positions[op][p] % out_w;
-          for (int64_t b = b0; b < b1; ++b) {
-            switch (type) {
-              case kConv: r.conv(op, b, i, j, v.data()); break;
-              case kDeconv: r.deconv(op, b, i, j); break;
-              case kAdd: r.add(op, b, i, j); break;
-              default: r.gated(op, b, i, j); break;
-            }
+  std::vector<double> value(static_cast<size_t>(channels));
+  for (int64_t t = 0; t < height * width; ++t) {
+    for (int64_t op = 0; op < n_ops; ++op) {
+      const int64_t begin = r.offsets[op][t], end = r.offsets[op][t + 1];
+      if (begin == end) continue;
+      const int64_t type = r.spec[op][cType];
+      if (type == kConv || type == kDeconv) {
+        r.matrix_op(op, begin, end);
+        continue;
+      }
+      const int64_t out_w = r.nodes[r.spec[op][cOut]].w, channels_out = r.nodes[r.spec[op][cOut]].c;
+      const int64_t jobs = (end - begin) * r.batch;
+      at::parallel_for(0, jobs, std::max<int64_t>(1, 8192 / channels_out), [&](int64_t q0, int64_t q1) {
+        for (int64_t q = q0; q < q1; ++q) {
+          const int64_t pos = r.positions[op][begin + q / r.batch], b = q % r.batch;
+          if (type == kAdd) {
+            r.add(op, b, pos / out_w, pos % out_w);
+          } else {
+            r.gated(op, b, pos / out_w, pos % out_w);
           }
         }
-      }
-      const int64_t i = t / width, j = t % width;
-      for (int64_t b = b0; b < b1; ++b) {
-        cpixelcnn::sample_one(r.nodes[params_node].at(b, i, j), n_out, noise + ((b * height + i) * width + j) * (1 + channels), channels, bits, value.data());
-        T* x = r.nodes[input_node].at(b, i, j);
-        for (int64_t c = 0; c < channels; ++c) x[c] = static_cast<T>(value[c]);
-      }
+      });
     }
-  });
+    if (t < first_sampled) continue;  // a given pixel (completion): already in the input cache
+    const int64_t i = t / width, j = t % width;
+    for (int64_t b = 0; b < r.batch; ++b) {
+      cpixelcnn::sample_one(r.nodes[params_node].at(b, i, j), n_out, noise + ((b * height + i) * width + j) * (1 + channels), channels, bits, value.data());
+      T* x = r.nodes[input_node].at(b, i, j);
+      for (int64_t c = 0; c < channels; ++c) x[c] = static_cast<T>(value[c]);
+    }
+  }
 }
 
 // nodes: one NHWC tensor (B, H, W, C) per node, the input node pre-filled (image zeros, ones
@@ -204,13 +354,14 @@ void run(Runner<T>& r, int64_t input_node, int64_t params_node, int64_t height, 
 void cached_sample(std::vector<torch::Tensor> nodes, torch::Tensor op_spec, std::vector<torch::Tensor> weights, std::vector<torch::Tensor> biases,
                    std::vector<torch::Tensor> gammas, std::vector<torch::Tensor> betas, std::vector<torch::Tensor> positions,
                    std::vector<torch::Tensor> offsets, int64_t input_node, int64_t params_node, int64_t height, int64_t width,
-                   int64_t channels, int64_t bits, torch::Tensor noise) {
-  const SamplerInputs in{nodes, op_spec, weights, biases, gammas, betas, positions, offsets, input_node, params_node, height, width, channels, bits, noise};
+                   int64_t channels, int64_t bits, torch::Tensor noise, int64_t first_sampled) {
+  const SamplerInputs in{nodes, op_spec, weights, biases, gammas, betas, positions, offsets, input_node, params_node, height, width, channels, bits, noise, first_sampled};
   check_sampler_inputs(in, c10::kCPU);
   const int64_t n_ops = op_spec.size(0);
   const int64_t batch = nodes[0].size(0);
   AT_DISPATCH_FLOATING_TYPES(nodes[0].scalar_type(), "cached_sample", [&] {
     Runner<scalar_t> r;
+    r.batch = batch;
     for (auto& n : nodes) r.nodes.push_back({n.data_ptr<scalar_t>(), n.size(3), n.size(1), n.size(2)});
     for (int64_t op = 0; op < n_ops; ++op) {
       const int64_t* s = op_spec.data_ptr<int64_t>() + op * cCols;
@@ -219,11 +370,19 @@ void cached_sample(std::vector<torch::Tensor> nodes, torch::Tensor op_spec, std:
       r.bias.push_back(data_or_null<scalar_t>(biases[op]));
       r.gamma.push_back(data_or_null<scalar_t>(gammas[op]));
       r.beta.push_back(data_or_null<scalar_t>(betas[op]));
-      if (s[cType] == kConv || s[cType] == kDeconv) r.max_cin = std::max(r.max_cin, s[cType] == kConv ? s[cCinEff] : r.nodes[s[cIn0]].c);
       r.positions.push_back(positions[op].data_ptr<int32_t>());
       r.offsets.push_back(offsets[op].data_ptr<int64_t>());
+      Window<scalar_t> win;
+      if (s[cType] == kConv && (s[cMode] != kSingle || s[cTransform] != kNone)) {  // a transform worth computing once
+        win.rows = s[cKh] + 2 * s[cStride];
+        win.w = nodes[s[cIn0]].size(2);
+        win.c = s[cCinEff];
+        win.data.resize(static_cast<size_t>(batch * win.rows * win.w * win.c));
+        win.row_of.assign(static_cast<size_t>(win.rows * win.w), -1);
+      }
+      r.windows.push_back(std::move(win));
     }
-    run<scalar_t>(r, input_node, params_node, height, width, channels, bits, noise.data_ptr<double>(), batch);
+    run<scalar_t>(r, input_node, params_node, height, width, channels, bits, noise.data_ptr<double>(), first_sampled);
   });
 }
 
