@@ -217,7 +217,7 @@ def _engine_for(engine: str, device: torch.device, ext) -> str:
 
 
 def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, width: int, noise: torch.Tensor, return_params: bool = False,
-                  engine: str = "auto"):  # fmt: skip
+                  engine: str = "auto", prefix: torch.Tensor | None = None, prefix_pixels: int = 0):  # fmt: skip
     """Run the cached sampler. Returns images (B, C, H, W) in the model's dtype — and, with
     ``return_params``, the DMoL parameters (B, n_out, H, W) it sampled each pixel from.
 
@@ -226,6 +226,9 @@ def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, w
     compiled as host C++ and run on a CPU model — slow, exact, for checking the GPU code where
     there is no GPU; ``"auto"`` picks ``cuda`` or ``cpu`` by the model's device.
     ``noise`` is :func:`cpixelcnn.sampling.draw_noise` (B, H, W, 1 + C) float64.
+    ``prefix`` (B, C, H, W) on the grid, ``prefix_pixels``: image completion — the first
+    ``prefix_pixels`` pixels in raster order are taken from ``prefix``, not sampled (validated
+    by :func:`cpixelcnn.sample`, which callers should use).
     """
     from cpixelcnn._extension import require_extension
 
@@ -259,9 +262,13 @@ def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, w
             betas.append(beta.to(dtype).contiguous() if beta is not None else empty)
         nodes = [torch.zeros(batch, h, w, c, dtype=dtype, device=device) for c, h, w in g.nodes]
         nodes[g.input][:, :height, :width, -1] = 1.0  # the ones channel marks the image
+        if prefix_pixels:  # the given pixels of a completion, in place before the loop starts
+            given = torch.zeros(batch, height * width, model.in_channels, dtype=dtype, device=device)
+            given[:, :prefix_pixels] = prefix.to(device=device, dtype=dtype).flatten(2).transpose(1, 2)[:, :prefix_pixels]
+            nodes[g.input][:, :height, :width, : model.in_channels] = given.view(batch, height, width, model.in_channels)
         noise = noise.to(device=device, dtype=torch.float64).contiguous()
         args = (nodes, spec, weights, biases, gammas, betas, [p.to(device) for p in positions], offsets, g.input, g.params,
-                height, width, model.in_channels, model.bits, noise)  # fmt: skip
+                height, width, model.in_channels, model.bits, noise, int(prefix_pixels))  # fmt: skip
         if engine == "cuda":
             ext.cached_sample_cuda(*args, True)  # whole loop captured into one CUDA graph
         elif engine == "cuda-emulated":

@@ -97,8 +97,29 @@ def _batch_and_labels(model, labels, batch_size):
     return labels.shape[0], labels
 
 
+def _check_prefix(prefix, prefix_pixels, batch: int, channels: int, height: int, width: int, bits: int):
+    """The given first pixels of an image completion, validated: (B, C, H, W) float64 on the grid, or None."""
+    if isinstance(prefix_pixels, bool) or not isinstance(prefix_pixels, int) or not 0 <= prefix_pixels <= height * width:
+        raise ValueError(f"prefix_pixels must be an integer in [0, H·W] = [0, {height * width}], got {prefix_pixels!r}")
+    if prefix is None:
+        if prefix_pixels:
+            raise ValueError(f"prefix_pixels={prefix_pixels} needs the prefix images (prefix=...)")
+        return None
+    if not isinstance(prefix, torch.Tensor) or tuple(prefix.shape) != (batch, channels, height, width):
+        got = tuple(prefix.shape) if isinstance(prefix, torch.Tensor) else type(prefix).__name__
+        raise ValueError(f"prefix must be a (B, C, H, W) = {(batch, channels, height, width)} tensor, got {got}")
+    from cpixelcnn.ops.dmol import quantize_to_grid
+
+    try:
+        _, on_grid = quantize_to_grid(prefix.detach().to(torch.float64), bits)
+    except ValueError as err:
+        raise ValueError(f"prefix: {str(err).removeprefix('x ')}") from None
+    return on_grid
+
+
 @torch.no_grad()
-def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str = "naive", generator: torch.Generator | None = None, batch_size: int | None = None) -> torch.Tensor:
+def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str = "naive", generator: torch.Generator | None = None, batch_size: int | None = None,
+           prefix: torch.Tensor | None = None, prefix_pixels: int = 0) -> torch.Tensor:  # fmt: skip
     """Draw images from ``model``: (B, C, H, W) on the 2^bits grid of [-1, 1].
 
     labels: (B,) integer class per image (None for an unconditional model, with ``batch_size``).
@@ -107,6 +128,10 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
         computes every activation once (C++ extension, CPU; same images as naive given the
         same generator — identical in float64, rarely a flipped level in float32).
     generator: the source of all randomness (see the module docstring for the layout).
+    prefix, prefix_pixels: image completion — the first ``prefix_pixels`` pixels in raster order
+        are copied from ``prefix`` (B, C, H, W on the 2^bits grid) and the rest are sampled from
+        the model given them. The random numbers keep their layout: the given pixels simply do
+        not use theirs, so naive and cached agree as for plain sampling.
     The model runs in eval mode (dropout off) and is put back in its previous mode afterwards.
     """
     if method == "auto":
@@ -125,6 +150,7 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     noise = draw_noise(batch, channels, height, width, generator).to(device)
+    given = _check_prefix(prefix, prefix_pixels, batch, channels, height, width, model.bits)
     if labels is not None:
         labels = labels.to(device)
         model.check_inputs(torch.zeros(batch, channels, 1, 1, device=device, dtype=dtype), labels)
@@ -135,19 +161,21 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
         if method == "cached":
             from cpixelcnn.cached import cached_sample
 
-            return cached_sample(model, labels, batch, height, width, noise)
+            return cached_sample(model, labels, batch, height, width, noise, prefix=given, prefix_pixels=prefix_pixels)
         with parametrize.cached():  # weight-norm weights computed once, not once per pixel
-            x = _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype)
+            x = _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given, prefix_pixels)
     finally:
         model.train(was_training)
     return x
 
 
-def _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype) -> torch.Tensor:
-    """One full forward pass per pixel, in raster order."""
+def _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given=None, prefix_pixels: int = 0) -> torch.Tensor:
+    """One full forward pass per pixel, in raster order; the first ``prefix_pixels`` are copied from ``given``."""
     x = torch.zeros(batch, channels, height, width, device=device, dtype=dtype)
-    for i in range(height):
-        for j in range(width):
-            params = model(x, labels)[:, :, i, j]
-            x[:, :, i, j] = sample_pixel(params, noise[:, i, j], channels, model.bits).to(dtype)
+    if prefix_pixels:
+        x.view(batch, channels, -1)[:, :, :prefix_pixels] = given.to(device=device, dtype=dtype).reshape(batch, channels, -1)[:, :, :prefix_pixels]
+    for t in range(prefix_pixels, height * width):
+        i, j = divmod(t, width)
+        params = model(x, labels)[:, :, i, j]
+        x[:, :, i, j] = sample_pixel(params, noise[:, i, j], channels, model.bits).to(dtype)
     return x

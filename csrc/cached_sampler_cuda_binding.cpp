@@ -15,8 +15,8 @@ using namespace cpixelcnn;
 void cached_sample_cuda(std::vector<torch::Tensor> nodes, torch::Tensor op_spec, std::vector<torch::Tensor> weights, std::vector<torch::Tensor> biases,
                         std::vector<torch::Tensor> gammas, std::vector<torch::Tensor> betas, std::vector<torch::Tensor> positions,
                         std::vector<torch::Tensor> offsets, int64_t input_node, int64_t params_node, int64_t height, int64_t width,
-                        int64_t channels, int64_t bits, torch::Tensor noise, bool use_graph) {
-  const SamplerInputs in{nodes, op_spec, weights, biases, gammas, betas, positions, offsets, input_node, params_node, height, width, channels, bits, noise};
+                        int64_t channels, int64_t bits, torch::Tensor noise, int64_t first_sampled, bool use_graph) {
+  const SamplerInputs in{nodes, op_spec, weights, biases, gammas, betas, positions, offsets, input_node, params_node, height, width, channels, bits, noise, first_sampled};
   check_sampler_inputs(in, c10::kCUDA);
   const c10::cuda::CUDAGuard guard(nodes[0].device());
   AT_DISPATCH_FLOATING_TYPES(nodes[0].scalar_type(), "cached_sample_cuda", [&] {

@@ -1,5 +1,6 @@
 // The cached sampler's launch order: for every generation step t, one step_op_kernel launch per
-// op with positions ready at t, then one sample_pixel_kernel launch for pixel t. Written once,
+// op with positions ready at t, then one sample_pixel_kernel launch for pixel t (none for the
+// given pixels of a completion, t < first_sampled: they are already in the input cache). Written once,
 // templated on how a launch happens, so the CUDA launcher (csrc/cached_sampler_cuda.cu,
 // triple-chevron launches, optionally captured into a CUDA graph) and the CPU emulation
 // (csrc/cached_sampler_emulated.cpp, loops over blocks and threads) run the same sequence.
@@ -32,7 +33,7 @@ bool launch_steps(const Plan<T>& plan, Launch&& launch) {
                   plan.nodes[op.in1], op.weight, op.bias, op.gamma, op.beta, op.positions + begin, static_cast<int>(count), plan.batch))
         return false;
     }
-    if (!launch(sample_pixel_kernel<T>, blocks_for(plan.batch, kSampleThreads), kSampleThreads, plan.nodes[plan.params_node],
+    if (t >= plan.first_sampled && !launch(sample_pixel_kernel<T>, blocks_for(plan.batch, kSampleThreads), kSampleThreads, plan.nodes[plan.params_node],
                 plan.nodes[plan.input_node], plan.noise, static_cast<int>(t / plan.width), static_cast<int>(t % plan.width), plan.height,
                 plan.width, plan.channels, plan.bits, plan.batch))
       return false;

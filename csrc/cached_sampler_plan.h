@@ -21,7 +21,8 @@ struct SamplerInputs {
   std::vector<torch::Tensor> positions;                       // per op, int32, on the nodes' device
   std::vector<torch::Tensor> offsets;                         // per op, int64 (H*W + 1), on the CPU
   int64_t input_node, params_node, height, width, channels, bits;
-  torch::Tensor noise;  // (B, H, W, 1 + C) float64, on the nodes' device
+  torch::Tensor noise;    // (B, H, W, 1 + C) float64, on the nodes' device
+  int64_t first_sampled;  // pixels before it are given (pre-filled in the input node), not sampled
 };
 
 // Throws (a Python RuntimeError) naming the first input that does not fit.
@@ -35,6 +36,7 @@ inline void check_sampler_inputs(const SamplerInputs& in, c10::DeviceType device
   const int64_t n_nodes = static_cast<int64_t>(in.nodes.size());
   TORCH_CHECK(n_nodes > 0 && in.input_node >= 0 && in.input_node < n_nodes && in.params_node >= 0 && in.params_node < n_nodes, "bad node ids");
   TORCH_CHECK(in.channels == 1 || in.channels == 3, "channels must be 1 or 3");
+  TORCH_CHECK(in.first_sampled >= 0 && in.first_sampled <= in.height * in.width, "first_sampled must be in [0, H*W]");
   const auto& first = in.nodes[0];
   const int64_t batch = first.size(0);
   for (const auto& n : in.nodes)
@@ -90,6 +92,7 @@ cuda::Plan<T> make_plan(const SamplerInputs& in) {
   plan.channels = static_cast<int>(in.channels);
   plan.bits = static_cast<int>(in.bits);
   plan.batch = static_cast<int>(in.nodes[0].size(0));
+  plan.first_sampled = static_cast<int>(in.first_sampled);
   plan.noise = in.noise.data_ptr<double>();
   return plan;
 }

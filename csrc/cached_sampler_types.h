@@ -44,6 +44,7 @@ struct Plan {
   std::vector<DevNode<T>> nodes;  // activation caches, device memory
   std::vector<StepOp<T>> ops;
   int input_node, params_node, height, width, channels, bits, batch;
+  int first_sampled;    // pixels before it (raster order) are given (image completion), not sampled
   const double* noise;  // device memory, (B, H, W, 1 + C)
 };
 
