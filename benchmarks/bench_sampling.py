@@ -7,6 +7,11 @@
 Naive sampling costs H·W full forward passes. Where that is too long, ``naive_passes_timed`` of
 them are timed (forward on the partially filled image, exactly what naive runs) and the total is
 extrapolated as H·W × the mean pass time; the JSON says so per row ("naive_extrapolated").
+
+The cached sampler's arithmetic is one forward pass, so its figure of merit is
+``cached_over_forward``: cached sampling time / the fastest of the timed batched forward passes
+of the same model and batch (weight norm precomputed, as both samplers do), measured in the same
+run. Cached sampling is the best of two runs where one takes under 5 s.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import common  # noqa: E402
 MODELS = {"1/40/5": (1, 40, 5), "3/80/10": (3, 80, 10), "5/160/10": (5, 160, 10)}
 GRID = [  # (model, batch, size)
     ("1/40/5", 1, 32), ("1/40/5", 16, 16), ("1/40/5", 16, 32), ("1/40/5", 64, 32), ("1/40/5", 16, 64),
-    ("3/80/10", 16, 32), ("5/160/10", 1, 32), ("5/160/10", 16, 32),
+    ("3/80/10", 16, 32), ("5/160/10", 1, 32), ("5/160/10", 16, 32), ("5/160/10", 64, 32),
 ]  # fmt: skip  (naive: timed passes until 10 s, extrapolated to H·W passes)
 
 
@@ -59,31 +64,37 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         sample(model, labels[:1], image_size=(size, size), method="cached", generator=torch.Generator().manual_seed(0))
         warmup = time.perf_counter() - start  # builds the (cached) schedule for this size
-        sync()
-        start = time.perf_counter()
-        cached = sample(model, labels, image_size=(size, size), method="cached", generator=torch.Generator().manual_seed(0))
-        sync()
-        cached_s = time.perf_counter() - start
+        cached_s = float("inf")
+        for _ in range(2):
+            sync()
+            start = time.perf_counter()
+            cached = sample(model, labels, image_size=(size, size), method="cached", generator=torch.Generator().manual_seed(0))
+            sync()
+            cached_s = min(cached_s, time.perf_counter() - start)
+            if cached_s > 5.0:
+                break
         row = dict(model=name, batch=batch, image=f"{size}x{size}", cached_s=cached_s, warmup_batch1_with_schedule_s=warmup)
+        x = cached.clone()  # a filled image: each pass costs the same whatever the pixel values
+        pass_times = []
+        with torch.no_grad(), torch.nn.utils.parametrize.cached():
+            model(x, labels)
+            budget = time.perf_counter() + 10.0
+            while len(pass_times) < min(max(args.naive_passes, 3), size * size) and (len(pass_times) < 2 or time.perf_counter() < budget):
+                sync()
+                start = time.perf_counter()
+                model(x, labels)
+                sync()
+                pass_times.append(time.perf_counter() - start)
+        row["forward_s"] = min(pass_times)
         if full_naive:
             start = time.perf_counter()
             naive = sample(model, labels, image_size=(size, size), method="naive", generator=torch.Generator().manual_seed(0))
             sync()
             row.update(naive_s=time.perf_counter() - start, naive_extrapolated=False, identical_pixels=(naive == cached).float().mean().item())
         else:
-            x = cached.clone()  # a filled image: each pass costs the same whatever the pixel values
-            passes = 0
-            with torch.no_grad(), torch.nn.utils.parametrize.cached():
-                model(x, labels)
-                sync()
-                start = time.perf_counter()
-                while passes < min(args.naive_passes, size * size) and (passes < 2 or time.perf_counter() - start < 10.0):
-                    model(x, labels)
-                    passes += 1
-                sync()
-                per_pass = (time.perf_counter() - start) / passes
-            row.update(naive_s=per_pass * size * size, naive_extrapolated=True, naive_passes_timed=passes)
+            row.update(naive_s=sum(pass_times) / len(pass_times) * size * size, naive_extrapolated=True, naive_passes_timed=len(pass_times))
         row["speedup"] = row["naive_s"] / row["cached_s"]
+        row["cached_over_forward"] = row["cached_s"] / row["forward_s"]
         rows.append(row)
         common.print_row(row)
     payload = dict(benchmark="sampling", mode="smoke" if args.smoke else ("target" if args.target else "grid"), device_info=common.device_info(), rows=rows)

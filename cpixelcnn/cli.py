@@ -1,6 +1,6 @@
 """Command line: ``cpixelcnn <command>`` (also ``python -m cpixelcnn``).
 
-Commands: train, sample, classify, evaluate, demo, bench, import. Errors a user can cause print
+Commands: train, sample, complete, classify, evaluate, demo, bench, import. Errors a user can cause print
 one line ``cpixelcnn: error: …`` and exit with status 2; Ctrl-C exits 130 (training saves first).
 """
 from __future__ import annotations
@@ -76,6 +76,39 @@ def _cmd_sample(args) -> int:
         nrow = args.n
     path = save_png(args.out, image_grid(to_uint8(images), nrow=nrow), scale=args.scale)
     print(f"{images.shape[0]} samples -> {path}")
+    return 0
+
+
+def _cmd_complete(args) -> int:
+    """Keep the top rows of data images and let the model complete them: once per class
+    (conditional) or --samples times (unconditional). Grid row per image: original | kept | completions."""
+    import torch
+
+    from cpixelcnn.data import load_dataset, to_model_range, to_uint8
+    from cpixelcnn.io import image_grid, save_png
+    from cpixelcnn.sampling import sample
+
+    model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
+    size = _image_size(config)
+    if not 0 <= args.rows <= size:
+        raise ValueError(f"--rows must be in [0, {size}] (the image height), got {args.rows}")
+    if args.n < 1 or args.samples < 1:
+        raise ValueError(f"--n and --samples must be >= 1, got {args.n} and {args.samples}")
+    names = config["class_names"]
+    data = load_dataset(args.data, args.split, size, model.in_channels, class_names=names if model.num_classes else None)
+    originals = to_model_range(data.images[: args.n])
+    n = originals.shape[0]
+    per_image = model.num_classes or args.samples
+    labels = torch.arange(model.num_classes).repeat(n) if model.num_classes else None
+    completions = sample(model, labels, image_size=(size, size), method=args.method, generator=torch.Generator().manual_seed(args.seed),
+                         batch_size=None if model.num_classes else n * per_image,
+                         prefix=originals.repeat_interleave(per_image, dim=0), prefix_pixels=args.rows * size).cpu()  # fmt: skip
+    kept = originals.clone()
+    kept[:, :, args.rows :] = 0.0  # mid grey where the model has to fill in
+    tiles = torch.cat([originals[:, None], kept[:, None], completions.view(n, per_image, *originals.shape[1:]).to(originals.dtype)], dim=1)
+    path = save_png(args.out, image_grid(to_uint8(tiles.flatten(0, 1)), nrow=2 + per_image), scale=args.scale)
+    columns = ", ".join(names) if model.num_classes else f"{per_image} samples"
+    print(f"{n} images, top {args.rows} of {size} rows kept, columns: original | kept | {columns} -> {path}")
     return 0
 
 
@@ -275,6 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image-size", type=int, help="default: the training size")
     s.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")
     s.set_defaults(func=_cmd_sample)
+
+    cp = sub.add_parser("complete", help="complete the top rows of data images, once per class, into a PNG grid")
+    common(cp)
+    cp.add_argument("--data", required=True, help="'demo', an image-folder tree or the course layout")
+    cp.add_argument("--split", default="test")
+    cp.add_argument("--rows", type=int, required=True, help="image rows kept from the top (0 .. image height)")
+    cp.add_argument("--n", type=int, default=4, help="images to complete (the first N of the split)")
+    cp.add_argument("--samples", type=int, default=4, help="completions per image for an unconditional model")
+    cp.add_argument("--out", required=True, help="PNG file")
+    cp.add_argument("--method", choices=["auto", "naive", "cached"], default="auto")
+    cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")
+    cp.set_defaults(func=_cmd_complete)
 
     for name, func, helptext in (("classify", _cmd_classify, "Bayes-classify a data split"), ("evaluate", _cmd_evaluate, "bits/dim, accuracy and FID on a split")):
         c = sub.add_parser(name, help=helptext)

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -37,9 +38,18 @@ __attribute__((weak)) void DGEMM(const char*, const char*, const int*, const int
 
 namespace {
 
+// CPIXELCNN_SAMPLER_NO_BLAS=1 forces the plain loop (what torch builds without a BLAS run; tested).
+inline bool blas_disabled() {
+  static const bool disabled = [] {
+    const char* v = std::getenv("CPIXELCNN_SAMPLER_NO_BLAS");
+    return v != nullptr && v[0] == '1';
+  }();
+  return disabled;
+}
+
 // Column-major C (m x n) += A (m x k) · B (k x n), leading dimensions lda, ldb, ldc. False if no BLAS.
 inline bool blas_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
-  if (SGEMM == nullptr) return false;
+  if (SGEMM == nullptr || blas_disabled()) return false;
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k), la = static_cast<int>(lda), lb = static_cast<int>(ldb),
             lc = static_cast<int>(ldc);
   const float one = 1.0f;
@@ -48,7 +58,7 @@ inline bool blas_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t l
 }
 
 inline bool blas_gemm(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb, double* c, int64_t ldc) {
-  if (DGEMM == nullptr) return false;
+  if (DGEMM == nullptr || blas_disabled()) return false;
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k), la = static_cast<int>(lda), lb = static_cast<int>(ldb),
             lc = static_cast<int>(ldc);
   const double one = 1.0;

@@ -42,6 +42,22 @@ def test_sample(run_dir, tmp_path, capsys):
     assert out.stat().st_size > 0 and "2 samples" in capsys.readouterr().out
 
 
+def test_complete_writes_original_kept_and_one_completion_per_class(run_dir, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "complete.png"
+    assert main(["complete", "--checkpoint", str(run_dir), "--data", "demo", "--split", "validation", "--rows", "3", "--n", "2", "--out", str(out), "--scale", "1"]) == 0
+    assert "2 images, top 3 of 8 rows kept, columns: original | kept | stripes, checker, disc, diagonal" in capsys.readouterr().out
+    grid = np.asarray(Image.open(out).convert("RGB"))
+    assert grid.shape == (2 * 10 + 2, 6 * 10 + 2, 3)  # 2 images x (original, kept, 4 classes), 8x8 tiles, 2 px gaps
+    tile = lambda r, c: grid[2 + r * 10 : 10 + r * 10, 2 + c * 10 : 10 + c * 10]  # noqa: E731
+    for r in range(2):
+        for c in range(1, 6):  # the kept rows are the original's in the kept tile and every completion
+            assert np.array_equal(tile(r, c)[:3], tile(r, 0)[:3]), (r, c)
+        assert not np.array_equal(tile(r, 2)[3:], tile(r, 0)[3:])  # the rest is sampled
+
+
 def test_classify_and_evaluate_json(run_dir, capsys):
     assert main(["classify", "--checkpoint", str(run_dir), "--data", "demo", "--split", "validation", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -74,6 +90,9 @@ def test_course_layout_end_to_end(tmp_path, capsys):
         (["train", "--data", "demo", "--out", "NEW", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["train", "--data", "demo", "--out", "NEW", "--amp", "fp8"], "invalid choice"),
         (["evaluate", "--checkpoint", "RUN", "--data", "demo", "--fid-dims", "100"], "invalid choice"),
+        (["complete", "--checkpoint", "RUN", "--data", "demo", "--rows", "9", "--out", "x.png"], r"--rows must be in [0, 8] (the image height), got 9"),
+        (["complete", "--checkpoint", "RUN", "--data", "demo", "--rows", "-1", "--out", "x.png"], r"--rows must be in [0, 8]"),
+        (["complete", "--checkpoint", "RUN", "--data", "demo", "--rows", "2", "--n", "0", "--out", "x.png"], "--n and --samples must be >= 1"),
     ],
 )
 def test_errors_are_one_line_with_exit_2(run_dir, tmp_path, argv, message):
