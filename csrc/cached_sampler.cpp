@@ -32,6 +32,9 @@
 extern "C" {
 __attribute__((weak)) void SGEMM(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*, const float*,
                                  const int*, const float*, float*, const int*);
+// MKL's per-thread thread count: small products run on the calling thread (a hand-off to a
+// second thread costs more than they take), large ones use MKL's own threading.
+__attribute__((weak)) int MKL_Set_Num_Threads_Local(int);
 __attribute__((weak)) void DGEMM(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*, const double*,
                                  const int*, const double*, double*, const int*);
 }
@@ -176,6 +179,11 @@ struct Runner {
   // C[M x N] += X[M x K] · W[K x N], all row-major: BLAS is column-major, so ask it for
   // C^T = W^T · X^T (one call; the BLAS threads it). Without a BLAS, rows are split over threads.
   static void matmul(const T* x, int64_t m, int64_t k, const T* w, int64_t n, T* c) {
+    if (MKL_Set_Num_Threads_Local != nullptr) {
+      thread_local int current = -1;
+      const int wanted = m * n * k < (int64_t(1) << 22) ? 1 : 0;  // 0: MKL's global setting
+      if (wanted != current) MKL_Set_Num_Threads_Local(current = wanted);
+    }
     if (blas_gemm(n, m, k, w, n, x, k, c, n)) return;
     at::parallel_for(0, m, std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, n * k)), [&](int64_t r0, int64_t r1) {
       matmul_fallback(x + r0 * k, r1 - r0, k, w, n, n, c + r0 * n);
