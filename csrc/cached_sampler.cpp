@@ -50,22 +50,21 @@ inline bool blas_disabled() {
   return disabled;
 }
 
-// Column-major C (m x n) += A (m x k) · B (k x n), leading dimensions lda, ldb, ldc. False if no BLAS.
-inline bool blas_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc) {
-  if (SGEMM == nullptr || blas_disabled()) return false;
-  const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k), la = static_cast<int>(lda), lb = static_cast<int>(ldb),
-            lc = static_cast<int>(ldc);
-  const float one = 1.0f;
-  SGEMM("N", "N", &mi, &ni, &ki, &one, a, &la, b, &lb, &one, c, &lc);
-  return true;
-}
+template <typename T>
+using GemmFn = void(const char*, const char*, const int*, const int*, const int*, const T*, const T*, const int*, const T*, const int*, const T*, T*,
+                    const int*);
+inline GemmFn<float>* blas_for(const float*) { return SGEMM; }
+inline GemmFn<double>* blas_for(const double*) { return DGEMM; }
 
-inline bool blas_gemm(int64_t m, int64_t n, int64_t k, const double* a, int64_t lda, const double* b, int64_t ldb, double* c, int64_t ldc) {
-  if (DGEMM == nullptr || blas_disabled()) return false;
+// Column-major C (m x n) += A (m x k) · B (k x n), leading dimensions lda, ldb, ldc. False if no BLAS.
+template <typename T>
+bool blas_gemm(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc) {
+  GemmFn<T>* gemm = blas_for(a);
+  if (gemm == nullptr || blas_disabled()) return false;
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k), la = static_cast<int>(lda), lb = static_cast<int>(ldb),
             lc = static_cast<int>(ldc);
-  const double one = 1.0;
-  DGEMM("N", "N", &mi, &ni, &ki, &one, a, &la, b, &lb, &one, c, &lc);
+  const T one = T(1);
+  gemm("N", "N", &mi, &ni, &ki, &one, a, &la, b, &lb, &one, c, &lc);
   return true;
 }
 

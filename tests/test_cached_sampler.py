@@ -15,21 +15,26 @@ pytestmark = pytest.mark.skipif(not cpixelcnn.extension_available(), reason="com
 CONFIGS = [(c, cond, fusion) for c, (cond, fusion) in itertools.product([1, 3], itertools.product(["additive", "film"], ["early", "middle", "late"]))]
 
 
+ENGINES = ["cpu", "cuda-emulated"]  # the C++ loop, and the CUDA kernels' own source run on the CPU
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("channels,conditioning,fusion", CONFIGS)
-def test_identical_to_naive_in_float64(channels, conditioning, fusion):
+def test_identical_to_naive_in_float64(channels, conditioning, fusion, engine):
     model = tiny_model(in_channels=channels, conditioning=conditioning, fusion=fusion, nr_resnet=1 + (fusion == "middle"), nr_logistic_mix=3)
     labels = torch.tensor([0, 3, 1])
     naive = sample(model, labels, image_size=(7, 9), generator=torch.Generator().manual_seed(11))
-    cached = sample(model, labels, image_size=(7, 9), method="cached", generator=torch.Generator().manual_seed(11))
+    cached = cached_sample(model, labels, 3, 7, 9, draw_noise(3, channels, 7, 9, torch.Generator().manual_seed(11)), engine=engine)
     assert cached.dtype == torch.float64
     assert torch.equal(cached, naive)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("channels,size,batch", [(3, (1, 1), 1), (1, (4, 4), 1), (3, (5, 3), 2), (3, (9, 4), 1)])
-def test_unconditional_and_edge_sizes(channels, size, batch):
+def test_unconditional_and_edge_sizes(channels, size, batch, engine):
     model = tiny_model(in_channels=channels, num_classes=0, nr_resnet=2)
     naive = sample(model, None, image_size=size, batch_size=batch, generator=torch.Generator().manual_seed(2))
-    cached = sample(model, None, image_size=size, batch_size=batch, method="cached", generator=torch.Generator().manual_seed(2))
+    cached = cached_sample(model, None, batch, *size, draw_noise(batch, channels, *size, torch.Generator().manual_seed(2)), engine=engine)
     assert torch.equal(cached, naive)
 
 
@@ -71,29 +76,11 @@ def test_clear_error_without_the_extension(monkeypatch):
         sample(tiny_model(dtype=torch.bfloat16), torch.tensor([0]), image_size=(2, 2), method="cached")
 
 
-# -- CUDA path: its kernels run on the CPU through the host shim (engine="cuda-emulated") ----------
+# -- CUDA path: its kernels run on the CPU through the host shim (engine="cuda-emulated", also above) --
 
 from cpixelcnn import _extension  # noqa: E402
 from cpixelcnn.cached import kernel_launches  # noqa: E402
 from conftest import requires_cuda  # noqa: E402
-
-
-@pytest.mark.parametrize("channels,conditioning,fusion", CONFIGS)
-def test_emulated_cuda_kernels_identical_to_naive_in_float64(channels, conditioning, fusion):
-    model = tiny_model(in_channels=channels, conditioning=conditioning, fusion=fusion, nr_resnet=1 + (fusion == "middle"), nr_logistic_mix=3)
-    labels = torch.tensor([0, 3, 1])
-    naive = sample(model, labels, image_size=(7, 9), generator=torch.Generator().manual_seed(11))
-    emulated = cached_sample(model, labels, 3, 7, 9, draw_noise(3, channels, 7, 9, torch.Generator().manual_seed(11)), engine="cuda-emulated")
-    assert emulated.dtype == torch.float64
-    assert torch.equal(emulated, naive)
-
-
-@pytest.mark.parametrize("channels,size,batch", [(3, (1, 1), 1), (1, (4, 4), 1), (3, (5, 3), 2), (3, (9, 4), 1)])
-def test_emulated_unconditional_and_edge_sizes(channels, size, batch):
-    model = tiny_model(in_channels=channels, num_classes=0, nr_resnet=2)
-    naive = sample(model, None, image_size=size, batch_size=batch, generator=torch.Generator().manual_seed(2))
-    emulated = cached_sample(model, None, batch, *size, draw_noise(batch, channels, *size, torch.Generator().manual_seed(2)), engine="cuda-emulated")
-    assert torch.equal(emulated, naive)
 
 
 def test_emulated_float32_params_match_a_full_forward():
