@@ -48,8 +48,13 @@ def read_config(run_dir: str | os.PathLike) -> dict:
 
 
 def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> Path:
-    """A state dict as safetensors, atomically."""
+    """A state dict as safetensors, atomically. Refuses (ValueError naming the tensor) weights with
+    NaN or inf: a diverged model must never replace a good checkpoint."""
     from safetensors.torch import save
+
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"refusing to save {Path(path).name}: tensor {name!r} has non-finite values (NaN or inf)")
 
     return atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
 

@@ -34,6 +34,7 @@ def _cmd_train(args) -> int:
 
     cfg = TrainConfig(
         data=args.data, out=args.out, split=args.split, epochs=args.epochs, max_steps=args.max_steps, max_seconds=args.max_time, batch_size=args.batch_size,
+        grad_clip=args.grad_clip, max_skipped=args.max_skipped,
         lr=args.lr, weight_decay=args.weight_decay, ema=args.ema, seed=args.seed, device=args.device, backend=args.backend,
         image_size=args.image_size, in_channels=args.channels, nr_resnet=args.nr_resnet, nr_filters=args.nr_filters,
         nr_logistic_mix=args.nr_mix, conditioning=args.conditioning, fusion=args.fusion, embedding=args.embedding,
@@ -272,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=1)
     t.add_argument("--max-steps", type=int)
     t.add_argument("--max-time", type=float, help="stop after this many seconds of training (checkpointed)")
+    t.add_argument("--grad-clip", type=float, metavar="MAX_NORM", help="clip the global gradient norm (off by default)")
+    t.add_argument("--max-skipped", type=int, default=20, help="stop after this many consecutive non-finite steps, which are skipped (default: %(default)s)")
     t.add_argument("--batch-size", type=int, default=32, help="global batch size (split over torchrun processes)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--weight-decay", type=float, default=0.0)

@@ -51,6 +51,8 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None
     max_seconds: float | None = None  # stop (and checkpoint) after this much training time
+    grad_clip: float | None = None  # clip the global gradient norm to this (off by default)
+    max_skipped: int = 20  # stop after this many consecutive non-finite (skipped) steps
     batch_size: int = 32
     lr: float = 1e-3
     lr_decay: float = 0.999995  # per step, as in PixelCNN++
@@ -86,6 +88,10 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, run_dir: Path, step: int):
         super().__init__(f"interrupted at step {step}; checkpoint saved in {run_dir} (continue with --resume)")
         self.run_dir, self.step = run_dir, step
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient; no weights were touched by them."""
 
 
 class _Ema:
@@ -153,6 +159,10 @@ def _check_config(cfg: TrainConfig, dist: _Dist) -> None:
         raise ValueError(f"--lr must be a positive number, got {cfg.lr}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError(f"--ema must be in [0, 1), got {cfg.ema}")
+    if cfg.grad_clip is not None and not (cfg.grad_clip > 0 and math.isfinite(cfg.grad_clip)):
+        raise ValueError(f"--grad-clip must be a positive number, got {cfg.grad_clip}")
+    if cfg.max_skipped < 1:
+        raise ValueError(f"--max-skipped must be >= 1, got {cfg.max_skipped}")
     if cfg.amp not in (None, "bf16"):
         raise ValueError(f"--amp takes only 'bf16', got {cfg.amp!r}")
     if cfg.batch_size % dist.world:
@@ -272,7 +282,10 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
     dims = cfg.in_channels * cfg.image_size * cfg.image_size
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
 
+    saved = {"step": step}  # the last checkpoint: the one resumed from, or the one written at the start below
+
     def checkpoint():
+        saved["step"] = step
         if not dist.is_main:
             return
         if ema is not None:
@@ -291,6 +304,8 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
     wandb_run = _start_wandb(cfg, run_dir) if cfg.wandb and dist.is_main else None
     history = [json.loads(line) for line in (run_dir / METRICS_NAME).read_text().splitlines()] if cfg.resume and (run_dir / METRICS_NAME).exists() else []
     window, window_start = [], time.monotonic()
+    skipped_total = next((r["skipped_steps"] for r in reversed(history) if "skipped_steps" in r), 0)
+    skipped_in_a_row = 0
     deadline = None if cfg.max_seconds is None else time.monotonic() + cfg.max_seconds
     try:
         while step < total:
@@ -311,6 +326,18 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
                 loss = -dmol_log_prob(x, params, bits=model.bits, backend=cfg.backend, check=False).mean() / dims
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if not _finite_step(loss, model, cfg.grad_clip, dist):  # weights, optimizer, EMA, schedule untouched
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    position += 1
+                    skipped_total += 1
+                    skipped_in_a_row += 1
+                    if skipped_in_a_row >= cfg.max_skipped:
+                        raise TrainingDiverged(f"training diverged: {skipped_in_a_row} consecutive steps up to step {step} had a non-finite loss or "
+                                               f"gradient and were skipped; the last checkpoint (step {saved['step']}) is in {run_dir} "
+                                               "(try a lower --lr or --grad-clip)")  # fmt: skip
+                    continue
+                skipped_in_a_row = 0
                 optimizer.step()
                 scheduler.step()
                 if ema is not None:
@@ -327,7 +354,8 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
                 elapsed = time.monotonic() - window_start
                 progress.update(step, epoch, bpd, len(window) * cfg.batch_size / max(elapsed, 1e-9))
                 if step % cfg.log_every == 0 or step == total:
-                    record = dict(step=step, epoch=epoch, train_bpd=sum(window) / len(window), lr=scheduler.get_last_lr()[0], images_per_s=len(window) * cfg.batch_size / max(elapsed, 1e-9))
+                    record = dict(step=step, epoch=epoch, train_bpd=sum(window) / len(window), lr=scheduler.get_last_lr()[0],
+                                  images_per_s=len(window) * cfg.batch_size / max(elapsed, 1e-9), skipped_steps=skipped_total)  # fmt: skip
                     history.append(record)
                     if dist.is_main:
                         _append_metrics(run_dir, record)
@@ -365,6 +393,22 @@ def _start_wandb(cfg: TrainConfig, run_dir: Path):
     except ImportError:
         raise RuntimeError("--wandb needs the wandb package (pip install wandb); metrics.jsonl is written either way") from None
     return wandb.init(project="cpixelcnn", name=run_dir.name, dir=str(run_dir), config=dataclasses.asdict(cfg), resume="allow")
+
+
+def _finite_step(loss: torch.Tensor, model, grad_clip: float | None, dist: _Dist) -> bool:
+    """Whether this step's loss and gradients are finite — agreed by every rank (one all-reduce of
+    a flag; DDP has already averaged the gradients). With ``grad_clip`` the global gradient norm is
+    clipped in place (only when finite)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads) if grads else loss.new_zeros(())
+    bad = (~torch.isfinite(loss.detach()) | ~torch.isfinite(norm)).float().reshape(1)
+    if dist.active:
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    if bad.item():
+        return False
+    if grad_clip is not None:
+        torch.nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, norm)
+    return True
 
 
 def _past(deadline: float, dist: _Dist) -> bool:

@@ -115,3 +115,113 @@ def test_bad_training_configs(tmp_path, kwargs, message):
     cfg.update(kwargs)
     with pytest.raises(ValueError, match=message):
         train(TrainConfig(out=str(tmp_path / "run"), **cfg), log=lambda *a: None)
+
+
+# -- non-finite steps ----------------------------------------------------------------------------
+
+
+def _nan_at(steps_with_nan):
+    """dmol_log_prob that returns NaN on the given (1-based) calls."""
+    real = train_module.dmol_log_prob
+    calls = {"n": 0}
+
+    def patched(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        return out * float("nan") if calls["n"] in steps_with_nan else out
+
+    return patched
+
+
+def test_a_non_finite_step_is_skipped_and_touches_nothing(tmp_path, monkeypatch):
+    kw = dict(TINY, ema=0.9)
+    monkeypatch.setattr(train_module, "dmol_log_prob", _nan_at({2}))
+    train(TrainConfig(out=str(tmp_path / "run"), max_steps=4, **kw), log=lambda *a: None)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "train_bpd" in r]
+    assert [r["step"] for r in steps] == [1, 3, 4] and steps[-1]["skipped_steps"] == 1
+    assert all(torch.isfinite(torch.tensor(r["train_bpd"])) for r in steps)
+    state = torch.load(tmp_path / "run" / "training_state.pt", weights_only=False)
+    assert state["scheduler"]["last_epoch"] == 3  # the schedule did not advance on the skipped step
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {3}  # nor did Adam
+    for name in ("checkpoint.safetensors", "ema.safetensors"):
+        assert all(torch.isfinite(t).all() for t in load_file(str(tmp_path / "run" / name)).values())
+
+
+def test_too_many_consecutive_non_finite_steps_stop_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "dmol_log_prob", _nan_at(set(range(2, 100))))
+    with pytest.raises(train_module.TrainingDiverged, match=r"3 consecutive steps up to step 4 .* the last checkpoint \(step 0\)"):
+        train(TrainConfig(out=str(tmp_path / "run"), max_steps=10, max_skipped=3, **TINY), log=lambda *a: None)
+
+
+def test_save_refuses_non_finite_weights(tmp_path):
+    from cpixelcnn import ConditionalPixelCNN, save_run
+
+    model = ConditionalPixelCNN(nr_resnet=1, nr_filters=4, nr_logistic_mix=2)
+    with torch.no_grad():
+        model.nin_out.conv.bias[0] = float("inf")
+    with pytest.raises(ValueError, match=r"refusing to save checkpoint.safetensors: tensor 'nin_out.conv.bias' has non-finite values"):
+        save_run(tmp_path / "run", model)
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
+def test_divergence_from_the_command_line_is_one_line_and_leaves_loadable_checkpoints(tmp_path):
+    from cpixelcnn import load_run
+
+    argv = ["--data", "demo", "--out", str(tmp_path / "run"), "--image-size", "8", "--nr-resnet", "1", "--nr-filters", "6", "--nr-mix", "2",
+            "--batch-size", "8", "--max-steps", "200", "--lr", "1e6", "--max-skipped", "5", "--ema", "0.9"]  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "cpixelcnn", "train", *argv], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error = [line for line in proc.stderr.splitlines() if line.startswith("cpixelcnn: error:")]
+    assert len(error) == 1 and "training diverged: 5 consecutive steps" in error[0], proc.stderr[-2000:]
+    for use_ema in (False, True):
+        model, _ = load_run(tmp_path / "run", use_ema=use_ema)
+        assert all(torch.isfinite(t).all() for t in model.state_dict().values())
+
+
+@pytest.mark.parametrize("value,message", [(0.0, "--grad-clip must be a positive number"), (float("nan"), "--grad-clip must be a positive number")])
+def test_bad_grad_clip(tmp_path, value, message):
+    with pytest.raises(ValueError, match=message):
+        train(TrainConfig(out=str(tmp_path / "run"), max_steps=1, grad_clip=value, **TINY), log=lambda *a: None)
+
+
+def test_grad_clip_sets_the_global_norm_and_non_finite_gradients_are_caught():
+    model = torch.nn.Linear(3, 2)
+    loss = model(torch.ones(4, 3)).pow(2).sum() * 100
+    loss.backward()
+    dist = train_module._Dist()
+    assert torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]) > 1.0
+    assert train_module._finite_step(loss, model, 1.0, dist)
+    assert torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item() == pytest.approx(1.0, rel=1e-5)
+    model.bias.grad[0] = float("nan")
+    assert not train_module._finite_step(loss, model, 1.0, dist)
+    assert not train_module._finite_step(loss * float("inf"), torch.nn.Linear(1, 1), None, dist)  # no gradients, loss inf
+
+
+def test_data_parallel_ranks_agree_to_skip(tmp_path):
+    """torchrun + gloo: rank 1 alone gets a NaN loss at its 2nd step; the all-reduced flag makes rank 0
+    skip that step too (its own loss was finite), and training completes on both."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import cpixelcnn.train as t\n"
+        "    real, calls = t.dmol_log_prob, [0]\n"
+        "    def patched(*a, **k):\n"
+        "        calls[0] += 1\n"
+        "        out = real(*a, **k)\n"
+        "        return out * float('nan') if calls[0] == 2 else out\n"
+        "    t.dmol_log_prob = patched\n"
+    )
+    argv = ["--data", "demo", "--out", str(tmp_path / "run"), "--image-size", "8", "--nr-resnet", "1", "--nr-filters", "6", "--nr-mix", "2",
+            "--batch-size", "8", "--max-steps", "4", "--device", "cpu", "--log-every", "1"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518", "-m", "cpixelcnn", "train", *argv],
+                          capture_output=True, text=True, env=env, timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if "train_bpd" in r]
+    assert [r["step"] for r in steps] == [1, 3, 4] and steps[-1]["skipped_steps"] == 1  # rank 0 skipped step 2 as well
+    state = torch.load(tmp_path / "run" / "training_state.pt", weights_only=False)
+    assert state["scheduler"]["last_epoch"] == 3
