@@ -326,42 +326,42 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
                 loss = -dmol_log_prob(x, params, bits=model.bits, backend=cfg.backend, check=False).mean() / dims
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if not _finite_step(loss, model, cfg.grad_clip, dist):  # weights, optimizer, EMA, schedule untouched
+                finite = _finite_step(loss, model, cfg.grad_clip, dist)
+                if finite:
+                    skipped_in_a_row = 0
+                    optimizer.step()
+                    scheduler.step()
+                    if ema is not None:
+                        ema.update(model)
+                else:  # weights, optimizer state, EMA and schedule untouched
                     optimizer.zero_grad(set_to_none=True)
-                    step += 1
-                    position += 1
                     skipped_total += 1
                     skipped_in_a_row += 1
-                    if skipped_in_a_row >= cfg.max_skipped:
-                        raise TrainingDiverged(f"training diverged: {skipped_in_a_row} consecutive steps up to step {step} had a non-finite loss or "
-                                               f"gradient and were skipped; the last checkpoint (step {saved['step']}) is in {run_dir} "
-                                               "(try a lower --lr or --grad-clip)")  # fmt: skip
-                    continue
-                skipped_in_a_row = 0
-                optimizer.step()
-                scheduler.step()
-                if ema is not None:
-                    ema.update(model)
                 step += 1
                 position += 1
-                logged = loss.detach()
-                if dist.active:  # log the global-batch loss, not this rank's share
-                    torch.distributed.all_reduce(logged)
-                    logged = logged / dist.world
-                bpd = logged.item() / math.log(2)
-                epoch_losses.append(bpd)
-                window.append(bpd)
-                elapsed = time.monotonic() - window_start
-                progress.update(step, epoch, bpd, len(window) * cfg.batch_size / max(elapsed, 1e-9))
-                if step % cfg.log_every == 0 or step == total:
-                    record = dict(step=step, epoch=epoch, train_bpd=sum(window) / len(window), lr=scheduler.get_last_lr()[0],
-                                  images_per_s=len(window) * cfg.batch_size / max(elapsed, 1e-9), skipped_steps=skipped_total)  # fmt: skip
-                    history.append(record)
-                    if dist.is_main:
-                        _append_metrics(run_dir, record)
-                        if wandb_run is not None:
-                            wandb_run.log(record, step=step)
-                    window, window_start = [], time.monotonic()
+                if skipped_in_a_row >= cfg.max_skipped:
+                    raise TrainingDiverged(f"training diverged: {skipped_in_a_row} consecutive steps up to step {step} had a non-finite loss or "
+                                           f"gradient and were skipped; the last checkpoint (step {saved['step']}) is in {run_dir} "
+                                           "(try a lower --lr or --grad-clip)")  # fmt: skip
+                if finite:  # a skipped step has no loss to log
+                    logged = loss.detach()
+                    if dist.active:  # log the global-batch loss, not this rank's share
+                        torch.distributed.all_reduce(logged)
+                        logged = logged / dist.world
+                    bpd = logged.item() / math.log(2)
+                    epoch_losses.append(bpd)
+                    window.append(bpd)
+                    elapsed = time.monotonic() - window_start
+                    progress.update(step, epoch, bpd, len(window) * cfg.batch_size / max(elapsed, 1e-9))
+                    if step % cfg.log_every == 0 or step == total:
+                        record = dict(step=step, epoch=epoch, train_bpd=sum(window) / len(window), lr=scheduler.get_last_lr()[0],
+                                      images_per_s=len(window) * cfg.batch_size / max(elapsed, 1e-9), skipped_steps=skipped_total)  # fmt: skip
+                        history.append(record)
+                        if dist.is_main:
+                            _append_metrics(run_dir, record)
+                            if wandb_run is not None:
+                                wandb_run.log(record, step=step)
+                        window, window_start = [], time.monotonic()
                 if deadline is not None and _past(deadline, dist):
                     total = step
             if position >= steps_per_epoch:
