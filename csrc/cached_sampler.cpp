@@ -10,10 +10,10 @@
 // (position, image) pairs that become computable at that step, its columns the op's taps ×
 // input channels (gathered with the input transform applied: im2col), times the weights laid
 // out (kh·kw·Cin, Cout). So each weight is read once per step for the whole batch, and the
-// product runs in the BLAS linked into torch (MKL's SGEMM/DGEMM in the x86 wheels; a blocked
-// loop where torch exports no BLAS), split over output-channel blocks across the
-// CPU threads when it is large enough to pay for the split. Element-wise ops (sum, gate) and
-// the pixel sampling are plain loops. Buffers grow once and are reused.
+// product runs in the BLAS linked into torch (MKL's SGEMM/DGEMM in the x86 wheels, threaded by
+// MKL for large products, on the calling thread for small ones; a row-split loop where torch
+// exports no BLAS). Input preparation and element-wise ops (sum, gate) are split over threads
+// when large enough; the pixel sampling is a plain loop. Buffers grow once and are reused.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -32,11 +32,11 @@
 extern "C" {
 __attribute__((weak)) void SGEMM(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*, const float*,
                                  const int*, const float*, float*, const int*);
+__attribute__((weak)) void DGEMM(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*, const double*,
+                                 const int*, const double*, double*, const int*);
 // MKL's per-thread thread count: small products run on the calling thread (a hand-off to a
 // second thread costs more than they take), large ones use MKL's own threading.
 __attribute__((weak)) int MKL_Set_Num_Threads_Local(int);
-__attribute__((weak)) void DGEMM(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*, const double*,
-                                 const int*, const double*, double*, const int*);
 }
 
 namespace {
@@ -185,19 +185,19 @@ struct Runner {
     }
     if (blas_gemm(n, m, k, w, n, x, k, c, n)) return;
     at::parallel_for(0, m, std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, n * k)), [&](int64_t r0, int64_t r1) {
-      matmul_fallback(x + r0 * k, r1 - r0, k, w, n, n, c + r0 * n);
+      matmul_fallback(x + r0 * k, r1 - r0, k, w, n, c + r0 * n);
     });
   }
 
-  // Columns [0, nb) of C[m x n] += X[m x k] · W[k x n] (w, c point at the block's first column).
-  static void matmul_fallback(const T* x, int64_t m, int64_t k, const T* w, int64_t n, int64_t nb, T* c) {
+  // C[m x n] += X[m x k] · W[k x n], row-major, without a BLAS.
+  static void matmul_fallback(const T* x, int64_t m, int64_t k, const T* w, int64_t n, T* c) {
     for (int64_t r = 0; r < m; ++r) {
       T* out = c + r * n;
       for (int64_t kk = 0; kk < k; ++kk) {
         const T v = x[r * k + kk];
         if (v == T(0)) continue;  // zero taps (padding, shifted-in rows, off-stride deconv taps)
         const T* wrow = w + kk * n;
-        for (int64_t co = 0; co < nb; ++co) out[co] += v * wrow[co];
+        for (int64_t co = 0; co < n; ++co) out[co] += v * wrow[co];
       }
     }
   }
