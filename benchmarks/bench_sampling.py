@@ -108,28 +108,14 @@ def main(argv=None) -> int:
 
 
 def _plot(path, rows):
-    try:
-        import matplotlib
+    from cpixelcnn.plot import line_chart_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot", file=sys.stderr)
-        return
-    fig, ax = plt.subplots(figsize=(6, 4))
+    series = {}
     for method in ("naive_s", "cached_s"):
-        series = [(int(r["image"].split("x")[0]), r[method]) for r in rows if r["model"] == "1/40/5" and r["batch"] == 16]
-        if series:
-            series.sort()
-            ax.plot([s for s, _ in series], [t for _, t in series], marker="o", label=method.replace("_s", "") + (" (extrapolated)" if method == "naive_s" and rows[0].get("naive_extrapolated") else ""))
-    ax.set_xlabel("image size (H = W)")
-    ax.set_ylabel("seconds for a batch of 16 (1/40/5)")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.set_title("PixelCNN++ sampling on the CPU")
-    fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=120)
-    print(f"plot -> {path.with_suffix('.png')}")
+        label = method.replace("_s", "") + (" (extrapolated)" if method == "naive_s" and rows[0].get("naive_extrapolated") else "")
+        series[label] = [(int(r["image"].split("x")[0]), r[method]) for r in rows if r["model"] == "1/40/5" and r["batch"] == 16]
+    png = line_chart_png(path.with_suffix(".png"), "PixelCNN++ sampling on the CPU", series, "image size (H = W)", "seconds for a batch of 16 (1/40/5)", log_y=True)
+    print(f"plot -> {png}")
 
 
 if __name__ == "__main__":

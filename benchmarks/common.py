@@ -113,30 +113,10 @@ def write_results(name: str, payload: dict, out: str | None = None) -> Path:
     return path
 
 
-def plot_bars(path: Path, title: str, rows: list[dict], label_key: str, value_key: str, group_key: str) -> Path | None:
-    """A grouped bar chart of ``value_key`` per ``label_key`` (PNG beside the JSON); skipped without matplotlib."""
-    try:
-        import matplotlib
+def plot_bars(path: Path, title: str, rows: list[dict], label_key: str, value_key: str, group_key: str) -> Path:
+    """A grouped bar chart of ``value_key`` per ``label_key`` (PNG beside the JSON)."""
+    from cpixelcnn.plot import bar_chart_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
-        return None
-    groups = sorted({r[group_key] for r in rows}, key=str)
-    labels = list(dict.fromkeys(r[label_key] for r in rows))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels) * len(groups) / 2), 4))
-    width = 0.8 / max(1, len(groups))
-    for gi, group in enumerate(groups):
-        vals = [next((r[value_key] for r in rows if r[label_key] == lab and r[group_key] == group), 0.0) for lab in labels]
-        ax.bar([i + gi * width for i in range(len(labels))], vals, width, label=str(group))
-    ax.set_xticks([i + width * (len(groups) - 1) / 2 for i in range(len(labels))], labels, rotation=20, ha="right")
-    ax.set_ylabel(value_key)
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    png = path.with_suffix(".png")
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = bar_chart_png(path.with_suffix(".png"), title, rows, label_key, value_key, group_key)
     print(f"plot -> {png}")
     return png

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.io import atomic_write_bytes, atomic_write_json
+from cpixelcnn.io import UMASK, atomic_write_bytes, atomic_write_json
 from cpixelcnn.model import ConditionalPixelCNN
 
 CONFIG_NAME = "config.json"
@@ -91,3 +91,125 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
         first = (missing or unexpected)[0]
         raise ValueError(f"{weights} does not fit the config: {'missing' if missing else 'unexpected'} tensor {first!r}")
     return model.to(map_location).eval(), config
+
+
+# -- crash-safe training checkpoints -----------------------------------------------------------------
+#
+# A training run keeps its last KEEP_CHECKPOINTS checkpoints as complete directories
+# ``RUN/checkpoints/step-NNNNNNNNN/`` (config.json, checkpoint.safetensors, ema.safetensors when
+# averaging, training_state.pt). Each is filled in a temporary directory and renamed into place, so
+# one either exists whole or not at all; the run directory's own files are then hard links to the
+# newest (what sample/classify/evaluate load). ``RUN/best/`` is swapped in the same way.
+
+CHECKPOINTS_DIR = "checkpoints"
+BEST_DIR = "best"
+KEEP_CHECKPOINTS = 2
+PUBLISHED = (CONFIG_NAME, WEIGHTS_NAME, EMA_NAME, "training_state.pt")
+
+
+def checkpoint_dirs(run_dir: str | os.PathLike) -> list[Path]:
+    """The run's complete checkpoints, newest first."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    found = [p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fill_dir(parent: Path, name: str, fill) -> Path:
+    """Run ``fill(tmp_dir)`` in a fresh hidden directory of ``parent``, then rename it to ``name``
+    (replacing an older one of that name). On any failure the temporary directory is removed and
+    the old ``name`` is untouched."""
+    import shutil
+    import tempfile
+
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
+    final = parent / name
+    try:
+        os.chmod(tmp, 0o777 & ~UMASK)
+        fill(tmp)
+        for f in tmp.iterdir():
+            _fsync(f)
+        if final.exists():  # directories cannot be replaced in one rename: move the old one aside first
+            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.old.", suffix=".tmp"))
+            os.rename(final, old / name)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def write_checkpoint(run_dir: str | os.PathLike, step: int, fill) -> Path:
+    """A new checkpoint ``RUN/checkpoints/step-<step>`` filled by ``fill(directory)``; then the run
+    directory's files point at it and checkpoints beyond the newest KEEP_CHECKPOINTS are removed."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    final = _fill_dir(run_dir / CHECKPOINTS_DIR, f"step-{step:09d}", fill)
+    publish_checkpoint(run_dir, final)
+    for old in checkpoint_dirs(run_dir)[KEEP_CHECKPOINTS:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def publish_checkpoint(run_dir: Path, checkpoint: Path) -> None:
+    """Make ``run_dir``'s config/weights/state files those of ``checkpoint`` (hard links; copies
+    where the file system has none), each replaced atomically."""
+    import shutil
+    import tempfile
+
+    for name in PUBLISHED:
+        source, target = checkpoint / name, run_dir / name
+        if not source.exists():
+            target.unlink(missing_ok=True)  # e.g. no ema.safetensors in this checkpoint
+            continue
+        if target.exists() and os.path.samefile(source, target):  # rename() between two links of one file does nothing
+            continue
+        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+        try:
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def write_best(run_dir: str | os.PathLike, fill) -> Path:
+    """Replace ``RUN/best/`` by a directory filled by ``fill(directory)`` (whole or not at all)."""
+    return _fill_dir(Path(run_dir), BEST_DIR, fill)
+
+
+def remove_stray_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and directories a killed writer leaves (``.<name>.*.tmp``) in the
+    run directory and its checkpoint folder; a ``best/`` caught mid-swap is restored first."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if not (run_dir / BEST_DIR).exists():  # killed between moving the old best aside and renaming the new one in
+        for old in run_dir.glob(f".{BEST_DIR}.old.*.tmp"):
+            if (old / BEST_DIR / CONFIG_NAME).is_file():
+                os.rename(old / BEST_DIR, run_dir / BEST_DIR)
+                break
+    removed = []
+    for folder in (run_dir, run_dir / CHECKPOINTS_DIR):
+        for path in folder.glob(".*.tmp") if folder.is_dir() else []:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

@@ -34,7 +34,8 @@ def _cmd_train(args) -> int:
 
     cfg = TrainConfig(
         data=args.data, out=args.out, split=args.split, epochs=args.epochs, max_steps=args.max_steps, max_seconds=args.max_time, batch_size=args.batch_size,
-        grad_clip=args.grad_clip, max_skipped=args.max_skipped,
+        grad_clip=args.grad_clip, max_skipped=args.max_skipped, val_data=args.val_data, val_split=args.val_split, val_every=args.val_every,
+        val_limit=args.val_limit, keep_best=args.keep_best, checkpoint_every=args.checkpoint_every,
         lr=args.lr, weight_decay=args.weight_decay, ema=args.ema, seed=args.seed, device=args.device, backend=args.backend,
         image_size=args.image_size, in_channels=args.channels, nr_resnet=args.nr_resnet, nr_filters=args.nr_filters,
         nr_logistic_mix=args.nr_mix, conditioning=args.conditioning, fusion=args.fusion, embedding=args.embedding,
@@ -275,6 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-time", type=float, help="stop after this many seconds of training (checkpointed)")
     t.add_argument("--grad-clip", type=float, metavar="MAX_NORM", help="clip the global gradient norm (off by default)")
     t.add_argument("--max-skipped", type=int, default=20, help="stop after this many consecutive non-finite steps, which are skipped (default: %(default)s)")
+    t.add_argument("--val-data", help="validation images: 'demo', an image-folder tree or the course layout; 'none' turns validation off "
+                   "(default: the --data's own --val-split when it has one)")
+    t.add_argument("--val-split", default="validation", help="split of --val-data (default: %(default)s)")
+    t.add_argument("--val-every", type=int, default=1, metavar="N", help="validate every N epochs and at the end (default: %(default)s)")
+    t.add_argument("--val-limit", type=int, default=500, help="validate on at most this many images (default: %(default)s)")
+    t.add_argument("--keep-best", choices=["accuracy", "bpd"], help="what RUN/best/ is chosen by (default: accuracy; bpd for unconditional models)")
+    t.add_argument("--checkpoint-every", type=float, default=10.0, metavar="MINUTES",
+                   help="checkpoint every this many minutes as well as at epoch ends (default: %(default)s)")
     t.add_argument("--batch-size", type=int, default=32, help="global batch size (split over torchrun processes)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--weight-decay", type=float, default=0.0)

@@ -33,7 +33,7 @@ def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_
         shutil.rmtree(run_dir)
     cfg = TrainConfig(
         data="demo", out=str(run_dir), image_size=IMAGE_SIZE, nr_resnet=1, nr_filters=32, nr_logistic_mix=5, dropout=0.0,
-        lr=2e-3, batch_size=32, epochs=100, max_steps=max_steps, max_seconds=None if max_steps else seconds, log_every=25, seed=seed,
+        lr=2e-3, batch_size=32, epochs=100, max_steps=max_steps, max_seconds=None if max_steps else seconds, log_every=25, seed=seed, val_data="none",
     )  # fmt: skip
     log(f"demo: a 1/32/5 conditional PixelCNN++ on the built-in {IMAGE_SIZE}x{IMAGE_SIZE} data, {'%d steps' % max_steps if max_steps else '%.0f s' % seconds} of training")
     summary = train(cfg, log=log)

@@ -1,41 +1,91 @@
-"""A dependency-free line plot (PIL only) for training curves."""
+"""Figures with matplotlib (Agg backend: no display needed): the training curve and the benchmarks'
+charts. Every PNG is written atomically (temp file, then rename)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
-
-from PIL import Image, ImageDraw
 
 from cpixelcnn.io import atomic_write_bytes
 
 
-def line_plot_png(path: str | Path, xs: list[float], ys: list[float], title: str, x_label: str, y_label: str, size=(640, 400)) -> Path:
-    """Plot ys against xs with labelled axes and min/max ticks; written atomically as PNG."""
-    import io
+def _pyplot():
+    import matplotlib
 
-    width, height = size
-    left, right, top, bottom = 70, 20, 30, 50
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((left, 8), title, fill="black")
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    if xs and ys:
-        x0, x1 = min(xs), max(xs)
-        y0, y1 = min(ys), max(ys)
-        x1 = x1 if x1 > x0 else x0 + 1
-        y1 = y1 if y1 > y0 else y0 + 1
-        sx = (width - left - right) / (x1 - x0)
-        sy = (height - top - bottom) / (y1 - y0)
-        points = [(left + (x - x0) * sx, height - bottom - (y - y0) * sy) for x, y in zip(xs, ys)]
-        if len(points) > 1:
-            draw.line(points, fill=(30, 90, 200), width=2)
-        else:
-            draw.ellipse([points[0][0] - 3, points[0][1] - 3, points[0][0] + 3, points[0][1] + 3], fill=(30, 90, 200))
-        draw.text((4, top), f"{y1:.3f}", fill="black")
-        draw.text((4, height - bottom - 10), f"{y0:.3f}", fill="black")
-        draw.text((left, height - bottom + 4), f"{x0:g}", fill="black")
-        draw.text((width - right - 40, height - bottom + 4), f"{x1:g}", fill="black")
-    draw.text((width // 2 - 20, height - 20), x_label, fill="black")
-    draw.text((4, height // 2), y_label, fill="black")
+    matplotlib.use("Agg", force=True)  # never a GUI backend: training runs headless for days
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path, dpi: int = 120) -> Path:
+    plt = _pyplot()
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def training_curve_png(path: str | Path, history: list[dict], title: str = "training") -> Path:
+    """Training and validation bits/dim against steps, validation accuracy on a second axis.
+
+    ``history``: metrics.jsonl records; those with ``train_bpd`` (per log interval) and those with
+    ``val_bpd`` / ``val_accuracy`` (per validation pass) are drawn."""
+    plt = _pyplot()
+    train = [(r["step"], r["train_bpd"]) for r in history if "train_bpd" in r]
+    val = [(r["step"], r["val_bpd"]) for r in history if r.get("val_bpd") is not None]
+    acc = [(r["step"], 100.0 * r["val_accuracy"]) for r in history if r.get("val_accuracy") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    lines = []
+    if train:
+        lines += ax.plot(*zip(*train), color="tab:blue", linewidth=1.2, label="training bits/dim")
+    if val:
+        lines += ax.plot(*zip(*val), color="tab:orange", marker="o", markersize=3, linewidth=1.5, label="validation bits/dim")
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits/dim")
+    ax.grid(True, alpha=0.3)
+    if acc:
+        acc_ax = ax.twinx()
+        lines += acc_ax.plot(*zip(*acc), color="tab:green", marker="s", markersize=3, linewidth=1.5, label="validation accuracy (%)")
+        acc_ax.set_ylabel("validation accuracy (%)")
+        acc_ax.set_ylim(0, 100)
+    if lines:
+        ax.legend(lines, [line.get_label() for line in lines], loc="upper right", fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def bar_chart_png(path: str | Path, title: str, rows: list[dict], label_key: str, value_key: str, group_key: str) -> Path:
+    """Grouped bars: ``value_key`` per ``label_key`` (x), one bar colour per ``group_key``."""
+    plt = _pyplot()
+    groups = sorted({r[group_key] for r in rows}, key=str)
+    labels = list(dict.fromkeys(r[label_key] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(labels) * len(groups) / 2), 4))
+    width = 0.8 / max(1, len(groups))
+    for gi, group in enumerate(groups):
+        values = [next((r[value_key] for r in rows if r[label_key] == label and r[group_key] == group), 0.0) for label in labels]
+        ax.bar([i + gi * width for i in range(len(labels))], values, width, label=str(group))
+    ax.set_xticks([i + width * (len(groups) - 1) / 2 for i in range(len(labels))], labels, rotation=20, ha="right")
+    ax.set_ylabel(value_key)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def line_chart_png(path: str | Path, title: str, series: dict[str, list[tuple[float, float]]], x_label: str, y_label: str, log_y: bool = False) -> Path:
+    """One line with markers per entry of ``series`` (label → [(x, y), ...])."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in series.items():
+        if points:
+            xs, ys = zip(*sorted(points))
+            ax.plot(xs, ys, marker="o", label=label)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)

@@ -5,9 +5,18 @@ Run directory (``--out``):
     checkpoint.safetensors    model weights (safetensors: loading runs no code)
     ema.safetensors           Polyak-averaged weights (--ema), used by sample/classify/evaluate
     training_state.pt         optimizer, LR schedule, epoch/step position
-    metrics.jsonl             one JSON object per log interval and per epoch
-    curve.png                 training bits/dim against step
+    checkpoints/step-N/       the last two complete checkpoints (the four files above; those are
+                              hard links to the newest); written every --checkpoint-every minutes
+                              and at epoch ends, each whole or not at all
+    best/                     the best model so far by validation (a complete run directory)
+    metrics.jsonl             one JSON object per log interval, per epoch and per validation pass
+    curve.png                 training and validation bits/dim and validation accuracy against step
     samples/epoch_XXXX.png    per-class sample grids (``--sample-every``)
+
+Crash safety: a ``kill -9`` loses at most --checkpoint-every minutes; ``--resume`` picks the newest
+checkpoint that loads with finite weights (an unreadable newest one is set aside as
+``checkpoints/unreadable-step-N``), drops metrics lines torn by the kill or written after that
+checkpoint, and removes temporary files. Non-finite steps are skipped and never reach a checkpoint.
 
 Determinism: the data order of epoch e is a permutation seeded by (seed, e), and every step
 reseeds dropout and augmentation from (seed, step, rank); together with the saved optimizer
@@ -31,12 +40,14 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.checkpoint import CONFIG_NAME, EMA_NAME, WEIGHTS_NAME, load_run, read_config, save_run, save_weights
-from cpixelcnn.data import augment, load_dataset, to_model_range, to_uint8
+from cpixelcnn.checkpoint import (
+    BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, WEIGHTS_NAME, checkpoint_dirs, load_run, publish_checkpoint, read_config,
+    remove_stray_files, save_run, save_weights, write_best, write_checkpoint,
+)  # fmt: skip
+from cpixelcnn.data import Dataset, augment, load_dataset, to_model_range, to_uint8
 from cpixelcnn.io import atomic_write_bytes, image_grid, save_png
 from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.ops.dmol import dmol_log_prob
-from cpixelcnn.plot import line_plot_png
 from cpixelcnn.sampling import sample
 
 STATE_NAME = "training_state.pt"
@@ -74,6 +85,12 @@ class TrainConfig:
     augment: bool = False
     amp: str | None = None
     compile: bool = False
+    val_data: str | None = None  # None: the training data's validation split when it has one; "none": no validation
+    val_split: str = "validation"
+    val_every: int = 1  # epochs between validation passes
+    val_limit: int = 500  # validate on at most this many images (a fixed random subset)
+    keep_best: str | None = None  # "accuracy" | "bpd"; None: accuracy for conditional models, else bpd
+    checkpoint_every: float = 10.0  # minutes between checkpoints (as well as at epoch ends)
     sample_every: int = 0
     samples_per_class: int = 4
     log_every: int = 10
@@ -92,6 +109,10 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient; no weights were touched by them."""
+
+
+class CheckpointWriteFailed(RuntimeError):
+    """Writing into the run directory failed (disk full, ...); the previous checkpoint is intact."""
 
 
 class _Ema:
@@ -163,6 +184,14 @@ def _check_config(cfg: TrainConfig, dist: _Dist) -> None:
         raise ValueError(f"--grad-clip must be a positive number, got {cfg.grad_clip}")
     if cfg.max_skipped < 1:
         raise ValueError(f"--max-skipped must be >= 1, got {cfg.max_skipped}")
+    if cfg.val_every < 1:
+        raise ValueError(f"--val-every must be >= 1 (epochs between validation passes), got {cfg.val_every}; use --val-data none to turn validation off")
+    if cfg.val_limit < 1:
+        raise ValueError(f"--val-limit must be >= 1, got {cfg.val_limit}")
+    if cfg.keep_best not in (None, "accuracy", "bpd"):
+        raise ValueError(f"--keep-best takes 'accuracy' or 'bpd', got {cfg.keep_best!r}")
+    if not (cfg.checkpoint_every > 0 and math.isfinite(cfg.checkpoint_every)):
+        raise ValueError(f"--checkpoint-every must be a positive number of minutes, got {cfg.checkpoint_every}")
     if cfg.amp not in (None, "bf16"):
         raise ValueError(f"--amp takes only 'bf16', got {cfg.amp!r}")
     if cfg.batch_size % dist.world:
@@ -188,19 +217,40 @@ def _append_metrics(run_dir: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-class _Progress:
-    """One status line on a terminal, a printed line every ``every`` steps otherwise."""
+def _clock(seconds: float) -> str:
+    seconds = int(max(0.0, seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
-    def __init__(self, total: int, enabled: bool, every: int):
-        self.total, self.enabled, self.every = total, enabled, every
+
+class _Progress:
+    """One status line on a terminal, a printed line every ``every`` steps otherwise: step, epoch,
+    training bits/dim, speed, elapsed and estimated remaining time, the latest validation figures."""
+
+    def __init__(self, first_step: int, total: int, enabled: bool, every: int, deadline: float | None):
+        self.first_step, self.total, self.enabled, self.every, self.deadline = first_step, total, enabled, every, deadline
+        self.start = time.monotonic()
         self.tty = sys.stderr.isatty()
+        self.validation = ""
+
+    def validated(self, record: dict) -> None:
+        acc = f" acc {record['val_accuracy']:.1%}" if record.get("val_accuracy") is not None else ""
+        self.validation = f" | val bpd {record['val_bpd']:.3f}{acc}"
 
     def update(self, step: int, epoch: int, bpd: float, images_per_s: float) -> None:
         if not self.enabled:
             return
+        now = time.monotonic()
+        elapsed = now - self.start
+        done = step - self.first_step
+        remaining = elapsed / done * (self.total - step) if done > 0 else float("inf")
+        if self.deadline is not None:
+            remaining = min(remaining, self.deadline - now)
+        eta = _clock(remaining) if math.isfinite(remaining) else "?"
         width = 24
         filled = int(width * step / max(1, self.total))
-        line = f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{self.total} epoch {epoch + 1} bpd {bpd:.3f} {images_per_s:.0f} img/s"
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{self.total} epoch {epoch + 1} bpd {bpd:.3f} "
+                f"{images_per_s:.0f} img/s {_clock(elapsed)} elapsed, {eta} left{self.validation}")  # fmt: skip
         if self.tty:
             print("\r" + line, end="", file=sys.stderr, flush=True)
         elif step % self.every == 0 or step == self.total:
@@ -233,16 +283,17 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
     say = log if dist.is_main else (lambda *a, **k: None)
 
     if cfg.resume:
-        saved = read_config(run_dir)
-        model, _ = load_run(run_dir, use_ema=False)
+        point = _resume_point(run_dir, device, dist, say)
+        model, saved = point.model, point.config
         model.backend = cfg.backend
         class_names = saved["class_names"]
         saved_train = saved.get("train", {})
-        for key in ("image_size", "batch_size", "seed", "lr", "lr_decay", "weight_decay", "augment", "data", "split", "ema"):
+        for key in ("image_size", "batch_size", "seed", "lr", "lr_decay", "weight_decay", "augment", "data", "split", "ema",
+                    "val_data", "val_split", "val_limit", "keep_best"):  # fmt: skip
             if key in saved_train:
                 setattr(cfg, key, saved_train[key])
         cfg.in_channels = model.in_channels
-    elif (run_dir / WEIGHTS_NAME).exists() or (run_dir / CONFIG_NAME).exists():
+    elif (run_dir / WEIGHTS_NAME).exists() or (run_dir / CONFIG_NAME).exists() or checkpoint_dirs(run_dir):
         raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
 
     data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=saved["class_names"] if cfg.resume else None, seed=cfg.seed)
@@ -255,19 +306,18 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
         model = ConditionalPixelCNN(**_model_kwargs(cfg, len(data.class_names)))
         class_names = data.class_names
     model = model.to(device)
+    val = _validation_set(cfg, class_names)
+    cfg.keep_best = cfg.keep_best or ("accuracy" if model.num_classes else "bpd")
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.95, 0.9995), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     epoch, position, step = 0, 0, 0
     if cfg.resume:
-        state = torch.load(run_dir / STATE_NAME, map_location=device, weights_only=True)
-        if state["step"] != saved.get("step"):
-            raise ValueError(f"{run_dir}: weights (step {saved.get('step')}) and {STATE_NAME} (step {state['step']}) disagree")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        epoch, position, step = state["epoch"], state["position"], state["step"]
+        optimizer.load_state_dict(point.state["optimizer"])
+        scheduler.load_state_dict(point.state["scheduler"])
+        epoch, position, step = point.state["epoch"], point.state["position"], point.state["step"]
 
-    ema = _Ema(model, cfg.ema, run_dir / EMA_NAME if cfg.resume else None) if cfg.ema else None
+    ema = _Ema(model, cfg.ema, point.source / EMA_NAME if cfg.resume else None) if cfg.ema else None
     net = model
     if dist.active:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -282,31 +332,67 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
     dims = cfg.in_channels * cfg.image_size * cfg.image_size
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp == "bf16")
 
-    saved = {"step": step}  # the last checkpoint: the one resumed from, or the one written at the start below
+    last = {"step": step if cfg.resume else None, "time": time.monotonic(), "validated": None}  # the last checkpoint, validation
 
     def checkpoint():
-        saved["step"] = step
-        if not dist.is_main:
+        if dist.is_main:
+
+            def fill(directory: Path):
+                if ema is not None:
+                    save_weights(directory / EMA_NAME, ema.state)
+                save_run(directory, model, class_names, extra={"train": dataclasses.asdict(cfg) | {"resume": False}, "step": step})
+                _save_state(directory, optimizer, scheduler, epoch, position, step)
+
+            try:
+                write_checkpoint(run_dir, step, fill)
+            except OSError as err:
+                previous = f"the previous checkpoint (step {last['step']}) is intact" if last["step"] is not None else "no checkpoint was written yet"
+                raise CheckpointWriteFailed(f"could not write the checkpoint of step {step} into {run_dir / CHECKPOINTS_DIR} ({err}); "
+                                            f"{previous}: free space, then run again with --resume") from None  # fmt: skip
+        last["step"], last["time"] = step, time.monotonic()
+
+    def validate():
+        last["validated"] = step
+        if not dist.is_main:  # rank 0 validates; the others wait for it at their next collective
             return
-        if ema is not None:
-            save_weights(run_dir / EMA_NAME, ema.state)
-        save_run(run_dir, model, class_names, extra={"train": dataclasses.asdict(cfg) | {"resume": False}, "step": step})
-        _save_state(run_dir, optimizer, scheduler, epoch, position, step)
+        evaluated = model
+        if ema is not None:  # PixelCNN++ evaluates the Polyak average
+            evaluated = ConditionalPixelCNN(**model.config).to(device)
+            evaluated.load_state_dict(ema.state)
+            evaluated.backend = model.backend
+        record = dict(step=step, epoch=epoch, **_validation_figures(evaluated, val, cfg.batch_size))
+        record["best"] = _better(record, best[0], cfg.keep_best)
+        history.append(record)
+        _append_metrics(run_dir, record)
+        if wandb_run is not None:
+            wandb_run.log({k: v for k, v in record.items() if v is not None}, step=step)
+        if record["best"]:
+            best[0] = record
+            chosen = {k: record[k] for k in ("step", "epoch", "val_bpd", "val_accuracy", "val_n")}
+            extra = {"train": dataclasses.asdict(cfg) | {"resume": False}, "step": step,
+                     "best": chosen | {"keep_best": cfg.keep_best, "weights": "ema" if ema is not None else "raw"}}  # fmt: skip
+            write_best(run_dir, lambda directory: save_run(directory, evaluated, class_names, extra=extra))
+        progress.validated(record)
+        _draw_curve(run_dir, history)
 
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not cfg.resume:
             checkpoint()  # config.json exists from the start: the run directory is self-describing
     limit = f"steps {step}->{total}" + (f" or {cfg.max_seconds:g} s, whichever comes first" if cfg.max_seconds else "")
+    validation = f"; validating on {len(val)} images of {cfg.val_data} ({cfg.val_split}) every {cfg.val_every} epoch(s), best by {cfg.keep_best}" if val else "; no validation"
     say(f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter model on {len(data)} images "
-        f"({', '.join(class_names)}), {dist.world} process(es), {device}, backend {cfg.backend}, {limit}")  # fmt: skip
-    progress = _Progress(total, dist.is_main, cfg.log_every)
+        f"({', '.join(class_names)}), {dist.world} process(es), {device}, backend {cfg.backend}, {limit}{validation}")  # fmt: skip
+    deadline = None if cfg.max_seconds is None else time.monotonic() + cfg.max_seconds
+    progress = _Progress(step, total, dist.is_main, cfg.log_every, deadline)
     wandb_run = _start_wandb(cfg, run_dir) if cfg.wandb and dist.is_main else None
-    history = [json.loads(line) for line in (run_dir / METRICS_NAME).read_text().splitlines()] if cfg.resume and (run_dir / METRICS_NAME).exists() else []
+    history = _read_metrics(run_dir, step, rewrite=dist.is_main) if cfg.resume else []
+    best = [_read_best(run_dir) if cfg.resume else None]
+    if any("val_bpd" in r for r in history):
+        progress.validated(next(r for r in reversed(history) if "val_bpd" in r))
     window, window_start = [], time.monotonic()
     skipped_total = next((r["skipped_steps"] for r in reversed(history) if "skipped_steps" in r), 0)
     skipped_in_a_row = 0
-    deadline = None if cfg.max_seconds is None else time.monotonic() + cfg.max_seconds
     try:
         while step < total:
             sampler.set_epoch(epoch)
@@ -341,7 +427,7 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
                 position += 1
                 if skipped_in_a_row >= cfg.max_skipped:
                     raise TrainingDiverged(f"training diverged: {skipped_in_a_row} consecutive steps up to step {step} had a non-finite loss or "
-                                           f"gradient and were skipped; the last checkpoint (step {saved['step']}) is in {run_dir} "
+                                           f"gradient and were skipped; the last checkpoint (step {last['step']}) is in {run_dir} "
                                            "(try a lower --lr or --grad-clip)")  # fmt: skip
                 if finite:  # a skipped step has no loss to log
                     logged = loss.detach()
@@ -362,29 +448,191 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
                             if wandb_run is not None:
                                 wandb_run.log(record, step=step)
                         window, window_start = [], time.monotonic()
-                if deadline is not None and _past(deadline, dist):
+                now = time.monotonic()
+                stop, due = _rank0_decides(dist, deadline is not None and now >= deadline, now - last["time"] >= cfg.checkpoint_every * 60)
+                if stop:
                     total = step
+                elif due and position < steps_per_epoch and step < total:  # otherwise the checkpoint below follows at once
+                    checkpoint()
+                    if dist.is_main:
+                        _draw_curve(run_dir, history)
             if position >= steps_per_epoch:
                 epoch, position = epoch + 1, 0
                 if dist.is_main:
                     _append_metrics(run_dir, dict(epoch_end=epoch, step=step, epoch_train_bpd=sum(epoch_losses) / max(1, len(epoch_losses))))
                     if cfg.sample_every and epoch % cfg.sample_every == 0:
                         _sample_grid(model, class_names, cfg, run_dir / "samples" / f"epoch_{epoch:04d}.png")
+                if val is not None and epoch % cfg.val_every == 0:
+                    validate()
             checkpoint()
+        if val is not None and last["validated"] != step and step > 0:  # the final model is a candidate for best/ too
+            validate()
     except KeyboardInterrupt:
         progress.close()
         checkpoint()
         raise TrainingInterrupted(run_dir, step) from None
+    except OSError as err:  # disk full and the like while writing metrics, best/ or plots
+        previous = f"the last checkpoint (step {last['step']}) is intact" if last["step"] is not None else "no checkpoint was written"
+        raise CheckpointWriteFailed(f"writing into {run_dir} failed at step {step} ({err}); {previous}: free space, then run again with --resume") from None
     progress.close()
-    checkpoint()
     if wandb_run is not None:
         wandb_run.finish()
-    points = [(r["step"], r["train_bpd"]) for r in history if "train_bpd" in r]
-    if dist.is_main and points:
-        line_plot_png(run_dir / "curve.png", [p[0] for p in points], [p[1] for p in points], "training bits/dim", "step", "bpd")
-    final = points[-1][1] if points else float("nan")
-    say(f"done: {step} steps, training bits/dim {final:.3f}; run directory {run_dir}")
-    return dict(steps=step, train_bpd=final, run_dir=str(run_dir), history=history)
+    if dist.is_main:
+        _draw_curve(run_dir, history)
+    points = [r["train_bpd"] for r in history if "train_bpd" in r]
+    final = points[-1] if points else float("nan")
+    validated = next((r for r in reversed(history) if "val_bpd" in r), None)
+    summary = f", validation bits/dim {validated['val_bpd']:.3f}" + (f" accuracy {validated['val_accuracy']:.1%}" if validated.get("val_accuracy") is not None else "") if validated else ""
+    say(f"done: {step} steps, training bits/dim {final:.3f}{summary}; run directory {run_dir}" + (f", best model in {run_dir / BEST_DIR}" if validated else ""))
+    return dict(steps=step, train_bpd=final, run_dir=str(run_dir), history=history, best=best[0])
+
+
+@dataclass
+class _ResumePoint:
+    source: Path  # the checkpoint directory (or a run directory written before checkpoints/ existed)
+    config: dict
+    model: ConditionalPixelCNN
+    state: dict
+
+
+def _open_checkpoint(source: Path, device: torch.device) -> _ResumePoint:
+    """Everything a resume needs from one checkpoint, checked: config, finite weights (and EMA),
+    a training state of the same step. Any defect raises."""
+    config = read_config(source)
+    model, _ = load_run(source, use_ema=False)
+    tensors = dict(model.state_dict())
+    if config.get("train", {}).get("ema"):
+        from safetensors.torch import load_file
+
+        ema = load_file(str(source / EMA_NAME))
+        tensors |= {f"{EMA_NAME}:{k}": v for k, v in ema.items()}
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"tensor {name!r} has non-finite values")
+    try:
+        state = torch.load(source / STATE_NAME, map_location=device, weights_only=True)
+    except Exception as err:  # torch's messages for a damaged file run to several lines
+        raise ValueError(f"{STATE_NAME} cannot be read ({type(err).__name__})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{STATE_NAME} holds no training state")
+    if state.get("step") != config.get("step"):
+        raise ValueError(f"weights (step {config.get('step')}) and {STATE_NAME} (step {state.get('step')}) disagree")
+    return _ResumePoint(source, config, model, state)
+
+
+def _resume_point(run_dir: Path, device: torch.device, dist: _Dist, say) -> _ResumePoint:
+    """The newest checkpoint that opens cleanly; newer unreadable ones are set aside (renamed
+    ``unreadable-step-N``) with a warning, and the run directory's files are pointed at the one used."""
+    if dist.is_main and run_dir.is_dir():
+        remove_stray_files(run_dir)
+    candidates = checkpoint_dirs(run_dir) or ([run_dir] if (run_dir / CONFIG_NAME).is_file() else [])
+    if not candidates:
+        raise FileNotFoundError(f"{run_dir} is not a cpixelcnn run directory (no {CONFIG_NAME} or {CHECKPOINTS_DIR}/): nothing to resume")
+    problems = []
+    for source in candidates:
+        try:
+            point = _open_checkpoint(source, device)
+        except Exception as err:  # any defect: a torn, truncated or corrupted file
+            problems.append(f"{source.name}: {_first_line(err)}")
+            if dist.is_main and source != run_dir:
+                os.rename(source, source.parent / f"unreadable-{source.name}")
+            continue
+        if problems:
+            say(f"warning: newest checkpoint unreadable ({'; '.join(problems)}); set aside, resuming from {source.name} (step {point.config.get('step')})")
+        if dist.is_main and source != run_dir:
+            publish_checkpoint(run_dir, source)
+        return point
+    raise ValueError(f"{run_dir} has no readable checkpoint to resume from ({'; '.join(problems)})")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _read_metrics(run_dir: Path, upto_step: int, rewrite: bool) -> list[dict]:
+    """metrics.jsonl records up to the resumed step. Lines torn by a kill and records of work after
+    the checkpoint (lost with the kill, about to be redone) are dropped, and the file rewritten."""
+    path = run_dir / METRICS_NAME
+    if not path.is_file():
+        return []
+    text = path.read_text(errors="replace")
+    lines = text.splitlines()
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= upto_step:
+            records.append(record)
+    if rewrite and (len(records) != len(lines) or not text.endswith("\n")):
+        atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
+    return records
+
+
+def _validation_set(cfg: TrainConfig, class_names: list[str]) -> Dataset | None:
+    """The held-out images validated on (at most ``val_limit``, a fixed random subset), labelled in
+    the training set's class order; None without validation. Resolves ``cfg.val_data``."""
+    source = cfg.val_data
+    if source is None:  # the training data's own validation split, when it has one
+        has_split = cfg.data == "demo" or (Path(cfg.data) / f"{cfg.val_split}.csv").is_file()
+        source = cfg.data if has_split and cfg.split != cfg.val_split else "none"
+    cfg.val_data = source
+    if source == "none":
+        return None
+    val = load_dataset(source, cfg.val_split, cfg.image_size, cfg.in_channels, seed=cfg.seed)
+    if sorted(val.class_names) != sorted(class_names):
+        raise ValueError(f"the validation set {source} has classes ({', '.join(val.class_names)}) that differ from the training set's ({', '.join(class_names)})")
+    if not val.has_labels:
+        raise ValueError(f"the {cfg.val_split} split of {source} has images without labels; validation needs them")
+    labels = torch.tensor([class_names.index(val.class_names[i]) for i in val.labels.tolist()], dtype=torch.long)
+    keep = torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.val_limit].sort().values
+    return Dataset(val.images[keep], labels[keep], list(class_names), [val.files[i] for i in keep.tolist()], layout=val.layout)
+
+
+def _validation_figures(model, val: Dataset, batch_size: int) -> dict:
+    """Bits/dim and (conditional models) Bayes-classifier accuracy on the validation images."""
+    from cpixelcnn.metrics import dataset_bpd, predict
+
+    bpd = dataset_bpd(model, val.images, val.labels if model.num_classes else None, batch_size=batch_size)
+    accuracy = None
+    if model.num_classes:
+        predicted, _ = predict(model, val.images, batch_size=batch_size)
+        accuracy = (predicted == val.labels).double().mean().item()
+    return dict(val_bpd=bpd, val_accuracy=accuracy, val_n=len(val))
+
+
+def _better(record: dict, best: dict | None, keep_best: str) -> bool:
+    """Whether a validation record beats the best so far: by accuracy (ties: lower bits/dim) or by bits/dim."""
+    if best is None:
+        return True
+    if keep_best == "accuracy" and record.get("val_accuracy") is not None and record["val_accuracy"] != best.get("val_accuracy"):
+        return record["val_accuracy"] > (best.get("val_accuracy") or -1.0)
+    return record["val_bpd"] < best["val_bpd"]
+
+
+def _read_best(run_dir: Path) -> dict | None:
+    try:
+        return read_config(run_dir / BEST_DIR).get("best")
+    except (OSError, ValueError):
+        return None
+
+
+def _draw_curve(run_dir: Path, history: list[dict]) -> None:
+    from cpixelcnn.plot import training_curve_png
+
+    if any("train_bpd" in r or "val_bpd" in r for r in history):
+        training_curve_png(run_dir / "curve.png", history, title=f"training {run_dir.name}")
+
+
+def _rank0_decides(dist: _Dist, *flags: bool) -> list[bool]:
+    """Decisions taken on rank 0's clock (time limit, checkpoint due), so all ranks act at the same step."""
+    if not dist.active:
+        return list(flags)
+    tensor = torch.tensor([float(f) for f in flags])
+    torch.distributed.broadcast(tensor, src=0)
+    return [bool(v) for v in tensor.tolist()]
 
 
 def _start_wandb(cfg: TrainConfig, run_dir: Path):
@@ -409,14 +657,6 @@ def _finite_step(loss: torch.Tensor, model, grad_clip: float | None, dist: _Dist
     if grad_clip is not None:
         torch.nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, norm)
     return True
-
-
-def _past(deadline: float, dist: _Dist) -> bool:
-    """Whether the time limit is reached — decided by rank 0 so all ranks stop at the same step."""
-    flag = torch.tensor([float(time.monotonic() >= deadline)])
-    if dist.active:
-        torch.distributed.broadcast(flag, src=0)
-    return bool(flag.item())
 
 
 def _sample_grid(model, class_names: list[str], cfg: TrainConfig, path: Path) -> Path:

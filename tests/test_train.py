@@ -174,9 +174,12 @@ def test_divergence_from_the_command_line_is_one_line_and_leaves_loadable_checkp
     assert proc.returncode == 2, proc.stderr[-2000:]
     error = [line for line in proc.stderr.splitlines() if line.startswith("cpixelcnn: error:")]
     assert len(error) == 1 and "training diverged: 5 consecutive steps" in error[0], proc.stderr[-2000:]
-    for use_ema in (False, True):
-        model, _ = load_run(tmp_path / "run", use_ema=use_ema)
-        assert all(torch.isfinite(t).all() for t in model.state_dict().values())
+    from cpixelcnn.checkpoint import checkpoint_dirs
+
+    for directory in [tmp_path / "run", *checkpoint_dirs(tmp_path / "run")]:  # every checkpoint the run keeps
+        for use_ema in (False, True):
+            model, _ = load_run(directory, use_ema=use_ema)
+            assert all(torch.isfinite(t).all() for t in model.state_dict().values())
 
 
 @pytest.mark.parametrize("value,message", [(0.0, "--grad-clip must be a positive number"), (float("nan"), "--grad-clip must be a positive number")])
