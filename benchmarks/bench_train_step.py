@@ -3,6 +3,11 @@
 Variants: eager, torch.compile(eager), Triton kernels, torch.compile + Triton.
     python benchmarks/bench_train_step.py          # GPU: 5/160/10, batch 64, 32x32, bf16 autocast
     python benchmarks/bench_train_step.py --smoke  # CPU: a tiny model, one step each, losses compared
+    python benchmarks/bench_train_step.py --cpu [--port DIR]
+        # CPU: 1/40/5, batch 16, 32x32, dropout 0.5, Adam; ours (cheap element-wise dropout mask),
+        # ours with torch's dropout, ours under torch.compile, and the PyTorch port
+        # (pclucas14/pixel-cnn-pp checked out in DIR; channel-wise Dropout2d) — interleaved rounds.
+        # The port's utils.py has one Python 2 line (`print e`): make it `print(e)` in the scratch copy.
 """
 from __future__ import annotations
 
@@ -19,8 +24,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (GPU)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (GPU); per variant and round (--cpu)")
+    parser.add_argument("--cpu", action="store_true", help="the CPU comparison (see above)")
+    parser.add_argument("--port", help="a checkout of pclucas14/pixel-cnn-pp to time beside ours (--cpu)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (--cpu)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (--cpu)")
     args = parser.parse_args(argv)
+    if args.cpu:
+        return cpu_main(args)
     smoke = args.smoke or common.setup_smoke_mode()
     import torch
 
@@ -79,6 +90,103 @@ def main(argv=None) -> int:
     path = common.write_results("train_step", payload, args.out)
     if not smoke:
         common.plot_bars(path, "training step images/s", rows, "variant", "images_per_s", "variant")
+    return 0
+
+
+def _port_step(port_dir: str, x, arch: dict):
+    """A training step of the PyTorch port (its model, its loss: summed over the batch), on the CPU."""
+    import torch
+
+    sys.path.insert(0, str(Path(port_dir).resolve()))
+    try:
+        from model import PixelCNN  # the port's modules, imported from its checkout
+        from utils import discretized_mix_logistic_loss
+    finally:
+        sys.path.pop(0)
+    torch.manual_seed(0)
+    model = PixelCNN(nr_resnet=arch["nr_resnet"], nr_filters=arch["nr_filters"], nr_logistic_mix=arch["nr_logistic_mix"], input_channels=3)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        cuda = torch.Tensor.cuda
+        torch.Tensor.cuda = lambda self, *a, **k: self  # its loss moves a zeros tensor with .cuda(): keep it on the CPU
+        try:
+            loss = discretized_mix_logistic_loss(x, model(x))
+        finally:
+            torch.Tensor.cuda = cuda
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def cpu_main(args) -> int:
+    """Median seconds per training step of each variant over interleaved rounds (noisy machines:
+    the ratio to the port is the figure)."""
+    import statistics
+
+    import torch
+
+    from cpixelcnn import ConditionalPixelCNN, dmol_log_prob
+    from cpixelcnn.ops.dropout import Dropout
+
+    arch = dict(nr_resnet=1, nr_filters=40, nr_logistic_mix=5)
+    batch, size = 16, 32
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (batch, 3, size, size), generator=gen) / 127.5 - 1
+    y = torch.randint(0, 4, (batch,), generator=gen)
+
+    def ours(dropout_backend: str, use_compile: bool):
+        torch.manual_seed(0)
+        model = ConditionalPixelCNN(dropout=0.5, **arch)
+        for module in model.modules():
+            if isinstance(module, Dropout):
+                module.backend = dropout_backend
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        forward = torch.compile(model) if use_compile else model
+
+        def step():
+            loss = -dmol_log_prob(x, forward(x, y), check=False).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step
+
+    variants = {"ours": ours("fast", False), "ours, torch dropout": ours("eager", False)}
+    if not args.no_compile:
+        variants["ours, torch.compile"] = ours("fast", True)
+    if args.port:
+        variants["port (Dropout2d)"] = _port_step(args.port, x, arch)
+    for name, step in variants.items():  # warm-up (and compilation) outside the timing
+        for _ in range(2):
+            step()
+        print(f"warmed up: {name}", flush=True)
+    times = {name: [] for name in variants}
+    for r in range(args.rounds):
+        for name, step in variants.items():
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            times[name].append((time.perf_counter() - start) / args.steps)
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {t[-1]:.3f} s" for n, t in times.items()), flush=True)
+    rows = []
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        rows.append(dict(variant=name, step_s=median, step_s_min=min(seconds), step_s_max=max(seconds), images_per_s=batch / median))
+    port = next((r for r in rows if r["variant"].startswith("port")), None)
+    for row in rows:
+        if port is not None:
+            row["speed_vs_port"] = port["step_s"] / row["step_s"]  # > 1: faster than the port
+        common.print_row(row)
+    payload = dict(benchmark="train_step", mode="cpu", device_info=common.device_info(),
+                   config=dict(batch=batch, image=size, dropout=0.5, optimizer="Adam", rounds=args.rounds, steps_per_round=args.steps,
+                               threads=torch.get_num_threads(), **arch), rows=rows)  # fmt: skip
+    path = common.write_results("train_step-cpu", payload, args.out)
+    common.plot_bars(path, "CPU training step, 1/40/5, batch 16, 32x32, dropout 0.5 (images/s)", rows, "variant", "images_per_s", "variant")
     return 0
 
 

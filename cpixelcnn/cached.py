@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
+from cpixelcnn.devices import float64_math
 from cpixelcnn.layers import DownRightShiftedConv2d, DownShiftedConv2d, NiN
 from cpixelcnn.model import RESOLUTION_STEP
 
@@ -266,15 +267,16 @@ def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, w
             given = torch.zeros(batch, height * width, model.in_channels, dtype=dtype, device=device)
             given[:, :prefix_pixels] = prefix.to(device=device, dtype=dtype).flatten(2).transpose(1, 2)[:, :prefix_pixels]
             nodes[g.input][:, :height, :width, : model.in_channels] = given.view(batch, height, width, model.in_channels)
-        noise = noise.to(device=device, dtype=torch.float64).contiguous()
-        args = (nodes, spec, weights, biases, gammas, betas, [p.to(device) for p in positions], offsets, g.input, g.params,
-                height, width, model.in_channels, model.bits, noise, int(prefix_pixels))  # fmt: skip
-        if engine == "cuda":
-            ext.cached_sample_cuda(*args, True)  # whole loop captured into one CUDA graph
-        elif engine == "cuda-emulated":
-            ext.cached_sample_emulated(*args)
-        else:
-            ext.cached_sample(*args)
+        with float64_math():  # the engines run on CPU or CUDA, which have float64: the draws are float64 there
+            noise = noise.to(device=device, dtype=torch.float64).contiguous()
+            args = (nodes, spec, weights, biases, gammas, betas, [p.to(device) for p in positions], offsets, g.input, g.params,
+                    height, width, model.in_channels, model.bits, noise, int(prefix_pixels))  # fmt: skip
+            if engine == "cuda":
+                ext.cached_sample_cuda(*args, True)  # whole loop captured into one CUDA graph
+            elif engine == "cuda-emulated":
+                ext.cached_sample_emulated(*args)
+            else:
+                ext.cached_sample(*args)
         images = nodes[g.input][:, :height, :width, : model.in_channels].permute(0, 3, 1, 2).contiguous()
         if return_params:  # each position of the params cache was computed once, at its pixel's step
             return images, nodes[g.params][:, :height, :width].permute(0, 3, 1, 2).contiguous()

@@ -4,12 +4,14 @@ from __future__ import annotations
 import torch
 from torch.nn.utils import parametrize
 
+from cpixelcnn.devices import float64_device, float64_math, to_float64
 from cpixelcnn.ops.dmol import dmol_log_prob, quantize_to_grid
 
 
 @torch.no_grad()
 def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch.Tensor:
-    """log p(x | c) in nats for every image and class: x (B, C, H, W) → (B, num_classes).
+    """log p(x | c) in nats for every image and class: x (B, C, H, W) → (B, num_classes) float64
+    (on the host when the model's device has no float64, e.g. an Apple GPU).
 
     All classes are evaluated in batched forward passes over (image, class) pairs, at most
     ``max_batch`` pairs at a time to bound memory. The model runs in eval mode.
@@ -26,7 +28,8 @@ def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch
     pairs = x.shape[0] * num_classes
     image_of_pair = torch.arange(pairs, device=device) // num_classes
     class_of_pair = torch.arange(pairs, device=device) % num_classes
-    out = torch.empty(pairs, dtype=torch.float64, device=device)
+    with float64_math():  # the sums of log-probabilities in float64, on the host for devices without it
+        out = torch.empty(pairs, dtype=torch.float64, device=float64_device(device))
     was_training = model.training
     model.eval()
     try:
@@ -35,7 +38,9 @@ def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch
                 idx = slice(start, start + max_batch)
                 images = x[image_of_pair[idx]]
                 params = model(images, class_of_pair[idx])
-                out[idx] = dmol_log_prob(images, params, bits=model.bits, backend=model.backend, check=False).double()
+                log_prob = dmol_log_prob(images, params, bits=model.bits, backend=model.backend, check=False)
+                with float64_math():
+                    out[idx] = to_float64(log_prob)
     finally:
         model.train(was_training)
     return out.view(x.shape[0], num_classes)

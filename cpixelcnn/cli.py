@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p, checkpoint=True):
         if checkpoint:
             p.add_argument("--checkpoint", required=True, help="run directory (config.json + checkpoint.safetensors)")
-        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps (Apple GPU) or auto (default: cuda, then mps, then cpu)")
         p.add_argument("--backend", choices=["eager", "triton", "auto"], default=None, help="override the model's backend")
         p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run has Polyak-averaged ones")
 
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--ema", type=float, default=0.0, help="Polyak averaging decay, e.g. 0.9995 as in the paper (0: off)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
+    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps (Apple GPU) or auto (default: cuda, then mps, then cpu)")
     t.add_argument("--backend", choices=["eager", "triton", "auto"], default="eager")
     t.add_argument("--image-size", type=int, default=32)
     t.add_argument("--channels", type=int, choices=[1, 3], default=3)

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
+from cpixelcnn.ops.dropout import Dropout
 from cpixelcnn.ops.gated_film import gated_film
 
 
@@ -130,7 +131,7 @@ class GatedResnet(nn.Module):
         f = nr_filters
         self.conv_in = conv(2 * f, f, weight_norm=weight_norm)
         self.nin_skip = NiN(2 * skip_inputs * f, f, weight_norm=weight_norm) if skip_inputs else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)  # element-wise, as in the paper; a cheap mask on the CPU
         self.conv_out = conv(2 * f, 2 * f, weight_norm=weight_norm)
         self.condition = condition
         self.cond_head = None

@@ -16,6 +16,7 @@ from torch.nn.utils import parametrize
 
 from cpixelcnn.classifier import class_log_likelihoods
 from cpixelcnn.data import to_model_range
+from cpixelcnn.devices import float64_math, to_float64
 from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
 
 
@@ -36,7 +37,8 @@ def dataset_bpd(model, images: torch.Tensor, labels: torch.Tensor | None, batch_
                 x = to_model_range(images[start : start + batch_size]).to(device)
                 y = labels[start : start + batch_size].to(device) if model.num_classes else None
                 lp = dmol_log_prob(x, model(x, y), bits=model.bits, backend=model.backend)
-                total += bits_per_dim(lp, x.shape).double().sum().item()
+                with float64_math():
+                    total += to_float64(bits_per_dim(lp, x.shape)).sum().item()
     finally:
         model.train(was_training)
     return total / images.shape[0]
@@ -48,15 +50,16 @@ def classification_report(predicted: torch.Tensor, labels: torch.Tensor, class_n
     confusion = torch.zeros(n, n, dtype=torch.long)
     confusion.index_put_((labels.long(), predicted.long()), torch.ones_like(labels, dtype=torch.long), accumulate=True)
     per_class = {name: (confusion[c, c] / confusion[c].sum()).item() if confusion[c].sum() else None for c, name in enumerate(class_names)}
-    return {"accuracy": (predicted == labels).double().mean().item(), "n": int(labels.shape[0]), "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
+    return {"accuracy": (predicted == labels).sum().item() / max(1, labels.shape[0]), "n": int(labels.shape[0]), "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
 
 
 @torch.no_grad()
 def predict(model, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bayes-classifier predictions and log-likelihoods (N, num_classes) for uint8 images."""
+    """Bayes-classifier predictions and log-likelihoods (N, num_classes) float64, on the CPU, for uint8 images."""
     device = next(model.parameters()).device
     logliks = [class_log_likelihoods(model, to_model_range(images[s : s + batch_size]).to(device)).cpu() for s in range(0, images.shape[0], batch_size)]
-    loglik = torch.cat(logliks)
+    with float64_math():  # host tensors
+        loglik = torch.cat(logliks)
     return loglik.argmax(1), loglik
 
 
@@ -67,6 +70,11 @@ def _sym_sqrt(matrix: torch.Tensor) -> torch.Tensor:
 
 def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2); real and ≥ 0 for any PSD inputs."""
+    with float64_math():  # on the host (inputs are moved there)
+        return _frechet_distance(*(torch.as_tensor(t).cpu() for t in (mu1, sigma1, mu2, sigma2)))
+
+
+def _frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     mu1, mu2 = torch.as_tensor(mu1, dtype=torch.float64), torch.as_tensor(mu2, dtype=torch.float64)
     sigma1, sigma2 = torch.as_tensor(sigma1, dtype=torch.float64), torch.as_tensor(sigma2, dtype=torch.float64)
     if mu1.shape != mu2.shape or mu1.dim() != 1:
@@ -87,10 +95,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 
 def feature_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and unbiased covariance (D, D) of features (N, D), in float64."""
-    features = features.to(torch.float64)
     if features.dim() != 2 or features.shape[0] < 2:
         raise ValueError(f"FID needs at least 2 feature vectors, got {tuple(features.shape)}")
-    return features.mean(0), torch.cov(features.T).reshape(features.shape[1], features.shape[1])
+    with float64_math():
+        features = to_float64(features)
+        return features.mean(0), torch.cov(features.T).reshape(features.shape[1], features.shape[1])
 
 
 FID_DIMS = (64, 192, 768, 2048)

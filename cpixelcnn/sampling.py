@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch.nn.utils import parametrize
 
+from cpixelcnn.devices import float64_math, supports_float64, to_float64
 from cpixelcnn.ops.dmol import LOG_SCALE_MIN, grid_levels, num_mixtures, params_per_mixture
 
 METHODS = ("naive", "cached")
@@ -29,16 +30,22 @@ METHODS = ("naive", "cached")
 def draw_noise(batch: int, channels: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """The sampler's random numbers in the documented layout: (B, H, W, 1 + C) float64."""
     device = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand((batch, height, width, 1 + channels), generator=generator, dtype=torch.float64, device=device)
+    with float64_math():
+        return torch.rand((batch, height, width, 1 + channels), generator=generator, dtype=torch.float64, device=device)
 
 
 def sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits: int) -> torch.Tensor:
     """Sample one pixel per row. params (N, n_out), noise (N, 1 + C) → values (N, C) on the grid.
 
-    Computed in float64 whatever the params' dtype.
+    Computed in float64 whatever the params' dtype: on the params' device, or on the host (and
+    returned there) when that device has no float64.
     """
-    params = params.to(torch.float64)
-    noise = noise.to(device=params.device, dtype=torch.float64)
+    with float64_math():
+        params = to_float64(params)
+        return _sample_pixel(params, noise.to(device=params.device, dtype=torch.float64), channels, bits)
+
+
+def _sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits: int) -> torch.Tensor:
     n = params.shape[0]
     k = num_mixtures(channels, params.shape[1])
     levels = grid_levels(bits)
@@ -111,7 +118,8 @@ def _check_prefix(prefix, prefix_pixels, batch: int, channels: int, height: int,
     from cpixelcnn.ops.dmol import quantize_to_grid
 
     try:
-        _, on_grid = quantize_to_grid(prefix.detach().to(torch.float64), bits)
+        with float64_math():
+            _, on_grid = quantize_to_grid(to_float64(prefix.detach()), bits)
     except ValueError as err:
         raise ValueError(f"prefix: {str(err).removeprefix('x ')}") from None
     return on_grid
@@ -149,7 +157,9 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
     params_per_mixture(channels)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
-    noise = draw_noise(batch, channels, height, width, generator).to(device)
+    noise = draw_noise(batch, channels, height, width, generator)
+    if supports_float64(device):
+        noise = noise.to(device)  # else the draws stay on the host, where sample_pixel works
     given = _check_prefix(prefix, prefix_pixels, batch, channels, height, width, model.bits)
     if labels is not None:
         labels = labels.to(device)
@@ -173,9 +183,9 @@ def _naive_loop(model, labels, noise, batch, channels, height, width, device, dt
     """One full forward pass per pixel, in raster order; the first ``prefix_pixels`` are copied from ``given``."""
     x = torch.zeros(batch, channels, height, width, device=device, dtype=dtype)
     if prefix_pixels:
-        x.view(batch, channels, -1)[:, :, :prefix_pixels] = given.to(device=device, dtype=dtype).reshape(batch, channels, -1)[:, :, :prefix_pixels]
+        x.view(batch, channels, -1)[:, :, :prefix_pixels] = given.to(dtype).to(device).reshape(batch, channels, -1)[:, :, :prefix_pixels]
     for t in range(prefix_pixels, height * width):
         i, j = divmod(t, width)
         params = model(x, labels)[:, :, i, j]
-        x[:, :, i, j] = sample_pixel(params, noise[:, i, j], channels, model.bits).to(dtype)
+        x[:, :, i, j] = sample_pixel(params, noise[:, i, j], channels, model.bits).to(dtype).to(device)
     return x

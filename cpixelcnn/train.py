@@ -44,6 +44,7 @@ from cpixelcnn.checkpoint import (
     BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, WEIGHTS_NAME, checkpoint_dirs, load_run, publish_checkpoint, read_config,
     remove_stray_files, save_run, save_weights, write_best, write_checkpoint,
 )  # fmt: skip
+from cpixelcnn.devices import resolve_device  # noqa: F401  (public here since the CLI's first release)
 from cpixelcnn.data import Dataset, augment, load_dataset, to_model_range, to_uint8
 from cpixelcnn.io import atomic_write_bytes, image_grid, save_png
 from cpixelcnn.model import ConditionalPixelCNN
@@ -148,16 +149,6 @@ class _Dist:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → cuda when available, else cpu; asking for cuda without a GPU is a ValueError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
-    return device
 
 
 def _device(name: str, dist: _Dist) -> torch.device:
@@ -599,7 +590,7 @@ def _validation_figures(model, val: Dataset, batch_size: int) -> dict:
     accuracy = None
     if model.num_classes:
         predicted, _ = predict(model, val.images, batch_size=batch_size)
-        accuracy = (predicted == val.labels).double().mean().item()
+        accuracy = (predicted == val.labels).sum().item() / len(val)
     return dict(val_bpd=bpd, val_accuracy=accuracy, val_n=len(val))
 
 
