@@ -22,7 +22,7 @@ from cpixelcnn.train import TrainConfig, train
 IMAGE_SIZE = 16
 
 
-def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_steps: int | None = None, samples_per_class: int = 4, seed: int = 0, log=print) -> dict:
+def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_steps: int | None = None, samples_per_class: int = 8, seed: int = 0, log=print) -> dict:
     """Train for ``seconds`` (or ``max_steps``), then sample and classify the held-out split.
     Writes the run to ``out_dir/run`` and ``out_dir/samples.png``, ``out_dir/report.json``."""
     if seconds <= 0 and not max_steps:
@@ -50,15 +50,20 @@ def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_
     sample_seconds = time.monotonic() - t0
     grid_path = save_png(out_dir / "samples.png", image_grid(to_uint8(samples), nrow=samples_per_class), scale=4)
 
+    # do the samples look like their class? The Bayes classifier's verdict on each generated image
+    sample_predicted, _ = predict(model, to_uint8(samples))
+    sample_accuracy = (sample_predicted == labels).sum().item() / labels.shape[0]
+
     predicted, _ = predict(model, test.images)
     report = classification_report(predicted, test.labels, names)
     log(f"held-out bits/dim {test_bpd:.3f} (an untrained model: about 9)")
     log(f"sampled {samples.shape[0]} images ({method} sampler), one row per class ({', '.join(names)}), in {sample_seconds:.2f} s -> {grid_path}")
+    log(f"sample accuracy {sample_accuracy:.1%}: the share of samples the Bayes classifier assigns to the class they were drawn for")
     log(f"Bayes classifier on {len(test)} held-out images: accuracy {report['accuracy']:.1%} (chance 25%)")
     log("  per class: " + ", ".join(f"{k} {v:.0%}" for k, v in report["per_class_accuracy"].items()))
 
     result = dict(steps=summary["steps"], train_bpd=summary["train_bpd"], test_bpd=test_bpd, accuracy=report["accuracy"],
                   per_class_accuracy=report["per_class_accuracy"], confusion_matrix=report["confusion_matrix"], classes=names,
-                  samples=str(grid_path), sample_seconds=sample_seconds, run_dir=str(run_dir), image_size=IMAGE_SIZE)  # fmt: skip
+                  samples=str(grid_path), sample_seconds=sample_seconds, sample_accuracy=sample_accuracy, samples_per_class=samples_per_class, run_dir=str(run_dir), image_size=IMAGE_SIZE)  # fmt: skip
     log(f"report -> {atomic_write_json(out_dir / 'report.json', result)}; model -> {run_dir} (try: cpixelcnn sample --checkpoint {run_dir} --out grid.png)")
     return result

@@ -12,6 +12,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert report["steps"] == 3
     assert 0.0 <= report["accuracy"] <= 1.0
     assert 0 < report["test_bpd"] < 9.5
+    assert 0.0 <= report["sample_accuracy"] <= 1.0 and report["samples_per_class"] >= 8
     assert (out / "samples.png").stat().st_size > 0 and (out / "run" / "checkpoint.safetensors").is_file()
     assert main(["demo", "--out", str(out), "--max-steps", "1"]) == 0  # runs again over its own folder
     assert not list(out.glob(".*.tmp")), "no temp files left behind"
