@@ -35,7 +35,8 @@ def _cmd_train(args) -> int:
     cfg = TrainConfig(
         data=args.data, out=args.out, split=args.split, epochs=args.epochs, max_steps=args.max_steps, max_seconds=args.max_time, batch_size=args.batch_size,
         grad_clip=args.grad_clip, max_skipped=args.max_skipped, val_data=args.val_data, val_split=args.val_split, val_every=args.val_every,
-        val_limit=args.val_limit, keep_best=args.keep_best, checkpoint_every=args.checkpoint_every,
+        val_limit=args.val_limit, keep_best=args.keep_best, checkpoint_every=args.checkpoint_every, cond_lr_scale=args.cond_lr_scale,
+        discriminative=args.discriminative,
         lr=args.lr, weight_decay=args.weight_decay, ema=args.ema, seed=args.seed, device=args.device, backend=args.backend,
         image_size=args.image_size, in_channels=args.channels, nr_resnet=args.nr_resnet, nr_filters=args.nr_filters,
         nr_logistic_mix=args.nr_mix, conditioning=args.conditioning, fusion=args.fusion, embedding=args.embedding,
@@ -212,7 +213,7 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-BENCHMARKS = ("kernel_resources", "dmol", "gated_film", "train_step", "sampling")
+BENCHMARKS = ("kernel_resources", "dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class")
 
 
 def _cmd_bench(args) -> int:
@@ -301,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--embedding", choices=["onehot", "learned"], default="onehot")
     t.add_argument("--embedding-dim", type=int)
     t.add_argument("--dropout", type=float, default=0.5)
+    t.add_argument("--cond-lr-scale", type=float, default=1.0, help="learning-rate multiplier for the class embedding and FiLM heads (default: %(default)s)")
+    t.add_argument("--discriminative", type=float, default=0.0, metavar="WEIGHT",
+                   help="add WEIGHT x the Bayes classifier's cross-entropy to the loss (off by default: it changes what the model optimises "
+                        "and costs one forward pass per class)")
     t.add_argument("--augment", action="store_true", help="random horizontal flips and brightness jitter")
     t.add_argument("--amp", choices=["bf16"], help="bf16 autocast")
     t.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cpixelcnn.packaged_data import PACKAGED, load_packaged
+
 BUILTIN_CLASSES = ("stripes", "checker", "disc", "diagonal")
 
 
@@ -194,10 +196,16 @@ def load_image_folder(root: str | Path, size: int = 32, channels: int = 3, class
 
 
 def load_dataset(data: str, split: str = "train", size: int = 32, channels: int = 3, class_names: list[str] | None = None, seed: int = 0) -> Dataset:
-    """``data`` is ``"demo"`` (the built-in set; split train/validation/test), a course-layout
-    folder (``<split>.csv`` inside) or an image-folder tree."""
+    """``data`` is ``"demo"`` (the built-in set; split train/validation/test), a packaged real-image
+    set (``digits``, ``textures``, ``micrographs``: see :mod:`cpixelcnn.packaged_data`), a
+    course-layout folder (``<split>.csv`` inside) or an image-folder tree."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if data in PACKAGED:
+        images, labels, names = load_packaged(data, split, size, channels, seed=0)
+        if class_names is not None and list(class_names) != names:
+            raise DataError(f"--data {data} has classes ({', '.join(names)}) but the model has ({', '.join(class_names)})")
+        return Dataset(images, labels, names, layout="packaged")
     if data == "demo":
         n = {"train": 300, "validation": 25, "test": 25}[split]
         images, labels, names = builtin_dataset(n, size=size, seed=seed + SPLITS.index(split) * 1000)

@@ -44,6 +44,7 @@ from cpixelcnn.checkpoint import (
     BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, WEIGHTS_NAME, checkpoint_dirs, load_run, publish_checkpoint, read_config,
     remove_stray_files, save_run, save_weights, write_best, write_checkpoint,
 )  # fmt: skip
+from cpixelcnn.packaged_data import PACKAGED
 from cpixelcnn.devices import resolve_device  # noqa: F401  (public here since the CLI's first release)
 from cpixelcnn.data import Dataset, augment, load_dataset, to_model_range, to_uint8
 from cpixelcnn.io import atomic_write_bytes, image_grid, save_png
@@ -92,6 +93,8 @@ class TrainConfig:
     val_limit: int = 500  # validate on at most this many images (a fixed random subset)
     keep_best: str | None = None  # "accuracy" | "bpd"; None: accuracy for conditional models, else bpd
     checkpoint_every: float = 10.0  # minutes between checkpoints (as well as at epoch ends)
+    cond_lr_scale: float = 1.0  # learning-rate multiplier for the class embedding and conditioning heads
+    discriminative: float = 0.0  # weight of the Bayes classifier's cross-entropy added to the loss (0: pure likelihood)
     sample_every: int = 0
     samples_per_class: int = 4
     log_every: int = 10
@@ -183,6 +186,10 @@ def _check_config(cfg: TrainConfig, dist: _Dist) -> None:
         raise ValueError(f"--keep-best takes 'accuracy' or 'bpd', got {cfg.keep_best!r}")
     if not (cfg.checkpoint_every > 0 and math.isfinite(cfg.checkpoint_every)):
         raise ValueError(f"--checkpoint-every must be a positive number of minutes, got {cfg.checkpoint_every}")
+    if not (cfg.cond_lr_scale > 0 and math.isfinite(cfg.cond_lr_scale)):
+        raise ValueError(f"--cond-lr-scale must be a positive number, got {cfg.cond_lr_scale}")
+    if not (cfg.discriminative >= 0 and math.isfinite(cfg.discriminative)):
+        raise ValueError(f"--discriminative must be a number >= 0, got {cfg.discriminative}")
     if cfg.amp not in (None, "bf16"):
         raise ValueError(f"--amp takes only 'bf16', got {cfg.amp!r}")
     if cfg.batch_size % dist.world:
@@ -280,7 +287,7 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
         class_names = saved["class_names"]
         saved_train = saved.get("train", {})
         for key in ("image_size", "batch_size", "seed", "lr", "lr_decay", "weight_decay", "augment", "data", "split", "ema",
-                    "val_data", "val_split", "val_limit", "keep_best"):  # fmt: skip
+                    "val_data", "val_split", "val_limit", "keep_best", "cond_lr_scale", "discriminative"):  # fmt: skip
             if key in saved_train:
                 setattr(cfg, key, saved_train[key])
         cfg.in_channels = model.in_channels
@@ -300,7 +307,7 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
     val = _validation_set(cfg, class_names)
     cfg.keep_best = cfg.keep_best or ("accuracy" if model.num_classes else "bpd")
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.95, 0.9995), weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(_param_groups(model, cfg.lr, cfg.cond_lr_scale), lr=cfg.lr, betas=(0.95, 0.9995), weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     epoch, position, step = 0, 0, 0
     if cfg.resume:
@@ -398,9 +405,13 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
                     images = augment(images, torch.Generator().manual_seed(cfg.seed * 7_919 + step * dist.world + dist.rank))
                 x = to_model_range(images).to(device)
                 y = data.labels[idx].to(device)
-                with torch.autocast(**autocast):
-                    params = forward(x, y)
-                loss = -dmol_log_prob(x, params, bits=model.bits, backend=cfg.backend, check=False).mean() / dims
+                if cfg.discriminative:
+                    with torch.autocast(**autocast):
+                        loss = _joint_loss(forward, model, x, y, cfg.discriminative, cfg.backend) / dims
+                else:
+                    with torch.autocast(**autocast):
+                        params = forward(x, y)
+                    loss = -dmol_log_prob(x, params, bits=model.bits, backend=cfg.backend, check=False).mean() / dims
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 finite = _finite_step(loss, model, cfg.grad_clip, dist)
@@ -567,7 +578,7 @@ def _validation_set(cfg: TrainConfig, class_names: list[str]) -> Dataset | None:
     the training set's class order; None without validation. Resolves ``cfg.val_data``."""
     source = cfg.val_data
     if source is None:  # the training data's own validation split, when it has one
-        has_split = cfg.data == "demo" or (Path(cfg.data) / f"{cfg.val_split}.csv").is_file()
+        has_split = cfg.data in ("demo", *PACKAGED) or (Path(cfg.data) / f"{cfg.val_split}.csv").is_file()
         source = cfg.data if has_split and cfg.split != cfg.val_split else "none"
     cfg.val_data = source
     if source == "none":
@@ -615,6 +626,30 @@ def _draw_curve(run_dir: Path, history: list[dict]) -> None:
 
     if any("train_bpd" in r or "val_bpd" in r for r in history):
         training_curve_png(run_dir / "curve.png", history, title=f"training {run_dir.name}")
+
+
+def _param_groups(model, lr: float, cond_lr_scale: float) -> list[dict]:
+    """Adam parameter groups: the conditioning path (class embedding, FiLM/additive heads) at
+    ``lr · cond_lr_scale``, everything else at ``lr``."""
+    conditioning = [p for n, p in model.named_parameters() if n.startswith("class_embedding.") or ".cond_head." in n]
+    ids = {id(p) for p in conditioning}
+    if cond_lr_scale == 1.0:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ids], "lr": lr}]
+    if conditioning and cond_lr_scale != 1.0:  # one group otherwise: optimizer states of earlier runs still load
+        groups.append({"params": conditioning, "lr": lr * cond_lr_scale})
+    return groups
+
+
+def _joint_loss(forward, model, x: torch.Tensor, y: torch.Tensor, weight: float, backend: str) -> torch.Tensor:
+    """Mean over the batch of −log p(x | y) + weight · CE(softmax_c log p(x | c), y), in nats per
+    image: one forward pass over every (image, class) pair gives both. x (B, C, H, W), y (B,)."""
+    classes = model.num_classes
+    pairs_x = x.repeat_interleave(classes, dim=0)
+    pairs_c = torch.arange(classes, device=x.device).repeat(x.shape[0])
+    log_px = dmol_log_prob(pairs_x, forward(pairs_x, pairs_c), bits=model.bits, backend=backend, check=False).float().view(-1, classes)
+    nll = -log_px.gather(1, y[:, None])[:, 0]
+    return (nll + weight * torch.nn.functional.cross_entropy(log_px, y, reduction="none")).mean()
 
 
 def _rank0_decides(dist: _Dist, *flags: bool) -> list[bool]:

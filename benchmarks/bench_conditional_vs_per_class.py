@@ -1,0 +1,147 @@
+"""One class-conditional model against per-class unconditional models at the same total steps.
+
+Real images that ship inside packages (``cpixelcnn[real-data]``; nothing is downloaded): digits
+(8×8 grey, 10 classes), textures (16×16 grey patches of brick / grass / gravel), micrographs
+(16×16 colour patches of three scikit-image micrographs); held-out patches come from regions
+disjoint from the training patches. Both sides use the package's model, exact DMoL loss and its
+optimizer settings (Adam β = 0.95, 0.9995, per-step decay 0.999995), the same batch size and seed.
+The per-class models are trained round-robin, so at every evaluation each has had 1/C of the steps.
+Held-out accuracy is the Bayes rule — argmax_c log p(x | c) for the conditional model,
+argmax_c log p_c(x) for the per-class ones — and bits/dim is each test image's under its own class.
+
+    python benchmarks/bench_conditional_vs_per_class.py            # 600 steps, evaluated every 150
+    python benchmarks/bench_conditional_vs_per_class.py --smoke    # a few steps: the harness works
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+DATASETS = {"digits": (8, 1), "textures": (16, 1), "micrographs": (16, 3)}
+
+
+def _bayes(models_logprob, images, num_classes: int, batch: int = 128):
+    """(N, C) log-likelihoods in nats: models_logprob(x, c) → (B,) for every class c."""
+    import torch
+
+    from cpixelcnn.data import to_model_range
+
+    out = torch.empty(images.shape[0], num_classes, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, images.shape[0], batch):
+            x = to_model_range(images[start : start + batch])
+            for c in range(num_classes):
+                out[start : start + batch, c] = models_logprob(x, c).double()
+    return out
+
+
+def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: float, seed: int, log=print) -> list[dict]:
+    import torch
+
+    from cpixelcnn import ConditionalPixelCNN, dmol_log_prob
+    from cpixelcnn.data import load_dataset, to_model_range
+
+    size, channels = DATASETS[dataset]
+    train = load_dataset(dataset, "train", size, channels)
+    test = load_dataset(dataset, "test", size, channels)
+    names = train.class_names
+    num_classes = len(names)
+    dims = channels * size * size
+
+    def make(num):
+        torch.manual_seed(seed)
+        model = ConditionalPixelCNN(in_channels=channels, num_classes=num, dropout=0.0, **arch)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.95, 0.9995))
+        return model, optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.999995)
+
+    def step(model, optimizer, scheduler, idx, labels):
+        model.train()
+        x = to_model_range(train.images[idx])
+        loss = -dmol_log_prob(x, model(x, labels), bits=model.bits, check=False).mean() / dims
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+    def evaluate(method, logprob, done, seconds):
+        for m in models(method):
+            m.eval()
+        loglik = _bayes(logprob, test.images, num_classes)
+        accuracy = (loglik.argmax(1) == test.labels).double().mean().item()
+        own = loglik.gather(1, test.labels[:, None])[:, 0]
+        bpd = (-own / (dims * math.log(2))).mean().item()
+        row = dict(dataset=dataset, method=method, steps=done, accuracy=accuracy, test_bpd=bpd, train_seconds=seconds, n_test=len(test))
+        log(f"{dataset:>11} {method:>12} steps {done:>5}: held-out accuracy {accuracy:.1%}, bits/dim {bpd:.3f} ({seconds:.0f} s)")
+        return row
+
+    conditional = make(num_classes)
+    per_class = [make(0) for _ in range(num_classes)]
+    members = [torch.nonzero(train.labels == c)[:, 0] for c in range(num_classes)]
+
+    def models(method):
+        return [conditional[0]] if method == "conditional" else [m for m, _, _ in per_class]
+
+    rows, timers = [], {"conditional": 0.0, "per-class": 0.0}
+    order = torch.Generator().manual_seed(seed)
+    for done in range(1, steps + 1):
+        idx = torch.randint(0, len(train), (batch,), generator=order)
+        t0 = time.perf_counter()
+        step(*conditional, idx, train.labels[idx])
+        timers["conditional"] += time.perf_counter() - t0
+        c = (done - 1) % num_classes  # round-robin: each per-class model gets every C-th step
+        own = members[c][torch.randint(0, len(members[c]), (batch,), generator=order)]
+        t0 = time.perf_counter()
+        step(*per_class[c], own, None)
+        timers["per-class"] += time.perf_counter() - t0
+        if done % eval_every == 0 or done == steps:
+            rows.append(evaluate("conditional", lambda x, c: dmol_log_prob(x, conditional[0](x, torch.full((x.shape[0],), c)), bits=conditional[0].bits), done, timers["conditional"]))
+            rows.append(evaluate("per-class", lambda x, c: dmol_log_prob(x, per_class[c][0](x, None), bits=per_class[c][0].bits), done, timers["per-class"]))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", nargs="*", choices=list(DATASETS), default=list(DATASETS))
+    parser.add_argument("--steps", type=int, default=600, help="total steps for each side")
+    parser.add_argument("--eval-every", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    arch = dict(nr_resnet=1, nr_filters=32, nr_logistic_mix=5)
+    if args.smoke:
+        args.steps, args.eval_every, args.batch_size, args.data = 6, 3, 4, ["digits"]
+        arch = dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2)
+    rows = []
+    for dataset in args.data:
+        rows += run(dataset, args.steps, args.eval_every, arch, args.batch_size, args.lr, args.seed)
+    payload = dict(benchmark="conditional_vs_per_class", mode="smoke" if args.smoke else "measured", device_info=common.device_info(),
+                   config=dict(steps=args.steps, batch=args.batch_size, lr=args.lr, seed=args.seed, **arch), rows=rows)  # fmt: skip
+    path = common.write_results("conditional-vs-per-class", payload, args.out)
+    if not args.smoke:
+        from cpixelcnn.plot import line_chart_png
+
+        series = {f"{r['dataset']} {r['method']}": [] for r in rows}
+        for r in rows:
+            series[f"{r['dataset']} {r['method']}"].append((r["steps"], 100 * r["accuracy"]))
+        print(f"plot -> {line_chart_png(path.with_suffix('.png'), 'held-out Bayes accuracy at equal total steps', series, 'total steps', 'accuracy (%)')}")
+    final = {}
+    for r in rows:
+        final[(r["dataset"], r["method"])] = r
+    print("\n| data | steps | conditional acc | per-class acc | conditional bpd | per-class bpd |\n| --- | --- | --- | --- | --- | --- |")
+    for dataset in args.data:
+        c, p = final[(dataset, "conditional")], final[(dataset, "per-class")]
+        print(f"| {dataset} | {c['steps']} | {c['accuracy']:.1%} | {p['accuracy']:.1%} | {c['test_bpd']:.3f} | {p['test_bpd']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
