@@ -209,7 +209,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_demo(args) -> int:
     from cpixelcnn.demo import run_demo
 
-    run_demo(out_dir=args.out, seconds=args.seconds, max_steps=args.max_steps, seed=args.seed)
+    run_demo(out_dir=args.out, seconds=args.seconds, max_steps=args.max_steps, seed=args.seed, data=args.data, samples_per_class=args.samples_per_class)
     return 0
 
 
@@ -355,11 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--seed", type=int, default=0)
         c.set_defaults(func=func)
 
-    d = sub.add_parser("demo", help="train a tiny model on built-in data, sample per class, classify")
+    d = sub.add_parser("demo", help="train a small model on data already on the machine, sample per class, classify")
     d.add_argument("--out", default="cpixelcnn-demo", help="output folder (default: %(default)s)")
     d.add_argument("--seconds", type=float, default=60.0, help="training time in seconds (default: %(default)s)")
     d.add_argument("--max-steps", type=int, default=None, help="train for this many steps instead")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--data", choices=["digits", "micrographs", "textures", "demo"], default="digits",
+                   help="digits (default; real handwritten digits from scikit-learn), micrographs / textures (scikit-image), demo (built-in shapes)")
+    d.add_argument("--samples-per-class", type=int, default=8)
     d.set_defaults(func=_cmd_demo)
 
     b = sub.add_parser("bench", help="run the benchmark suite (smoke mode without CUDA)")

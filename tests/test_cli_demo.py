@@ -14,9 +14,13 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert 0 < report["test_bpd"] < 9.5
     assert 0.0 <= report["sample_accuracy"] <= 1.0 and report["samples_per_class"] >= 8
     assert (out / "samples.png").stat().st_size > 0 and (out / "run" / "checkpoint.safetensors").is_file()
-    assert main(["demo", "--out", str(out), "--max-steps", "1"]) == 0  # runs again over its own folder
+    assert report["data"] == "digits" and len(report["classes"]) == 10 and report["image_size"] == 8
+    assert main(["demo", "--out", str(out), "--max-steps", "1", "--data", "demo", "--samples-per-class", "2"]) == 0  # again over its own folder
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"] == "demo" and report["samples_per_class"] == 2 and report["classes"][0] == "stripes"
     assert not list(out.glob(".*.tmp")), "no temp files left behind"
-    assert "Bayes classifier" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Bayes classifier" in printed and "sample accuracy" in printed
 
 
 def test_cli_errors_are_one_line_with_nonzero_exit(tmp_path):
