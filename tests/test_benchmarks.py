@@ -18,5 +18,8 @@ def test_benchmark_smoke(name, tmp_path):
     assert result["mode"] == "smoke" and result["device_info"]["torch"]
     if name == "sampling":
         assert all(row["identical_pixels"] == 1.0 for row in result["rows"])
+    elif name == "conditional_vs_per_class":
+        assert {row["method"] for row in result["rows"]} == {"conditional", "per-class"}
+        assert all(0 <= row["accuracy"] <= 1 and 0 < row["test_bpd"] < 16 for row in result["rows"])
     else:
         assert {row["variant"] for row in result["rows"]} >= {"eager", "triton"}

@@ -20,7 +20,7 @@ import cpixelcnn.train as train_module
 from cpixelcnn import load_run
 from cpixelcnn.checkpoint import checkpoint_dirs
 from cpixelcnn.cli import main
-from cpixelcnn.train import CheckpointWriteFailed, TrainConfig, train
+from cpixelcnn.train import TrainConfig, train
 
 TINY = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=6, nr_logistic_mix=2, batch_size=8, log_every=1)
 TINY_ARGS = ["--data", "demo", "--image-size", "8", "--nr-resnet", "1", "--nr-filters", "6", "--nr-mix", "2", "--batch-size", "8"]
