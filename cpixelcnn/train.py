@@ -246,7 +246,10 @@ class _Progress:
             remaining = min(remaining, self.deadline - now)
         eta = _clock(remaining) if math.isfinite(remaining) else "?"
         width = 24
-        filled = int(width * step / max(1, self.total))
+        fraction = step / max(1, self.total)
+        if self.deadline is not None:  # a time limit: the bar fills with whichever comes first
+            fraction = max(fraction, elapsed / max(1e-9, self.deadline - self.start))
+        filled = int(width * min(1.0, fraction))
         line = (f"[{'#' * filled}{'.' * (width - filled)}] step {step}/{self.total} epoch {epoch + 1} bpd {bpd:.3f} "
                 f"{images_per_s:.0f} img/s {_clock(elapsed)} elapsed, {eta} left{self.validation}")  # fmt: skip
         if self.tty:
