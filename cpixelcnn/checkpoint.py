@@ -47,14 +47,19 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     return config
 
 
+def non_finite_tensor(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor of ``state`` holding NaN or inf, else None."""
+    return next((name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+
+
 def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> Path:
     """A state dict as safetensors, atomically. Refuses (ValueError naming the tensor) weights with
     NaN or inf: a diverged model must never replace a good checkpoint."""
     from safetensors.torch import save
 
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"refusing to save {Path(path).name}: tensor {name!r} has non-finite values (NaN or inf)")
+    name = non_finite_tensor(state)
+    if name is not None:
+        raise ValueError(f"refusing to save {Path(path).name}: tensor {name!r} has non-finite values (NaN or inf)")
 
     return atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
 

@@ -42,7 +42,7 @@ import torch
 
 from cpixelcnn.checkpoint import (
     BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, WEIGHTS_NAME, checkpoint_dirs, load_run, publish_checkpoint, read_config,
-    remove_stray_files, save_run, save_weights, write_best, write_checkpoint,
+    non_finite_tensor, remove_stray_files, save_run, save_weights, write_best, write_checkpoint,
 )  # fmt: skip
 from cpixelcnn.packaged_data import PACKAGED
 from cpixelcnn.devices import resolve_device  # noqa: F401  (public here since the CLI's first release)
@@ -122,16 +122,11 @@ class CheckpointWriteFailed(RuntimeError):
 class _Ema:
     """Polyak averages of every floating-point tensor of the model's state: avg ← avg + (1 − decay)(w − avg)."""
 
-    def __init__(self, model, decay: float, resume_from: Path | None):
+    def __init__(self, model, decay: float, saved: dict[str, torch.Tensor] | None):
+        """``saved``: the averages of the checkpoint resumed from (checked by ``_open_checkpoint``)."""
         self.decay = decay
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if resume_from is not None:
-            if not resume_from.is_file():
-                raise ValueError(f"--ema was used for this run but {resume_from} is missing")
-            from safetensors.torch import load_file
-
-            saved = load_file(str(resume_from))
-            self.state = {k: saved[k].to(v.device) for k, v in self.state.items()}
+        current = model.state_dict()
+        self.state = {k: (saved[k] if saved is not None else v.detach()).to(v.device, copy=True) for k, v in current.items()}
         self.keys = [k for k, v in self.state.items() if v.is_floating_point()]
 
     @torch.no_grad()
@@ -318,7 +313,7 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
         scheduler.load_state_dict(point.state["scheduler"])
         epoch, position, step = point.state["epoch"], point.state["position"], point.state["step"]
 
-    ema = _Ema(model, cfg.ema, point.source / EMA_NAME if cfg.resume else None) if cfg.ema else None
+    ema = _Ema(model, cfg.ema, point.ema if cfg.resume else None) if cfg.ema else None
     net = model
     if dist.active:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -389,8 +384,9 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
     wandb_run = _start_wandb(cfg, run_dir) if cfg.wandb and dist.is_main else None
     history = _read_metrics(run_dir, step, rewrite=dist.is_main) if cfg.resume else []
     best = [_read_best(run_dir) if cfg.resume else None]
-    if any("val_bpd" in r for r in history):
-        progress.validated(next(r for r in reversed(history) if "val_bpd" in r))
+    latest = _latest_validation(history)
+    if latest is not None:
+        progress.validated(latest)
     window, window_start = [], time.monotonic()
     skipped_total = next((r["skipped_steps"] for r in reversed(history) if "skipped_steps" in r), 0)
     skipped_in_a_row = 0
@@ -486,7 +482,7 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
         _draw_curve(run_dir, history)
     points = [r["train_bpd"] for r in history if "train_bpd" in r]
     final = points[-1] if points else float("nan")
-    validated = next((r for r in reversed(history) if "val_bpd" in r), None)
+    validated = _latest_validation(history)
     summary = f", validation bits/dim {validated['val_bpd']:.3f}" + (f" accuracy {validated['val_accuracy']:.1%}" if validated.get("val_accuracy") is not None else "") if validated else ""
     say(f"done: {step} steps, training bits/dim {final:.3f}{summary}; run directory {run_dir}" + (f", best model in {run_dir / BEST_DIR}" if validated else ""))
     return dict(steps=step, train_bpd=final, run_dir=str(run_dir), history=history, best=best[0])
@@ -498,6 +494,7 @@ class _ResumePoint:
     config: dict
     model: ConditionalPixelCNN
     state: dict
+    ema: dict | None  # the Polyak averages, when the run keeps them
 
 
 def _open_checkpoint(source: Path, device: torch.device) -> _ResumePoint:
@@ -505,15 +502,18 @@ def _open_checkpoint(source: Path, device: torch.device) -> _ResumePoint:
     a training state of the same step. Any defect raises."""
     config = read_config(source)
     model, _ = load_run(source, use_ema=False)
-    tensors = dict(model.state_dict())
+    weights = model.state_dict()
+    ema = None
     if config.get("train", {}).get("ema"):
         from safetensors.torch import load_file
 
         ema = load_file(str(source / EMA_NAME))
-        tensors |= {f"{EMA_NAME}:{k}": v for k, v in ema.items()}
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(f"tensor {name!r} has non-finite values")
+        if ema.keys() != weights.keys():
+            raise ValueError(f"{EMA_NAME} does not fit the model's tensors")
+    for label, state in (("", weights), (f"{EMA_NAME}:", ema or {})):
+        name = non_finite_tensor(state)
+        if name is not None:
+            raise ValueError(f"tensor {label}{name!r} has non-finite values")
     try:
         state = torch.load(source / STATE_NAME, map_location=device, weights_only=True)
     except Exception as err:  # torch's messages for a damaged file run to several lines
@@ -522,7 +522,7 @@ def _open_checkpoint(source: Path, device: torch.device) -> _ResumePoint:
         raise ValueError(f"{STATE_NAME} holds no training state")
     if state.get("step") != config.get("step"):
         raise ValueError(f"weights (step {config.get('step')}) and {STATE_NAME} (step {state.get('step')}) disagree")
-    return _ResumePoint(source, config, model, state)
+    return _ResumePoint(source, config, model, state, ema)
 
 
 def _resume_point(run_dir: Path, device: torch.device, dist: _Dist, say) -> _ResumePoint:
@@ -615,6 +615,10 @@ def _better(record: dict, best: dict | None, keep_best: str) -> bool:
     if keep_best == "accuracy" and record.get("val_accuracy") is not None and record["val_accuracy"] != best.get("val_accuracy"):
         return record["val_accuracy"] > (best.get("val_accuracy") or -1.0)
     return record["val_bpd"] < best["val_bpd"]
+
+
+def _latest_validation(history: list[dict]) -> dict | None:
+    return next((r for r in reversed(history) if "val_bpd" in r), None)
 
 
 def _read_best(run_dir: Path) -> dict | None:
