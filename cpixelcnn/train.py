@@ -449,11 +449,11 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
                             if wandb_run is not None:
                                 wandb_run.log(record, step=step)
                         window, window_start = [], time.monotonic()
-                now = time.monotonic()
-                stop, due = _rank0_decides(dist, deadline is not None and now >= deadline, now - last["time"] >= cfg.checkpoint_every * 60)
-                if stop:
+                # a periodic checkpoint needs no agreement between ranks (only rank 0 writes, each asks its own clock);
+                # at an epoch end or the last step the checkpoint below follows at once
+                if deadline is not None and _past(deadline, dist):
                     total = step
-                elif due and position < steps_per_epoch and step < total:  # otherwise the checkpoint below follows at once
+                elif time.monotonic() - last["time"] >= cfg.checkpoint_every * 60 and position < steps_per_epoch and step < total:
                     checkpoint()
                     if dist.is_main:
                         _draw_curve(run_dir, history)
@@ -659,15 +659,6 @@ def _joint_loss(forward, model, x: torch.Tensor, y: torch.Tensor, weight: float,
     return (nll + weight * torch.nn.functional.cross_entropy(log_px, y, reduction="none")).mean()
 
 
-def _rank0_decides(dist: _Dist, *flags: bool) -> list[bool]:
-    """Decisions taken on rank 0's clock (time limit, checkpoint due), so all ranks act at the same step."""
-    if not dist.active:
-        return list(flags)
-    tensor = torch.tensor([float(f) for f in flags])
-    torch.distributed.broadcast(tensor, src=0)
-    return [bool(v) for v in tensor.tolist()]
-
-
 def _start_wandb(cfg: TrainConfig, run_dir: Path):
     try:
         import wandb
@@ -690,6 +681,14 @@ def _finite_step(loss: torch.Tensor, model, grad_clip: float | None, dist: _Dist
     if grad_clip is not None:
         torch.nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, norm)
     return True
+
+
+def _past(deadline: float, dist: _Dist) -> bool:
+    """Whether the time limit is reached — decided by rank 0 so all ranks stop at the same step."""
+    flag = torch.tensor([float(time.monotonic() >= deadline)])
+    if dist.active:
+        torch.distributed.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def _sample_grid(model, class_names: list[str], cfg: TrainConfig, path: Path) -> Path:
