@@ -261,7 +261,11 @@ def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, w
                 gamma, beta = op["block"].film_params(cond)
             gammas.append(gamma.to(dtype).contiguous() if gamma is not None else empty)
             betas.append(beta.to(dtype).contiguous() if beta is not None else empty)
-        nodes = [torch.zeros(batch, h, w, c, dtype=dtype, device=device) for c, h, w in g.nodes]
+        # The CPU engine holds intermediate nodes itself, as rings of the few rows live at once
+        # (a node passed with 0 rows); the CUDA engines take every node whole.
+        held = engine == "cpu"
+        nodes = [torch.zeros(batch, 0 if held and k not in (g.input, g.params) else h, w, c, dtype=dtype, device=device)
+                 for k, (c, h, w) in enumerate(g.nodes)]  # fmt: skip
         nodes[g.input][:, :height, :width, -1] = 1.0  # the ones channel marks the image
         if prefix_pixels:  # the given pixels of a completion, in place before the loop starts
             given = torch.zeros(batch, height * width, model.in_channels, dtype=dtype, device=device)
@@ -276,7 +280,7 @@ def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, w
             elif engine == "cuda-emulated":
                 ext.cached_sample_emulated(*args)
             else:
-                ext.cached_sample(*args)
+                ext.cached_sample(args[0], [h for _, h, _ in g.nodes], *args[1:])
         images = nodes[g.input][:, :height, :width, : model.in_channels].permute(0, 3, 1, 2).contiguous()
         if return_params:  # each position of the params cache was computed once, at its pixel's step
             return images, nodes[g.params][:, :height, :width].permute(0, 3, 1, 2).contiguous()

@@ -6,70 +6,132 @@
 // each op computes exactly those positions, then pixel t is sampled from the DMoL parameters at
 // its position and written into the input cache. Total arithmetic is one forward pass.
 //
-// Cost model: every (op, step) of a convolution is one matrix product. Its rows are the
-// (position, image) pairs that become computable at that step, its columns the op's taps ×
-// input channels (gathered with the input transform applied: im2col), times the weights laid
-// out (kh·kw·Cin, Cout). So each weight is read once per step for the whole batch, and the
-// product runs in the BLAS linked into torch (MKL's SGEMM/DGEMM in the x86 wheels, threaded by
-// MKL for large products, on the calling thread for small ones; a row-split loop where torch
-// exports no BLAS). Input preparation and element-wise ops (sum, gate) are split over threads
-// when large enough; the pixel sampling is a plain loop. Buffers grow once and are reused.
+// Cost model: every (op, step) of a convolution is one matrix product whose rows are the
+// (position, image) pairs that become computable at that step and whose columns are the op's
+// output channels; each weight is read once per step for the whole batch. The product runs in
+// our tile kernels (cached_sampler_gemm.h: AVX-512, AVX2+FMA or baseline vectors, picked at
+// load time) reading their inputs through per-tap pointers — no im2col copy — and writing
+// straight into the output cache. An op's input transform (elu, concat_elu of a sum or concat)
+// is applied once per input position, into a small ring of rows (Window), not once per tap.
+//
+// Before the loop, a dry run over the schedule lays out each step's work (positions, window
+// fills) and finds how many rows of each intermediate node are ever live at once; the engine
+// holds those nodes as rings of that many rows (a few megabytes instead of the whole forward
+// pass's activations). A team of threads (torch's thread count) runs the loop together: each
+// product is split over output channels when its weights are large (each thread streams its
+// share of them) and over row tiles otherwise; window fills, element-wise ops and the pixel
+// draws are split over positions and images; a spinning barrier separates dependent phases.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cached_sampler_plan.h"
 #include "sample_pixel.h"
 
-// Fortran BLAS as exported by libtorch_cpu (MKL, LP64). Weak: absent from other torch builds,
-// where the loop in matmul_fallback runs instead.
-extern "C" {
-__attribute__((weak)) void SGEMM(const char*, const char*, const int*, const int*, const int*, const float*, const float*, const int*, const float*,
-                                 const int*, const float*, float*, const int*);
-__attribute__((weak)) void DGEMM(const char*, const char*, const int*, const int*, const int*, const double*, const double*, const int*, const double*,
-                                 const int*, const double*, double*, const int*);
-// MKL's per-thread thread count: small products run on the calling thread (a hand-off to a
-// second thread costs more than they take), large ones use MKL's own threading.
-__attribute__((weak)) int MKL_Set_Num_Threads_Local(int);
-}
+// The tile kernels, built once per instruction set (see cached_sampler_gemm.h).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CPIXELCNN_X86 1
+#define CPIXELCNN_GEMM_NS gemm_avx512
+#define CPIXELCNN_GEMM_TARGET __attribute__((target("avx512f,fma")))
+#define CPIXELCNN_GEMM_BYTES 64
+#define CPIXELCNN_GEMM_ROWS 8  // 8 x 3 accumulators of 32 vector registers
+#define CPIXELCNN_GEMM_VECS 3
+#include "cached_sampler_gemm.h"
+#undef CPIXELCNN_GEMM_NS
+#undef CPIXELCNN_GEMM_TARGET
+#undef CPIXELCNN_GEMM_BYTES
+#undef CPIXELCNN_GEMM_ROWS
+#undef CPIXELCNN_GEMM_VECS
+#define CPIXELCNN_GEMM_NS gemm_avx2
+#define CPIXELCNN_GEMM_TARGET __attribute__((target("avx2,fma")))
+#define CPIXELCNN_GEMM_BYTES 32
+#define CPIXELCNN_GEMM_ROWS 4  // 4 x 3 accumulators of 16 vector registers
+#define CPIXELCNN_GEMM_VECS 3
+#include "cached_sampler_gemm.h"
+#undef CPIXELCNN_GEMM_NS
+#undef CPIXELCNN_GEMM_TARGET
+#undef CPIXELCNN_GEMM_BYTES
+#undef CPIXELCNN_GEMM_ROWS
+#undef CPIXELCNN_GEMM_VECS
+#endif
+#define CPIXELCNN_GEMM_NS gemm_baseline
+#define CPIXELCNN_GEMM_TARGET
+#define CPIXELCNN_GEMM_BYTES 16
+#define CPIXELCNN_GEMM_ROWS 4
+#define CPIXELCNN_GEMM_VECS 2
+#include "cached_sampler_gemm.h"
+#undef CPIXELCNN_GEMM_NS
+#undef CPIXELCNN_GEMM_TARGET
+#undef CPIXELCNN_GEMM_BYTES
+#undef CPIXELCNN_GEMM_ROWS
+#undef CPIXELCNN_GEMM_VECS
 
 namespace {
 
-// CPIXELCNN_SAMPLER_NO_BLAS=1 forces the plain loop (what torch builds without a BLAS run; tested).
-inline bool blas_disabled() {
-  static const bool disabled = [] {
-    const char* v = std::getenv("CPIXELCNN_SAMPLER_NO_BLAS");
-    return v != nullptr && v[0] == '1';
-  }();
-  return disabled;
-}
-
-template <typename T>
-using GemmFn = void(const char*, const char*, const int*, const int*, const int*, const T*, const T*, const int*, const T*, const int*, const T*, T*,
-                    const int*);
-inline GemmFn<float>* blas_for(const float*) { return SGEMM; }
-inline GemmFn<double>* blas_for(const double*) { return DGEMM; }
-
-// Column-major C (m x n) += A (m x k) · B (k x n), leading dimensions lda, ldb, ldc. False if no BLAS.
-template <typename T>
-bool blas_gemm(int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c, int64_t ldc) {
-  GemmFn<T>* gemm = blas_for(a);
-  if (gemm == nullptr || blas_disabled()) return false;
-  const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k), la = static_cast<int>(lda), lb = static_cast<int>(ldb),
-            lc = static_cast<int>(ldc);
-  const T one = T(1);
-  gemm("N", "N", &mi, &ni, &ki, &one, a, &la, b, &lb, &one, c, &lc);
-  return true;
-}
-
 using namespace cpixelcnn::cuda;  // op types, input modes, transforms, shifts: one definition for every engine
 using namespace cpixelcnn;        // op_spec columns, input checks
+
+template <typename T>
+using TileFn = void (*)(int, const int*, int, const T* const*, const T*, long, const T*, T* const*, int);
+
+// One build of the tile kernels: lanes per vector, rows and vectors of a full tile.
+template <typename T>
+struct Tiles {
+  const char* isa;
+  int lanes, rows, vecs;
+  std::vector<TileFn<T>> fns;  // [(R - 1) * vecs + V - 1]
+  TileFn<T> get(int r, int v) const { return fns[(r - 1) * vecs + v - 1]; }
+};
+
+template <typename T, typename Table>
+Tiles<T> tiles_from(const char* isa, const Table& table, int bytes) {
+  Tiles<T> t{isa, bytes / static_cast<int>(sizeof(T)), static_cast<int>(table.size()), static_cast<int>(table[0].size()), {}};
+  for (const auto& row : table)
+    for (auto fn : row) t.fns.push_back(fn);
+  return t;
+}
+
+// The widest build this CPU runs, or the one CPIXELCNN_SAMPLER_ISA names (avx512, avx2,
+// baseline: how the tests run every build on one machine).
+inline std::string sampler_isa() {
+  static const std::string chosen = [] {
+    bool avx512 = false, avx2 = false;
+#ifdef CPIXELCNN_X86
+    __builtin_cpu_init();
+    avx512 = __builtin_cpu_supports("avx512f");
+    avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    const char* want = std::getenv("CPIXELCNN_SAMPLER_ISA");
+    if (want == nullptr || want[0] == '\0') return std::string(avx512 ? "avx512" : avx2 ? "avx2" : "baseline");
+    const std::string w(want);
+    TORCH_CHECK(w == "avx512" || w == "avx2" || w == "baseline", "CPIXELCNN_SAMPLER_ISA must be avx512, avx2 or baseline, got '", w, "'");
+    TORCH_CHECK(w != "avx512" || avx512, "CPIXELCNN_SAMPLER_ISA=avx512, but this CPU (or build) has no AVX-512");
+    TORCH_CHECK(w != "avx2" || avx2, "CPIXELCNN_SAMPLER_ISA=avx2, but this CPU (or build) has no AVX2 with FMA");
+    return w;
+  }();
+  return chosen;
+}
+
+template <typename T>
+Tiles<T> tiles_for_cpu() {
+  const std::string isa = sampler_isa();
+#ifdef CPIXELCNN_X86
+  if (isa == "avx512") return tiles_from<T>("avx512", gemm_avx512::tile_table<T>(), 64);
+  if (isa == "avx2") return tiles_from<T>("avx2", gemm_avx2::tile_table<T>(), 32);
+#endif
+  return tiles_from<T>("baseline", gemm_baseline::tile_table<T>(), 16);
+}
 
 template <typename T>
 inline T elu(T v) {
@@ -94,7 +156,10 @@ inline float expm1_nonpositive(float x) {
 
 // v[k] <- elu(v[k]) and, with neg, neg[k] <- elu(-v[k]) (concat_elu's second half), k < n.
 // Compiled for AVX-512, AVX2 and baseline x86-64, picked at load time.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void elu_f32(float* __restrict__ v, float* __restrict__ neg, int64_t n) {
+#ifdef CPIXELCNN_X86
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void elu_f32(float* __restrict__ v, float* __restrict__ neg, int64_t n) {
   if (neg) {
     for (int64_t k = 0; k < n; ++k) {
       const float a = v[k];
@@ -116,32 +181,95 @@ void elu_any(T* v, T* neg, int64_t n) {
 }
 inline void elu_any(float* v, float* neg, int64_t n) { elu_f32(v, neg, n); }
 
+// One activation cache. rows == h: the whole (padded) map; rows < h: a ring in which slot
+// i % rows holds row i (the plan guarantees no row is overwritten while still to be read).
 template <typename T>
 struct Node {
-  T* data;  // B x H x W x C
-  int64_t c, h, w;
-  inline T* at(int64_t b, int64_t i, int64_t j) const { return data + ((b * h + i) * w + j) * c; }
+  T* data;  // B x rows x W x C
+  int64_t c, h, w, rows;
+  int64_t image_stride() const { return rows * w * c; }
+  int64_t offset(int64_t i, int64_t j) const { return ((i % rows) * w + j) * c; }
+  T* at(int64_t b, int64_t i, int64_t j) const { return data + b * image_stride() + offset(i, j); }
 };
 
 // The transformed input rows of one convolution (transform(combine(inputs)), cin_eff channels),
-// computed once per position instead of once per tap that reads it. A ring of ``rows`` input
-// rows: slot y % rows holds row y, and ``row_of`` records which row each (slot, column) holds,
-// so a stale slot is recomputed, never misread.
+// computed once per position instead of once per tap that reads it: a ring of ``rows`` input
+// rows, slot y % rows holding row y. Which positions to fill at each step is decided in the
+// plan (a stale slot is refilled, never misread).
 template <typename T>
 struct Window {
   int64_t rows = 0, w = 0, c = 0;  // rows == 0: the op reads its input as it is
   std::vector<T> data;             // B x rows x w x c
-  std::vector<int64_t> row_of;     // rows x w, -1 = empty
-  T* at(int64_t b, int64_t y, int64_t x) { return data.data() + ((b * rows + y % rows) * w + x) * c; }
+  int64_t image_stride() const { return rows * w * c; }
+  int64_t offset(int64_t y, int64_t x) const { return ((y % rows) * w + x) * c; }
+  T* at(int64_t b, int64_t y, int64_t x) { return data.data() + b * image_stride() + offset(y, x); }
 };
+
+using Position = std::array<int32_t, 2>;  // (i, j)
+
+// The work of one op at one step: index ranges into the plan's position lists.
+struct OpStep {
+  int32_t op;
+  int64_t zero0, zero1;  // shifted-in zero positions of the output (written, not computed)
+  int64_t act0, act1;    // output positions computed (all positions of an element-wise op)
+  int64_t fill0, fill1;  // input positions to transform into the op's window first
+  bool windowed;         // taps read the window; false with a transform: gathered per row (step 0's many rows)
+};
+
+// A sense-free spinning barrier for a team that lives for one sampling run.
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void wait() {
+    if (n_ == 1) return;
+    const int generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (spins < (1 << 16)) {
+#ifdef CPIXELCNN_X86
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();  // more threads than free cores: stop burning the one we need
+      }
+    }
+  }
+
+ private:
+  const int n_;
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<int> generation_{0};
+};
+
+// [begin, end) of thread tid's share of n items split over team threads.
+inline std::pair<int64_t, int64_t> share(int64_t n, int tid, int team) { return {n * tid / team, n * (tid + 1) / team}; }
+
+constexpr int kMaxTaps = 16;  // kh * kw of any op (the model's largest is 2 x 3)
 
 template <typename T>
 struct Runner {
+  int64_t batch = 0;
+  int team = 1;
+  Tiles<T> tiles;
   std::vector<Node<T>> nodes;
+  std::vector<std::vector<T>> held;  // ring storage of the nodes the engine holds
   std::vector<const int64_t*> spec;
-  std::vector<const T*> weight, bias, gamma, beta;
+  std::vector<const T*> weight, bias, gamma, beta;  // weight: (taps·cin, ldw), bias: ldw (zero-padded columns)
+  std::vector<int64_t> ldw;
+  std::vector<std::vector<T>> padded;  // owns padded copies where C_out is not a whole number of vectors
   std::vector<const int32_t*> positions;
   std::vector<const int64_t*> offsets;
+  std::vector<Window<T>> windows;  // per op
+  std::vector<T> zeros;            // cin_eff zeros: the input of taps outside the map
+
+  // the plan
+  std::vector<OpStep> work;            // in execution order
+  std::vector<int64_t> step_begin;     // work of step t: [step_begin[t], step_begin[t + 1])
+  std::vector<Position> zero_pos, act_pos, fill_pos;
 
   // v <- transform(inputs at (b, y, x)); returns its length
   int64_t gather(const int64_t* s, int64_t b, int64_t y, int64_t x, T* v) const {
@@ -169,242 +297,356 @@ struct Runner {
     return n;
   }
 
-  int64_t batch = 0;
-  std::vector<Window<T>> windows;                // per op
-  std::vector<T> cols, acc;                      // im2col rows, product rows (grown once, reused)
-  std::vector<std::array<int64_t, 2>> active;    // output positions of this (op, step) that are computed
-  std::vector<std::array<int64_t, 2>> todo;      // input positions to transform into the window
+  static bool has_transform(const int64_t* s) { return s[cType] == kConv && (s[cMode] != kSingle || s[cTransform] != kNone); }
+  int64_t cin_of(const int64_t* s) const { return s[cType] == kConv ? s[cCinEff] : nodes[s[cIn0]].c; }
 
-  // C[M x N] += X[M x K] · W[K x N], all row-major: BLAS is column-major, so ask it for
-  // C^T = W^T · X^T (one call; the BLAS threads it). Without a BLAS, rows are split over threads.
-  static void matmul(const T* x, int64_t m, int64_t k, const T* w, int64_t n, T* c) {
-    if (MKL_Set_Num_Threads_Local != nullptr) {
-      thread_local int current = -1;
-      const int wanted = m * n * k < (int64_t(1) << 22) ? 1 : 0;  // 0: MKL's global setting
-      if (wanted != current) MKL_Set_Num_Threads_Local(current = wanted);
+  // The input position tap (ki, kj) of output (i, j) reads, or false if it reads zeros.
+  static bool tap_source(const int64_t* s, const Node<T>& in, int64_t i, int64_t j, int64_t ki, int64_t kj, int64_t& y, int64_t& x) {
+    if (s[cType] == kConv) {
+      const int64_t si = i - (s[cShift] == kShiftDown), sj = j - (s[cShift] == kShiftRight);
+      y = si * s[cStride] - s[cPadTop] + ki;
+      x = sj * s[cStride] - s[cPadLeft] + kj;
+      return y >= 0 && y < in.h && x >= 0 && x < in.w;
     }
-    if (blas_gemm(n, m, k, w, n, x, k, c, n)) return;
-    at::parallel_for(0, m, std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, n * k)), [&](int64_t r0, int64_t r1) {
-      matmul_fallback(x + r0 * k, r1 - r0, k, w, n, c + r0 * n);
-    });
+    // transposed: output (i, j) is the uncropped output (i, j + pad_left); input (yy, xx) / stride
+    const int64_t yy = i - ki, xx = j + s[cPadLeft] - kj, stride = s[cStride];
+    if (yy < 0 || xx < 0 || yy % stride != 0 || xx % stride != 0) return false;
+    y = yy / stride;
+    x = xx / stride;
+    return y < in.h && x < in.w;
   }
 
-  // C[m x n] += X[m x k] · W[k x n], row-major, without a BLAS.
-  static void matmul_fallback(const T* x, int64_t m, int64_t k, const T* w, int64_t n, T* c) {
-    for (int64_t r = 0; r < m; ++r) {
-      T* out = c + r * n;
-      for (int64_t kk = 0; kk < k; ++kk) {
-        const T v = x[r * k + kk];
-        if (v == T(0)) continue;  // zero taps (padding, shifted-in rows, off-stride deconv taps)
-        const T* wrow = w + kk * n;
-        for (int64_t co = 0; co < n; ++co) out[co] += v * wrow[co];
+  // ---- the plan: a dry run over the schedule --------------------------------------------
+  // Returns, per node, the rows of it that must stay resident (read rows vs. rows written so far).
+  std::vector<int64_t> build_plan(int64_t steps) {
+    const int64_t n_ops = static_cast<int64_t>(spec.size());
+    std::vector<int64_t> written(nodes.size(), -1), needed(nodes.size(), 1);
+    std::vector<std::vector<int64_t>> row_of(n_ops);  // per windowed op: which row each (slot, column) holds
+    for (int64_t op = 0; op < n_ops; ++op)
+      if (windows[op].rows) row_of[op].assign(static_cast<size_t>(windows[op].rows * windows[op].w), -1);
+    auto read = [&](int64_t node, int64_t row) { needed[node] = std::max(needed[node], written[node] - row + 1); };
+    step_begin.assign(1, 0);
+    for (int64_t t = 0; t < steps; ++t) {
+      for (int64_t op = 0; op < n_ops; ++op) {
+        const int64_t begin = offsets[op][t], end = offsets[op][t + 1];
+        if (begin == end) continue;
+        const int64_t* s = spec[op];
+        const Node<T>& out = nodes[s[cOut]];
+        OpStep w{static_cast<int32_t>(op), 0, 0, 0, 0, 0, 0, false};
+        w.zero0 = w.zero1 = static_cast<int64_t>(zero_pos.size());
+        w.act0 = static_cast<int64_t>(act_pos.size());
+        w.fill0 = w.fill1 = static_cast<int64_t>(fill_pos.size());
+        int64_t lo = INT64_MAX, hi = -1, out_row = -1;
+        for (int64_t p = begin; p < end; ++p) {
+          const int32_t i = positions[op][p] / static_cast<int32_t>(out.w), j = positions[op][p] % static_cast<int32_t>(out.w);
+          out_row = std::max<int64_t>(out_row, i);
+          if (s[cType] == kConv && ((s[cShift] == kShiftDown && i == 0) || (s[cShift] == kShiftRight && j == 0))) {
+            zero_pos.push_back({i, j});
+            continue;
+          }
+          act_pos.push_back({i, j});
+          lo = std::min<int64_t>(lo, i);
+          hi = std::max<int64_t>(hi, i);
+        }
+        w.zero1 = static_cast<int64_t>(zero_pos.size());
+        w.act1 = static_cast<int64_t>(act_pos.size());
+        if (s[cType] == kAdd || s[cType] == kGated) {
+          for (int64_t a = w.act0; a < w.act1; ++a) {
+            read(s[cIn0], act_pos[a][0]);
+            read(s[cIn1], act_pos[a][0]);
+          }
+        } else {
+          const Node<T>& in = nodes[s[cIn0]];
+          Window<T>& win = windows[op];
+          w.windowed = win.rows > 0 && hi >= lo && (hi - lo) * s[cStride] + s[cKh] <= win.rows;
+          for (int64_t a = w.act0; a < w.act1; ++a) {
+            for (int64_t ki = 0; ki < s[cKh]; ++ki) {
+              for (int64_t kj = 0; kj < s[cKw]; ++kj) {
+                int64_t y, x;
+                if (!tap_source(s, in, act_pos[a][0], act_pos[a][1], ki, kj, y, x)) continue;
+                read(s[cIn0], y);
+                if (s[cMode] != kSingle) read(s[cIn1], y);
+                if (!w.windowed) continue;
+                int64_t& held_row = row_of[op][(y % win.rows) * win.w + x];
+                if (held_row == y) continue;
+                held_row = y;
+                fill_pos.push_back({static_cast<int32_t>(y), static_cast<int32_t>(x)});
+              }
+            }
+          }
+          w.fill1 = static_cast<int64_t>(fill_pos.size());
+        }
+        written[s[cOut]] = std::max(written[s[cOut]], out_row);  // after its reads: an op never reads its own output
+        work.push_back(w);
       }
+      step_begin.push_back(static_cast<int64_t>(work.size()));
     }
+    return needed;
   }
 
-  // Convolution or transposed convolution of every position scheduled in [begin, end) of op.
-  void matrix_op(int64_t op, int64_t begin, int64_t end) {
-    const int64_t* s = spec[op];
-    const Node<T>& out = nodes[s[cOut]];
-    const Node<T>& in = nodes[s[cIn0]];
-    const bool is_conv = s[cType] == kConv;
-    const int64_t cin = is_conv ? s[cCinEff] : in.c, kh = s[cKh], kw = s[cKw], stride = s[cStride];
-    const int64_t k = kh * kw * cin, n = out.c;
-    active.clear();
-    for (int64_t p = begin; p < end; ++p) {
-      const int64_t i = positions[op][p] / out.w, j = positions[op][p] % out.w;
-      if (is_conv && ((s[cShift] == kShiftDown && i == 0) || (s[cShift] == kShiftRight && j == 0))) {
-        for (int64_t b = 0; b < batch; ++b) std::fill_n(out.at(b, i, j), n, T(0));  // the shifted-in zero row/column
+  // ---- one op at one step, run by every thread of the team --------------------------------
+  void elementwise(const OpStep& w, int tid) {
+    const int64_t* s = spec[w.op];
+    const auto [q0, q1] = share((w.act1 - w.act0) * batch, tid, team);
+    for (int64_t q = q0; q < q1; ++q) {
+      const Position& p = act_pos[w.act0 + q / batch];
+      const int64_t b = q % batch;
+      const Node<T>& out = nodes[s[cOut]];
+      const T* pa = nodes[s[cIn0]].at(b, p[0], p[1]);
+      const T* pb = nodes[s[cIn1]].at(b, p[0], p[1]);
+      T* po = out.at(b, p[0], p[1]);
+      const int64_t f = out.c;
+      if (s[cType] == kAdd) {
+        for (int64_t k = 0; k < f; ++k) po[k] = pa[k] + pb[k];
         continue;
       }
-      active.push_back({i, j});
+      // gated: out = x + (γa·a + βa)·σ(γb·b + βb), h = [a | b] (pa = x, pb = h)
+      const T* g = gamma[w.op] ? gamma[w.op] + b * 2 * f : nullptr;
+      const T* be = beta[w.op] ? beta[w.op] + b * 2 * f : nullptr;
+      for (int64_t k = 0; k < f; ++k) {
+        T a = pb[k], gate_in = pb[f + k];
+        if (g) { a *= g[k]; gate_in *= g[f + k]; }
+        if (be) { a += be[k]; gate_in += be[f + k]; }
+        po[k] = pa[k] + a / (T(1) + std::exp(-gate_in));
+      }
     }
-    if (active.empty()) return;
-    const int64_t m = static_cast<int64_t>(active.size()) * batch;
-    if (static_cast<int64_t>(cols.size()) < m * k) cols.resize(m * k);
-    if (static_cast<int64_t>(acc.size()) < m * n) acc.resize(m * n);
-    Window<T>& win = windows[op];
-    const int64_t shift_i = is_conv && s[cShift] == kShiftDown, shift_j = is_conv && s[cShift] == kShiftRight;
-    bool windowed = is_conv && win.rows > 0;
-    if (windowed) {  // the input rows this step reads must fit the ring; else gather directly (step 0's padding)
-      int64_t lo = active.front()[0], hi = lo;
-      for (const auto& a : active) lo = std::min(lo, a[0]), hi = std::max(hi, a[0]);
-      windowed = (hi - lo) * stride + kh <= win.rows;
+  }
+
+  struct Scratch {  // one per thread
+    std::vector<T> cols;                 // rows gathered with their transform (not windowed)
+    std::vector<const T*> taps;          // R x kMaxTaps tap pointers (nullptr: zeros)
+    std::vector<const T*> a;             // R x used taps, zeros substituted
+    std::vector<T*> c;                   // R output rows
+    std::vector<int> tap_ids;
+  };
+
+  void matrix(const OpStep& w, int tid, Barrier& barrier, Scratch& sc) {
+    const int64_t* s = spec[w.op];
+    const Node<T>& out = nodes[s[cOut]];
+    const Node<T>& in = nodes[s[cIn0]];
+    Window<T>& win = windows[w.op];
+    const int64_t n = out.c;
+    {  // shifted-in zero rows/columns and window fills, split over (position, image)
+      const auto [z0, z1] = share((w.zero1 - w.zero0) * batch, tid, team);
+      for (int64_t q = z0; q < z1; ++q) {
+        const Position& p = zero_pos[w.zero0 + q / batch];
+        std::fill_n(out.at(q % batch, p[0], p[1]), n, T(0));
+      }
+      const auto [f0, f1] = share((w.fill1 - w.fill0) * batch, tid, team);
+      for (int64_t q = f0; q < f1; ++q) {
+        const Position& p = fill_pos[w.fill0 + q / batch];
+        gather(s, q % batch, p[0], p[1], win.at(q % batch, p[0], p[1]));
+      }
+      if (w.fill1 > w.fill0) barrier.wait();  // every thread's rows read every filled position
     }
-    if (windowed) {  // transform each newly read input position once, for every image
-      todo.clear();
-      for (const auto& a : active) {
-        for (int64_t ki = 0; ki < kh; ++ki) {
-          const int64_t y = (a[0] - shift_i) * stride - s[cPadTop] + ki;
-          if (y < 0 || y >= in.h) continue;
+    const int64_t m = (w.act1 - w.act0) * batch;
+    if (m == 0) return;
+    const int64_t cin = cin_of(s), kh = s[cKh], kw = s[cKw], n_taps = kh * kw, lanes = tiles.lanes;
+    const int64_t vecs = ldw[w.op] / lanes, tiles_m = (m + tiles.rows - 1) / tiles.rows;
+    const bool gathered = has_transform(s) && !w.windowed;  // each thread gathers its own rows: split rows
+    const bool big_weights = n_taps * cin * ldw[w.op] * static_cast<int64_t>(sizeof(T)) > (int64_t(1) << 19);
+    const bool split_rows = gathered || (tiles_m >= team && (!big_weights || tiles_m >= 4 * team));
+    int64_t t0 = 0, t1 = tiles_m, v0 = 0, v1 = vecs;
+    if (split_rows) {
+      std::tie(t0, t1) = share(tiles_m, tid, team);
+    } else {
+      std::tie(v0, v1) = share(vecs, tid, team);
+    }
+    if (t0 >= t1 || v0 >= v1) return;
+    const int64_t r_begin = t0 * tiles.rows, r_end = std::min(m, t1 * tiles.rows);
+    if (gathered) {  // im2col with the transform, for this thread's rows only
+      const int64_t k = n_taps * cin;
+      if (static_cast<int64_t>(sc.cols.size()) < (r_end - r_begin) * k) sc.cols.resize((r_end - r_begin) * k);
+      for (int64_t r = r_begin; r < r_end; ++r) {
+        const Position& p = act_pos[w.act0 + r / batch];
+        for (int64_t ki = 0; ki < kh; ++ki)
           for (int64_t kj = 0; kj < kw; ++kj) {
-            const int64_t x = (a[1] - shift_j) * stride - s[cPadLeft] + kj;
-            if (x < 0 || x >= in.w) continue;
-            int64_t& held = win.row_of[(y % win.rows) * win.w + x];
-            if (held == y) continue;
-            held = y;
-            todo.push_back({y, x});
+            int64_t y, x;
+            T* dst = sc.cols.data() + (r - r_begin) * k + (ki * kw + kj) * cin;
+            if (tap_source(s, in, p[0], p[1], ki, kj, y, x)) {
+              gather(s, r % batch, y, x, dst);
+            } else {
+              std::fill_n(dst, cin, T(0));
+            }
           }
-        }
       }
-      const int64_t jobs = static_cast<int64_t>(todo.size()) * batch;
-      at::parallel_for(0, jobs, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, cin)), [&](int64_t q0, int64_t q1) {
-        for (int64_t q = q0; q < q1; ++q) {
-          const auto& yx = todo[q / batch];
-          gather(s, q % batch, yx[0], yx[1], win.at(q % batch, yx[0], yx[1]));
-        }
-      });
     }
-    at::parallel_for(0, m, std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r % batch;
-        int64_t i = active[r / batch][0], j = active[r / batch][1];
-        T* row = cols.data() + r * k;
-        if (is_conv) {
-          i -= shift_i;
-          j -= shift_j;
-          for (int64_t ki = 0; ki < kh; ++ki) {
-            const int64_t y = i * stride - s[cPadTop] + ki;
+    const T* src = w.windowed ? win.data.data() : in.data;
+    const int64_t src_stride = w.windowed ? win.image_stride() : in.image_stride();
+    for (int64_t r0 = r_begin; r0 < r_end; r0 += tiles.rows) {
+      const int rt = static_cast<int>(std::min<int64_t>(tiles.rows, r_end - r0));
+      // tap pointers of the tile's rows; the taps read by any row of the tile
+      bool used[kMaxTaps] = {};
+      int64_t last = -1, tap_off[kMaxTaps];
+      bool tap_ok[kMaxTaps];
+      for (int r = 0; r < rt; ++r) {
+        const int64_t row = r0 + r, b = row % batch, pos = w.act0 + row / batch;
+        const Position& p = act_pos[pos];
+        if (pos != last) {
+          last = pos;
+          for (int64_t ki = 0; ki < kh; ++ki)
             for (int64_t kj = 0; kj < kw; ++kj) {
-              const int64_t x = j * stride - s[cPadLeft] + kj;
-              T* dst = row + (ki * kw + kj) * cin;
-              if (y < 0 || y >= in.h || x < 0 || x >= in.w) {
-                std::fill_n(dst, cin, T(0));
-              } else if (windowed) {
-                std::memcpy(dst, win.at(b, y, x), sizeof(T) * cin);
-              } else {
-                gather(s, b, y, x, dst);
-              }
+              int64_t y, x;
+              const int64_t tap = ki * kw + kj;
+              tap_ok[tap] = tap_source(s, in, p[0], p[1], ki, kj, y, x);
+              if (tap_ok[tap]) tap_off[tap] = gathered ? 0 : (w.windowed ? win.offset(y, x) : in.offset(y, x));
             }
-          }
-        } else {  // transposed: output (i, j) is the uncropped output (i, j + pad_left)
-          const int64_t jj = j + s[cPadLeft];
-          for (int64_t ki = 0; ki < kh; ++ki) {
-            const int64_t yy = i - ki;
-            const bool row_ok = yy >= 0 && yy % stride == 0 && yy / stride < in.h;
-            for (int64_t kj = 0; kj < kw; ++kj) {
-              const int64_t xx = jj - kj;
-              T* dst = row + (ki * kw + kj) * cin;
-              if (row_ok && xx >= 0 && xx % stride == 0 && xx / stride < in.w) {
-                std::memcpy(dst, in.at(b, yy / stride, xx / stride), sizeof(T) * cin);
-              } else {
-                std::fill_n(dst, cin, T(0));
-              }
-            }
-          }
         }
-        std::memcpy(acc.data() + r * n, bias[op], sizeof(T) * n);
+        for (int64_t tap = 0; tap < n_taps; ++tap) {
+          const T* ptr = nullptr;
+          if (tap_ok[tap]) ptr = gathered ? sc.cols.data() + (row - r_begin) * n_taps * cin + tap * cin : src + b * src_stride + tap_off[tap];
+          sc.taps[r * kMaxTaps + tap] = ptr;
+          used[tap] = used[tap] || tap_ok[tap];
+        }
+        sc.c[r] = out.at(b, p[0], p[1]);
       }
-    });
-    matmul(cols.data(), m, k, weight[op], n, acc.data());
-    for (int64_t r = 0; r < m; ++r) std::memcpy(out.at(r % batch, active[r / batch][0], active[r / batch][1]), acc.data() + r * n, sizeof(T) * n);
+      sc.tap_ids.clear();
+      for (int64_t tap = 0; tap < n_taps; ++tap)
+        if (used[tap]) sc.tap_ids.push_back(static_cast<int>(tap));
+      const int n_used = static_cast<int>(sc.tap_ids.size());
+      for (int r = 0; r < rt; ++r)
+        for (int u = 0; u < n_used; ++u) {
+          const T* ptr = sc.taps[r * kMaxTaps + sc.tap_ids[u]];
+          sc.a[r * n_used + u] = ptr ? ptr : zeros.data();
+        }
+      T* c_rows[16];
+      for (int64_t v = v0; v < v1; v += tiles.vecs) {
+        const int vt = static_cast<int>(std::min<int64_t>(tiles.vecs, v1 - v));
+        const int64_t col = v * lanes;
+        for (int r = 0; r < rt; ++r) c_rows[r] = sc.c[r] + col;
+        tiles.get(rt, vt)(n_used, sc.tap_ids.data(), static_cast<int>(cin), sc.a.data(), weight[w.op] + col, static_cast<long>(ldw[w.op]),
+                          bias[w.op] + col, c_rows, static_cast<int>(std::min<int64_t>(n - col, vt * lanes)));
+      }
+    }
   }
 
-  void add(int64_t op, int64_t b, int64_t i, int64_t j) const {
-    const int64_t* s = spec[op];
-    const Node<T>& out = nodes[s[cOut]];
-    const T* pa = nodes[s[cIn0]].at(b, i, j);
-    const T* pb = nodes[s[cIn1]].at(b, i, j);
-    T* po = out.at(b, i, j);
-    for (int64_t k = 0; k < out.c; ++k) po[k] = pa[k] + pb[k];
-  }
-
-  // out = x + (γa·a + βa)·σ(γb·b + βb), h = [a | b]
-  void gated(int64_t op, int64_t b, int64_t i, int64_t j) const {
-    const int64_t* s = spec[op];
-    const Node<T>& out = nodes[s[cOut]];
-    const int64_t f = out.c;
-    const T* px = nodes[s[cIn0]].at(b, i, j);
-    const T* ph = nodes[s[cIn1]].at(b, i, j);
-    const T* g = gamma[op] ? gamma[op] + b * 2 * f : nullptr;
-    const T* be = beta[op] ? beta[op] + b * 2 * f : nullptr;
-    T* po = out.at(b, i, j);
-    for (int64_t k = 0; k < f; ++k) {
-      T a = ph[k], gate_in = ph[f + k];
-      if (g) { a *= g[k]; gate_in *= g[f + k]; }
-      if (be) { a += be[k]; gate_in += be[f + k]; }
-      po[k] = px[k] + a / (T(1) + std::exp(-gate_in));
+  // ---- the whole loop, on thread tid of the team -------------------------------------------
+  void run(int tid, Barrier& barrier, int64_t input_node, int64_t params_node, int64_t height, int64_t width, int64_t channels, int64_t bits,
+           const double* noise, int64_t first_sampled) {
+    Scratch sc;
+    sc.taps.resize(static_cast<size_t>(tiles.rows * kMaxTaps));
+    sc.a.resize(static_cast<size_t>(tiles.rows * kMaxTaps));
+    sc.c.resize(static_cast<size_t>(tiles.rows));
+    std::vector<double> value(static_cast<size_t>(channels));
+    const int64_t n_out = nodes[params_node].c;
+    for (int64_t t = 0; t < height * width; ++t) {
+      for (int64_t k = step_begin[t]; k < step_begin[t + 1]; ++k) {
+        const OpStep& w = work[k];
+        const int64_t type = spec[w.op][cType];
+        if (type == kConv || type == kDeconv) {
+          matrix(w, tid, barrier, sc);
+        } else {
+          elementwise(w, tid);
+        }
+        barrier.wait();  // the next op may read this one's output
+      }
+      if (t < first_sampled) continue;  // a given pixel (completion): already in the input cache
+      const int64_t i = t / width, j = t % width;
+      const auto [b0, b1] = share(batch, tid, team);
+      for (int64_t b = b0; b < b1; ++b) {
+        cpixelcnn::sample_one(nodes[params_node].at(b, i, j), n_out, noise + ((b * height + i) * width + j) * (1 + channels), channels, bits,
+                              value.data());
+        T* x = nodes[input_node].at(b, i, j);
+        for (int64_t c = 0; c < channels; ++c) x[c] = static_cast<T>(value[c]);
+      }
+      barrier.wait();
     }
   }
 };
 
-template <typename T>
-void run(Runner<T>& r, int64_t input_node, int64_t params_node, int64_t height, int64_t width, int64_t channels, int64_t bits,
-         const double* noise, int64_t first_sampled) {
-  const int64_t n_ops = static_cast<int64_t>(r.spec.size());
-  const int64_t n_out = r.nodes[params_node].c;
-  std::vector<double> value(static_cast<size_t>(channels));
-  for (int64_t t = 0; t < height * width; ++t) {
-    for (int64_t op = 0; op < n_ops; ++op) {
-      const int64_t begin = r.offsets[op][t], end = r.offsets[op][t + 1];
-      if (begin == end) continue;
-      const int64_t type = r.spec[op][cType];
-      if (type == kConv || type == kDeconv) {
-        r.matrix_op(op, begin, end);
-        continue;
-      }
-      const int64_t out_w = r.nodes[r.spec[op][cOut]].w, channels_out = r.nodes[r.spec[op][cOut]].c;
-      const int64_t jobs = (end - begin) * r.batch;
-      at::parallel_for(0, jobs, std::max<int64_t>(1, 8192 / channels_out), [&](int64_t q0, int64_t q1) {
-        for (int64_t q = q0; q < q1; ++q) {
-          const int64_t pos = r.positions[op][begin + q / r.batch], b = q % r.batch;
-          if (type == kAdd) {
-            r.add(op, b, pos / out_w, pos % out_w);
-          } else {
-            r.gated(op, b, pos / out_w, pos % out_w);
-          }
-        }
-      });
-    }
-    if (t < first_sampled) continue;  // a given pixel (completion): already in the input cache
-    const int64_t i = t / width, j = t % width;
-    for (int64_t b = 0; b < r.batch; ++b) {
-      cpixelcnn::sample_one(r.nodes[params_node].at(b, i, j), n_out, noise + ((b * height + i) * width + j) * (1 + channels), channels, bits, value.data());
-      T* x = r.nodes[input_node].at(b, i, j);
-      for (int64_t c = 0; c < channels; ++c) x[c] = static_cast<T>(value[c]);
-    }
-  }
-}
-
 // nodes: one NHWC tensor (B, H, W, C) per node, the input node pre-filled (image zeros, ones
-// channel set inside the image). Returns nothing: the input node holds the samples afterwards.
-void cached_sample(std::vector<torch::Tensor> nodes, torch::Tensor op_spec, std::vector<torch::Tensor> weights, std::vector<torch::Tensor> biases,
-                   std::vector<torch::Tensor> gammas, std::vector<torch::Tensor> betas, std::vector<torch::Tensor> positions,
-                   std::vector<torch::Tensor> offsets, int64_t input_node, int64_t params_node, int64_t height, int64_t width,
-                   int64_t channels, int64_t bits, torch::Tensor noise, int64_t first_sampled) {
+// channel set inside the image); a node given with zero rows, (B, 0, W, C), is held by the
+// engine (a ring of as few rows as the schedule needs) — heights[k] is every node's full height.
+// Returns nothing: the input node holds the samples afterwards.
+void cached_sample(std::vector<torch::Tensor> nodes, std::vector<int64_t> heights, torch::Tensor op_spec, std::vector<torch::Tensor> weights,
+                   std::vector<torch::Tensor> biases, std::vector<torch::Tensor> gammas, std::vector<torch::Tensor> betas,
+                   std::vector<torch::Tensor> positions, std::vector<torch::Tensor> offsets, int64_t input_node, int64_t params_node, int64_t height,
+                   int64_t width, int64_t channels, int64_t bits, torch::Tensor noise, int64_t first_sampled) {
   const SamplerInputs in{nodes, op_spec, weights, biases, gammas, betas, positions, offsets, input_node, params_node, height, width, channels, bits, noise, first_sampled};
   check_sampler_inputs(in, c10::kCPU);
+  TORCH_CHECK(heights.size() == nodes.size(), "one height per node");
+  for (size_t k = 0; k < nodes.size(); ++k)
+    TORCH_CHECK(heights[k] > 0 && (nodes[k].size(1) == heights[k] || (nodes[k].size(1) == 0 && static_cast<int64_t>(k) != input_node &&
+                                                                     static_cast<int64_t>(k) != params_node)),
+                "node ", k, " must have its full height ", heights[k], " (or 0 rows: held by the engine; not the input or params node)");
   const int64_t n_ops = op_spec.size(0);
+  for (int64_t op = 0; op < n_ops; ++op) {
+    const int64_t* s = op_spec.data_ptr<int64_t>() + op * cCols;
+    TORCH_CHECK(s[cType] > kDeconv || s[cKh] * s[cKw] <= kMaxTaps, "op ", op, ": more than ", kMaxTaps, " taps");
+  }
   const int64_t batch = nodes[0].size(0);
   AT_DISPATCH_FLOATING_TYPES(nodes[0].scalar_type(), "cached_sample", [&] {
-    Runner<scalar_t> r;
+    using T = scalar_t;
+    Runner<T> r;
     r.batch = batch;
-    for (auto& n : nodes) r.nodes.push_back({n.data_ptr<scalar_t>(), n.size(3), n.size(1), n.size(2)});
+    r.tiles = tiles_for_cpu<T>();
+    size_t max_cin = 1;
+    for (size_t k = 0; k < nodes.size(); ++k)
+      r.nodes.push_back({nodes[k].data_ptr<T>(), nodes[k].size(3), heights[k], nodes[k].size(2), std::max<int64_t>(nodes[k].size(1), 1)});
+    r.padded.resize(static_cast<size_t>(2 * n_ops));
     for (int64_t op = 0; op < n_ops; ++op) {
       const int64_t* s = op_spec.data_ptr<int64_t>() + op * cCols;
       r.spec.push_back(s);
-      r.weight.push_back(data_or_null<scalar_t>(weights[op]));
-      r.bias.push_back(data_or_null<scalar_t>(biases[op]));
-      r.gamma.push_back(data_or_null<scalar_t>(gammas[op]));
-      r.beta.push_back(data_or_null<scalar_t>(betas[op]));
+      r.gamma.push_back(data_or_null<T>(gammas[op]));
+      r.beta.push_back(data_or_null<T>(betas[op]));
       r.positions.push_back(positions[op].data_ptr<int32_t>());
       r.offsets.push_back(offsets[op].data_ptr<int64_t>());
-      Window<scalar_t> win;
-      if (s[cType] == kConv && (s[cMode] != kSingle || s[cTransform] != kNone)) {  // a transform worth computing once
+      Window<T> win;
+      const T* w = data_or_null<T>(weights[op]);
+      const T* b = data_or_null<T>(biases[op]);
+      int64_t ld = 0;
+      if (s[cType] == kConv || s[cType] == kDeconv) {  // columns padded to whole vectors (zeros)
+        const int64_t n = r.nodes[s[cOut]].c, k = weights[op].numel() / n;
+        ld = (n + r.tiles.lanes - 1) / r.tiles.lanes * r.tiles.lanes;
+        if (ld != n) {
+          auto& pw = r.padded[2 * op];
+          pw.assign(static_cast<size_t>(k * ld), T(0));
+          for (int64_t row = 0; row < k; ++row) std::copy_n(w + row * n, n, pw.data() + row * ld);
+          w = pw.data();
+        }
+        auto& pb = r.padded[2 * op + 1];
+        pb.assign(static_cast<size_t>(ld), T(0));
+        std::copy_n(b, n, pb.data());
+        b = pb.data();
+        max_cin = std::max<size_t>(max_cin, static_cast<size_t>(r.cin_of(s)));
+      }
+      r.weight.push_back(w);
+      r.bias.push_back(b);
+      r.ldw.push_back(ld);
+      if (Runner<T>::has_transform(s)) {  // a transform worth computing once per position
         win.rows = s[cKh] + 2 * s[cStride];
-        win.w = nodes[s[cIn0]].size(2);
+        win.w = r.nodes[s[cIn0]].w;
         win.c = s[cCinEff];
         win.data.resize(static_cast<size_t>(batch * win.rows * win.w * win.c));
-        win.row_of.assign(static_cast<size_t>(win.rows * win.w), -1);
       }
       r.windows.push_back(std::move(win));
     }
-    run<scalar_t>(r, input_node, params_node, height, width, channels, bits, noise.data_ptr<double>(), first_sampled);
+    r.zeros.assign(max_cin, T(0));
+    const std::vector<int64_t> needed = r.build_plan(height * width);
+    r.held.resize(nodes.size());
+    for (size_t k = 0; k < nodes.size(); ++k) {
+      if (nodes[k].size(1) != 0) continue;
+      Node<T>& node = r.nodes[k];
+      node.rows = std::min(node.h, needed[k]);
+      r.held[k].assign(static_cast<size_t>(batch * node.rows * node.w * node.c), T(0));
+      node.data = r.held[k].data();
+    }
+    r.team = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), 64)));
+    Barrier barrier(r.team);
+    const double* noise_data = noise.data_ptr<double>();
+    auto body = [&](int tid) { r.run(tid, barrier, input_node, params_node, height, width, channels, bits, noise_data, first_sampled); };
+    std::vector<std::thread> helpers;
+    for (int tid = 1; tid < r.team; ++tid) helpers.emplace_back(body, tid);
+    body(0);
+    for (auto& h : helpers) h.join();
   });
 }
+
+std::string cached_sampler_isa() { return sampler_isa(); }
 
 }  // namespace
 
 void register_cached_sampler(pybind11::module& m) {
   m.def("cached_sample", &cached_sample, "Cached incremental PixelCNN++ sampling over a lowered op list (CPU)");
+  m.def("cached_sampler_isa", &cached_sampler_isa, "The instruction set of the CPU cached sampler's tile kernels (avx512, avx2, baseline)");
 }
