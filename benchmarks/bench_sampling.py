@@ -97,7 +97,10 @@ def main(argv=None) -> int:
         row["cached_over_forward"] = row["cached_s"] / row["forward_s"]
         rows.append(row)
         common.print_row(row)
-    payload = dict(benchmark="sampling", mode="smoke" if args.smoke else ("target" if args.target else "grid"), device_info=common.device_info(), rows=rows)
+    info = dict(common.device_info(), torch_threads=torch.get_num_threads())
+    if args.device == "cpu":  # which build of the CPU sampler's tile kernels ran
+        info["cached_sampler_isa"] = cpixelcnn._extension._C.cached_sampler_isa()
+    payload = dict(benchmark="sampling", mode="smoke" if args.smoke else ("target" if args.target else "grid"), device_info=info, rows=rows)
     if args.smoke and rows[0]["identical_pixels"] != 1.0:
         print("FAIL: cached and naive samples differ", file=sys.stderr)
         return 1

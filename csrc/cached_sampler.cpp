@@ -25,12 +25,16 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#ifdef __linux__
+#include <sched.h>
+#endif
 #include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -219,7 +223,7 @@ struct OpStep {
 // A sense-free spinning barrier for a team that lives for one sampling run.
 class Barrier {
  public:
-  explicit Barrier(int n) : n_(n) {}
+  void set_size(int n) { n_ = n; }  // before any thread waits
   void wait() {
     if (n_ == 1) return;
     const int generation = generation_.load(std::memory_order_acquire);
@@ -229,21 +233,32 @@ class Barrier {
       return;
     }
     for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
-      if (spins < (1 << 16)) {
+      if (spins < 2048) {  // a few microseconds: the usual wait, for a thread finishing its share
 #ifdef CPIXELCNN_X86
         __builtin_ia32_pause();
 #endif
       } else {
-        std::this_thread::yield();  // more threads than free cores: stop burning the one we need
+        std::this_thread::yield();  // the thread we wait for may need this core
       }
     }
   }
 
  private:
-  const int n_;
+  int n_ = 1;
   alignas(64) std::atomic<int> arrived_{0};
   alignas(64) std::atomic<int> generation_{0};
 };
+
+// torch's thread count, but no more threads than CPUs this process may run on: the team spins
+// at its barriers, and a thread waiting for a descheduled one would waste whole time slices.
+inline int team_size() {
+  int64_t cpus = std::max<unsigned>(1, std::thread::hardware_concurrency());
+#ifdef __linux__
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = std::max(1, CPU_COUNT(&set));
+#endif
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({static_cast<int64_t>(at::get_num_threads()), cpus, 64})));
+}
 
 // [begin, end) of thread tid's share of n items split over team threads.
 inline std::pair<int64_t, int64_t> share(int64_t n, int tid, int team) { return {n * tid / team, n * (tid + 1) / team}; }
@@ -375,6 +390,7 @@ struct Runner {
             }
           }
           w.fill1 = static_cast<int64_t>(fill_pos.size());
+          if (has_transform(s) && !w.windowed) gathered_size = std::max(gathered_size, (w.act1 - w.act0) * batch * s[cKh] * s[cKw] * cin_of(s));
         }
         written[s[cOut]] = std::max(written[s[cOut]], out_row);  // after its reads: an op never reads its own output
         work.push_back(w);
@@ -412,13 +428,19 @@ struct Runner {
     }
   }
 
-  struct Scratch {  // one per thread
-    std::vector<T> cols;                 // rows gathered with their transform (not windowed)
-    std::vector<const T*> taps;          // R x kMaxTaps tap pointers (nullptr: zeros)
-    std::vector<const T*> a;             // R x used taps, zeros substituted
-    std::vector<T*> c;                   // R output rows
+  struct Scratch {  // one per thread, allocated before the team starts
+    std::vector<T> cols;         // rows gathered with their transform (not windowed)
+    std::vector<const T*> taps;  // R x kMaxTaps tap pointers (nullptr: zeros)
+    std::vector<const T*> a;     // R x used taps, zeros substituted
+    std::vector<T*> c;           // R output rows
     std::vector<int> tap_ids;
+    Scratch(int rows, int64_t cols_size)
+        : cols(static_cast<size_t>(cols_size)), taps(static_cast<size_t>(rows * kMaxTaps)), a(static_cast<size_t>(rows * kMaxTaps)),
+          c(static_cast<size_t>(rows)) {
+      tap_ids.reserve(kMaxTaps);
+    }
   };
+  int64_t gathered_size = 0;  // the largest rows x K gathered in one (op, step): each thread's cols
 
   void matrix(const OpStep& w, int tid, Barrier& barrier, Scratch& sc) {
     const int64_t* s = spec[w.op];
@@ -456,7 +478,7 @@ struct Runner {
     const int64_t r_begin = t0 * tiles.rows, r_end = std::min(m, t1 * tiles.rows);
     if (gathered) {  // im2col with the transform, for this thread's rows only
       const int64_t k = n_taps * cin;
-      if (static_cast<int64_t>(sc.cols.size()) < (r_end - r_begin) * k) sc.cols.resize((r_end - r_begin) * k);
+      // sc.cols holds gathered_size values: at least this (op, step)'s rows x K (build_plan)
       for (int64_t r = r_begin; r < r_end; ++r) {
         const Position& p = act_pos[w.act0 + r / batch];
         for (int64_t ki = 0; ki < kh; ++ki)
@@ -521,12 +543,8 @@ struct Runner {
   }
 
   // ---- the whole loop, on thread tid of the team -------------------------------------------
-  void run(int tid, Barrier& barrier, int64_t input_node, int64_t params_node, int64_t height, int64_t width, int64_t channels, int64_t bits,
+  void run(int tid, Barrier& barrier, Scratch& sc, int64_t input_node, int64_t params_node, int64_t height, int64_t width, int64_t channels, int64_t bits,
            const double* noise, int64_t first_sampled) {
-    Scratch sc;
-    sc.taps.resize(static_cast<size_t>(tiles.rows * kMaxTaps));
-    sc.a.resize(static_cast<size_t>(tiles.rows * kMaxTaps));
-    sc.c.resize(static_cast<size_t>(tiles.rows));
     std::vector<double> value(static_cast<size_t>(channels));
     const int64_t n_out = nodes[params_node].c;
     for (int64_t t = 0; t < height * width; ++t) {
@@ -631,12 +649,25 @@ void cached_sample(std::vector<torch::Tensor> nodes, std::vector<int64_t> height
       r.held[k].assign(static_cast<size_t>(batch * node.rows * node.w * node.c), T(0));
       node.data = r.held[k].data();
     }
-    r.team = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), 64)));
-    Barrier barrier(r.team);
+    const int wanted = team_size();
+    std::vector<typename Runner<T>::Scratch> scratch;
+    for (int tid = 0; tid < wanted; ++tid) scratch.emplace_back(r.tiles.rows, r.gathered_size);
     const double* noise_data = noise.data_ptr<double>();
-    auto body = [&](int tid) { r.run(tid, barrier, input_node, params_node, height, width, channels, bits, noise_data, first_sampled); };
+    Barrier barrier;
+    std::atomic<bool> start{false};
+    auto body = [&](int tid) { r.run(tid, barrier, scratch[tid], input_node, params_node, height, width, channels, bits, noise_data, first_sampled); };
     std::vector<std::thread> helpers;
-    for (int tid = 1; tid < r.team; ++tid) helpers.emplace_back(body, tid);
+    try {
+      for (int tid = 1; tid < wanted; ++tid)
+        helpers.emplace_back([&, tid] {
+          while (!start.load(std::memory_order_acquire)) std::this_thread::yield();
+          body(tid);
+        });
+    } catch (const std::system_error&) {  // no more threads to be had: the team is those that started
+    }
+    r.team = 1 + static_cast<int>(helpers.size());
+    barrier.set_size(r.team);
+    start.store(true, std::memory_order_release);
     body(0);
     for (auto& h : helpers) h.join();
   });

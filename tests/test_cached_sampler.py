@@ -123,19 +123,46 @@ def test_cuda_cached_identical_to_naive_float64(channels):
     assert cached.is_cuda and torch.equal(cached, naive)
 
 
-def test_without_blas_the_plain_loop_gives_the_same_images():
-    """Torch builds that export no BLAS run the sampler's own matrix loop: same images as naive."""
+def test_every_kernel_build_and_thread_count_gives_the_same_images():
+    """Each tile-kernel build (AVX-512, AVX2+FMA, baseline vectors) gives the naive sampler's
+    images in float64, and float32 images that do not depend on the thread count (each output
+    is summed in one fixed order whichever way the threads split the product). The model has
+    output channels that are not a whole number of vectors and a batch that is not a whole
+    number of row tiles."""
     import subprocess
     import sys
     from pathlib import Path
 
     code = (
         "import torch; from conftest import tiny_model; from cpixelcnn import sample\n"
-        "m = tiny_model(in_channels=3, nr_resnet=2, nr_logistic_mix=3); labels = torch.tensor([0, 3])\n"
+        "from cpixelcnn import _extension as e; print(e._C.cached_sampler_isa())\n"
+        "m = tiny_model(in_channels=3, nr_resnet=2, nr_filters=10, nr_logistic_mix=3); labels = torch.tensor([0, 3, 1, 2, 0])\n"
         "a = sample(m, labels, image_size=(6, 7), generator=torch.Generator().manual_seed(3))\n"
         "b = sample(m, labels, image_size=(6, 7), method='cached', generator=torch.Generator().manual_seed(3))\n"
-        "assert torch.equal(a, b); print('same')\n"
+        "assert torch.equal(a, b), 'float64 cached != naive'\n"
+        "m32 = m.float(); runs = []\n"
+        "for threads in (1, 3):\n"
+        "    torch.set_num_threads(threads)\n"
+        "    runs.append(sample(m32, labels, image_size=(9, 8), method='cached', generator=torch.Generator().manual_seed(5)))\n"
+        "assert torch.equal(runs[0], runs[1]), 'float32 images depend on the thread count'\n"
+        "print('same')\n"
     )
-    env = dict(__import__("os").environ, CPIXELCNN_SAMPLER_NO_BLAS="1")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "same" in proc.stdout, proc.stderr[-2000:]
+    ran = []
+    for isa in ("avx512", "avx2", "baseline"):
+        env = dict(__import__("os").environ, CPIXELCNN_SAMPLER_ISA=isa)
+        proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=300)
+        if isa != "baseline" and f"CPIXELCNN_SAMPLER_ISA={isa}, but this CPU" in proc.stderr:
+            continue  # a build this CPU cannot run
+        assert proc.returncode == 0 and proc.stdout.split() == [isa, "same"], (isa, proc.stdout, proc.stderr[-2000:])
+        ran.append(isa)
+    print("kernel builds checked:", ran)
+
+
+def test_unknown_kernel_build_is_a_clear_error():
+    import subprocess
+    import sys
+
+    code = "import torch; from cpixelcnn import _extension as e; e._C.cached_sampler_isa()"
+    env = dict(__import__("os").environ, CPIXELCNN_SAMPLER_ISA="sse9")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "CPIXELCNN_SAMPLER_ISA must be avx512, avx2 or baseline" in proc.stderr
