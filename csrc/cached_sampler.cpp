@@ -340,6 +340,9 @@ struct Runner {
     for (int64_t op = 0; op < n_ops; ++op)
       if (windows[op].rows) row_of[op].assign(static_cast<size_t>(windows[op].rows * windows[op].w), -1);
     auto read = [&](int64_t node, int64_t row) { needed[node] = std::max(needed[node], written[node] - row + 1); };
+    // the same count for each window: rows from the lowest read to the highest filled so far
+    std::vector<int64_t> filled(static_cast<size_t>(n_ops), -1);
+    window_rows_needed.assign(static_cast<size_t>(n_ops), 1);
     step_begin.assign(1, 0);
     for (int64_t t = 0; t < steps; ++t) {
       for (int64_t op = 0; op < n_ops; ++op) {
@@ -374,6 +377,7 @@ struct Runner {
           const Node<T>& in = nodes[s[cIn0]];
           Window<T>& win = windows[op];
           w.windowed = win.rows > 0 && hi >= lo && (hi - lo) * s[cStride] + s[cKh] <= win.rows;
+          int64_t lowest_read = INT64_MAX;
           for (int64_t a = w.act0; a < w.act1; ++a) {
             for (int64_t ki = 0; ki < s[cKh]; ++ki) {
               for (int64_t kj = 0; kj < s[cKw]; ++kj) {
@@ -382,14 +386,17 @@ struct Runner {
                 read(s[cIn0], y);
                 if (s[cMode] != kSingle) read(s[cIn1], y);
                 if (!w.windowed) continue;
+                lowest_read = std::min(lowest_read, y);
                 int64_t& held_row = row_of[op][(y % win.rows) * win.w + x];
                 if (held_row == y) continue;
                 held_row = y;
+                filled[op] = std::max(filled[op], y);
                 fill_pos.push_back({static_cast<int32_t>(y), static_cast<int32_t>(x)});
               }
             }
           }
           w.fill1 = static_cast<int64_t>(fill_pos.size());
+          if (lowest_read != INT64_MAX) window_rows_needed[op] = std::max(window_rows_needed[op], filled[op] - lowest_read + 1);
           if (has_transform(s) && !w.windowed) gathered_size = std::max(gathered_size, (w.act1 - w.act0) * batch * s[cKh] * s[cKw] * cin_of(s));
         }
         written[s[cOut]] = std::max(written[s[cOut]], out_row);  // after its reads: an op never reads its own output
@@ -440,6 +447,7 @@ struct Runner {
       tap_ids.reserve(kMaxTaps);
     }
   };
+  std::vector<int64_t> window_rows_needed;  // per op: the most rows of its window live at once (build_plan)
   int64_t gathered_size = 0;  // the largest rows x K gathered in one (op, step): each thread's cols
 
   void matrix(const OpStep& w, int tid, Barrier& barrier, Scratch& sc) {
@@ -635,12 +643,19 @@ void cached_sample(std::vector<torch::Tensor> nodes, std::vector<int64_t> height
         win.rows = s[cKh] + 2 * s[cStride];
         win.w = r.nodes[s[cIn0]].w;
         win.c = s[cCinEff];
-        win.data.resize(static_cast<size_t>(batch * win.rows * win.w * win.c));
       }
       r.windows.push_back(std::move(win));
     }
     r.zeros.assign(max_cin, T(0));
     const std::vector<int64_t> needed = r.build_plan(height * width);
+    for (int64_t op = 0; op < n_ops; ++op) {
+      // Planned with kh + 2·stride rows; keep only those live at once. The plan stays valid:
+      // every live row still has its own slot (y mod rows), and no slot is refilled early.
+      Window<T>& win = r.windows[op];
+      if (!win.rows) continue;
+      if (r.window_rows_needed[op] <= win.rows) win.rows = r.window_rows_needed[op];
+      win.data.resize(static_cast<size_t>(batch * win.rows * win.w * win.c));
+    }
     r.held.resize(nodes.size());
     for (size_t k = 0; k < nodes.size(); ++k) {
       if (nodes[k].size(1) != 0) continue;
