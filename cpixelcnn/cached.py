@@ -10,7 +10,10 @@ every op in forward order, then samples pixel t — whose parameters are availab
 
 The schedule depends only on the architecture and (H, W) and is cached; weights, FiLM γ/β and
 noise are handed over per call. Layouts: activation caches are NHWC per image; conv weights are
-rearranged to (kh, kw, Cin, Cout) so that the innermost loop runs over output channels.
+rearranged to (kh, kw, Cin, Cout) so that the innermost loop runs over output channels. The CPU
+engine keeps the input and the DMoL parameters whole and every other activation as a ring of
+the few rows live at once (sized by a dry run over the schedule in C++); the CUDA engines take
+every activation whole.
 """
 from __future__ import annotations
 
