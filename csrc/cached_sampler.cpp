@@ -43,7 +43,8 @@
 #include "cached_sampler_plan.h"
 #include "sample_pixel.h"
 
-// The tile kernels, built once per instruction set (see cached_sampler_gemm.h).
+// The tile kernels, built once per instruction set (see cached_sampler_gemm.h): each inclusion
+// reads the five CPIXELCNN_GEMM_* parameters defined just above it.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CPIXELCNN_X86 1
 #define CPIXELCNN_GEMM_NS gemm_avx512
@@ -51,35 +52,20 @@
 #define CPIXELCNN_GEMM_BYTES 64
 #define CPIXELCNN_GEMM_ROWS 8  // 8 x 3 accumulators of 32 vector registers
 #define CPIXELCNN_GEMM_VECS 3
-#include "cached_sampler_gemm.h"
-#undef CPIXELCNN_GEMM_NS
-#undef CPIXELCNN_GEMM_TARGET
-#undef CPIXELCNN_GEMM_BYTES
-#undef CPIXELCNN_GEMM_ROWS
-#undef CPIXELCNN_GEMM_VECS
+#include "cached_sampler_gemm.h"  // undefines the five parameters
 #define CPIXELCNN_GEMM_NS gemm_avx2
 #define CPIXELCNN_GEMM_TARGET __attribute__((target("avx2,fma")))
 #define CPIXELCNN_GEMM_BYTES 32
 #define CPIXELCNN_GEMM_ROWS 4  // 4 x 3 accumulators of 16 vector registers
 #define CPIXELCNN_GEMM_VECS 3
-#include "cached_sampler_gemm.h"
-#undef CPIXELCNN_GEMM_NS
-#undef CPIXELCNN_GEMM_TARGET
-#undef CPIXELCNN_GEMM_BYTES
-#undef CPIXELCNN_GEMM_ROWS
-#undef CPIXELCNN_GEMM_VECS
+#include "cached_sampler_gemm.h"  // undefines the five parameters
 #endif
 #define CPIXELCNN_GEMM_NS gemm_baseline
 #define CPIXELCNN_GEMM_TARGET
 #define CPIXELCNN_GEMM_BYTES 16
 #define CPIXELCNN_GEMM_ROWS 4
 #define CPIXELCNN_GEMM_VECS 2
-#include "cached_sampler_gemm.h"
-#undef CPIXELCNN_GEMM_NS
-#undef CPIXELCNN_GEMM_TARGET
-#undef CPIXELCNN_GEMM_BYTES
-#undef CPIXELCNN_GEMM_ROWS
-#undef CPIXELCNN_GEMM_VECS
+#include "cached_sampler_gemm.h"  // undefines the five parameters
 
 namespace {
 

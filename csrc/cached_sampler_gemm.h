@@ -11,7 +11,8 @@
 // Written with GCC/Clang vector extensions and compiled three times (AVX-512, AVX2+FMA and the
 // baseline ISA) by including this file under different target options; see cached_sampler.cpp.
 // No include guard on purpose: each inclusion defines the kernels in the namespace
-// CPIXELCNN_GEMM_NS with the function attribute CPIXELCNN_GEMM_TARGET.
+// CPIXELCNN_GEMM_NS with the function attribute CPIXELCNN_GEMM_TARGET, and undefines the
+// CPIXELCNN_GEMM_* parameters at its end.
 
 namespace CPIXELCNN_GEMM_NS {
 
@@ -95,3 +96,10 @@ const std::array<std::array<TileFn<T>, kMaxVecs>, kMaxRows>& tile_table() {
 }
 
 }  // namespace CPIXELCNN_GEMM_NS
+
+// The parameters belong to this inclusion alone; the next one defines its own.
+#undef CPIXELCNN_GEMM_NS
+#undef CPIXELCNN_GEMM_TARGET
+#undef CPIXELCNN_GEMM_BYTES
+#undef CPIXELCNN_GEMM_ROWS
+#undef CPIXELCNN_GEMM_VECS
