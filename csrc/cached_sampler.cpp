@@ -318,7 +318,8 @@ struct Runner {
   }
 
   // ---- the plan: a dry run over the schedule --------------------------------------------
-  // Returns, per node, the rows of it that must stay resident (read rows vs. rows written so far).
+  // Returns, per node, the rows of it that must stay resident (read rows vs. rows written so far),
+  // and shrinks each window to the rows of it live at once (its data is allocated afterwards).
   std::vector<int64_t> build_plan(int64_t steps) {
     const int64_t n_ops = static_cast<int64_t>(spec.size());
     std::vector<int64_t> written(nodes.size(), -1), needed(nodes.size(), 1);
@@ -328,7 +329,7 @@ struct Runner {
     auto read = [&](int64_t node, int64_t row) { needed[node] = std::max(needed[node], written[node] - row + 1); };
     // the same count for each window: rows from the lowest read to the highest filled so far
     std::vector<int64_t> filled(static_cast<size_t>(n_ops), -1);
-    window_rows_needed.assign(static_cast<size_t>(n_ops), 1);
+    std::vector<int64_t> window_rows(static_cast<size_t>(n_ops), 1);
     step_begin.assign(1, 0);
     for (int64_t t = 0; t < steps; ++t) {
       for (int64_t op = 0; op < n_ops; ++op) {
@@ -382,7 +383,7 @@ struct Runner {
             }
           }
           w.fill1 = static_cast<int64_t>(fill_pos.size());
-          if (lowest_read != INT64_MAX) window_rows_needed[op] = std::max(window_rows_needed[op], filled[op] - lowest_read + 1);
+          if (lowest_read != INT64_MAX) window_rows[op] = std::max(window_rows[op], filled[op] - lowest_read + 1);
           if (has_transform(s) && !w.windowed) gathered_size = std::max(gathered_size, (w.act1 - w.act0) * batch * s[cKh] * s[cKw] * cin_of(s));
         }
         written[s[cOut]] = std::max(written[s[cOut]], out_row);  // after its reads: an op never reads its own output
@@ -390,6 +391,10 @@ struct Runner {
       }
       step_begin.push_back(static_cast<int64_t>(work.size()));
     }
+    // Planned with kh + 2·stride rows per window; keeping only those live at once leaves the plan
+    // valid: every live row still has its own slot (y mod rows), and no slot is refilled early.
+    for (int64_t op = 0; op < n_ops; ++op)
+      if (windows[op].rows) windows[op].rows = std::min(windows[op].rows, window_rows[op]);
     return needed;
   }
 
@@ -433,7 +438,6 @@ struct Runner {
       tap_ids.reserve(kMaxTaps);
     }
   };
-  std::vector<int64_t> window_rows_needed;  // per op: the most rows of its window live at once (build_plan)
   int64_t gathered_size = 0;  // the largest rows x K gathered in one (op, step): each thread's cols
 
   void matrix(const OpStep& w, int tid, Barrier& barrier, Scratch& sc) {
@@ -634,14 +638,7 @@ void cached_sample(std::vector<torch::Tensor> nodes, std::vector<int64_t> height
     }
     r.zeros.assign(max_cin, T(0));
     const std::vector<int64_t> needed = r.build_plan(height * width);
-    for (int64_t op = 0; op < n_ops; ++op) {
-      // Planned with kh + 2·stride rows; keep only those live at once. The plan stays valid:
-      // every live row still has its own slot (y mod rows), and no slot is refilled early.
-      Window<T>& win = r.windows[op];
-      if (!win.rows) continue;
-      if (r.window_rows_needed[op] <= win.rows) win.rows = r.window_rows_needed[op];
-      win.data.resize(static_cast<size_t>(batch * win.rows * win.w * win.c));
-    }
+    for (Window<T>& win : r.windows) win.data.resize(static_cast<size_t>(batch * win.rows * win.w * win.c));
     r.held.resize(nodes.size());
     for (size_t k = 0; k < nodes.size(); ++k) {
       if (nodes[k].size(1) != 0) continue;
