@@ -77,16 +77,34 @@ def _sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits
     return out
 
 
-def fastest_method(model) -> str:
-    """``"cached"`` where it can run (compiled extension, CPU model in float32/64), else ``"naive"``.
+def fastest_method(model, image_pixels: int | None = None) -> str:
+    """``"cached"`` where it can run, else ``"naive"`` — saying once per process why, and how much slower.
 
-    The CUDA build of the cached sampler is chosen only when asked for by name until it has been
-    validated on a GPU by the test suite (see README)."""
-    from cpixelcnn._extension import extension_available
+    The cached sampler runs on CPU models in float32/64 (compiled extension), and on CUDA models
+    once its CUDA build has passed its self-check on that GPU (:mod:`cpixelcnn.trust`)."""
+    from cpixelcnn._extension import IMPORT_ERROR, _C, extension_available
+    from cpixelcnn.notices import warn_once
 
     param = next(model.parameters())
-    if extension_available() and param.device.type == "cpu" and param.dtype in (torch.float32, torch.float64):
+    cost = f"about {image_pixels:,}x slower" if image_pixels else "about H*W times slower"
+    if not extension_available():
+        reason = f"the compiled extension cpixelcnn._C is not available ({IMPORT_ERROR})"
+    elif param.dtype not in (torch.float32, torch.float64):
+        reason = f"the cached sampler runs float32/float64 models, this one is {param.dtype}"
+    elif param.device.type == "cpu":
         return "cached"
+    elif param.device.type != "cuda":
+        reason = f"the cached sampler runs on CPU and CUDA models, this one is on {param.device.type}"
+    elif not hasattr(_C, "cached_sample_cuda"):
+        reason = "the compiled extension was built without its CUDA part (no CUDA torch and toolkit at build time)"
+    else:
+        from cpixelcnn.trust import trusted
+
+        if trusted(param.device, "cached-cuda"):
+            return "cached"
+        reason = "the CUDA cached sampler failed its self-check on this GPU (see `cpixelcnn doctor`)"
+    warn_once(f"sampler-naive-{reason}", f"cpixelcnn: method='auto' samples with the naive sampler (one forward pass per pixel, {cost} "
+              f"than the cached sampler) because {reason}")  # fmt: skip
     return "naive"
 
 
@@ -142,16 +160,16 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
         not use theirs, so naive and cached agree as for plain sampling.
     The model runs in eval mode (dropout off) and is put back in its previous mode afterwards.
     """
-    if method == "auto":
-        method = fastest_method(model)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS + ('auto',)))}, got {method!r}")
     try:
         height, width = (int(s) for s in image_size)
     except (TypeError, ValueError):
         raise ValueError(f"image_size must be (H, W), got {image_size!r}") from None
     if height < 1 or width < 1:
         raise ValueError(f"image_size must be positive, got {image_size!r}")
+    if method == "auto":
+        method = fastest_method(model, height * width)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS + ('auto',)))}, got {method!r}")
     batch, labels = _batch_and_labels(model, labels, batch_size)
     channels = model.in_channels
     params_per_mixture(channels)

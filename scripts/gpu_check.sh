@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Issue 7 in one call on a lent GPU machine (the device tool): build the CUDA extension, run the
-# whole suite with real Triton kernels and the GPU-only tests, run every benchmark. Results and
-# logs go to $OUT (the device tool brings them back) or ./gpu-out.
+# The runbook for whoever has a GPU, in one call: build the CUDA extension, run `cpixelcnn doctor`
+# (every fast path against its eager reference on this GPU; the verdicts let `auto` use them), the
+# whole suite with real Triton kernels and the GPU-only tests, and every benchmark. Results and logs
+# go to $OUT (the device tool brings them back) or ./gpu-out; everything the README's GPU tables are
+# made from is gathered into ONE file, $OUT/gpu-report.json — send that one back.
 #
 # The machine has its own torch/Triton/nvcc and no registry: carry missing wheels in .whl/
 # (safetensors, pytest, pytest-benchmark, matplotlib ...), see /work/.library/device/README.md.
@@ -16,9 +18,24 @@ fi
 { nvidia-smi; python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; } 2>&1 | tee "$OUT/env.txt"
 CPIXELCNN_CUDA=1 python3 -m pip install -q --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1 || tail -20 "$OUT/build.log"
 python3 -c "import cpixelcnn as c; print('extension', c.extension_available(), 'cuda sampler', hasattr(c._extension._C, 'cached_sample_cuda'))" 2>&1 | tee -a "$OUT/env.txt"
+python3 -m cpixelcnn.doctor --json > "$OUT/doctor.json" 2> "$OUT/doctor.log"; python3 -m cpixelcnn.doctor 2>&1 | tail -12
 python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$OUT/tests.log" | tail -15
 python3 benchmarks/kernel_resources.py --out "$OUT/kernel-resources.json" > "$OUT/kernel_resources.log" 2>&1; tail -2 "$OUT/kernel_resources.log"
 for bench in dmol gated_film train_step; do
   python3 benchmarks/bench_$bench.py --out "$OUT/$bench.json" 2>&1 | tee "$OUT/bench_$bench.log" | tail -12
 done
 python3 benchmarks/bench_sampling.py --device cuda --models 1/40/5 5/160/10 --out "$OUT/sampling.json" 2>&1 | tee "$OUT/bench_sampling.log" | tail -10
+python3 - "$OUT" <<'PY'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+report = {"env": (out / "env.txt").read_text() if (out / "env.txt").exists() else None,
+          "tests": (out / "tests.log").read_text().splitlines()[-3:] if (out / "tests.log").exists() else None}
+for name in ("doctor", "kernel-resources", "dmol", "gated_film", "train_step", "sampling"):
+    path = out / f"{name}.json"
+    try:
+        report[name] = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        report[name] = {"missing": str(err)}
+(out / "gpu-report.json").write_text(json.dumps(report, indent=1))
+print(f"one file to send back: {out / 'gpu-report.json'}")
+PY

@@ -2,7 +2,8 @@
 
 ``"eager"`` is the PyTorch reference. ``"triton"`` routes through the fused kernels in
 ``cpixelcnn.kernels`` (CUDA tensors, or any tensor under ``TRITON_INTERPRET=1``); ``"auto"``
-picks Triton for CUDA tensors when Triton is installed, else eager.
+picks Triton for CUDA tensors when Triton is installed and the kernels have passed their
+self-check on that GPU (:mod:`cpixelcnn.trust`: run once, remembered), else eager.
 """
 from __future__ import annotations
 
@@ -44,7 +45,16 @@ def resolve_backend(name: str, device: torch.device | None = None) -> str:
     reason = triton_unavailable_reason(device)
     if name == "auto":  # Triton only on a real GPU tensor; the interpreter is for testing
         on_gpu = device is not None and device.type == "cuda"
-        return "triton" if on_gpu and reason is None else "eager"
+        if not on_gpu:
+            return "eager"
+        if reason is not None:
+            from cpixelcnn.notices import warn_once
+
+            warn_once("auto-backend-eager", f"cpixelcnn: backend 'auto' runs the eager path on {device}: {reason}")
+            return "eager"
+        from cpixelcnn.trust import trusted
+
+        return "triton" if trusted(device, "triton") else "eager"
     if reason is not None:
         raise RuntimeError(f"backend 'triton' cannot run: {reason}")
     return "triton"

@@ -1,0 +1,146 @@
+"""``cpixelcnn doctor`` (also ``python -m cpixelcnn.doctor``): what is installed, and does every fast path
+give the eager reference's numbers on this device?
+
+Prints versions (package, Python, torch, CUDA, Triton, compilers), the device and its compute
+capability, which compiled pieces are present (and why any is missing), then runs
+:func:`cpixelcnn.selfcheck.run_checks` — each check with its error, tolerance and time. Exit status
+1 when any check fails. On a machine without a GPU the Triton kernels run in Triton's interpreter
+and the CUDA sampler's kernels under CPU emulation; the checks that need a GPU say they were skipped.
+Verdicts on a CUDA device are remembered for ``auto`` (:mod:`cpixelcnn.trust`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+
+def _prepare_interpreter() -> str | None:
+    """Without a GPU, run the Triton kernels in the interpreter — possible only before they are imported."""
+    import torch
+
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    if "cpixelcnn.kernels.dmol" in sys.modules:
+        return "the Triton kernels were imported before the interpreter could be chosen (run `python -m cpixelcnn.doctor`)"
+    os.environ["TRITON_INTERPRET"] = "1"
+    return None
+
+
+def _tool_version(command: list[str]) -> str | None:
+    if shutil.which(command[0]) is None:
+        return None
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=20).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[-1] if command[0] == "nvcc" and out else (out[0] if out else None)
+
+
+def environment() -> dict:
+    import torch
+
+    from cpixelcnn import __version__
+    from cpixelcnn._extension import IMPORT_ERROR, _C
+    from cpixelcnn._toolchain import find_cuda_home
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError as err:
+        triton_version = f"not installed ({err})"
+    info = {
+        "cpixelcnn": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "triton": triton_version,
+        "cxx": _tool_version([os.environ.get("CXX", "c++"), "--version"]),
+        "nvcc": _tool_version(["nvcc", "--version"]),
+        "cuda_home": find_cuda_home(),
+        "cuda_available": torch.cuda.is_available(),
+        "device": "cpu",
+        "device_name": platform.processor() or platform.machine(),
+        "compute_capability": None,
+        "extension": {"built": _C is not None, "why_missing": IMPORT_ERROR,
+                      "cpu_sampler": hasattr(_C, "cached_sample"), "cuda_sampler": hasattr(_C, "cached_sample_cuda"),
+                      "cuda_emulated_sampler": hasattr(_C, "cached_sample_emulated")},  # fmt: skip
+        "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
+    }
+    if torch.cuda.is_available():
+        major, minor = torch.cuda.get_device_capability(0)
+        info.update(device="cuda", device_name=torch.cuda.get_device_name(0), compute_capability=f"{major}.{minor}")
+    return info
+
+
+def run(device_name: str | None = None) -> dict:
+    """The whole report as a dict: ``environment``, ``checks`` (list of dicts), ``passed``."""
+    import torch
+
+    from cpixelcnn import selfcheck, trust
+
+    note = _prepare_interpreter()
+    info = environment()
+    device = torch.device(device_name or info["device"])
+    results = selfcheck.run_checks(device)
+    if note:
+        for r in results:
+            if r.name.endswith("-triton") and r.passed is None:
+                r.detail = note
+    if device.type == "cuda":  # what auto will trust from now on
+        for path, names in selfcheck.FAST_PATHS.items():
+            ran = [r for r in results if r.name in names and r.passed is not None]
+            if ran:
+                trust.record(device, path, all(r.passed for r in ran), "; ".join(r.detail for r in ran if not r.passed))
+    checks = [dict(name=r.name, status=r.status, error=r.error, tolerance=r.tolerance, seconds=round(r.seconds, 4), detail=r.detail) for r in results]
+    return {"environment": info, "checks": checks, "passed": all(r.passed is not False for r in results)}
+
+
+def _print(report: dict) -> None:
+    env = report["environment"]
+    ext = env["extension"]
+    print("cpixelcnn doctor")
+    for key in ("cpixelcnn", "python", "platform", "torch", "torch_cuda", "triton", "cxx", "nvcc", "cuda_home"):
+        print(f"  {key:<20} {env[key] if env[key] is not None else '-'}")
+    capability = f" (compute capability {env['compute_capability']})" if env["compute_capability"] else ""
+    print(f"  {'device':<20} {env['device']}: {env['device_name']}{capability}")
+    if ext["built"]:
+        pieces = [name for name in ("cpu_sampler", "cuda_sampler", "cuda_emulated_sampler") if ext[name]]
+        print(f"  {'compiled extension':<20} built: {', '.join(pieces)}" + ("" if ext["cuda_sampler"] else " (no CUDA part: built without a CUDA torch and toolkit)"))
+    else:
+        print(f"  {'compiled extension':<20} MISSING: {ext['why_missing']}")
+    print(f"  {'triton mode':<20} {'interpreter (no GPU)' if env['triton_interpret'] else 'compiled kernels'}")
+    print("self-checks against the eager reference:")
+    for c in report["checks"]:
+        figures = f"error {c['error']:.3g} (tolerance {c['tolerance']:.3g}), {c['seconds']:.2f} s" if c["error"] is not None else f"{c['seconds']:.2f} s"
+        print(f"  [{c['status']:>4}] {c['name']:<28} {figures if c['status'] != 'skip' else ''} {c['detail']}".rstrip())
+    print("all checks passed" if report["passed"] else "SOME CHECKS FAILED: the failing fast paths are not used by 'auto'")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cpixelcnn doctor", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="device to check (default: cuda when available, else cpu)")
+    args = parser.parse_args(argv)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("cpixelcnn: error: --device cuda: no CUDA device is available", file=sys.stderr)
+            return 2
+    report = run(args.device)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print(report)
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Warnings a user should see once per process: a feature falling back to a slower path."""
+from __future__ import annotations
+
+import warnings
+
+_SAID: set[str] = set()
+
+
+class FallbackWarning(RuntimeWarning):
+    """A requested ``auto`` feature runs on a slower path; the message says why and how much slower."""
+
+
+def warn_once(key: str, message: str) -> None:
+    """Warn with ``message`` the first time ``key`` is seen in this process."""
+    if key in _SAID:
+        return
+    _SAID.add(key)
+    warnings.warn(message, FallbackWarning, stacklevel=3)
