@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.io import UMASK, atomic_write_bytes, atomic_write_json
+from cpixelcnn.io import atomic_write_bytes, atomic_write_json, fsync_path, new_temp_dir
 from cpixelcnn.model import ConditionalPixelCNN
 
 CONFIG_NAME = "config.json"
@@ -45,6 +45,14 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise ValueError(f"{path} has no 'model' section")
     return config
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether an error reading a file is trouble around it (memory, permissions, I/O, a busy GPU)
+    rather than a defect of the file itself: such a file must not be set aside as corrupt."""
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError))
 
 
 def non_finite_tensor(state: dict[str, torch.Tensor]) -> str | None:
@@ -85,7 +93,7 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
         raise ValueError(f"{run_dir}/{CONFIG_NAME}: bad model config ({err})") from None
     try:
         state = load_file(str(weights), device=str(map_location))
-    except (SafetensorError, OSError) as err:
+    except (SafetensorError, FileNotFoundError) as err:  # a damaged or missing file; other OS errors (permissions, I/O) pass as they are
         raise ValueError(f"{weights} cannot be read: {err}") from None
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -119,37 +127,28 @@ def checkpoint_dirs(run_dir: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fill_dir(parent: Path, name: str, fill) -> Path:
     """Run ``fill(tmp_dir)`` in a fresh hidden directory of ``parent``, then rename it to ``name``
     (replacing an older one of that name). On any failure the temporary directory is removed and
     the old ``name`` is untouched."""
     import shutil
-    import tempfile
 
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=".tmp"))
+    tmp = new_temp_dir(parent, f".{name}.")
     final = parent / name
     try:
-        os.chmod(tmp, 0o777 & ~UMASK)
         fill(tmp)
         for f in tmp.iterdir():
-            _fsync(f)
+            fsync_path(f)
+        fsync_path(tmp)
         if final.exists():  # directories cannot be replaced in one rename: move the old one aside first
-            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.old.", suffix=".tmp"))
+            old = new_temp_dir(parent, f".{name}.old.")
             os.rename(final, old / name)
             os.rename(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
-        _fsync(parent)
+        fsync_path(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -173,7 +172,6 @@ def publish_checkpoint(run_dir: Path, checkpoint: Path) -> None:
     """Make ``run_dir``'s config/weights/state files those of ``checkpoint`` (hard links; copies
     where the file system has none), each replaced atomically."""
     import shutil
-    import tempfile
 
     for name in PUBLISHED:
         source, target = checkpoint / name, run_dir / name
@@ -182,9 +180,8 @@ def publish_checkpoint(run_dir: Path, checkpoint: Path) -> None:
             continue
         if target.exists() and os.path.samefile(source, target):  # rename() between two links of one file does nothing
             continue
-        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(tmp)
+        tmp = run_dir / f".{name}.{os.getpid()}.link.tmp"  # the run's lock makes this process its only writer
+        Path(tmp).unlink(missing_ok=True)
         try:
             try:
                 os.link(source, tmp)
@@ -194,6 +191,7 @@ def publish_checkpoint(run_dir: Path, checkpoint: Path) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+    fsync_path(run_dir)
 
 
 def write_best(run_dir: str | os.PathLike, fill) -> Path:

@@ -1,6 +1,6 @@
 """Command line: ``cpixelcnn <command>`` (also ``python -m cpixelcnn``).
 
-Commands: train, sample, complete, classify, evaluate, demo, bench, import. Errors a user can cause print
+Commands: train, sample, complete, classify, evaluate, demo, bench, import, doctor. Errors a user can cause print
 one line ``cpixelcnn: error: …`` and exit with status 2; Ctrl-C exits 130 (training saves first).
 """
 from __future__ import annotations
@@ -216,6 +216,12 @@ def _cmd_demo(args) -> int:
 BENCHMARKS = ("kernel_resources", "dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class")
 
 
+def _cmd_doctor(args) -> int:
+    from cpixelcnn import doctor
+
+    return doctor.main((["--json"] if args.json else []) + (["--device", args.device] if args.device else []))
+
+
 def _cmd_bench(args) -> int:
     root = Path(__file__).resolve().parent.parent / "benchmarks"
     if not (root / "bench_dmol.py").is_file():
@@ -236,10 +242,23 @@ def _cmd_bench(args) -> int:
 def _cmd_import(args) -> int:
     from cpixelcnn.checkpoint import save_run
     from cpixelcnn.pixelcnnpp_port import PORT_NOTE, import_pixelcnnpp
+    from cpixelcnn.rundir import RunDirError, RunLock, claim, is_run, replace_run
 
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()):
+        if not is_run(out):
+            claim(out, "import")  # raises: not ours
+        if not args.replace:
+            raise RunDirError(f"--out {out} already holds a cpixelcnn run: pass --replace to replace it whole (weights, EMA, state, checkpoints), or choose another --out")
     arch = dict(nr_resnet=args.nr_resnet, nr_filters=args.nr_filters, nr_logistic_mix=args.nr_mix, in_channels=args.in_channels)
     model = import_pixelcnnpp(args.checkpoint, **{k: v for k, v in arch.items() if v is not None})
-    save_run(args.out, model, class_names=[], extra={"imported_from": "pixelcnnpp", "source": str(args.checkpoint), "note": PORT_NOTE})
+    extra = {"imported_from": "pixelcnnpp", "source": str(args.checkpoint), "note": PORT_NOTE}
+    if is_run(out):
+        with RunLock(out):
+            replace_run(out, lambda directory: save_run(directory, model, class_names=[], extra=extra), "import")
+    else:
+        with RunLock(claim(out, "import")):
+            save_run(out, model, class_names=[], extra=extra)
     cfg = model.config
     print(f"imported {args.checkpoint}: nr_resnet={cfg['nr_resnet']} nr_filters={cfg['nr_filters']} "
           f"nr_logistic_mix={cfg['nr_logistic_mix']} in_channels={cfg['in_channels']} -> {args.out}")  # fmt: skip
@@ -370,10 +389,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", nargs="*", choices=list(BENCHMARKS))
     b.set_defaults(func=_cmd_bench)
 
+    doc = sub.add_parser("doctor", help="versions, device, compiled pieces, and a self-check of every fast path against the eager reference")
+    doc.add_argument("--json", action="store_true", help="print one JSON object")
+    doc.add_argument("--device", choices=["cpu", "cuda"], help="device to check (default: cuda when available, else cpu)")
+    doc.set_defaults(func=_cmd_doctor)
+
     imp = sub.add_parser("import", help="import a checkpoint of another implementation into a run directory")
     imp.add_argument("checkpoint", help="the checkpoint file (.pth state dict)")
     imp.add_argument("--from", dest="source", required=True, choices=["pixelcnnpp"], help="pixelcnnpp: the pclucas14/pixel-cnn-pp PyTorch port")
-    imp.add_argument("--out", required=True, help="run directory to write")
+    imp.add_argument("--out", required=True, help="run directory to write (new or empty)")
+    imp.add_argument("--replace", action="store_true", help="replace an existing run in --out whole (its weights, EMA, state and checkpoints go)")
     imp.add_argument("--nr-resnet", type=int, help="check against this (inferred from the tensors otherwise)")
     imp.add_argument("--nr-filters", type=int)
     imp.add_argument("--nr-mix", type=int)

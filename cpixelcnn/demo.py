@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.checkpoint import CONFIG_NAME, load_run
+from cpixelcnn.checkpoint import load_run
 from cpixelcnn.data import load_dataset, to_uint8
 from cpixelcnn.io import atomic_write_json, image_grid, save_png
 from cpixelcnn.metrics import classification_report, dataset_bpd, predict
+from cpixelcnn.rundir import RunLock, claim, is_run
 from cpixelcnn.sampling import fastest_method, sample
 from cpixelcnn.train import TrainConfig, train
 
@@ -45,8 +46,10 @@ def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_
     size, channels, about = DEMO_DATA[data]
     out_dir = Path(out_dir)
     run_dir = out_dir / "run"
-    if (run_dir / CONFIG_NAME).exists():  # the demo owns its folder: start afresh each time
-        shutil.rmtree(run_dir)
+    claim(out_dir, "demo", kind="demo")  # refuses a folder that is not the demo's own
+    if is_run(run_dir):  # the demo's own previous run (checked: never a foreign folder): start afresh
+        with RunLock(run_dir):
+            shutil.rmtree(run_dir)
     cfg = TrainConfig(
         data=data, out=str(run_dir), image_size=size, in_channels=channels, nr_resnet=1, nr_filters=32, nr_logistic_mix=5, dropout=0.0,
         lr=2e-3, batch_size=32, epochs=1000, max_steps=max_steps, max_seconds=None if max_steps else seconds, log_every=25, seed=seed,

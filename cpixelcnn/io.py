@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +12,50 @@ import torch
 from PIL import Image
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _unique(parent: Path, prefix: str, create) -> Path:
+    """``create(path)`` for a fresh hidden name ``<prefix><random>.tmp`` in ``parent`` (retrying on a clash)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(6)}.tmp"
+        try:
+            create(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {parent}")
 
 
-UMASK = _umask()  # temp files are created private (0600); the renamed result gets the usual mode
+def new_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
+    """A new hidden directory in ``parent`` with the usual permissions (0777 less the umask,
+    applied by the kernel: the process umask is never changed)."""
+    return _unique(Path(parent), prefix, lambda p: os.mkdir(p, 0o777))
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file or directory to disk (a directory: the names renamed into it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all, durably: a temp file (created 0666 less the
+    umask) is written and fsynced, renamed over ``path``, and the directory fsynced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fds = []
+    tmp = _unique(path.parent, f".{path.name}.", lambda p: fds.append(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)))
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fds[0], "wb") as f:
             f.write(data)
-            os.fchmod(f.fileno(), 0o666 & ~UMASK)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_path(path.parent)
     return path
 
 

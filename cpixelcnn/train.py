@@ -41,10 +41,11 @@ from pathlib import Path
 import torch
 
 from cpixelcnn.checkpoint import (
-    BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, WEIGHTS_NAME, checkpoint_dirs, load_run, publish_checkpoint, read_config,
+    BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, is_transient, WEIGHTS_NAME, checkpoint_dirs, load_run, publish_checkpoint, read_config,
     non_finite_tensor, remove_stray_files, save_run, save_weights, write_best, write_checkpoint,
 )  # fmt: skip
 from cpixelcnn.packaged_data import PACKAGED
+from cpixelcnn.rundir import RunLock, claim, require_run
 from cpixelcnn.devices import resolve_device  # noqa: F401  (public here since the CLI's first release)
 from cpixelcnn.data import Dataset, augment, load_dataset, to_model_range, to_uint8
 from cpixelcnn.io import atomic_write_bytes, image_grid, save_png
@@ -120,11 +121,15 @@ class CheckpointWriteFailed(RuntimeError):
 
 
 class _Ema:
-    """Polyak averages of every floating-point tensor of the model's state: avg ← avg + (1 − decay)(w − avg)."""
+    """Polyak averages of every floating-point tensor of the model's state: avg ← avg + (1 − d)(w − avg),
+    with TensorFlow's warm-up d = min(decay, (1 + n) / (10 + n)) after n updates, so that a short run's
+    average follows its recent weights instead of staying near the initialisation (0.9995 has a
+    half-life of ~1400 steps)."""
 
-    def __init__(self, model, decay: float, saved: dict[str, torch.Tensor] | None):
-        """``saved``: the averages of the checkpoint resumed from (checked by ``_open_checkpoint``)."""
-        self.decay = decay
+    def __init__(self, model, decay: float, saved: dict[str, torch.Tensor] | None, updates: int = 0):
+        """``saved``: the averages of the checkpoint resumed from (checked by ``_open_checkpoint``);
+        ``updates``: how many updates they have had."""
+        self.decay, self.updates = decay, updates
         current = model.state_dict()
         self.state = {k: (saved[k] if saved is not None else v.detach()).to(v.device, copy=True) for k, v in current.items()}
         self.keys = [k for k, v in self.state.items() if v.is_floating_point()]
@@ -132,7 +137,9 @@ class _Ema:
     @torch.no_grad()
     def update(self, model) -> None:
         current = model.state_dict()
-        torch._foreach_lerp_([self.state[k] for k in self.keys], [current[k].detach() for k in self.keys], 1.0 - self.decay)
+        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        torch._foreach_lerp_([self.state[k] for k in self.keys], [current[k].detach() for k in self.keys], 1.0 - decay)
+        self.updates += 1
 
 
 class _Dist:
@@ -199,9 +206,10 @@ def _model_kwargs(cfg: TrainConfig, num_classes: int) -> dict:
     )  # fmt: skip
 
 
-def _save_state(run_dir: Path, optimizer, scheduler, epoch: int, position: int, step: int) -> None:
+def _save_state(run_dir: Path, optimizer, scheduler, epoch: int, position: int, step: int, ema_updates: int) -> None:
     buf = io.BytesIO()
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch, "position": position, "step": step}, buf)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch, "position": position, "step": step,
+                "ema_updates": ema_updates}, buf)  # fmt: skip
     atomic_write_bytes(run_dir / STATE_NAME, buf.getvalue())
 
 
@@ -261,6 +269,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
     """Train as configured; returns a summary dict (steps, final bpd, run directory)."""
     dist = _Dist()
     _check_config(cfg, dist)
+    lock = None
+    if dist.is_main:  # one writer per run: refuse a foreign directory, then hold the run's lock until we end
+        (require_run if cfg.resume else claim)(cfg.out)
+        lock = RunLock(cfg.out).acquire()
     if dist.active and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo")
     try:
@@ -271,6 +283,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     finally:
         if dist.active and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        if lock is not None:
+            lock.release()
 
 
 def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
@@ -313,7 +327,9 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
         scheduler.load_state_dict(point.state["scheduler"])
         epoch, position, step = point.state["epoch"], point.state["position"], point.state["step"]
 
-    ema = _Ema(model, cfg.ema, point.ema if cfg.resume else None) if cfg.ema else None
+    ema = None
+    if cfg.ema:  # a state saved before the warm-up existed: count its steps as updates
+        ema = _Ema(model, cfg.ema, point.ema, point.state.get("ema_updates", step)) if cfg.resume else _Ema(model, cfg.ema, None)
     net = model
     if dist.active:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -337,7 +353,7 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
                 if ema is not None:
                     save_weights(directory / EMA_NAME, ema.state)
                 save_run(directory, model, class_names, extra={"train": dataclasses.asdict(cfg) | {"resume": False}, "step": step})
-                _save_state(directory, optimizer, scheduler, epoch, position, step)
+                _save_state(directory, optimizer, scheduler, epoch, position, step, ema.updates if ema is not None else 0)
 
             try:
                 write_checkpoint(run_dir, step, fill)
@@ -517,12 +533,23 @@ def _open_checkpoint(source: Path, device: torch.device) -> _ResumePoint:
     try:
         state = torch.load(source / STATE_NAME, map_location=device, weights_only=True)
     except Exception as err:  # torch's messages for a damaged file run to several lines
+        if is_transient(err):
+            raise
         raise ValueError(f"{STATE_NAME} cannot be read ({type(err).__name__})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{STATE_NAME} holds no training state")
     if state.get("step") != config.get("step"):
         raise ValueError(f"weights (step {config.get('step')}) and {STATE_NAME} (step {state.get('step')}) disagree")
     return _ResumePoint(source, config, model, state, ema)
+
+
+def _set_aside_name(source: Path) -> Path:
+    """``unreadable-step-N`` beside ``source``, numbered when that name is taken (it never blocks a resume)."""
+    target, n = source.parent / f"unreadable-{source.name}", 1
+    while target.exists():
+        n += 1
+        target = source.parent / f"unreadable-{source.name}.{n}"
+    return target
 
 
 def _resume_point(run_dir: Path, device: torch.device, dist: _Dist, say) -> _ResumePoint:
@@ -537,10 +564,13 @@ def _resume_point(run_dir: Path, device: torch.device, dist: _Dist, say) -> _Res
     for source in candidates:
         try:
             point = _open_checkpoint(source, device)
-        except Exception as err:  # any defect: a torn, truncated or corrupted file
-            problems.append(f"{source.name}: {_first_line(err)}")
+        except Exception as err:
+            if is_transient(err):  # trouble around the files, not in them: change nothing
+                raise RuntimeError(f"could not read the checkpoint {source} ({type(err).__name__}: {_first_line(err)}); "
+                                   "nothing was changed: fix that, then run --resume again") from None  # fmt: skip
+            problems.append(f"{source.name}: {_first_line(err)}")  # a torn, truncated, corrupted or inconsistent checkpoint
             if dist.is_main and source != run_dir:
-                os.rename(source, source.parent / f"unreadable-{source.name}")
+                os.rename(source, _set_aside_name(source))
             continue
         if problems:
             say(f"warning: newest checkpoint unreadable ({'; '.join(problems)}); set aside, resuming from {source.name} (step {point.config.get('step')})")
