@@ -9,7 +9,11 @@ The per-class models are trained round-robin, so at every evaluation each has ha
 Held-out accuracy is the Bayes rule — argmax_c log p(x | c) for the conditional model,
 argmax_c log p_c(x) for the per-class ones — and bits/dim is each test image's under its own class.
 
+Each setting runs over several seeds (``--seeds``) with dropout as the CLI trains by default (0.5)
+and without (``--dropout 0.5 0``); the summary gives the mean and the worst held-out accuracy.
+
     python benchmarks/bench_conditional_vs_per_class.py            # 600 steps, evaluated every 150
+    python benchmarks/bench_conditional_vs_per_class.py --data digits --seeds 0 1 2 3 4
     python benchmarks/bench_conditional_vs_per_class.py --smoke    # a few steps: the harness works
 """
 from __future__ import annotations
@@ -41,7 +45,7 @@ def _bayes(models_logprob, images, num_classes: int, batch: int = 128):
     return out
 
 
-def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: float, seed: int, log=print) -> list[dict]:
+def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: float, seed: int, dropout: float, log=print) -> list[dict]:
     import torch
 
     from cpixelcnn import ConditionalPixelCNN, dmol_log_prob
@@ -56,7 +60,7 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
 
     def make(num):
         torch.manual_seed(seed)
-        model = ConditionalPixelCNN(in_channels=channels, num_classes=num, dropout=0.0, **arch)
+        model = ConditionalPixelCNN(in_channels=channels, num_classes=num, dropout=dropout, **arch)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.95, 0.9995))
         return model, optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.999995)
 
@@ -76,8 +80,8 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
         accuracy = (loglik.argmax(1) == test.labels).double().mean().item()
         own = loglik.gather(1, test.labels[:, None])[:, 0]
         bpd = (-own / (dims * math.log(2))).mean().item()
-        row = dict(dataset=dataset, method=method, steps=done, accuracy=accuracy, test_bpd=bpd, train_seconds=seconds, n_test=len(test))
-        log(f"{dataset:>11} {method:>12} steps {done:>5}: held-out accuracy {accuracy:.1%}, bits/dim {bpd:.3f} ({seconds:.0f} s)")
+        row = dict(dataset=dataset, method=method, dropout=dropout, seed=seed, steps=done, accuracy=accuracy, test_bpd=bpd, train_seconds=seconds, n_test=len(test))
+        log(f"{dataset:>11} dropout {dropout:g} seed {seed} {method:>12} steps {done:>5}: held-out accuracy {accuracy:.1%}, bits/dim {bpd:.3f} ({seconds:.0f} s)")
         return row
 
     conditional = make(num_classes)
@@ -105,6 +109,16 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
     return rows
 
 
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and worst accuracy, mean bits/dim over seeds, per (dataset, dropout, steps, method)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["dropout"], r["steps"], r["method"]), []).append(r)
+    return [dict(dataset=d, dropout=p, steps=n, method=m, seeds=len(g), mean_accuracy=sum(r["accuracy"] for r in g) / len(g),
+                 worst_accuracy=min(r["accuracy"] for r in g), mean_bpd=sum(r["test_bpd"] for r in g) / len(g))
+            for (d, p, n, m), g in groups.items()]  # fmt: skip
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="*", choices=list(DATASETS), default=list(DATASETS))
@@ -112,34 +126,40 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--dropout", type=float, nargs="+", default=[0.5, 0.0], help="dropout settings (default: the CLI's 0.5, and none)")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     arch = dict(nr_resnet=1, nr_filters=32, nr_logistic_mix=5)
     if args.smoke:
-        args.steps, args.eval_every, args.batch_size, args.data = 6, 3, 4, ["digits"]
+        args.steps, args.eval_every, args.batch_size, args.data, args.seeds = 6, 3, 4, ["digits"], [0, 1]
         arch = dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2)
     rows = []
     for dataset in args.data:
-        rows += run(dataset, args.steps, args.eval_every, arch, args.batch_size, args.lr, args.seed)
+        for dropout in args.dropout:
+            for seed in args.seeds:
+                rows += run(dataset, args.steps, args.eval_every, arch, args.batch_size, args.lr, seed, dropout)
+    summary = summarize(rows)
     payload = dict(benchmark="conditional_vs_per_class", mode="smoke" if args.smoke else "measured", device_info=common.device_info(),
-                   config=dict(steps=args.steps, batch=args.batch_size, lr=args.lr, seed=args.seed, **arch), rows=rows)  # fmt: skip
+                   config=dict(steps=args.steps, batch=args.batch_size, lr=args.lr, seeds=args.seeds, dropout=args.dropout, **arch),
+                   rows=rows, summary=summary)  # fmt: skip
     path = common.write_results("conditional-vs-per-class", payload, args.out)
     if not args.smoke:
         from cpixelcnn.plot import line_chart_png
 
-        series = {f"{r['dataset']} {r['method']}": [] for r in rows}
-        for r in rows:
-            series[f"{r['dataset']} {r['method']}"].append((r["steps"], 100 * r["accuracy"]))
-        print(f"plot -> {line_chart_png(path.with_suffix('.png'), 'held-out Bayes accuracy at equal total steps', series, 'total steps', 'accuracy (%)')}")
-    final = {}
-    for r in rows:
-        final[(r["dataset"], r["method"])] = r
-    print("\n| data | steps | conditional acc | per-class acc | conditional bpd | per-class bpd |\n| --- | --- | --- | --- | --- | --- |")
-    for dataset in args.data:
-        c, p = final[(dataset, "conditional")], final[(dataset, "per-class")]
-        print(f"| {dataset} | {c['steps']} | {c['accuracy']:.1%} | {p['accuracy']:.1%} | {c['test_bpd']:.3f} | {p['test_bpd']:.3f} |")
+        series = {}
+        for r in summary:
+            series.setdefault(f"{r['dataset']} {r['method']} dropout {r['dropout']:g}", []).append((r["steps"], 100 * r["mean_accuracy"]))
+        print(f"plot -> {line_chart_png(path.with_suffix('.png'), 'held-out Bayes accuracy at equal total steps (mean over seeds)', series, 'total steps', 'accuracy (%)')}")
+    print(f"\n| data | dropout | steps | conditional: mean / worst acc, bpd | per-class: mean / worst acc, bpd |  ({len(args.seeds)} seeds)\n| --- | --- | --- | --- | --- |")
+    by_key = {(r["dataset"], r["dropout"], r["steps"], r["method"]): r for r in summary}
+    for dataset, dropout, done, method in by_key:
+        if method != "conditional":
+            continue
+        c, p = by_key[(dataset, dropout, done, "conditional")], by_key[(dataset, dropout, done, "per-class")]
+        print(f"| {dataset} | {dropout:g} | {done} | {c['mean_accuracy']:.1%} / {c['worst_accuracy']:.1%}, {c['mean_bpd']:.3f} "
+              f"| {p['mean_accuracy']:.1%} / {p['worst_accuracy']:.1%}, {p['mean_bpd']:.3f} |")  # fmt: skip
     return 0
 
 

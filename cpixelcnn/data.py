@@ -108,20 +108,61 @@ class Dataset:
         return bool((self.labels >= 0).all()) and len(self) > 0
 
 
+MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused before decoding (PIL's decompression-bomb guard)
+
+
+def _to_8bit(img):
+    """16-bit grey (PIL modes I;16*, I) → 8-bit L, scaled (not clipped): v·255/65535 rounded. The
+    data pipeline is 8-bit; models of fewer bits quantize further when they read it."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode != "I" or values.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(np.rint(values * 255.0 / top), 0, 255).astype(np.uint8), mode="L")
+    return img
+
+
+def _flatten_alpha(img):
+    """Transparent pixels are composited onto white (as image viewers show them)."""
+    from PIL import Image
+
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img
+
+
 def _load_image(path: Path, size: int, channels: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """One image as uint8 (C, size, size): EXIF orientation applied, 16-bit grey scaled to 8 bits,
+    alpha composited onto white, the centred square cropped first and then resized (so a very
+    long image never becomes a huge intermediate)."""
+    import warnings
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB" if channels == 3 else "L")
-            if img.size != (size, size):  # shorter side to `size`, then a centred square crop
-                scale = size / min(img.size)
-                img = img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BICUBIC)
-                left, top = (img.width - size) // 2, (img.height - size) // 2
-                img = img.crop((left, top, left + size, top + size))
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise DataError(f"image {path} is {img.width}x{img.height} pixels, more than the {MAX_IMAGE_PIXELS:,} allowed (a decompression bomb?)")
+                img = ImageOps.exif_transpose(img)
+                img = _flatten_alpha(_to_8bit(img))
+                img = img.convert("RGB" if channels == 3 else "L")
+                side = min(img.size)
+                if side < 1:
+                    raise DataError(f"image {path} is empty ({img.width}x{img.height})")
+                left, top = (img.width - side) // 2, (img.height - side) // 2
+                img = img.crop((left, top, left + side, top + side))
+                if side != size:
+                    img = img.resize((size, size), Image.BICUBIC)
+                arr = np.asarray(img, dtype=np.uint8)
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as err:
+        raise DataError(f"cannot read image {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
@@ -129,41 +170,84 @@ def _read_names_file(root: Path) -> list[str] | None:
     for name in NAMES_FILES:
         path = root / name
         if path.is_file():
-            names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            try:
+                names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+            except UnicodeDecodeError:
+                raise DataError(f"{path} is not UTF-8 text") from None
             if not names:
                 raise DataError(f"{path} lists no class names")
+            if len(set(names)) != len(names):
+                raise DataError(f"{path} lists a class name twice")
+            if len(names) > MAX_CLASSES:
+                raise DataError(f"{path} lists {len(names)} classes, more than {MAX_CLASSES}")
             return names
     return None
 
 
-def load_course_split(root: str | Path, split: str, size: int = 32, channels: int = 3) -> Dataset:
-    """The CPEN 455 layout: ``root/<split>.csv`` (no header; rows ``0000000.jpg,1``) and images in
-    ``root/<split>/``. A missing label, or -1, means unknown (the test split). Class names are
-    ``Class0``… unless ``root/classes.txt`` lists them, one per line."""
-    root = Path(root)
-    csv_path = root / f"{split}.csv"
-    if not csv_path.is_file():
-        raise DataError(f"{csv_path} does not exist (splits: {', '.join(s for s in SPLITS if (root / f'{s}.csv').is_file()) or 'none'})")
-    rows = []
-    for lineno, line in enumerate(csv_path.read_text().splitlines(), 1):
+MAX_CLASSES = 10_000
+
+
+def _read_course_csv(csv_path: Path, split: str) -> list[tuple[str, int]]:
+    """Rows (file name, label) of ``<split>.csv``: UTF-8 (a BOM is tolerated); every name a plain
+    file name inside ``<split>/`` (no folders, no ``..``, no absolute paths), none listed twice."""
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{csv_path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    rows, seen = [], {}
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = [p.strip() for p in line.split(",")]
-        label = -1
+        name, label = parts[0], -1
+        if not name or name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute():
+            raise DataError(f"{csv_path}:{lineno}: {name!r} is not a file name inside {split}/ (no folders, '..' or absolute paths)")
+        if name in seen:
+            raise DataError(f"{csv_path}:{lineno}: {name} is listed twice (first on line {seen[name]})")
+        seen[name] = lineno
         if len(parts) > 1 and parts[1] not in ("", "-1"):
             try:
                 label = int(parts[1])
             except ValueError:
                 raise DataError(f"{csv_path}:{lineno}: label {parts[1]!r} is not an integer") from None
-        rows.append((parts[0], label))
+            if not 0 <= label < MAX_CLASSES:
+                raise DataError(f"{csv_path}:{lineno}: label {label} is outside 0..{MAX_CLASSES - 1} (-1 or empty means unknown)")
+        rows.append((name, label))
     if not rows:
         raise DataError(f"{csv_path} lists no images")
+    return rows
+
+
+def course_class_names(root: str | Path, model_classes: list[str] | None = None) -> list[str]:
+    """The course layout's classes: ``classes.txt`` (one name per line), else ``Class0``…``ClassK-1``
+    with K = 1 + the largest label of the *training* split — the same for every split; a folder
+    with neither (e.g. only the test split) takes ``model_classes``, the classes of the model reading it."""
+    root = Path(root)
     names = _read_names_file(root)
-    n_classes = len(names) if names else max(4, max(lbl for _, lbl in rows) + 1)
-    names = names or [f"Class{i}" for i in range(n_classes)]
+    if names:
+        return names
+    train_csv = root / "train.csv"
+    labels = [lbl for _, lbl in _read_course_csv(train_csv, "train") if lbl >= 0] if train_csv.is_file() else []
+    if labels:
+        return [f"Class{i}" for i in range(max(labels) + 1)]
+    if model_classes is not None:
+        return list(model_classes)
+    raise DataError(f"{root}: no classes.txt and no labelled train.csv to count the classes from; add classes.txt (one class name per line)")
+
+
+def load_course_split(root: str | Path, split: str, size: int = 32, channels: int = 3, class_names: list[str] | None = None) -> Dataset:
+    """The CPEN 455 layout: ``root/<split>.csv`` (no header; rows ``0000000.jpg,1``) and images in
+    ``root/<split>/``. A missing label, or -1, means unknown (the test split). Class names come from
+    :func:`course_class_names` (``classes.txt``, else counted on the training split)."""
+    root = Path(root)
+    csv_path = root / f"{split}.csv"
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path} does not exist (splits: {', '.join(s for s in SPLITS if (root / f'{s}.csv').is_file()) or 'none'})")
+    rows = _read_course_csv(csv_path, split)
+    names = course_class_names(root, class_names)
     for name, label in rows:
-        if label >= n_classes or label < -1:
-            raise DataError(f"{csv_path}: {name} has label {label}, outside 0..{n_classes - 1}")
+        if label >= len(names):
+            raise DataError(f"{csv_path}: {name} has label {label}, outside 0..{len(names) - 1} (the classes: {', '.join(names[:8])}{'…' if len(names) > 8 else ''})")
     images = [_load_image(root / split / name, size, channels) for name, _ in rows]
     labels = torch.tensor([lbl for _, lbl in rows], dtype=torch.long)
     return Dataset(torch.from_numpy(np.stack(images)), labels, names, [n for n, _ in rows], layout="course")
@@ -201,28 +285,30 @@ def load_dataset(data: str, split: str = "train", size: int = 32, channels: int 
     course-layout folder (``<split>.csv`` inside) or an image-folder tree."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if data in PACKAGED:
-        images, labels, names = load_packaged(data, split, size, channels, seed=0)
-        if class_names is not None and list(class_names) != names:
-            raise DataError(f"--data {data} has classes ({', '.join(names)}) but the model has ({', '.join(class_names)})")
-        return Dataset(images, labels, names, layout="packaged")
-    if data == "demo":
+    builtin = data.removeprefix("builtin:")
+    if data == builtin and builtin in ("demo", *PACKAGED) and Path(data).is_dir():
+        raise DataError(f"--data {data} is both a built-in data set and a folder here: write ./{data} for the folder or builtin:{data} for the built-in set")
+    if builtin in PACKAGED:
+        images, labels, names = load_packaged(builtin, split, size, channels, seed=0)
+        ds = Dataset(images, labels, names, layout="packaged")
+    elif builtin == "demo":
         n = {"train": 300, "validation": 25, "test": 25}[split]
         images, labels, names = builtin_dataset(n, size=size, seed=seed + SPLITS.index(split) * 1000)
         if channels == 1:
             images = images.float().mean(1, keepdim=True).round().to(torch.uint8)
-        return Dataset(images, labels, names, layout="builtin")
-    root = Path(data)
-    if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist")
-    if any((root / f"{s}.csv").is_file() for s in SPLITS):
-        ds = load_course_split(root, split, size, channels)
-        if class_names is not None and len(ds.class_names) != len(class_names):
-            raise DataError(f"{root} has {len(ds.class_names)} classes but the model has {len(class_names)}")
-        if class_names is not None:
-            ds.class_names = list(class_names)
-        return ds
-    return load_image_folder(root, size, channels, class_names)
+        ds = Dataset(images, labels, names, layout="builtin")
+    elif data != builtin:
+        raise DataError(f"--data {data}: no such built-in data set (builtin:demo, {', '.join('builtin:' + p for p in PACKAGED)})")
+    else:
+        root = Path(data)
+        if not root.is_dir():
+            raise DataError(f"data folder {root} does not exist")
+        if not any((root / f"{s}.csv").is_file() for s in SPLITS):
+            return load_image_folder(root, size, channels, class_names)
+        ds = load_course_split(root, split, size, channels, class_names)
+    if class_names is not None and list(class_names) != list(ds.class_names):
+        raise DataError(f"--data {data} has classes ({', '.join(ds.class_names[:8])}) but the model has ({', '.join(list(class_names)[:8])})")
+    return ds
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, flip: bool = True, jitter: int = 16) -> torch.Tensor:

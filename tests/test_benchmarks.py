@@ -21,5 +21,9 @@ def test_benchmark_smoke(name, tmp_path):
     elif name == "conditional_vs_per_class":
         assert {row["method"] for row in result["rows"]} == {"conditional", "per-class"}
         assert all(0 <= row["accuracy"] <= 1 and 0 < row["test_bpd"] < 16 for row in result["rows"])
+        assert {(row["dropout"], row["seed"]) for row in result["rows"]} == {(0.5, 0), (0.5, 1), (0.0, 0), (0.0, 1)}
+        for s in result["summary"]:  # mean and worst over the seeds
+            accs = [r["accuracy"] for r in result["rows"] if (r["dataset"], r["dropout"], r["steps"], r["method"]) == (s["dataset"], s["dropout"], s["steps"], s["method"])]
+            assert s["seeds"] == 2 and s["worst_accuracy"] == min(accs) and abs(s["mean_accuracy"] - sum(accs) / 2) < 1e-12
     else:
         assert {row["variant"] for row in result["rows"]} >= {"eager", "triton"}
