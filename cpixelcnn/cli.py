@@ -62,7 +62,7 @@ def _cmd_sample(args) -> int:
     names = config["class_names"]
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    size = args.image_size or _image_size(config)
+    size = args.image_size if args.image_size is not None else _image_size(config)
     generator = torch.Generator().manual_seed(args.seed)
     if model.num_classes == 0:
         images = sample(model, None, image_size=(size, size), method=args.method, generator=generator, batch_size=args.n)
@@ -407,10 +407,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Settings a resumed run keeps: a flag given with --resume that differs from the saved run is an
+# error (these change the data, the optimisation or the model); the others (--epochs, --max-steps,
+# --max-time, --log-every, --checkpoint-every, --sample-every, --device, ...) apply to the rest of the run.
+RESUME_FIXED_TRAIN = ("data", "split", "image_size", "batch_size", "seed", "lr", "weight_decay", "ema", "augment", "val_data", "val_split",
+                      "val_limit", "keep_best", "cond_lr_scale", "discriminative")  # fmt: skip
+RESUME_FIXED_MODEL = {"channels": "in_channels", "nr_resnet": "nr_resnet", "nr_filters": "nr_filters", "nr_mix": "nr_logistic_mix",
+                      "conditioning": "conditioning", "fusion": "fusion", "embedding": "embedding", "embedding_dim": "embedding_dim", "dropout": "dropout"}  # fmt: skip
+
+
+def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The destinations of the options written on the command line (not their defaults)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[argv[0]]
+    by_flag = {flag: action.dest for action in sub._actions for flag in action.option_strings}
+    return {by_flag[word.split("=", 1)[0]] for word in argv[1:] if word.split("=", 1)[0] in by_flag}
+
+
+def _check_resume_flags(args, given: set[str]) -> None:
+    from cpixelcnn.checkpoint import read_config
+
+    try:
+        saved = read_config(args.out)
+    except (OSError, ValueError):
+        return  # not a readable run: training says why, naming the run
+    changed = []
+    for dest in RESUME_FIXED_TRAIN:
+        if dest in given and dest in saved.get("train", {}) and getattr(args, dest) != saved["train"][dest]:
+            changed.append(f"--{dest.replace('_', '-')} {getattr(args, dest)} (run: {saved['train'][dest]})")
+    for dest, key in RESUME_FIXED_MODEL.items():
+        if dest in given and key in saved["model"] and getattr(args, dest) != saved["model"][key]:
+            changed.append(f"--{dest.replace('_', '-')} {getattr(args, dest)} (run: {saved['model'][key]})")
+    if changed:
+        raise ValueError(f"{', '.join(changed)}: these settings cannot change on --resume; drop them, or train a new run with another --out")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from cpixelcnn.limits import check_range
+
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
+        for dest, value in vars(args).items():
+            check_range(dest, value)
+        if args.command == "train" and args.resume:
+            _check_resume_flags(args, _given_flags(parser, argv))
         return args.func(args)
     except (ValueError, TypeError, RuntimeError, OSError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

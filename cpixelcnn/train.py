@@ -165,11 +165,11 @@ def _device(name: str, dist: _Dist) -> torch.device:
 
 
 def _check_config(cfg: TrainConfig, dist: _Dist) -> None:
-    for name in ("epochs", "batch_size", "log_every", "image_size"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.max_steps is not None and cfg.max_steps < 1:
-        raise ValueError(f"--max-steps must be >= 1, got {cfg.max_steps}")
+    from cpixelcnn.limits import check_range
+
+    for name in ("epochs", "batch_size", "log_every", "image_size", "max_steps", "nr_resnet", "nr_filters", "nr_logistic_mix", "embedding_dim",
+                 "val_limit", "val_every", "max_skipped", "sample_every", "samples_per_class"):  # fmt: skip
+        check_range(name, getattr(cfg, name))
     if cfg.max_seconds is not None and not cfg.max_seconds > 0:
         raise ValueError(f"--max-time must be a positive number of seconds, got {cfg.max_seconds}")
     if cfg.lr <= 0 or not math.isfinite(cfg.lr):
