@@ -140,3 +140,14 @@ def test_generated_course_csv_and_image_files(good_run, tmp_path, capsys, rows, 
     if status == 2:
         assert len(err.strip().splitlines()) == 1, err
     assert _snapshot(root) == before
+
+
+def test_port_importer_checks_names_before_shapes():
+    import torch
+
+    from cpixelcnn.pixelcnnpp_port import PortImportError, import_pixelcnnpp, port_state_dict_shapes
+
+    state = {k: torch.zeros(s) for k, s in port_state_dict_shapes(1, 4, 2, 3).items()}
+    state["up_layers.0.u_stream.100000000.conv_input.conv.weight_v"] = torch.zeros(1)
+    with pytest.raises(PortImportError, match="unexpected key 'up_layers.0.u_stream.100000000"):
+        import_pixelcnnpp(state)
