@@ -303,6 +303,7 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
             if key in saved_train:
                 setattr(cfg, key, saved_train[key])
         cfg.in_channels = model.in_channels
+        _check_config(cfg, dist)  # restored settings pass the same checks as given ones
     elif (run_dir / WEIGHTS_NAME).exists() or (run_dir / CONFIG_NAME).exists() or checkpoint_dirs(run_dir):
         raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
 

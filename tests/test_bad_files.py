@@ -2,6 +2,7 @@
 that existed before the command. Fixed cases for what was found, then generated ones (hypothesis)."""
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +106,7 @@ MODEL_KEYS = ["in_channels", "num_classes", "nr_resnet", "nr_filters", "nr_logis
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(MODEL_KEYS + ["class_names", "train", "step", "model"]), value=json_values)
 def test_generated_config_json(good_run, tmp_path, capsys, key, value):
-    folder = tmp_path / f"g{abs(hash((key, repr(value)))) % 10**9}"
-    folder.mkdir()
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))
 
     def mutate(config):
         if key in ("class_names", "train", "step", "model"):
@@ -127,7 +127,7 @@ def test_generated_config_json(good_run, tmp_path, capsys, key, value):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.tuples(st.text(max_size=12), st.text(max_size=6)), min_size=1, max_size=4), data=st.binary(max_size=64))
 def test_generated_course_csv_and_image_files(good_run, tmp_path, capsys, rows, data):
-    root = tmp_path / f"c{abs(hash((tuple(rows), data))) % 10**9}"
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
     (root / "test").mkdir(parents=True)
     (root / "test.csv").write_text("\n".join(f"{a},{b}" for a, b in rows), encoding="utf-8", errors="surrogateescape")
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / "test" / "ok.png")
@@ -151,3 +151,24 @@ def test_port_importer_checks_names_before_shapes():
     state["up_layers.0.u_stream.100000000.conv_input.conv.weight_v"] = torch.zeros(1)
     with pytest.raises(PortImportError, match="unexpected key 'up_layers.0.u_stream.100000000"):
         import_pixelcnnpp(state)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(state=st.binary(max_size=256), batch=st.one_of(st.none(), st.integers(-5, 5), st.text(max_size=3)))
+def test_generated_training_state_and_restored_settings(good_run, tmp_path, capsys, state, batch):
+    run = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"
+    shutil.copytree(good_run, run)
+    for folder in [run, *(run / "checkpoints").iterdir()]:
+        (folder / "training_state.pt").unlink()
+        (folder / "training_state.pt").write_bytes(state)  # the run's files are hard links: write each anew
+        config = json.loads((folder / "config.json").read_text())
+        config["train"]["batch_size"] = batch
+        (folder / "config.json").unlink()
+        (folder / "config.json").write_text(json.dumps(config))
+    contents = sorted(p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock")  # the lock file names its holder
+    capsys.readouterr()
+    status = main(["train", "--data", "demo", "--out", str(run), "--resume", "--max-steps", "2"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    # a corrupt checkpoint may be set aside (renamed), but no file's bytes change
+    assert sorted(p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock") == contents
