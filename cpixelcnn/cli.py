@@ -95,8 +95,8 @@ def _cmd_complete(args) -> int:
     size = _image_size(config)
     if not 0 <= args.rows <= size:
         raise ValueError(f"--rows must be in [0, {size}] (the image height), got {args.rows}")
-    if args.n < 1 or args.samples < 1:
-        raise ValueError(f"--n and --samples must be >= 1, got {args.n} and {args.samples}")
+    if not (1 <= args.n <= 10_000 and 1 <= args.samples <= 1000):
+        raise ValueError(f"--n and --samples must be >= 1 (and at most 10000 and 1000), got {args.n} and {args.samples}")
     names = config["class_names"]
     data = load_dataset(args.data, args.split, size, model.in_channels, class_names=names if model.num_classes else None)
     originals = to_model_range(data.images[: args.n])
@@ -448,8 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
+        own = {"complete": {"n", "samples"}}.get(args.command, set())  # complete names its own bounds (they depend on each other)
         for dest, value in vars(args).items():
-            check_range(dest, value)
+            if dest not in own:
+                check_range(dest, value)
         if args.command == "train" and args.resume:
             _check_resume_flags(args, _given_flags(parser, argv))
         return args.func(args)

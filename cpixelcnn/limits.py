@@ -8,7 +8,7 @@ RANGES = {
     "batch_size": (1, 4096), "image_size": (1, 512), "epochs": (1, 10**6), "max_steps": (1, 10**9), "log_every": (1, 10**9),
     "nr_resnet": (1, 64), "nr_filters": (1, 2048), "nr_logistic_mix": (1, 256), "nr_mix": (1, 256), "embedding_dim": (1, 4096),
     "val_limit": (1, 10**7), "val_every": (1, 10**6), "max_skipped": (1, 10**6), "sample_every": (0, 10**6), "samples_per_class": (1, 1000),
-    "n": (1, 10_000), "samples": (1, 1000), "scale": (1, 32), "rows": (0, 512), "fid_samples_per_class": (1, 10_000),
+    "n": (1, 10_000), "samples": (1, 1000), "scale": (1, 32), "fid_samples_per_class": (1, 10_000),
 }  # fmt: skip
 
 
@@ -19,4 +19,4 @@ def check_range(name: str, value) -> None:
     low, high = RANGES[name]
     flag = "--nr-mix" if name == "nr_logistic_mix" else f"--{name.replace('_', '-')}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
-        raise ValueError(f"{flag} must be an integer in [{low}, {high}], got {value!r}")
+        raise ValueError(f"{flag} must be >= {low} and <= {high}, got {value!r}")
