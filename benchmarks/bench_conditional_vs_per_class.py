@@ -45,8 +45,10 @@ def _bayes(models_logprob, images, num_classes: int, batch: int = 128):
     return out
 
 
-def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: float, seed: int, dropout: float, log=print) -> list[dict]:
+def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: float, seed: int, dropout: float, ema: float = 0.0, log=print) -> list[dict]:
     import torch
+
+    from cpixelcnn.train import PolyakAverage
 
     from cpixelcnn import ConditionalPixelCNN, dmol_log_prob
     from cpixelcnn.data import load_dataset, to_model_range
@@ -58,10 +60,14 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
     num_classes = len(names)
     dims = channels * size * size
 
+    averages = {}  # model id → its Polyak average (the weights evaluated, as the CLI's classify does)
+
     def make(num):
         torch.manual_seed(seed)
         model = ConditionalPixelCNN(in_channels=channels, num_classes=num, dropout=dropout, **arch)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.95, 0.9995))
+        if ema:  # averaging starts from the initial weights, as in training
+            averages[id(model)] = PolyakAverage(model, ema, None)
         return model, optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.999995)
 
     def step(model, optimizer, scheduler, idx, labels):
@@ -72,6 +78,15 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if ema:
+            averages[id(model)].update(model)
+
+    def averaged(model):
+        if not ema:
+            return model
+        copy = ConditionalPixelCNN(**model.config)
+        copy.load_state_dict(averages[id(model)].state)
+        return copy.eval()
 
     def evaluate(method, logprob, done, seconds):
         for m in models(method):
@@ -80,7 +95,7 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
         accuracy = (loglik.argmax(1) == test.labels).double().mean().item()
         own = loglik.gather(1, test.labels[:, None])[:, 0]
         bpd = (-own / (dims * math.log(2))).mean().item()
-        row = dict(dataset=dataset, method=method, dropout=dropout, seed=seed, steps=done, accuracy=accuracy, test_bpd=bpd, train_seconds=seconds, n_test=len(test))
+        row = dict(dataset=dataset, method=method, dropout=dropout, ema=ema, seed=seed, steps=done, accuracy=accuracy, test_bpd=bpd, train_seconds=seconds, n_test=len(test))
         log(f"{dataset:>11} dropout {dropout:g} seed {seed} {method:>12} steps {done:>5}: held-out accuracy {accuracy:.1%}, bits/dim {bpd:.3f} ({seconds:.0f} s)")
         return row
 
@@ -104,8 +119,10 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
         step(*per_class[c], own, None)
         timers["per-class"] += time.perf_counter() - t0
         if done % eval_every == 0 or done == steps:
-            rows.append(evaluate("conditional", lambda x, c: dmol_log_prob(x, conditional[0](x, torch.full((x.shape[0],), c)), bits=conditional[0].bits), done, timers["conditional"]))
-            rows.append(evaluate("per-class", lambda x, c: dmol_log_prob(x, per_class[c][0](x, None), bits=per_class[c][0].bits), done, timers["per-class"]))
+            cond_eval = averaged(conditional[0])
+            rows.append(evaluate("conditional", lambda x, c: dmol_log_prob(x, cond_eval(x, torch.full((x.shape[0],), c)), bits=cond_eval.bits), done, timers["conditional"]))
+            class_eval = [averaged(m) for m, _, _ in per_class]
+            rows.append(evaluate("per-class", lambda x, c: dmol_log_prob(x, class_eval[c](x, None), bits=class_eval[c].bits), done, timers["per-class"]))
     return rows
 
 
@@ -128,6 +145,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--dropout", type=float, nargs="+", default=[0.5, 0.0], help="dropout settings (default: the CLI's 0.5, and none)")
+    parser.add_argument("--ema", type=float, default=0.9995, help="Polyak averaging as the CLI trains by default (evaluated weights); 0: off")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
@@ -139,10 +157,10 @@ def main(argv=None) -> int:
     for dataset in args.data:
         for dropout in args.dropout:
             for seed in args.seeds:
-                rows += run(dataset, args.steps, args.eval_every, arch, args.batch_size, args.lr, seed, dropout)
+                rows += run(dataset, args.steps, args.eval_every, arch, args.batch_size, args.lr, seed, dropout, args.ema)
     summary = summarize(rows)
     payload = dict(benchmark="conditional_vs_per_class", mode="smoke" if args.smoke else "measured", device_info=common.device_info(),
-                   config=dict(steps=args.steps, batch=args.batch_size, lr=args.lr, seeds=args.seeds, dropout=args.dropout, **arch),
+                   config=dict(steps=args.steps, batch=args.batch_size, lr=args.lr, seeds=args.seeds, dropout=args.dropout, ema=args.ema, **arch),
                    rows=rows, summary=summary)  # fmt: skip
     path = common.write_results("conditional-vs-per-class", payload, args.out)
     if not args.smoke:

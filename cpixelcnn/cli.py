@@ -307,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=32, help="global batch size (split over torchrun processes)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--ema", type=float, default=0.0, help="Polyak averaging decay, e.g. 0.9995 as in the paper (0: off)")
+    t.add_argument("--ema", type=float, default=0.9995, help="Polyak averaging decay with TensorFlow's warm-up min(decay, (1+n)/(10+n)); "
+                   "sample/classify/evaluate use the averaged weights (default: the paper's %(default)s; 0: off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps (Apple GPU) or auto (default: cuda, then mps, then cpu)")
     t.add_argument("--backend", choices=["eager", "triton", "auto"], default="eager")

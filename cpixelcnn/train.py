@@ -70,7 +70,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     lr_decay: float = 0.999995  # per step, as in PixelCNN++
-    ema: float = 0.0  # Polyak averaging decay (the paper: 0.9995); 0 = off
+    ema: float = 0.9995  # Polyak averaging decay (the paper's), with a warm-up (see PolyakAverage); 0 = off
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "auto"
@@ -120,7 +120,7 @@ class CheckpointWriteFailed(RuntimeError):
     """Writing into the run directory failed (disk full, ...); the previous checkpoint is intact."""
 
 
-class _Ema:
+class PolyakAverage:
     """Polyak averages of every floating-point tensor of the model's state: avg ← avg + (1 − d)(w − avg),
     with TensorFlow's warm-up d = min(decay, (1 + n) / (10 + n)) after n updates, so that a short run's
     average follows its recent weights instead of staying near the initialisation (0.9995 has a
@@ -330,7 +330,7 @@ def _train(cfg: TrainConfig, dist: _Dist, log) -> dict:
 
     ema = None
     if cfg.ema:  # a state saved before the warm-up existed: count its steps as updates
-        ema = _Ema(model, cfg.ema, point.ema, point.state.get("ema_updates", step)) if cfg.resume else _Ema(model, cfg.ema, None)
+        ema = PolyakAverage(model, cfg.ema, point.ema, point.state.get("ema_updates", step)) if cfg.resume else PolyakAverage(model, cfg.ema, None)
     net = model
     if dist.active:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

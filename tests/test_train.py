@@ -228,3 +228,23 @@ def test_data_parallel_ranks_agree_to_skip(tmp_path):
     assert [r["step"] for r in steps] == [1, 3, 4] and steps[-1]["skipped_steps"] == 1  # rank 0 skipped step 2 as well
     state = torch.load(tmp_path / "run" / "training_state.pt", weights_only=False)
     assert state["scheduler"]["last_epoch"] == 3
+
+
+def test_polyak_average_warms_up_like_tensorflow():
+    """d_n = min(decay, (1 + n) / (10 + n)): the first updates follow the weights closely, so a
+    short run's average is not its initialisation (0.9995 alone has a ~1400-step half-life)."""
+    from cpixelcnn.train import PolyakAverage
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    average = PolyakAverage(model, 0.9995, None)
+    expected = 0.0
+    for n, value in enumerate([1.0, 2.0, 4.0, 8.0]):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        average.update(model)
+        decay = min(0.9995, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * value
+        assert abs(average.state["weight"].item() - expected) < 1e-6
+    assert average.updates == 4 and TrainConfig().ema == 0.9995  # on by default: classify uses the average
