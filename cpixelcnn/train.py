@@ -33,6 +33,7 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from cpixelcnn.checkpoint import (
     non_finite_tensor, remove_stray_files, save_run, save_weights, write_best, write_checkpoint,
 )  # fmt: skip
 from cpixelcnn.packaged_data import PACKAGED
-from cpixelcnn.rundir import RunLock, claim, require_run
+from cpixelcnn.rundir import LOCK_NAME, MARKER_NAME, RunLock, claim, require_run
 from cpixelcnn.devices import resolve_device  # noqa: F401  (public here since the CLI's first release)
 from cpixelcnn.data import Dataset, augment, load_dataset, to_model_range, to_uint8
 from cpixelcnn.io import atomic_write_bytes, image_grid, save_png
@@ -269,8 +270,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     """Train as configured; returns a summary dict (steps, final bpd, run directory)."""
     dist = _Dist()
     _check_config(cfg, dist)
-    lock = None
+    lock, created = None, False
     if dist.is_main:  # one writer per run: refuse a foreign directory, then hold the run's lock until we end
+        created = not Path(cfg.out).exists()
         (require_run if cfg.resume else claim)(cfg.out)
         lock = RunLock(cfg.out).acquire()
     if dist.active and not torch.distributed.is_initialized():
@@ -280,6 +282,10 @@ def train(cfg: TrainConfig, log=print) -> dict:
         if dist.active:  # rank 0 still writes the last checkpoint and plot: tear the group down together
             torch.distributed.barrier()
         return result
+    except BaseException:
+        if created and {p.name for p in Path(cfg.out).iterdir()} <= {MARKER_NAME, LOCK_NAME}:  # failed before writing anything: leave no trace
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
     finally:
         if dist.active and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -168,3 +168,8 @@ def test_lock_file_is_released_when_the_holder_dies(tmp_path):
     holder.wait()
     RunLock(run).acquire().release()
     assert (run / LOCK_NAME).is_file()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "no-such-data"), "--out", str(tmp_path / "run"), "--max-steps", "1"]) == 2
+    assert "does not exist" in _one_error_line(capsys) and not (tmp_path / "run").exists()
