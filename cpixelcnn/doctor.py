@@ -41,6 +41,15 @@ def _tool_version(command: list[str]) -> str | None:
     return out[-1] if command[0] == "nvcc" and out else (out[0] if out else None)
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        name = None
+    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+
+
 def environment() -> dict:
     import torch
 
@@ -66,7 +75,7 @@ def environment() -> dict:
         "cuda_home": find_cuda_home(),
         "cuda_available": torch.cuda.is_available(),
         "device": "cpu",
-        "device_name": platform.processor() or platform.machine(),
+        "device_name": _cpu_name(),
         "compute_capability": None,
         "extension": {"built": _C is not None, "why_missing": IMPORT_ERROR,
                       "cpu_sampler": hasattr(_C, "cached_sample"), "cuda_sampler": hasattr(_C, "cached_sample_cuda"),
