@@ -110,6 +110,7 @@ def test_corrupt_checkpoint_is_a_clear_error(run_dir, tmp_path, capsys):
 
     bad = tmp_path / "bad"
     shutil.copytree(run_dir, bad)
-    (bad / "checkpoint.safetensors").write_bytes(b"garbage")
+    for name in ("checkpoint.safetensors", "ema.safetensors"):  # sample reads the averaged weights when the run has them (the default)
+        (bad / name).write_bytes(b"garbage")
     assert main(["sample", "--checkpoint", str(bad), "--out", str(tmp_path / "x.png")]) == 2
     assert "cannot be read" in capsys.readouterr().err
