@@ -247,4 +247,4 @@ def test_polyak_average_warms_up_like_tensorflow():
         decay = min(0.9995, (1 + n) / (10 + n))
         expected = decay * expected + (1 - decay) * value
         assert abs(average.state["weight"].item() - expected) < 1e-6
-    assert average.updates == 4 and TrainConfig().ema == 0.9995  # on by default: classify uses the average
+    assert average.updates == 4 and TrainConfig(data="demo", out="run").ema == 0.9995  # on by default: classify uses the average
