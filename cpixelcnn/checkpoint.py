@@ -15,9 +15,8 @@ import torch
 from cpixelcnn.io import atomic_write_bytes, atomic_write_json, fsync_path, new_temp_dir
 from cpixelcnn.model import ConditionalPixelCNN
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "checkpoint.safetensors"
-EMA_NAME = "ema.safetensors"  # Polyak-averaged weights (training with --ema)
+from cpixelcnn.rundir import BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, STATE_NAME, WEIGHTS_NAME  # noqa: F401  (public here too)
+
 FORMAT_VERSION = 1
 
 
@@ -196,10 +195,8 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
 # one either exists whole or not at all; the run directory's own files are then hard links to the
 # newest (what sample/classify/evaluate load). ``RUN/best/`` is swapped in the same way.
 
-CHECKPOINTS_DIR = "checkpoints"
-BEST_DIR = "best"
 KEEP_CHECKPOINTS = 2
-PUBLISHED = (CONFIG_NAME, WEIGHTS_NAME, EMA_NAME, "training_state.pt")
+PUBLISHED = (CONFIG_NAME, WEIGHTS_NAME, EMA_NAME, STATE_NAME)
 
 
 def checkpoint_dirs(run_dir: str | os.PathLike) -> list[Path]:

@@ -6,6 +6,7 @@ one line ``cpixelcnn: error: …`` and exit with status 2; Ctrl-C exits 130 (tra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -30,19 +31,10 @@ def _image_size(config: dict) -> int:
 
 
 def _cmd_train(args) -> int:
-    from cpixelcnn.train import TrainConfig, TrainingInterrupted, train
+    from cpixelcnn.training import TrainingInterrupted, train
+    from cpixelcnn.training.config import from_arguments
 
-    cfg = TrainConfig(
-        data=args.data, out=args.out, split=args.split, epochs=args.epochs, max_steps=args.max_steps, max_seconds=args.max_time, batch_size=args.batch_size,
-        grad_clip=args.grad_clip, max_skipped=args.max_skipped, val_data=args.val_data, val_split=args.val_split, val_every=args.val_every,
-        val_limit=args.val_limit, keep_best=args.keep_best, checkpoint_every=args.checkpoint_every, cond_lr_scale=args.cond_lr_scale,
-        discriminative=args.discriminative,
-        lr=args.lr, weight_decay=args.weight_decay, ema=args.ema, seed=args.seed, device=args.device, backend=args.backend,
-        image_size=args.image_size, in_channels=args.channels, nr_resnet=args.nr_resnet, nr_filters=args.nr_filters,
-        nr_logistic_mix=args.nr_mix, conditioning=args.conditioning, fusion=args.fusion, embedding=args.embedding,
-        embedding_dim=args.embedding_dim, dropout=args.dropout, augment=args.augment, amp=args.amp, compile=args.compile,
-        sample_every=args.sample_every, log_every=args.log_every, wandb=args.wandb, resume=args.resume,
-    )  # fmt: skip
+    cfg = from_arguments(args)
     try:
         train(cfg)
     except TrainingInterrupted as err:
@@ -276,6 +268,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"cpixelcnn: error: {message} (see {self.prog} --help)\n")
 
 
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from cpixelcnn.training.config import add_arguments
+
+    add_arguments(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cpixelcnn", description="Fast, exact class-conditional PixelCNN++")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -288,51 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run has Polyak-averaged ones")
 
     t = sub.add_parser("train", help="train a model; writes a run directory")
-    t.add_argument("--data", required=True, help="'demo' (built-in data), an image-folder tree or the course layout")
-    t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--split", default="train")
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--max-steps", type=int)
-    t.add_argument("--max-time", type=float, help="stop after this many seconds of training (checkpointed)")
-    t.add_argument("--grad-clip", type=float, metavar="MAX_NORM", help="clip the global gradient norm (off by default)")
-    t.add_argument("--max-skipped", type=int, default=20, help="stop after this many consecutive non-finite steps, which are skipped (default: %(default)s)")
-    t.add_argument("--val-data", help="validation images: 'demo', an image-folder tree or the course layout; 'none' turns validation off "
-                   "(default: the --data's own --val-split when it has one)")
-    t.add_argument("--val-split", default="validation", help="split of --val-data (default: %(default)s)")
-    t.add_argument("--val-every", type=int, default=1, metavar="N", help="validate every N epochs and at the end (default: %(default)s)")
-    t.add_argument("--val-limit", type=int, default=500, help="validate on at most this many images (default: %(default)s)")
-    t.add_argument("--keep-best", choices=["accuracy", "bpd"], help="what RUN/best/ is chosen by (default: accuracy; bpd for unconditional models)")
-    t.add_argument("--checkpoint-every", type=float, default=10.0, metavar="MINUTES",
-                   help="checkpoint every this many minutes as well as at epoch ends (default: %(default)s)")
-    t.add_argument("--batch-size", type=int, default=32, help="global batch size (split over torchrun processes)")
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--ema", type=float, default=0.9995, help="Polyak averaging decay with TensorFlow's warm-up min(decay, (1+n)/(10+n)); "
-                   "sample/classify/evaluate use the averaged weights (default: the paper's %(default)s; 0: off)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps (Apple GPU) or auto (default: cuda, then mps, then cpu)")
-    t.add_argument("--backend", choices=["eager", "triton", "auto"], default="eager")
-    t.add_argument("--image-size", type=int, default=32)
-    t.add_argument("--channels", type=int, choices=[1, 3], default=3)
-    t.add_argument("--nr-resnet", type=int, default=5)
-    t.add_argument("--nr-filters", type=int, default=160)
-    t.add_argument("--nr-mix", type=int, default=10)
-    t.add_argument("--conditioning", choices=["film", "additive"], default="film")
-    t.add_argument("--fusion", choices=["early", "middle", "late"], default="middle")
-    t.add_argument("--embedding", choices=["onehot", "learned"], default="onehot")
-    t.add_argument("--embedding-dim", type=int)
-    t.add_argument("--dropout", type=float, default=0.5)
-    t.add_argument("--cond-lr-scale", type=float, default=1.0, help="learning-rate multiplier for the class embedding and FiLM heads (default: %(default)s)")
-    t.add_argument("--discriminative", type=float, default=0.0, metavar="WEIGHT",
-                   help="add WEIGHT x the Bayes classifier's cross-entropy to the loss (off by default: it changes what the model optimises "
-                        "and costs one forward pass per class)")
-    t.add_argument("--augment", action="store_true", help="random horizontal flips and brightness jitter")
-    t.add_argument("--amp", choices=["bf16"], help="bf16 autocast")
-    t.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
-    t.add_argument("--sample-every", type=int, default=0, help="write per-class sample grids every N epochs (0: never)")
-    t.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl records")
-    t.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs wandb installed)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_train_arguments(t)
     t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("sample", help="sample images into a PNG grid (one row per class)")
@@ -408,36 +362,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Settings a resumed run keeps: a flag given with --resume that differs from the saved run is an
-# error (these change the data, the optimisation or the model); the others (--epochs, --max-steps,
-# --max-time, --log-every, --checkpoint-every, --sample-every, --device, ...) apply to the rest of the run.
-RESUME_FIXED_TRAIN = ("data", "split", "image_size", "batch_size", "seed", "lr", "weight_decay", "ema", "augment", "val_data", "val_split",
-                      "val_limit", "keep_best", "cond_lr_scale", "discriminative")  # fmt: skip
-RESUME_FIXED_MODEL = {"channels": "in_channels", "nr_resnet": "nr_resnet", "nr_filters": "nr_filters", "nr_mix": "nr_logistic_mix",
-                      "conditioning": "conditioning", "fusion": "fusion", "embedding": "embedding", "embedding_dim": "embedding_dim", "dropout": "dropout"}  # fmt: skip
+def _given_train_settings(argv: list[str]) -> set[str]:
+    """The training settings written on the command line (not left at their defaults)."""
+    from cpixelcnn.training.config import add_arguments
 
-
-def _given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The destinations of the options written on the command line (not their defaults)."""
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[argv[0]]
-    by_flag = {flag: action.dest for action in sub._actions for flag in action.option_strings}
-    return {by_flag[word.split("=", 1)[0]] for word in argv[1:] if word.split("=", 1)[0] in by_flag}
+    parser = _Parser(prog="cpixelcnn train", add_help=False)
+    add_arguments(parser, with_defaults=False)
+    given, _ = parser.parse_known_args(argv[1:])
+    return set(vars(given))
 
 
 def _check_resume_flags(args, given: set[str]) -> None:
+    """A setting the resumed run keeps (its model, data and optimisation) given with another value is an error;
+    the others (--epochs, --max-steps, --max-time, --log-every, --device, ...) apply to the rest of the run."""
     from cpixelcnn.checkpoint import read_config
+    from cpixelcnn.training.config import ModelConfig, TrainConfig, fixed_on_resume, flag_of
 
     try:
         saved = read_config(args.out)
     except (OSError, ValueError):
         return  # not a readable run: training says why, naming the run
-    changed = []
-    for dest in RESUME_FIXED_TRAIN:
-        if dest in given and dest in saved.get("train", {}) and getattr(args, dest) != saved["train"][dest]:
-            changed.append(f"--{dest.replace('_', '-')} {getattr(args, dest)} (run: {saved['train'][dest]})")
-    for dest, key in RESUME_FIXED_MODEL.items():
-        if dest in given and key in saved["model"] and getattr(args, dest) != saved["model"][key]:
-            changed.append(f"--{dest.replace('_', '-')} {getattr(args, dest)} (run: {saved['model'][key]})")
+    flags = {f.name: flag_of(f) for f in dataclasses.fields(TrainConfig)}
+    kept = [(name, saved.get("train", {})) for name in fixed_on_resume()] + [(f.name, saved["model"]) for f in dataclasses.fields(ModelConfig)]
+    changed = [f"{flags[name]} {getattr(args, name)} (run: {source[name]})" for name, source in kept
+               if name in given and name in source and getattr(args, name) != source[name]]  # fmt: skip
     if changed:
         raise ValueError(f"{', '.join(changed)}: these settings cannot change on --resume; drop them, or train a new run with another --out")
 
@@ -454,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             if dest not in own:
                 check_range(dest, value)
         if args.command == "train" and args.resume:
-            _check_resume_flags(args, _given_flags(parser, argv))
+            _check_resume_flags(args, _given_train_settings(argv))
         return args.func(args)
     except (ValueError, TypeError, RuntimeError, OSError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -12,11 +12,11 @@ RANGES = {
 }  # fmt: skip
 
 
-def check_range(name: str, value) -> None:
-    """One-line ValueError naming the flag when ``value`` is outside its range (None: not given)."""
+def check_range(name: str, value, flag: str | None = None) -> None:
+    """One-line ValueError naming the flag (default: ``--name``) when ``value`` is outside its range (None: not given)."""
     if value is None or name not in RANGES:
         return
     low, high = RANGES[name]
-    flag = "--nr-mix" if name == "nr_logistic_mix" else f"--{name.replace('_', '-')}"
+    flag = flag or f"--{name.replace('_', '-')}"
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
         raise ValueError(f"{flag} must be >= {low} and <= {high}, got {value!r}")

@@ -13,6 +13,8 @@ through :func:`cpixelcnn.ops.gated_film.gated_film`; ``fusion`` picks which of t
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import torch
@@ -199,6 +201,11 @@ class ConditionalPixelCNN(nn.Module):
         self.nin_out = NiN(f, self.n_out, weight_norm=wn)
 
     # -- run-time backend switch -------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config, num_classes: int, backend: str = "eager") -> "ConditionalPixelCNN":
+        """The model a ``training.ModelConfig`` (any dataclass with those fields) describes."""
+        return cls(**dataclasses.asdict(config), num_classes=num_classes, backend=backend)
+
     @property
     def backend(self) -> str:
         return self._backend

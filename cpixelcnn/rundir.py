@@ -18,8 +18,18 @@ import socket
 import time
 from pathlib import Path
 
+# Every file and folder of a run directory, named once (the training package's docstring says what each holds).
 MARKER_NAME = ".cpixelcnn-run"
 LOCK_NAME = ".lock"
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "checkpoint.safetensors"
+EMA_NAME = "ema.safetensors"  # Polyak-averaged weights (training with --ema)
+STATE_NAME = "training_state.pt"
+METRICS_NAME = "metrics.jsonl"
+CURVE_NAME = "curve.png"
+CHECKPOINTS_DIR = "checkpoints"
+BEST_DIR = "best"
+SAMPLES_DIR = "samples"
 MARKER_FORMAT = "cpixelcnn-run"
 MARKER_VERSION = 1
 
@@ -31,7 +41,7 @@ class RunDirError(ValueError):
 def _legacy_run(run_dir: Path) -> bool:
     """A run written before the marker existed: its config.json is one of ours."""
     try:
-        config = json.loads((run_dir / "config.json").read_text())
+        config = json.loads((run_dir / CONFIG_NAME).read_text())
     except (OSError, ValueError):
         return False
     return isinstance(config, dict) and isinstance(config.get("format_version"), int) and isinstance(config.get("model"), dict)
@@ -122,7 +132,7 @@ def require_run(run_dir: str | os.PathLike, flag: str = "--out") -> Path:
     if not run_dir.is_dir():
         raise RunDirError(f"{flag} {run_dir} is not a cpixelcnn run directory (it does not exist): nothing to resume")
     if not is_run(run_dir):
-        raise RunDirError(f"{flag} {run_dir} is not a cpixelcnn run directory (no {MARKER_NAME} or config.json of ours): nothing was changed")
+        raise RunDirError(f"{flag} {run_dir} is not a cpixelcnn run directory (no {MARKER_NAME} or {CONFIG_NAME} of ours): nothing was changed")
     if not (run_dir / MARKER_NAME).is_file():  # written before the marker existed: mark it now
         _write_marker(run_dir, "train", "run")
     return run_dir

@@ -152,7 +152,7 @@ def test_a_passed_check_is_trusted_without_a_warning(tmp_path, monkeypatch):
 def test_auto_sampler_says_once_why_it_is_slow(monkeypatch):
     import cpixelcnn._extension as extension
     from cpixelcnn.sampling import fastest_method
-    from conftest import tiny_model
+    from helpers import tiny_model
 
     monkeypatch.setattr(extension, "_C", None)
     monkeypatch.setattr(extension, "IMPORT_ERROR", "not built")

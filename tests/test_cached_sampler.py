@@ -8,7 +8,7 @@ import cpixelcnn
 from cpixelcnn import sample
 from cpixelcnn.cached import cached_sample
 from cpixelcnn.sampling import draw_noise
-from conftest import tiny_model
+from helpers import tiny_model
 
 pytestmark = pytest.mark.skipif(not cpixelcnn.extension_available(), reason="compiled extension not built")
 
@@ -80,7 +80,7 @@ def test_clear_error_without_the_extension(monkeypatch):
 
 from cpixelcnn import _extension  # noqa: E402
 from cpixelcnn.cached import kernel_launches  # noqa: E402
-from conftest import requires_cuda  # noqa: E402
+from helpers import requires_cuda  # noqa: E402
 
 
 def test_emulated_float32_params_match_a_full_forward():
@@ -134,7 +134,7 @@ def test_every_kernel_build_and_thread_count_gives_the_same_images():
     from pathlib import Path
 
     code = (
-        "import torch; from conftest import tiny_model; from cpixelcnn import sample\n"
+        "import torch; from helpers import tiny_model; from cpixelcnn import sample\n"
         "from cpixelcnn import _extension as e; print(e._C.cached_sampler_isa())\n"
         "m = tiny_model(in_channels=3, nr_resnet=2, nr_filters=10, nr_logistic_mix=3); labels = torch.tensor([0, 3, 1, 2, 0])\n"
         "a = sample(m, labels, image_size=(6, 7), generator=torch.Generator().manual_seed(3))\n"

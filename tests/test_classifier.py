@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cpixelcnn import class_log_likelihoods, classify, dmol_log_prob
-from conftest import random_grid_images, tiny_model
+from helpers import random_grid_images, tiny_model
 
 
 def test_classify_is_bayes_rule_over_all_classes():

@@ -1,37 +1,12 @@
 """Data layouts, augmentation, and the Fréchet distance against closed forms."""
 import math
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cpixelcnn.data import DataError, augment, builtin_dataset, load_dataset
 from cpixelcnn.metrics import FIDUnavailable, classification_report, feature_statistics, frechet_distance, inception_extractor
-
-
-def make_course_layout(root, n_per_split=(8, 4, 4), size=12):
-    """A small copy of the CPEN 455 layout from built-in images (test labels unknown)."""
-    images, labels, _ = builtin_dataset(sum(n_per_split), size=size)
-    start = 0
-    for split, n in zip(("train", "validation", "test"), n_per_split):
-        (root / split).mkdir(parents=True)
-        rows = []
-        for i in range(start, start + n):
-            name = f"{i:07d}.jpg"
-            Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(root / split / name, quality=95)
-            rows.append(f"{name},{int(labels[i])}" if split != "test" else f"{name},-1")
-        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
-        start += n
-    return root
-
-
-def make_folders(root, classes=("cats", "dogs"), n=3, size=10):
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(np.full((size + c, size, 3), 40 * c + i, dtype=np.uint8)).save(root / name / f"{i}.png")
-    return root
+from helpers import make_course_layout, make_folders
 
 
 def test_builtin_is_deterministic_and_balanced():

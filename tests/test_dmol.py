@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cpixelcnn import bits_per_dim, dmol_log_prob
-from conftest import random_grid_images
+from helpers import random_grid_images
 
 mpmath.mp.dps = 50
 
@@ -162,7 +162,7 @@ def test_unknown_backend():
 # -- Triton kernel (interpreter mode on CPU, real kernels on a GPU) ------------------------------
 
 from cpixelcnn.ops.dmol import dmol_log_prob_eager, dmol_log_prob_triton  # noqa: E402
-from conftest import KERNEL_DEVICE, requires_cuda  # noqa: E402
+from helpers import KERNEL_DEVICE, requires_cuda  # noqa: E402
 
 KERNEL_CASES = [  # (channels, K, bits, B, H, W)
     (1, 1, 8, 1, 1, 1),

@@ -49,7 +49,7 @@ def test_train_on_digits_from_the_command_line(tmp_path):
 
 def test_conditioning_learning_rate_scales_only_the_conditioning_path():
     from cpixelcnn import ConditionalPixelCNN
-    from cpixelcnn.train import _param_groups
+    from cpixelcnn.training.objectives import param_groups as _param_groups
 
     model = ConditionalPixelCNN(nr_resnet=1, nr_filters=4, nr_logistic_mix=2)
     single = _param_groups(model, 1e-3, 1.0)
@@ -62,11 +62,11 @@ def test_conditioning_learning_rate_scales_only_the_conditioning_path():
 
 
 def test_the_discriminative_term_is_the_bayes_cross_entropy():
-    from conftest import tiny_model
+    from helpers import tiny_model
 
     from cpixelcnn.classifier import class_log_likelihoods
     from cpixelcnn.ops.dmol import dmol_log_prob
-    from cpixelcnn.train import _joint_loss
+    from cpixelcnn.training.objectives import joint_loss as _joint_loss
 
     torch.manual_seed(0)
     model = tiny_model(num_classes=3)  # float64, FiLM heads perturbed

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import cpixelcnn.train as train_module
 from cpixelcnn import load_run
 from cpixelcnn.checkpoint import checkpoint_dirs
 from cpixelcnn.cli import main
@@ -128,14 +127,14 @@ def test_resume_sets_aside_only_corrupt_checkpoints(tmp_path, monkeypatch, capsy
     def busy(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(args[0]))
 
-    monkeypatch.setattr(train_module.torch, "load", busy)
+    monkeypatch.setattr(torch, "load", busy)
     before = _snapshot(run)
     capsys.readouterr()
     assert main(["train", "--out", str(run), "--resume", "--max-steps", "3", *TINY_ARGS]) == 2
     line = _one_error_line(capsys)
     assert "nothing was changed" in line and "PermissionError" in line
     assert _snapshot(run) == before and newest.is_dir()
-    monkeypatch.setattr(train_module.torch, "load", real_load)
+    monkeypatch.setattr(torch, "load", real_load)
 
     # a corrupt newest checkpoint is set aside, even when an earlier set-aside has its name
     (run / "checkpoints" / f"unreadable-{newest.name}").mkdir()

@@ -7,7 +7,7 @@ import torch
 import cpixelcnn
 from cpixelcnn import dmol_log_prob, sample
 from cpixelcnn.sampling import draw_noise, sample_pixel
-from conftest import tiny_model
+from helpers import tiny_model
 
 
 def _chi2_critical(df, z=3.719):  # z for p = 1e-4, Wilson–Hilferty approximation

@@ -9,8 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import cpixelcnn.train as train_module
-from cpixelcnn.train import TrainConfig, TrainingInterrupted, train
+from cpixelcnn.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
+from cpixelcnn.training.distributed import Ranks
+from cpixelcnn.training.objectives import finite_step
+from helpers import loss_that
 
 TINY = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=6, nr_logistic_mix=2, batch_size=8, log_every=1)
 
@@ -50,22 +52,11 @@ def test_ema_weights_are_the_polyak_average_and_preferred_for_use(tmp_path):
     assert config["weights"] == "checkpoint.safetensors" and torch.equal(model.nin_out.conv.bias.detach(), raw[key])
 
 
-def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     kw = dict(TINY, dropout=0.3)
     train(TrainConfig(out=str(tmp_path / "straight"), max_steps=6, **kw), log=lambda *a: None)
-    calls = {"n": 0}
-    real = train_module.dmol_log_prob
-
-    def interrupting(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "dmol_log_prob", interrupting)
     with pytest.raises(TrainingInterrupted, match="interrupted at step 3"):
-        train(TrainConfig(out=str(tmp_path / "cut"), max_steps=6, **kw), log=lambda *a: None)
-    monkeypatch.setattr(train_module, "dmol_log_prob", real)
+        train(TrainConfig(out=str(tmp_path / "cut"), max_steps=6, **kw), log=lambda *a: None, loss=loss_that(interrupt_at={4}))
     assert json.loads((tmp_path / "cut" / "config.json").read_text())["step"] == 3
     train(TrainConfig(out=str(tmp_path / "cut"), max_steps=6, resume=True, **kw), log=lambda *a: None)
     assert _losses(tmp_path / "straight") == _losses(tmp_path / "cut")
@@ -120,23 +111,9 @@ def test_bad_training_configs(tmp_path, kwargs, message):
 # -- non-finite steps ----------------------------------------------------------------------------
 
 
-def _nan_at(steps_with_nan):
-    """dmol_log_prob that returns NaN on the given (1-based) calls."""
-    real = train_module.dmol_log_prob
-    calls = {"n": 0}
-
-    def patched(*args, **kwargs):
-        calls["n"] += 1
-        out = real(*args, **kwargs)
-        return out * float("nan") if calls["n"] in steps_with_nan else out
-
-    return patched
-
-
-def test_a_non_finite_step_is_skipped_and_touches_nothing(tmp_path, monkeypatch):
+def test_a_non_finite_step_is_skipped_and_touches_nothing(tmp_path):
     kw = dict(TINY, ema=0.9)
-    monkeypatch.setattr(train_module, "dmol_log_prob", _nan_at({2}))
-    train(TrainConfig(out=str(tmp_path / "run"), max_steps=4, **kw), log=lambda *a: None)
+    train(TrainConfig(out=str(tmp_path / "run"), max_steps=4, **kw), log=lambda *a: None, loss=loss_that(nan_at={2}))
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "train_bpd" in r]
     assert [r["step"] for r in steps] == [1, 3, 4] and steps[-1]["skipped_steps"] == 1
@@ -148,10 +125,9 @@ def test_a_non_finite_step_is_skipped_and_touches_nothing(tmp_path, monkeypatch)
         assert all(torch.isfinite(t).all() for t in load_file(str(tmp_path / "run" / name)).values())
 
 
-def test_too_many_consecutive_non_finite_steps_stop_training(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "dmol_log_prob", _nan_at(set(range(2, 100))))
-    with pytest.raises(train_module.TrainingDiverged, match=r"3 consecutive steps up to step 4 .* the last checkpoint \(step 0\)"):
-        train(TrainConfig(out=str(tmp_path / "run"), max_steps=10, max_skipped=3, **TINY), log=lambda *a: None)
+def test_too_many_consecutive_non_finite_steps_stop_training(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"3 consecutive steps up to step 4 .* the last checkpoint \(step 0\)"):
+        train(TrainConfig(out=str(tmp_path / "run"), max_steps=10, max_skipped=3, **TINY), log=lambda *a: None, loss=loss_that(nan_at=set(range(2, 100))))
 
 
 def test_save_refuses_non_finite_weights(tmp_path):
@@ -192,13 +168,13 @@ def test_grad_clip_sets_the_global_norm_and_non_finite_gradients_are_caught():
     model = torch.nn.Linear(3, 2)
     loss = model(torch.ones(4, 3)).pow(2).sum() * 100
     loss.backward()
-    dist = train_module._Dist()
+    ranks = Ranks()
     assert torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]) > 1.0
-    assert train_module._finite_step(loss, model, 1.0, dist)
+    assert finite_step(loss, model, 1.0, ranks)
     assert torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]).item() == pytest.approx(1.0, rel=1e-5)
     model.bias.grad[0] = float("nan")
-    assert not train_module._finite_step(loss, model, 1.0, dist)
-    assert not train_module._finite_step(loss * float("inf"), torch.nn.Linear(1, 1), None, dist)  # no gradients, loss inf
+    assert not finite_step(loss, model, 1.0, ranks)
+    assert not finite_step(loss * float("inf"), torch.nn.Linear(1, 1), None, ranks)  # no gradients, loss inf
 
 
 def test_data_parallel_ranks_agree_to_skip(tmp_path):
@@ -209,7 +185,7 @@ def test_data_parallel_ranks_agree_to_skip(tmp_path):
     (hook / "sitecustomize.py").write_text(
         "import os\n"
         "if os.environ.get('RANK') == '1':\n"
-        "    import cpixelcnn.train as t\n"
+        "    import cpixelcnn.training.objectives as t\n"
         "    real, calls = t.dmol_log_prob, [0]\n"
         "    def patched(*a, **k):\n"
         "        calls[0] += 1\n"

@@ -14,13 +14,12 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from test_data_metrics import make_course_layout, make_folders
 
-import cpixelcnn.train as train_module
 from cpixelcnn import load_run
-from cpixelcnn.checkpoint import checkpoint_dirs
+from cpixelcnn.checkpoint import checkpoint_dirs, save_weights
 from cpixelcnn.cli import main
-from cpixelcnn.train import TrainConfig, train
+from cpixelcnn.train import CheckpointWriteFailed, TrainConfig, train
+from helpers import loss_that, make_course_layout, make_folders
 
 TINY = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=6, nr_logistic_mix=2, batch_size=8, log_every=1)
 TINY_ARGS = ["--data", "demo", "--image-size", "8", "--nr-resnet", "1", "--nr-filters", "6", "--nr-mix", "2", "--batch-size", "8"]
@@ -198,21 +197,17 @@ def _can_mount_tmpfs(path):
 
 
 @pytest.mark.parametrize("disk", ["tmpfs", "simulated"])
-def test_a_disk_that_fills_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, capsys, disk):
+def test_a_disk_that_fills_during_a_checkpoint_keeps_the_previous_one(tmp_path, disk):
     """tmpfs: a real 8 MB file system filled by a ballast file mid-run (needs root and mount);
-    simulated: every write of a checkpoint file fails with ENOSPC after step 10."""
+    simulated: every write of the averaged weights fails with ENOSPC after step 10."""
     disk_dir = tmp_path / "disk"
     if disk == "tmpfs" and not _can_mount_tmpfs(disk_dir):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     disk_dir.mkdir(exist_ok=True)
     run = disk_dir / "run"
-    calls = {"n": 0}
-    real = train_module.dmol_log_prob
-    real_save = train_module.save_weights
 
-    def filling(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 10 and disk == "tmpfs":  # fill the file system to the last byte
+    def fill_the_disk(call):
+        if call == 10 and disk == "tmpfs":  # fill the file system to the last byte
             with open(disk_dir / "ballast", "wb") as f:
                 try:
                     while True:
@@ -220,22 +215,21 @@ def test_a_disk_that_fills_during_a_checkpoint_keeps_the_previous_one(tmp_path, 
                         f.flush()
                 except OSError:
                     pass
-        return real(*args, **kwargs)
+
+    loss = loss_that(before=fill_the_disk)
 
     def full(path, state):
-        if calls["n"] >= 10:
+        if loss.calls["n"] >= 10:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return real_save(path, state)
+        return save_weights(path, state)
 
-    monkeypatch.setattr(train_module, "dmol_log_prob", filling)
-    if disk == "simulated":
-        monkeypatch.setattr(train_module, "save_weights", full)
+    hooks = dict(loss=loss, save_weights=full) if disk == "simulated" else dict(loss=loss)
+    cfg = TrainConfig(out=str(run), max_steps=40, checkpoint_every=0.0001, ema=0.9, val_data="none", **(TINY | dict(log_every=10)))
     try:
-        code = main(["train", "--out", str(run), "--max-steps", "40", "--checkpoint-every", "0.0001", "--ema", "0.9", "--val-data", "none", *TINY_ARGS])
-        err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2
-        errors = [line for line in err if line.startswith("cpixelcnn: error:")]
-        assert len(errors) == 1 and "No space left on device" in errors[0] and "is intact" in errors[0], err[-3:]
+        with pytest.raises(CheckpointWriteFailed) as failure:
+            train(cfg, **quiet, **hooks)
+        message = str(failure.value)
+        assert "\n" not in message and "No space left on device" in message and "is intact" in message, message
         newest = checkpoint_dirs(run)[0]
         assert 0 < int(newest.name[5:]) < 10 and _stray(run) == []
         for directory in checkpoint_dirs(run) + [run]:
@@ -243,7 +237,6 @@ def test_a_disk_that_fills_during_a_checkpoint_keeps_the_previous_one(tmp_path, 
                 model, _ = load_run(directory, use_ema=use_ema)
                 assert all(torch.isfinite(t).all() for t in model.state_dict().values())
         (disk_dir / "ballast").unlink(missing_ok=True)
-        monkeypatch.undo()
         assert main(["train", "--out", str(run), "--resume", "--max-steps", "12", *TINY_ARGS]) == 0  # space again: it goes on
     finally:
         if disk == "tmpfs":

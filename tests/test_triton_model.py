@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cpixelcnn import ConditionalPixelCNN, dmol_log_prob
-from conftest import KERNEL_DEVICE, random_grid_images, requires_cuda, tiny_model
+from helpers import KERNEL_DEVICE, random_grid_images, requires_cuda, tiny_model
 
 
 @pytest.mark.parametrize("conditioning,channels", [("film", 3), ("additive", 1)])

@@ -1,0 +1,179 @@
+"""Training configuration: every setting declared once — default, check, help and flag — in the two
+dataclasses below. ``add_arguments`` generates ``cpixelcnn train``'s options from them and
+``check`` applies the same checks to the command line and to the Python API.
+
+``ModelConfig`` is what ``ConditionalPixelCNN.from_config`` takes; ``TrainConfig`` extends it with
+the data, optimisation, validation and bookkeeping settings (flat, so ``TrainConfig(nr_resnet=1)``
+keeps working).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+
+from cpixelcnn.limits import RANGES, check_range
+from cpixelcnn.model import CONDITIONINGS, EMBEDDINGS, FUSIONS
+from cpixelcnn.ops.backend import BACKENDS
+
+
+def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, check: str | None = None, unit: str = "",
+            choices: tuple | None = None, metavar: str | None = None, fixed_on_resume: bool = False, cli: bool = True):  # fmt: skip
+    """A configuration field with what the command line and the checks need to know about it.
+
+    check: None (only ``choices`` and, for integers, ``limits.RANGES``), ``"positive"`` (a finite
+    number > 0), ``"non_negative"`` (finite, >= 0) or ``"fraction"`` (in [0, 1)).
+    fixed_on_resume: the setting is the saved run's on ``--resume`` (giving another value is an error)."""
+    meta = dict(help=help, flag=flag, check=check, unit=unit, choices=choices, metavar=metavar, fixed_on_resume=fixed_on_resume, cli=cli)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The architecture (PixelCNN++'s defaults: 5 resnets per stage, 160 filters, 10 logistics)."""
+
+    in_channels: int = setting(3, "1 (grey) or 3 (RGB)", flag="--channels", choices=(1, 3))
+    nr_resnet: int = setting(5, "gated resnets per stage")
+    nr_filters: int = setting(160, "channels of every stage")
+    nr_logistic_mix: int = setting(10, "logistic mixture components per pixel", flag="--nr-mix")
+    conditioning: str = setting("film", "how the class enters: FiLM (gamma, beta; neutral at init) or an additive bias", choices=CONDITIONINGS)
+    fusion: str = setting("middle", "which gated resnets are conditioned", choices=FUSIONS)
+    embedding: str = setting("onehot", "class embedding", choices=EMBEDDINGS)
+    embedding_dim: int | None = setting(None, "size of a learned embedding (default 32)")
+    dropout: float = setting(0.5, "dropout rate inside the gated resnets", check="fraction")
+
+
+@dataclass(kw_only=True)
+class TrainConfig(ModelConfig):
+    """Everything ``train`` needs. ``data`` and ``out`` are required."""
+
+    data: str = setting(help="'demo' (built-in data), digits / textures / micrographs (packaged), an image-folder tree or the course layout",
+                        fixed_on_resume=True)  # fmt: skip
+    out: str = setting(help="run directory")
+    split: str = setting("train", "split of --data to train on", fixed_on_resume=True)
+    epochs: int = setting(1, "passes over the data (--max-steps overrides)")
+    max_steps: int | None = setting(None, "stop after this many steps")
+    max_seconds: float | None = setting(None, "stop (and checkpoint) after this many seconds of training", flag="--max-time", check="positive",
+                                        unit="seconds")  # fmt: skip
+    grad_clip: float | None = setting(None, "clip the global gradient norm to this (off by default)", check="positive", metavar="MAX_NORM")
+    max_skipped: int = setting(20, "stop after this many consecutive non-finite steps, which are skipped")
+    batch_size: int = setting(32, "global batch size (split over torchrun processes)", fixed_on_resume=True)
+    lr: float = setting(1e-3, "Adam learning rate", check="positive", fixed_on_resume=True)
+    lr_decay: float = setting(0.999995, "learning-rate decay per step (PixelCNN++'s)", check="positive", fixed_on_resume=True)
+    ema: float = setting(0.9995, "Polyak averaging decay with TensorFlow's warm-up min(decay, (1+n)/(10+n)); sample/classify/evaluate use "
+                         "the averaged weights (the paper's 0.9995; 0: off)", check="fraction", fixed_on_resume=True)  # fmt: skip
+    weight_decay: float = setting(0.0, "Adam weight decay", check="non_negative", fixed_on_resume=True)
+    cond_lr_scale: float = setting(1.0, "learning-rate multiplier for the class embedding and conditioning heads", check="positive",
+                                   fixed_on_resume=True)  # fmt: skip
+    discriminative: float = setting(0.0, "add WEIGHT x the Bayes classifier's cross-entropy to the loss (off by default: it changes what "
+                                    "the model optimises and costs one forward pass per class)", check="non_negative", metavar="WEIGHT",
+                                    fixed_on_resume=True)  # fmt: skip
+    seed: int = setting(0, "seeds the initialisation, data order, dropout and augmentation", fixed_on_resume=True)
+    device: str = setting("auto", "cpu, cuda, cuda:N, mps (Apple GPU) or auto (cuda, then mps, then cpu)")
+    backend: str = setting("eager", "kernels: the eager PyTorch reference, Triton, or auto", choices=BACKENDS)
+    image_size: int = setting(32, "images are resized to this (square)", fixed_on_resume=True)
+    augment: bool = setting(False, "random horizontal flips and brightness jitter", fixed_on_resume=True)
+    amp: str | None = setting(None, "bf16 autocast", choices=("bf16",))
+    compile: bool = setting(False, "wrap the model in torch.compile")
+    val_data: str | None = setting(None, "validation images ('none': no validation; default: --data's own --val-split when it has one)",
+                                   fixed_on_resume=True)  # fmt: skip
+    val_split: str = setting("validation", "split of --val-data", fixed_on_resume=True)
+    val_every: int = setting(1, "validate every N epochs and at the end", metavar="N")
+    val_limit: int = setting(500, "validate on at most this many images (a fixed random subset)", fixed_on_resume=True)
+    keep_best: str | None = setting(None, "what RUN/best/ is chosen by (default: accuracy; bpd for unconditional models)",
+                                    choices=("accuracy", "bpd"), fixed_on_resume=True)  # fmt: skip
+    checkpoint_every: float = setting(10.0, "checkpoint every this many minutes as well as at epoch ends", check="positive", unit="minutes",
+                                      metavar="MINUTES")  # fmt: skip
+    sample_every: int = setting(0, "write per-class sample grids every N epochs (0: never)")
+    samples_per_class: int = setting(4, "samples per class in those grids")
+    log_every: int = setting(10, "steps between metrics.jsonl records")
+    wandb: bool = setting(False, "also log to Weights & Biases (needs wandb installed)")
+    resume: bool = setting(False, "continue the run in --out")
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _check_field(f: dataclasses.Field, value) -> None:
+    if value is None:
+        return
+    flag, meta = flag_of(f), f.metadata
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise ValueError(f"{flag} must be one of {', '.join(map(repr, meta['choices']))}, got {value!r}")
+    if f.name in RANGES:
+        check_range(f.name, value, flag=flag)
+    rule = meta["check"]
+    if rule is None:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    unit = f" of {meta['unit']}" if meta["unit"] else ""
+    if rule == "positive" and not (number and value > 0):
+        raise ValueError(f"{flag} must be a positive number{unit}, got {value!r}")
+    if rule == "non_negative" and not (number and value >= 0):
+        raise ValueError(f"{flag} must be a number >= 0, got {value!r}")
+    if rule == "fraction" and not (number and 0 <= value < 1):
+        raise ValueError(f"{flag} must be in [0, 1), got {value!r}")
+
+
+def check(cfg: ModelConfig, world_size: int = 1) -> None:
+    """One-line ValueError naming the flag of the first setting out of its range or choices."""
+    for f in fields(cfg):
+        _check_field(f, getattr(cfg, f.name))
+    if isinstance(cfg, TrainConfig) and cfg.batch_size % world_size:
+        raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must divide evenly over {world_size} processes")
+
+
+def fixed_on_resume() -> tuple[str, ...]:
+    """The training settings a resumed run takes from the saved run."""
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("fixed_on_resume"))
+
+
+def merged_with_saved(cfg: TrainConfig, saved: dict, model_config: dict, world_size: int = 1) -> TrainConfig:
+    """The configuration a resumed run continues with: the saved run's fixed settings (``saved``:
+    its config.json "train" object) and architecture (``model_config``), this run's others; checked again."""
+    kept = {name: saved[name] for name in fixed_on_resume() if name in saved}
+    kept |= {f.name: model_config[f.name] for f in fields(ModelConfig) if f.name in model_config}
+    merged = dataclasses.replace(cfg, **kept)
+    check(merged, world_size)
+    return merged
+
+
+def add_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True) -> None:
+    """``cpixelcnn train``'s options, one per field, in two groups (model, training). Without
+    defaults an option absent from the command line is absent from the parsed namespace."""
+    for title, group_fields in (("model", fields(ModelConfig)), ("training", [f for f in fields(TrainConfig) if f.name not in _MODEL_NAMES])):
+        group = parser.add_argument_group(title)
+        for f in group_fields:
+            meta = f.metadata
+            required = f.default is dataclasses.MISSING
+            default = None if required else f.default
+            help_text = meta["help"] + (f" (default: {default})" if default is not None and not isinstance(default, bool) else "")
+            kw = dict(dest=f.name, help=help_text.replace("%", "%%"))
+            if not with_defaults:
+                kw["default"] = argparse.SUPPRESS
+            elif not required:
+                kw["default"] = default
+            if isinstance(default, bool):
+                group.add_argument(flag_of(f), action="store_true", **kw)
+                continue
+            if meta["choices"] is None:
+                kw["metavar"] = meta["metavar"] or flag_of(f).lstrip("-").replace("-", "_").upper()
+            group.add_argument(flag_of(f), type=_type_of(f), choices=meta["choices"], required=required and with_defaults, **kw)
+
+
+_MODEL_NAMES = {f.name for f in fields(ModelConfig)}
+
+
+def _type_of(f: dataclasses.Field):
+    text = str(f.type)
+    return int if text.startswith("int") else float if text.startswith("float") else str
+
+
+def from_arguments(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})

@@ -1,0 +1,108 @@
+"""What a run tells its user: a progress bar (tqdm.auto — a terminal bar, a widget in notebooks; a
+plain line every ``log_every`` steps when stderr is a file), metrics.jsonl, curve.png and,
+optionally, Weights & Biases. ``advance`` after each step, ``report`` for each record."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from cpixelcnn.rundir import CURVE_NAME, METRICS_NAME
+
+BAR_FORMAT = "{l_bar}{bar}| step {n_fmt}/{total_fmt} {elapsed} elapsed, {remaining} left{postfix}"
+
+
+class Reporter:
+    def __init__(self, run_dir: Path, *, writer: bool, first_step: int, total: int, log_every: int, history: list[dict], wandb_config: dict | None = None):
+        """``writer``: this process writes files and shows progress (rank 0); ``history``: the
+        records so far (a resumed run's); ``wandb_config``: log to W&B with this config (None: don't)."""
+        self.run_dir, self.writer, self.total, self.log_every, self.history = run_dir, writer, total, log_every, history
+        self.validation = ""
+        self.bar = _progress_bar(first_step, total, log_every) if writer else None
+        self.wandb = _start_wandb(run_dir, wandb_config) if writer and wandb_config is not None else None
+        latest = next((r for r in reversed(history) if "val_bpd" in r), None)
+        if latest is not None:
+            self._show_validation(latest)
+
+    def advance(self, step: int, epoch: int, bpd: float, images_per_s: float) -> None:
+        """After a finished step: move the bar (or print a line every ``log_every`` steps)."""
+        if self.bar is None:
+            return
+        self.bar.set_postfix_str(f"epoch {epoch + 1} bpd {bpd:.3f} {images_per_s:.0f} img/s{self.validation}", refresh=False)
+        self.bar.update(step - self.bar.n)
+
+    def report(self, record: dict, to_file: bool = True) -> None:
+        """A metrics record (training window, epoch end or validation): into the history, metrics.jsonl,
+        W&B, and for a validation record the progress line and the curve."""
+        self.history.append(record)
+        if not self.writer:
+            return
+        if to_file:
+            with open(self.run_dir / METRICS_NAME, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in record.items() if v is not None}, step=record.get("step"))
+        if "val_bpd" in record:
+            self._show_validation(record)
+            self.draw_curve()
+
+    def _show_validation(self, record: dict) -> None:
+        accuracy = f" acc {record['val_accuracy']:.1%}" if record.get("val_accuracy") is not None else ""
+        self.validation = f" | val bpd {record['val_bpd']:.3f}{accuracy}"
+
+    def draw_curve(self) -> None:
+        if not self.writer or not any("train_bpd" in r or "val_bpd" in r for r in self.history):
+            return
+        from cpixelcnn.plot import training_curve_png
+
+        training_curve_png(self.run_dir / CURVE_NAME, self.history, title=f"training {self.run_dir.name}")
+
+    def close(self, finished: bool = True) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.wandb is not None and finished:
+            self.wandb.finish()
+
+
+def _progress_bar(first_step: int, total: int, every: int):
+    """tqdm.auto's bar when someone watches (a terminal or a notebook); otherwise the same text as a
+    line every ``every`` steps (no carriage returns in log files)."""
+    from tqdm.auto import tqdm
+
+    in_notebook = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
+    if in_notebook or sys.stderr.isatty():
+        return tqdm(total=total, initial=first_step, file=sys.stderr, bar_format=BAR_FORMAT, dynamic_ncols=True)
+    return _Lines(first_step, total, every)
+
+
+class _Lines:
+    """The part of tqdm's bar interface the reporter uses, printing the bar's text as lines."""
+
+    def __init__(self, first_step: int, total: int, every: int):
+        self.n, self.initial, self.total, self.every = first_step, first_step, total, every
+        self.start, self.postfix = time.monotonic(), ""
+
+    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
+        self.postfix = text
+
+    def update(self, steps: int) -> None:
+        from tqdm.std import tqdm
+
+        self.n += steps
+        if self.n % self.every == 0 or self.n == self.total:
+            line = tqdm.format_meter(self.n, self.total, time.monotonic() - self.start, ncols=100, ascii=True, bar_format=BAR_FORMAT, postfix=self.postfix,
+                                     initial=self.initial)  # fmt: skip
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _start_wandb(run_dir: Path, config: dict):
+    try:
+        import wandb
+    except ImportError:
+        raise RuntimeError("--wandb needs the wandb package (pip install wandb); metrics.jsonl is written either way") from None
+    return wandb.init(project="cpixelcnn", name=run_dir.name, dir=str(run_dir), config=config, resume="allow")

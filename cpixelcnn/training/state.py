@@ -1,0 +1,40 @@
+"""Where a run stands: step, epoch, position in the epoch, skipped steps, Polyak updates and the
+best validation record — kept, saved and restored as one unit (in training_state.pt, beside the
+optimizer and schedule states)."""
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cpixelcnn.io import atomic_write_bytes
+from cpixelcnn.rundir import STATE_NAME
+
+
+@dataclass
+class TrainingState:
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # batches of this epoch already done
+    skipped_steps: int = 0  # non-finite steps skipped in the whole run
+    ema_updates: int = 0
+    best: dict | None = None  # the best validation record so far (RUN/best/)
+
+
+def save_state(directory: Path, state: TrainingState, optimizer, scheduler) -> None:
+    """training_state.pt: the optimizer and schedule states and the training state's fields (at the top level)."""
+    buf = io.BytesIO()
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **dataclasses.asdict(state)}, buf)
+    atomic_write_bytes(directory / STATE_NAME, buf.getvalue())
+
+
+def restore_state(saved: dict, history: list[dict], best: dict | None) -> TrainingState:
+    """The TrainingState in a loaded training_state.pt. A state written before a field existed
+    takes it from what the run directory shows: skipped steps from metrics.jsonl, the best record
+    from best/config.json, Polyak updates = steps."""
+    skipped = next((r["skipped_steps"] for r in reversed(history) if "skipped_steps" in r), 0)
+    return TrainingState(step=saved["step"], epoch=saved["epoch"], position=saved["position"], skipped_steps=saved.get("skipped_steps", skipped),
+                         ema_updates=saved.get("ema_updates", saved["step"]), best=saved.get("best", best))  # fmt: skip

@@ -1,0 +1,314 @@
+"""The trainer: ``fit`` runs epochs of ``step``s, ``end_epoch`` validates, ``maybe_checkpoint`` and
+``checkpoint`` keep the run resumable. Behaviour that tests (or users) replace comes in through the
+constructor: the loss, the clock, the weight writer and the log.
+
+Determinism: the data order of epoch e is a permutation seeded by (seed, e), and every step
+reseeds dropout and augmentation from (seed, step, rank); with the saved optimizer state and
+TrainingState, ``--resume`` continues to exactly the loss sequence of an uninterrupted run on CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from cpixelcnn.checkpoint import checkpoint_dirs, save_run, save_weights, write_best, write_checkpoint
+from cpixelcnn.data import augment, load_dataset, to_model_range, to_uint8
+from cpixelcnn.io import image_grid, save_png
+from cpixelcnn.model import ConditionalPixelCNN
+from cpixelcnn.rundir import BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, SAMPLES_DIR, WEIGHTS_NAME
+from cpixelcnn.sampling import sample
+from cpixelcnn.training.averaging import PolyakAverage
+from cpixelcnn.training.checkpoints import read_best, read_metrics, resume_point
+from cpixelcnn.training.config import TrainConfig, merged_with_saved
+from cpixelcnn.training.distributed import Ranks
+from cpixelcnn.training.objectives import finite_step, likelihood_loss, optimizer_and_schedule
+from cpixelcnn.training.reporting import Reporter
+from cpixelcnn.training.state import TrainingState, restore_state, save_state
+from cpixelcnn.training.validation import is_better, latest_validation, validation_figures, validation_set, validation_source
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the checkpoint at ``run_dir`` was saved first."""
+
+    def __init__(self, run_dir: Path, step: int):
+        super().__init__(f"interrupted at step {step}; checkpoint saved in {run_dir} (continue with --resume)")
+        self.run_dir, self.step = run_dir, step
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient; no weights were touched by them."""
+
+
+class CheckpointWriteFailed(RuntimeError):
+    """Writing into the run directory failed (disk full, ...); the previous checkpoint is intact."""
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, log=print, *, ranks: Ranks | None = None, loss=likelihood_loss, clock=time.monotonic,
+                 save_weights=save_weights):  # fmt: skip
+        """``loss(forward, model, x, y, discriminative, backend)`` → mean nats per image;
+        ``clock()`` → seconds (time limit, checkpoint interval, speed); ``save_weights(path, state)``
+        writes the Polyak-averaged weights of a checkpoint."""
+        self.cfg, self.ranks = cfg, ranks or Ranks()
+        self.loss_fn, self.clock, self.save_weights = loss, clock, save_weights
+        self.say = log if self.ranks.is_main else (lambda *a, **k: None)
+        self.run_dir = Path(cfg.out)
+        self.checkpointed_at: int | None = None  # step of the last checkpoint written
+        self.validated_at: int | None = None
+
+    # -- set-up ------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.device = self.ranks.device(self.cfg.device)
+        point = self._model_and_config()
+        self._training_data()
+        self.model = self.model.to(self.device)
+        cfg = self.cfg
+        self.val = validation_set(cfg.val_data, cfg, self.class_names)
+        cfg.keep_best = cfg.keep_best or ("accuracy" if self.model.num_classes else "bpd")
+        self.optimizer, self.scheduler = optimizer_and_schedule(self.model, cfg)
+        history = read_metrics(self.run_dir, point.state["step"], rewrite=self.ranks.is_main) if point else []
+        if point:
+            self.optimizer.load_state_dict(point.state["optimizer"])
+            self.scheduler.load_state_dict(point.state["scheduler"])
+            self.state = restore_state(point.state, history, read_best(self.run_dir))
+            self.checkpointed_at = self.state.step
+        else:
+            self.state = TrainingState()
+        self.ema = PolyakAverage(self.model, cfg.ema, point.ema if point else None, self.state.ema_updates) if cfg.ema else None
+        self.net = self.model
+        if self.ranks.active:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.net = torch.compile(self.net) if cfg.compile else self.net
+        self.total = cfg.epochs * self.steps_per_epoch if cfg.max_steps is None else cfg.max_steps
+        self.reporter = Reporter(self.run_dir, writer=self.ranks.is_main, first_step=self.state.step, total=self.total, log_every=cfg.log_every,
+                                 history=history, wandb_config=dataclasses.asdict(cfg) if cfg.wandb else None)  # fmt: skip
+        self.last_checkpoint_time = self.clock()
+
+    def _model_and_config(self):
+        """The model and the configuration to go on with: a new model, or the resumed run's."""
+        cfg = self.cfg
+        if not cfg.resume:
+            if (self.run_dir / WEIGHTS_NAME).exists() or (self.run_dir / CONFIG_NAME).exists() or checkpoint_dirs(self.run_dir):
+                raise ValueError(f"{self.run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+            self.model, self.class_names = None, None
+            return None
+        point = resume_point(self.run_dir, self.device, self.ranks.is_main, self.say)
+        self.model, self.class_names = point.model, point.config["class_names"]
+        self.model.backend = cfg.backend
+        self.cfg = merged_with_saved(cfg, point.config.get("train", {}), self.model.config, self.ranks.world)  # restored settings pass the same checks
+        return point
+
+    def _training_data(self) -> None:
+        cfg = self.cfg
+        self.data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=self.class_names, seed=cfg.seed)
+        if not self.data.has_labels:
+            raise ValueError(f"the {cfg.split} split of {cfg.data} has images without labels; training needs labels")
+        if len(self.data.class_names) < 2:
+            raise ValueError(f"{cfg.data} has a single class ({self.data.class_names[0]}); a class-conditional model needs at least 2")
+        if self.model is None:
+            torch.manual_seed(cfg.seed)
+            self.model = ConditionalPixelCNN.from_config(cfg.model_config, num_classes=len(self.data.class_names), backend=cfg.backend)
+            self.class_names = self.data.class_names
+        cfg.val_data = validation_source(cfg.data, cfg.split, cfg.val_data, cfg.val_split)
+        self.per_rank = cfg.batch_size // self.ranks.world
+        self.sampler = torch.utils.data.DistributedSampler(range(len(self.data)), num_replicas=self.ranks.world, rank=self.ranks.rank, shuffle=True,
+                                                           seed=cfg.seed, drop_last=True)  # fmt: skip
+        self.steps_per_epoch = len(self.sampler) // self.per_rank
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(self.data)} training images")
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Train as configured; returns a summary (steps, final training bits/dim, run directory, history, best record)."""
+        self.setup()
+        if self.ranks.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if not self.cfg.resume:
+                self.checkpoint()  # config.json exists from the start: the run directory is self-describing
+        self._announce()
+        self.deadline = None if self.cfg.max_seconds is None else self.clock() + self.cfg.max_seconds
+        self.window, self.window_start, self.skipped_in_a_row = [], self.clock(), 0
+        try:
+            while self.state.step < self.total:
+                self.run_epoch()
+            if self.val is not None and self.validated_at != self.state.step and self.state.step > 0:
+                self.validate()  # the final model is a candidate for best/ too
+        except KeyboardInterrupt:
+            self.reporter.close(finished=False)
+            self.checkpoint()
+            raise TrainingInterrupted(self.run_dir, self.state.step) from None
+        except OSError as err:  # disk full and the like while writing metrics, best/ or plots
+            raise CheckpointWriteFailed(f"writing into {self.run_dir} failed at step {self.state.step} ({err}); {self._previous()}: "
+                                        "free space, then run again with --resume") from None  # fmt: skip
+        return self._finish()
+
+    def run_epoch(self) -> None:
+        """Steps until the epoch ends (or the step or time limit), then a checkpoint."""
+        self.sampler.set_epoch(self.state.epoch)
+        order = list(self.sampler)
+        self.epoch_losses = []
+        self.model.train()
+        while self.state.position < self.steps_per_epoch and self.state.step < self.total:
+            position = self.state.position
+            bpd = self.step(torch.tensor(order[position * self.per_rank : (position + 1) * self.per_rank]))
+            if bpd is not None:
+                self._record_step(bpd)
+            self.maybe_checkpoint()
+        if self.state.position >= self.steps_per_epoch:
+            self.end_epoch()
+        self.checkpoint()
+
+    def step(self, batch: torch.Tensor) -> float | None:
+        """One optimisation step on the images at indices ``batch`` (this rank's share). Returns the
+        global batch's bits/dim, or None when the step was skipped (non-finite loss or gradient:
+        weights, optimizer state, Polyak average and schedule untouched)."""
+        cfg, state, ranks = self.cfg, self.state, self.ranks
+        torch.manual_seed(cfg.seed * 1_000_003 + state.step * ranks.world + ranks.rank)  # dropout, resume-exact
+        images = self.data.images[batch]
+        if cfg.augment:
+            images = augment(images, torch.Generator().manual_seed(cfg.seed * 7_919 + state.step * ranks.world + ranks.rank))
+        x, y = to_model_range(images).to(self.device), self.data.labels[batch].to(self.device)
+        dims = x[0].numel()
+        loss = self.loss_fn(self._forward, self.model, x, y, cfg.discriminative, cfg.backend) / dims
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        finite = finite_step(loss, self.model, cfg.grad_clip, ranks)
+        if finite:
+            self.skipped_in_a_row = 0
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+                state.ema_updates = self.ema.updates
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            state.skipped_steps += 1
+            self.skipped_in_a_row += 1
+        state.step += 1
+        state.position += 1
+        if self.skipped_in_a_row >= cfg.max_skipped:
+            raise TrainingDiverged(f"training diverged: {self.skipped_in_a_row} consecutive steps up to step {state.step} had a non-finite loss or "
+                                   f"gradient and were skipped; the last checkpoint (step {self.checkpointed_at}) is in {self.run_dir} "
+                                   "(try a lower --lr or --grad-clip)")  # fmt: skip
+        return ranks.mean(loss.detach()).item() / math.log(2) if finite else None
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
+            return self.net(x, y)
+
+    def _record_step(self, bpd: float) -> None:
+        """The step's bits/dim into the progress bar and, every ``log_every`` steps, a metrics record."""
+        step, cfg = self.state.step, self.cfg
+        self.epoch_losses.append(bpd)
+        self.window.append(bpd)
+        elapsed = self.clock() - self.window_start
+        speed = len(self.window) * cfg.batch_size / max(elapsed, 1e-9)
+        self.reporter.advance(step, self.state.epoch, bpd, speed)
+        if step % cfg.log_every == 0 or step == self.total:
+            record = dict(step=step, epoch=self.state.epoch, train_bpd=sum(self.window) / len(self.window), lr=self.scheduler.get_last_lr()[0],
+                          images_per_s=speed, skipped_steps=self.state.skipped_steps)  # fmt: skip
+            self.reporter.report(record)
+            self.window, self.window_start = [], self.clock()
+
+    def maybe_checkpoint(self) -> None:
+        """Stop at the time limit (rank 0 decides for all), else checkpoint every ``checkpoint_every``
+        minutes. An epoch end or the last step checkpoints anyway, just after this."""
+        if self.deadline is not None and self.ranks.main_says(self.clock() >= self.deadline):
+            self.total = self.state.step
+            return
+        due = self.clock() - self.last_checkpoint_time >= self.cfg.checkpoint_every * 60
+        if due and self.state.position < self.steps_per_epoch and self.state.step < self.total:
+            self.checkpoint()
+            self.reporter.draw_curve()
+
+    def end_epoch(self) -> None:
+        """The epoch's record, sample grids and validation (as configured)."""
+        state, cfg = self.state, self.cfg
+        state.epoch, state.position = state.epoch + 1, 0
+        if self.ranks.is_main:
+            record = dict(epoch_end=state.epoch, step=state.step, epoch_train_bpd=sum(self.epoch_losses) / max(1, len(self.epoch_losses)))
+            self.reporter.report(record)
+            if cfg.sample_every and state.epoch % cfg.sample_every == 0:
+                self._sample_grid(self.run_dir / SAMPLES_DIR / f"epoch_{state.epoch:04d}.png")
+        if self.val is not None and state.epoch % cfg.val_every == 0:
+            self.validate()
+
+    # -- checkpoints and validation ------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """A complete checkpoint of this step (rank 0 writes; every rank restarts the interval)."""
+        if self.ranks.is_main:
+            try:
+                write_checkpoint(self.run_dir, self.state.step, self._fill_checkpoint)
+            except OSError as err:
+                raise CheckpointWriteFailed(f"could not write the checkpoint of step {self.state.step} into {self.run_dir / CHECKPOINTS_DIR} ({err}); "
+                                            f"{self._previous()}: free space, then run again with --resume") from None  # fmt: skip
+        self.checkpointed_at, self.last_checkpoint_time = self.state.step, self.clock()
+
+    def _fill_checkpoint(self, directory: Path) -> None:
+        if self.ema is not None:
+            self.save_weights(directory / EMA_NAME, self.ema.state)
+        save_run(directory, self.model, self.class_names, extra=self._saved_config())
+        save_state(directory, self.state, self.optimizer, self.scheduler)
+
+    def _saved_config(self, **more) -> dict:
+        return {"train": dataclasses.asdict(self.cfg) | {"resume": False}, "step": self.state.step, **more}
+
+    def _previous(self) -> str:
+        if self.checkpointed_at is None:
+            return "no checkpoint was written yet"
+        return f"the previous checkpoint (step {self.checkpointed_at}) is intact"
+
+    def validate(self) -> None:
+        """Figures of the Polyak average (PixelCNN++ evaluates it) or the weights on the validation
+        set; a better record replaces RUN/best/. Rank 0 validates; the others wait at their next collective."""
+        self.validated_at = self.state.step
+        if not self.ranks.is_main:
+            return
+        evaluated = self.ema.model(self.model) if self.ema is not None else self.model
+        record = dict(step=self.state.step, epoch=self.state.epoch, **validation_figures(evaluated, self.val, self.cfg.batch_size))
+        record["best"] = is_better(record, self.state.best, self.cfg.keep_best)
+        if record["best"]:
+            self.state.best = record
+            chosen = {k: record[k] for k in ("step", "epoch", "val_bpd", "val_accuracy", "val_n")}
+            extra = self._saved_config(best=chosen | {"keep_best": self.cfg.keep_best, "weights": "ema" if self.ema is not None else "raw"})
+            write_best(self.run_dir, lambda directory: save_run(directory, evaluated, self.class_names, extra=extra))
+        self.reporter.report(record)
+
+    # -- beginning and end -------------------------------------------------------------------------
+
+    def _announce(self) -> None:
+        cfg, step = self.cfg, self.state.step
+        limit = f"steps {step}->{self.total}" + (f" or {cfg.max_seconds:g} s, whichever comes first" if cfg.max_seconds else "")
+        validation = (f"; validating on {len(self.val)} images of {cfg.val_data} ({cfg.val_split}) every {cfg.val_every} epoch(s), best by {cfg.keep_best}"
+                      if self.val else "; no validation")  # fmt: skip
+        self.say(f"training {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M-parameter model on {len(self.data)} images "
+                 f"({', '.join(self.class_names)}), {self.ranks.world} process(es), {self.device}, backend {cfg.backend}, {limit}{validation}")  # fmt: skip
+
+    def _finish(self) -> dict:
+        self.reporter.close()
+        self.reporter.draw_curve()
+        history = self.reporter.history
+        points = [r["train_bpd"] for r in history if "train_bpd" in r]
+        final = points[-1] if points else float("nan")
+        validated = latest_validation(history)
+        summary = ""
+        if validated:
+            accuracy = f" accuracy {validated['val_accuracy']:.1%}" if validated.get("val_accuracy") is not None else ""
+            summary = f", validation bits/dim {validated['val_bpd']:.3f}{accuracy}"
+        best = f", best model in {self.run_dir / BEST_DIR}" if validated else ""
+        self.say(f"done: {self.state.step} steps, training bits/dim {final:.3f}{summary}; run directory {self.run_dir}{best}")
+        return dict(steps=self.state.step, train_bpd=final, run_dir=str(self.run_dir), history=history, best=self.state.best)
+
+    def _sample_grid(self, path: Path) -> Path:
+        """One row of ``samples_per_class`` samples per class."""
+        cfg = self.cfg
+        labels = torch.arange(len(self.class_names)).repeat_interleave(cfg.samples_per_class).to(self.device)
+        images = sample(self.model, labels, image_size=(cfg.image_size, cfg.image_size), method="auto", generator=torch.Generator().manual_seed(cfg.seed))
+        return save_png(path, image_grid(to_uint8(images), nrow=cfg.samples_per_class), scale=2)

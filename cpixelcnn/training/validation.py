@@ -1,0 +1,58 @@
+"""Validation: the held-out images, their figures (bits/dim, Bayes accuracy), and which record is best."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cpixelcnn.data import Dataset, load_dataset
+from cpixelcnn.packaged_data import PACKAGED
+
+
+def validation_source(data: str, split: str, val_data: str | None, val_split: str) -> str:
+    """What ``val_data`` resolves to: the training data's own validation split when it has one
+    (and it is not the split trained on) if not given; ``"none"`` turns validation off."""
+    if val_data is not None:
+        return val_data
+    has_split = data in ("demo", *PACKAGED) or (Path(data) / f"{val_split}.csv").is_file()
+    return data if has_split and split != val_split else "none"
+
+
+def validation_set(source: str, cfg, class_names: list[str]) -> Dataset | None:
+    """The held-out images validated on (at most ``cfg.val_limit``, a fixed random subset),
+    labelled in the training set's class order; None for ``source == "none"``."""
+    if source == "none":
+        return None
+    val = load_dataset(source, cfg.val_split, cfg.image_size, cfg.in_channels, seed=cfg.seed)
+    if sorted(val.class_names) != sorted(class_names):
+        raise ValueError(f"the validation set {source} has classes ({', '.join(val.class_names)}) that differ from the training set's ({', '.join(class_names)})")
+    if not val.has_labels:
+        raise ValueError(f"the {cfg.val_split} split of {source} has images without labels; validation needs them")
+    labels = torch.tensor([class_names.index(val.class_names[i]) for i in val.labels.tolist()], dtype=torch.long)
+    keep = torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.val_limit].sort().values
+    return Dataset(val.images[keep], labels[keep], list(class_names), [val.files[i] for i in keep.tolist()], layout=val.layout)
+
+
+def validation_figures(model, val: Dataset, batch_size: int) -> dict:
+    """Bits/dim and (conditional models) Bayes-classifier accuracy on the validation images."""
+    from cpixelcnn.metrics import dataset_bpd, predict
+
+    bpd = dataset_bpd(model, val.images, val.labels if model.num_classes else None, batch_size=batch_size)
+    accuracy = None
+    if model.num_classes:
+        predicted, _ = predict(model, val.images, batch_size=batch_size)
+        accuracy = (predicted == val.labels).sum().item() / len(val)
+    return dict(val_bpd=bpd, val_accuracy=accuracy, val_n=len(val))
+
+
+def is_better(record: dict, best: dict | None, keep_best: str) -> bool:
+    """Whether a validation record beats the best so far: by accuracy (ties: lower bits/dim) or by bits/dim."""
+    if best is None:
+        return True
+    if keep_best == "accuracy" and record.get("val_accuracy") is not None and record["val_accuracy"] != best.get("val_accuracy"):
+        return record["val_accuracy"] > (best.get("val_accuracy") or -1.0)
+    return record["val_bpd"] < best["val_bpd"]
+
+
+def latest_validation(history: list[dict]) -> dict | None:
+    return next((r for r in reversed(history) if "val_bpd" in r), None)
