@@ -48,7 +48,7 @@ def kernel_predictions() -> list[dict]:
 
 def forward_macs(model, height: int, width: int, batch: int) -> int:
     """Multiply-accumulates of one batched forward pass (convs, transposed convs, nin)."""
-    from cpixelcnn.cached import CONV, _lower
+    from cpixelcnn.cached import _lower
 
     g = _lower(model, height, width)
     macs = 0
@@ -57,7 +57,7 @@ def forward_macs(model, height: int, width: int, batch: int) -> int:
             continue
         kh, kw, cin, cout = op["weight"].shape
         _, h_out, w_out = g.nodes[op["out"]]
-        per_position = kh * kw * cin * cout if op["type"] == CONV else (kh * kw * cin * cout) // (op["stride"] ** 2)
+        per_position = kh * kw * cin * cout if op["type"] == "conv" else (kh * kw * cin * cout) // (op["stride"] ** 2)
         macs += per_position * h_out * w_out
     return macs * batch
 

@@ -27,11 +27,9 @@ from cpixelcnn.devices import float64_math
 from cpixelcnn.layers import DownRightShiftedConv2d, DownShiftedConv2d, NiN
 from cpixelcnn.model import RESOLUTION_STEP
 
-CONV, DECONV, ADD, GATED = 0, 1, 2, 3
-SINGLE, CONCAT, SUM = 0, 1, 2
-NO_TRANSFORM, ELU, CONCAT_ELU = 0, 1, 2
-NO_SHIFT, SHIFT_DOWN, SHIFT_RIGHT = 0, 1, 2
-N_COLS = 13  # op_spec columns, as in csrc/cached_sampler.cpp
+# The op vocabulary is the C++ engines' (csrc/cached_sampler_types.h); ops are recorded here by
+# name and written into the engines' op_spec by the names _C exports (SPEC_COLUMNS, OP_TYPES, ...).
+ENGINE_FUNCTIONS = {"cpu": "cached_sample", "cuda": "cached_sample_cuda", "cuda-emulated": "cached_sample_emulated"}
 
 
 class _Lowering:
@@ -52,9 +50,34 @@ class _Lowering:
         self.avail.append(avail)
         return len(self.nodes) - 1
 
-    def conv(self, layer, inputs: list[int], mode=SINGLE, transform=NO_TRANSFORM) -> int:
+    # -- the executor interface of ConditionalPixelCNN.topology --------------------------------------
+
+    def conv(self, layer, x: int) -> int:
+        return self._conv(layer, [x])
+
+    def add(self, a: int, b: int) -> int:
+        return self.elementwise("add", a, b)
+
+    def upsample(self, layer, x: int) -> int:
+        return self.deconv(layer, x)
+
+    def output(self, layer, x: int) -> int:
+        return self._conv(layer, [x], transform="elu")
+
+    def gated_resnet(self, block, x: int, skips: list[int]) -> int:
+        h = self._conv(block.conv_in, [x], transform="concat_elu")
+        if skips:
+            s = self._conv(block.nin_skip, skips, mode="concat" if len(skips) > 1 else "single", transform="concat_elu")
+            h = self._conv(block.conv_out, [h, s], mode="sum", transform="concat_elu")
+        else:
+            h = self._conv(block.conv_out, [h], transform="concat_elu")
+        return self.elementwise("gated", x, h, block=block)
+
+    # -- ops over activation caches -------------------------------------------------------------
+
+    def _conv(self, layer, inputs: list[int], mode: str = "single", transform: str = "none") -> int:
         if isinstance(layer, NiN):
-            kh, kw, stride, pad_top, pad_left, shift = 1, 1, 1, 0, 0, NO_SHIFT
+            kh, kw, stride, pad_top, pad_left, shift = 1, 1, 1, 0, 0, "none"
             conv = layer.conv
         else:
             conv = layer.conv
@@ -63,11 +86,11 @@ class _Lowering:
             pad_top = kh - 1
             if isinstance(layer, DownShiftedConv2d):
                 pad_left, pad_right = (kw - 1) // 2, (kw - 1) // 2
-                shift = SHIFT_DOWN if layer.shift_output_down else NO_SHIFT
+                shift = "down" if layer.shift_output_down else "none"
             else:
                 assert isinstance(layer, DownRightShiftedConv2d)
                 pad_left, pad_right = kw - 1, 0
-                shift = SHIFT_RIGHT if layer.shift_output_right else NO_SHIFT
+                shift = "right" if layer.shift_output_right else "none"
         _, h_in, w_in = self.nodes[inputs[0]]
         pad_right = 0 if isinstance(layer, NiN) else pad_right
         h_out = (h_in + pad_top - kh) // stride + 1
@@ -79,17 +102,17 @@ class _Lowering:
         for ki in range(kh):
             for kj in range(kw):
                 out = np.maximum(out, padded[ki : ki + stride * h_out : stride, kj : kj + stride * w_out : stride][:h_out, :w_out])
-        if shift == SHIFT_DOWN:
+        if shift == "down":
             out = np.concatenate([np.zeros((1, w_out), np.int64), out[:-1]], axis=0)
-        elif shift == SHIFT_RIGHT:
+        elif shift == "right":
             out = np.concatenate([np.zeros((h_out, 1), np.int64), out[:, :-1]], axis=1)
-        cin_eff = sum(self.nodes[n][0] for n in inputs) if mode == CONCAT else self.nodes[inputs[0]][0]
-        if transform == CONCAT_ELU:
+        cin_eff = sum(self.nodes[n][0] for n in inputs) if mode == "concat" else self.nodes[inputs[0]][0]
+        if transform == "concat_elu":
             cin_eff *= 2
         weight = conv.weight.detach()  # (Cout, Cin, kh, kw); weight norm applied
         assert weight.shape[1] == cin_eff, (weight.shape, cin_eff)
         node = self._node(weight.shape[0], out)
-        self.ops.append(dict(type=CONV, out=node, inputs=inputs, mode=mode, transform=transform, kh=kh, kw=kw, stride=stride,
+        self.ops.append(dict(type="conv", out=node, inputs=inputs, mode=mode, transform=transform, kh=kh, kw=kw, stride=stride,
                              pad_top=pad_top, pad_left=pad_left, shift=shift, cin_eff=cin_eff,
                              weight=weight.permute(2, 3, 1, 0), bias=conv.bias.detach()))  # fmt: skip
         return node
@@ -110,55 +133,29 @@ class _Lowering:
         out = full[:h_out, crop_left : crop_left + w_out]
         weight = layer.deconv.weight.detach()  # (Cin, Cout, kh, kw)
         node = self._node(weight.shape[1], np.ascontiguousarray(out))
-        self.ops.append(dict(type=DECONV, out=node, inputs=[source], mode=SINGLE, transform=NO_TRANSFORM, kh=kh, kw=kw, stride=stride,
-                             pad_top=0, pad_left=crop_left, shift=NO_SHIFT, cin_eff=weight.shape[0],
+        self.ops.append(dict(type="deconv", out=node, inputs=[source], mode="single", transform="none", kh=kh, kw=kw, stride=stride,
+                             pad_top=0, pad_left=crop_left, shift="none", cin_eff=weight.shape[0],
                              weight=weight.permute(2, 3, 0, 1), bias=layer.deconv.bias.detach()))  # fmt: skip
         return node
 
-    def elementwise(self, kind: int, a: int, b: int, block=None) -> int:
+    def elementwise(self, kind: str, a: int, b: int, block=None) -> int:
         channels = self.nodes[a][0]
         node = self._node(channels, np.maximum(self.avail[a], self.avail[b]))
         self.ops.append(dict(type=kind, out=node, inputs=[a, b], block=block))
         return node
 
-    def gated_resnet(self, block, x: int, skip: list[int] | None) -> int:
-        h = self.conv(block.conv_in, [x], transform=CONCAT_ELU)
-        if skip:
-            s = self.conv(block.nin_skip, skip, mode=CONCAT if len(skip) > 1 else SINGLE, transform=CONCAT_ELU)
-            h = self.conv(block.conv_out, [h, s], mode=SUM, transform=CONCAT_ELU)
-        else:
-            h = self.conv(block.conv_out, [h], transform=CONCAT_ELU)
-        return self.elementwise(GATED, x, h, block=block)
-
 
 def _lower(model, height: int, width: int) -> _Lowering:
-    """The forward pass of ConditionalPixelCNN, as ops (mirrors ConditionalPixelCNN.forward)."""
+    """The model's own topology (``ConditionalPixelCNN.topology``), recorded as ops."""
     g = _Lowering(height, width, model.in_channels)
-    x = g.input
-    u_list = [g.conv(model.u_init, [x])]
-    ul_list = [g.elementwise(ADD, g.conv(model.ul_init_above, [x]), g.conv(model.ul_init_left, [x]))]
-    for s, stage in enumerate(model.up_stages):
-        for u_block, ul_block in zip(stage.u_stream, stage.ul_stream):
-            u_list.append(g.gated_resnet(u_block, u_list[-1], None))
-            ul_list.append(g.gated_resnet(ul_block, ul_list[-1], [u_list[-1]]))
-        if s < 2:
-            u_list.append(g.conv(model.downsize_u[s], [u_list[-1]]))
-            ul_list.append(g.conv(model.downsize_ul[s], [ul_list[-1]]))
-    u, ul = u_list.pop(), ul_list.pop()
-    for s, stage in enumerate(model.down_stages):
-        for u_block, ul_block in zip(stage.u_stream, stage.ul_stream):
-            u = g.gated_resnet(u_block, u, [u_list.pop()])
-            ul = g.gated_resnet(ul_block, ul, [u, ul_list.pop()])
-        if s < 2:
-            u = g.deconv(model.upsize_u[s], u)
-            ul = g.deconv(model.upsize_ul[s], ul)
-    g.params = g.conv(model.nin_out, [ul], transform=ELU)
+    g.params = model.topology(g, g.input)
     return g
 
 
 def _architecture_key(model) -> tuple:
+    """What the schedule depends on: the topology (the model's class) and the config's shapes."""
     cfg = model.config
-    return tuple(sorted((k, v) for k, v in cfg.items() if k not in ("dropout", "weight_norm")))
+    return (type(model),) + tuple(sorted((k, v) for k, v in cfg.items() if k not in ("dropout", "weight_norm")))
 
 
 _SCHEDULES: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
@@ -200,6 +197,13 @@ def kernel_launches(model, height: int, width: int) -> int:
 ENGINES = ("auto", "cpu", "cuda", "cuda-emulated")
 
 
+def engine_available(engine: str, ext=None) -> bool:
+    """Whether the compiled extension (``ext``, default: the installed one) has ``engine`` ("cpu", "cuda", "cuda-emulated")."""
+    if ext is None:
+        from cpixelcnn._extension import _C as ext
+    return ext is not None and hasattr(ext, "SamplerInputs") and hasattr(ext, ENGINE_FUNCTIONS[engine])
+
+
 def _engine_for(engine: str, device: torch.device, ext) -> str:
     """The engine that will run: ``auto`` is ``cuda`` for a CUDA model, else ``cpu``; errors name what is missing."""
     if engine not in ENGINES:
@@ -211,8 +215,7 @@ def _engine_for(engine: str, device: torch.device, ext) -> str:
     wants_cuda = engine == "cuda"
     if wants_cuda != (device.type == "cuda"):
         raise RuntimeError(f"engine {engine!r} needs a {'CUDA' if wants_cuda else 'CPU'} model, the model is on {device}")
-    needed = {"cpu": "cached_sample", "cuda": "cached_sample_cuda", "cuda-emulated": "cached_sample_emulated"}[engine]
-    if not hasattr(ext, needed):
+    if not engine_available(engine, ext):
         if engine == "cuda":
             raise RuntimeError("the compiled extension has no CUDA part (it was built without a CUDA torch and toolkit); "
                                "rebuild with CPIXELCNN_CUDA=1 pip install --no-build-isolation -e . or sample on the CPU")  # fmt: skip
@@ -245,46 +248,52 @@ def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, w
     with torch.no_grad(), parametrize.cached():
         g = _lower(model, height, width)  # cheap: op list, weight views, availability maps
         positions, offsets = _schedule(g, _architecture_key(model), height, width)
-        cond = model.class_vector(labels, dtype) if labels is not None else None
-        spec = torch.zeros(len(g.ops), N_COLS, dtype=torch.int64)
-        weights, biases, gammas, betas = [], [], [], []
-        empty = torch.empty(0, dtype=dtype, device=device)
-        for k, op in enumerate(g.ops):
-            ins = op["inputs"] + [op["inputs"][0]] * (2 - len(op["inputs"]))
-            spec[k, :4] = torch.tensor([op["type"], op["out"], ins[0], ins[1]])
-            if op["type"] in (CONV, DECONV):
-                spec[k, 4:] = torch.tensor([op["mode"], op["transform"], op["kh"], op["kw"], op["stride"], op["pad_top"], op["pad_left"], op["shift"], op["cin_eff"]])
-                weights.append(op["weight"].to(dtype).contiguous())
-                biases.append(op["bias"].to(dtype).contiguous())  # already on the model's device
-            else:
-                weights.append(empty)
-                biases.append(empty)
-            gamma = beta = None
-            if op["type"] == GATED:
-                gamma, beta = op["block"].film_params(cond)
-            gammas.append(gamma.to(dtype).contiguous() if gamma is not None else empty)
-            betas.append(beta.to(dtype).contiguous() if beta is not None else empty)
-        # The CPU engine holds intermediate nodes itself, as rings of the few rows live at once
-        # (a node passed with 0 rows); the CUDA engines take every node whole.
-        held = engine == "cpu"
-        nodes = [torch.zeros(batch, 0 if held and k not in (g.input, g.params) else h, w, c, dtype=dtype, device=device)
-                 for k, (c, h, w) in enumerate(g.nodes)]  # fmt: skip
+        inputs = _sampler_inputs(ext, model, g, labels, dtype, device, held=engine == "cpu", batch=batch)
+        inputs.positions, inputs.offsets = [p.to(device) for p in positions], offsets
+        inputs.height, inputs.width, inputs.channels, inputs.bits = height, width, model.in_channels, model.bits
+        nodes = inputs.nodes  # the engines write into these tensors
         nodes[g.input][:, :height, :width, -1] = 1.0  # the ones channel marks the image
         if prefix_pixels:  # the given pixels of a completion, in place before the loop starts
             given = torch.zeros(batch, height * width, model.in_channels, dtype=dtype, device=device)
             given[:, :prefix_pixels] = prefix.to(device=device, dtype=dtype).flatten(2).transpose(1, 2)[:, :prefix_pixels]
             nodes[g.input][:, :height, :width, : model.in_channels] = given.view(batch, height, width, model.in_channels)
+        inputs.first_sampled = int(prefix_pixels)
         with float64_math():  # the engines run on CPU or CUDA, which have float64: the draws are float64 there
-            noise = noise.to(device=device, dtype=torch.float64).contiguous()
-            args = (nodes, spec, weights, biases, gammas, betas, [p.to(device) for p in positions], offsets, g.input, g.params,
-                    height, width, model.in_channels, model.bits, noise, int(prefix_pixels))  # fmt: skip
-            if engine == "cuda":
-                ext.cached_sample_cuda(*args, True)  # whole loop captured into one CUDA graph
-            elif engine == "cuda-emulated":
-                ext.cached_sample_emulated(*args)
-            else:
-                ext.cached_sample(args[0], [h for _, h, _ in g.nodes], *args[1:])
+            inputs.noise = noise.to(device=device, dtype=torch.float64).contiguous()
+            getattr(ext, ENGINE_FUNCTIONS[engine])(inputs)  # CUDA: the whole loop captured into one CUDA graph
         images = nodes[g.input][:, :height, :width, : model.in_channels].permute(0, 3, 1, 2).contiguous()
         if return_params:  # each position of the params cache was computed once, at its pixel's step
             return images, nodes[g.params][:, :height, :width].permute(0, 3, 1, 2).contiguous()
         return images
+
+
+def _sampler_inputs(ext, model, g: _Lowering, labels, dtype: torch.dtype, device: torch.device, held: bool, batch: int):
+    """``_C.SamplerInputs`` with the lowered model filled in by name: the op_spec, per-op weights,
+    biases and FiLM γ/β, and the activation caches — zero rows for the nodes a ``held`` engine
+    (the CPU one) keeps itself as rings of the few rows live at once; the CUDA engines take every node whole."""
+    column = {name: k for k, name in enumerate(ext.SPEC_COLUMNS)}
+    vocabulary = {"type": ext.OP_TYPES, "mode": ext.INPUT_MODES, "transform": ext.TRANSFORMS, "shift": ext.SHIFTS}
+    cond = model.class_vector(labels, dtype) if labels is not None else None
+    spec = torch.zeros(len(g.ops), len(column), dtype=torch.int64)
+    empty = torch.empty(0, dtype=dtype, device=device)
+    inputs = ext.SamplerInputs()
+    weights, biases, gammas, betas = [], [], [], []
+    for k, op in enumerate(g.ops):
+        ins = op["inputs"] + [op["inputs"][0]] * (2 - len(op["inputs"]))
+        fields = dict(type=op["type"], out=op["out"], in0=ins[0], in1=ins[1])
+        if op["type"] in ("conv", "deconv"):
+            fields |= {name: op[name] for name in ("mode", "transform", "kh", "kw", "stride", "pad_top", "pad_left", "shift", "cin_eff")}
+        for name, value in fields.items():
+            spec[k, column[name]] = vocabulary[name][value] if name in vocabulary else value
+        conv = op["type"] in ("conv", "deconv")
+        weights.append(op["weight"].to(dtype).contiguous() if conv else empty)
+        biases.append(op["bias"].to(dtype).contiguous() if conv else empty)  # already on the model's device
+        gamma, beta = op["block"].film_params(cond) if op["type"] == "gated" else (None, None)
+        gammas.append(gamma.to(dtype).contiguous() if gamma is not None else empty)
+        betas.append(beta.to(dtype).contiguous() if beta is not None else empty)
+    inputs.op_spec, inputs.weights, inputs.biases, inputs.gammas, inputs.betas = spec, weights, biases, gammas, betas
+    inputs.nodes = [torch.zeros(batch, 0 if held and k not in (g.input, g.params) else h, w, c, dtype=dtype, device=device)
+                    for k, (c, h, w) in enumerate(g.nodes)]  # fmt: skip
+    inputs.node_heights = [h for _, h, _ in g.nodes]
+    inputs.input_node, inputs.params_node = g.input, g.params
+    return inputs

@@ -257,29 +257,55 @@ class ConditionalPixelCNN(nn.Module):
         x = torch.cat([x, x.new_ones(b, 1, h, w)], dim=1)
         if (hp, wp) != (h, w):
             x = F.pad(x, (0, wp - w, 0, hp - h))  # zeros in every channel: "no image here"
-        cond = self.class_vector(labels, x.dtype)
-        backend = self.backend
+        params = self.topology(EagerOps(self.class_vector(labels, x.dtype), self.backend), x)
+        return params[:, :, :h, :w]
 
+    def topology(self, ops, x):
+        """The network, written once over an executor ``ops`` (:class:`EagerOps` computes it; the
+        cached sampler's lowering records it as ops over activation caches). ``x``: the padded input
+        with its ones channel (B, C + 1, H', W'), or the executor's handle for it."""
         # up pass: keep every output for the skip connections
-        u_list = [self.u_init(x)]
-        ul_list = [self.ul_init_above(x) + self.ul_init_left(x)]
+        u_list = [ops.conv(self.u_init, x)]
+        ul_list = [ops.add(ops.conv(self.ul_init_above, x), ops.conv(self.ul_init_left, x))]
         for s, stage in enumerate(self.up_stages):
             for u_block, ul_block in zip(stage.u_stream, stage.ul_stream):
-                u_list.append(u_block(u_list[-1], cond=cond, backend=backend))
-                ul_list.append(ul_block(ul_list[-1], skip=u_list[-1], cond=cond, backend=backend))
+                u_list.append(ops.gated_resnet(u_block, u_list[-1], []))
+                ul_list.append(ops.gated_resnet(ul_block, ul_list[-1], [u_list[-1]]))
             if s < 2:
-                u_list.append(self.downsize_u[s](u_list[-1]))
-                ul_list.append(self.downsize_ul[s](ul_list[-1]))
+                u_list.append(ops.conv(self.downsize_u[s], u_list[-1]))
+                ul_list.append(ops.conv(self.downsize_ul[s], ul_list[-1]))
 
         # down pass: consume the up-pass outputs in reverse
         u, ul = u_list.pop(), ul_list.pop()
         for s, stage in enumerate(self.down_stages):
             for u_block, ul_block in zip(stage.u_stream, stage.ul_stream):
-                u = u_block(u, skip=u_list.pop(), cond=cond, backend=backend)
-                ul = ul_block(ul, skip=torch.cat([u, ul_list.pop()], dim=1), cond=cond, backend=backend)
+                u = ops.gated_resnet(u_block, u, [u_list.pop()])
+                ul = ops.gated_resnet(ul_block, ul, [u, ul_list.pop()])
             if s < 2:
-                u = self.upsize_u[s](u)
-                ul = self.upsize_ul[s](ul)
+                u = ops.upsample(self.upsize_u[s], u)
+                ul = ops.upsample(self.upsize_ul[s], ul)
         assert not u_list and not ul_list
+        return ops.output(self.nin_out, ul)
 
-        return self.nin_out(F.elu(ul))[:, :, :h, :w]
+
+class EagerOps:
+    """The executor of :meth:`ConditionalPixelCNN.topology` that computes it with PyTorch
+    (``cond``: the class vector (B, cond_dim) or None; ``backend``: the gated resnets' kernels)."""
+
+    def __init__(self, cond: torch.Tensor | None, backend: str):
+        self.cond, self.backend = cond, backend
+
+    def conv(self, layer, x: torch.Tensor) -> torch.Tensor:
+        return layer(x)
+
+    upsample = conv
+
+    def add(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a + b
+
+    def gated_resnet(self, block, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        skip = None if not skips else skips[0] if len(skips) == 1 else torch.cat(skips, dim=1)
+        return block(x, skip=skip, cond=self.cond, backend=self.backend)
+
+    def output(self, layer, x: torch.Tensor) -> torch.Tensor:
+        return layer(F.elu(x))

@@ -146,7 +146,8 @@ def triton_skip_reason(device: torch.device) -> str | None:
 
 def run_checks(device: torch.device) -> list[CheckResult]:
     """Every self-check that can run on ``device``, and a skipped entry (with the reason) for the rest."""
-    from cpixelcnn._extension import IMPORT_ERROR, extension_available, require_extension
+    from cpixelcnn._extension import IMPORT_ERROR, extension_available
+    from cpixelcnn.cached import engine_available
 
     results = []
     reason = triton_skip_reason(device)
@@ -158,8 +159,7 @@ def run_checks(device: torch.device) -> list[CheckResult]:
         if not extension_available():
             results.append(CheckResult(f"cached-sampler-{engine}", None, detail=f"the compiled extension is not available ({IMPORT_ERROR})"))
             continue
-        needed = {"cpu": "cached_sample", "cuda": "cached_sample_cuda", "cuda-emulated": "cached_sample_emulated"}[engine]
-        if not hasattr(require_extension("the cached sampler"), needed):
+        if not engine_available(engine):
             results.append(CheckResult(f"cached-sampler-{engine}", None, detail="the extension was built without this engine (no CUDA torch/toolkit at build time)"))
             continue
         results.append(check_cached_sampler(device, engine))

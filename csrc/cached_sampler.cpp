@@ -69,8 +69,8 @@
 
 namespace {
 
-using namespace cpixelcnn::cuda;  // op types, input modes, transforms, shifts: one definition for every engine
-using namespace cpixelcnn;        // op_spec columns, input checks
+using namespace cpixelcnn::lowered;  // op types, input modes, transforms, shifts: one definition for every engine
+using namespace cpixelcnn;           // op_spec columns, input checks
 
 template <typename T>
 using TileFn = void (*)(int, const int*, int, const T* const*, const T*, long, const T*, T* const*, int);
@@ -570,17 +570,17 @@ struct Runner {
   }
 };
 
-// nodes: one NHWC tensor (B, H, W, C) per node, the input node pre-filled (image zeros, ones
+// in.nodes: one NHWC tensor (B, H, W, C) per node, the input node pre-filled (image zeros, ones
 // channel set inside the image); a node given with zero rows, (B, 0, W, C), is held by the
-// engine (a ring of as few rows as the schedule needs) — heights[k] is every node's full height.
+// engine (a ring of as few rows as the schedule needs) — in.node_heights[k] is every node's full height.
 // Returns nothing: the input node holds the samples afterwards.
-void cached_sample(std::vector<torch::Tensor> nodes, std::vector<int64_t> heights, torch::Tensor op_spec, std::vector<torch::Tensor> weights,
-                   std::vector<torch::Tensor> biases, std::vector<torch::Tensor> gammas, std::vector<torch::Tensor> betas,
-                   std::vector<torch::Tensor> positions, std::vector<torch::Tensor> offsets, int64_t input_node, int64_t params_node, int64_t height,
-                   int64_t width, int64_t channels, int64_t bits, torch::Tensor noise, int64_t first_sampled) {
-  const SamplerInputs in{nodes, op_spec, weights, biases, gammas, betas, positions, offsets, input_node, params_node, height, width, channels, bits, noise, first_sampled};
+void cached_sample(const SamplerInputs& in) {
   check_sampler_inputs(in, c10::kCPU);
-  TORCH_CHECK(heights.size() == nodes.size(), "one height per node");
+  const auto& nodes = in.nodes;
+  const auto& heights = in.node_heights;
+  const auto& op_spec = in.op_spec;
+  const auto& weights = in.weights;
+  const int64_t input_node = in.input_node, params_node = in.params_node, height = in.height, width = in.width;
   for (size_t k = 0; k < nodes.size(); ++k)
     TORCH_CHECK(heights[k] > 0 && (nodes[k].size(1) == heights[k] || (nodes[k].size(1) == 0 && static_cast<int64_t>(k) != input_node &&
                                                                      static_cast<int64_t>(k) != params_node)),
@@ -603,13 +603,13 @@ void cached_sample(std::vector<torch::Tensor> nodes, std::vector<int64_t> height
     for (int64_t op = 0; op < n_ops; ++op) {
       const int64_t* s = op_spec.data_ptr<int64_t>() + op * cCols;
       r.spec.push_back(s);
-      r.gamma.push_back(data_or_null<T>(gammas[op]));
-      r.beta.push_back(data_or_null<T>(betas[op]));
-      r.positions.push_back(positions[op].data_ptr<int32_t>());
-      r.offsets.push_back(offsets[op].data_ptr<int64_t>());
+      r.gamma.push_back(data_or_null<T>(in.gammas[op]));
+      r.beta.push_back(data_or_null<T>(in.betas[op]));
+      r.positions.push_back(in.positions[op].data_ptr<int32_t>());
+      r.offsets.push_back(in.offsets[op].data_ptr<int64_t>());
       Window<T> win;
       const T* w = data_or_null<T>(weights[op]);
-      const T* b = data_or_null<T>(biases[op]);
+      const T* b = data_or_null<T>(in.biases[op]);
       int64_t ld = 0;
       if (s[cType] == kConv || s[cType] == kDeconv) {  // columns padded to whole vectors (zeros)
         const int64_t n = r.nodes[s[cOut]].c, k = weights[op].numel() / n;
@@ -650,10 +650,10 @@ void cached_sample(std::vector<torch::Tensor> nodes, std::vector<int64_t> height
     const int wanted = team_size();
     std::vector<typename Runner<T>::Scratch> scratch;
     for (int tid = 0; tid < wanted; ++tid) scratch.emplace_back(r.tiles.rows, r.gathered_size);
-    const double* noise_data = noise.data_ptr<double>();
+    const double* noise_data = in.noise.data_ptr<double>();
     Barrier barrier;
     std::atomic<bool> start{false};
-    auto body = [&](int tid) { r.run(tid, barrier, scratch[tid], input_node, params_node, height, width, channels, bits, noise_data, first_sampled); };
+    auto body = [&](int tid) { r.run(tid, barrier, scratch[tid], input_node, params_node, height, width, in.channels, in.bits, noise_data, in.first_sampled); };
     std::vector<std::thread> helpers;
     try {
       for (int tid = 1; tid < wanted; ++tid)

@@ -14,6 +14,8 @@
 namespace cpixelcnn {
 namespace cuda {
 
+using namespace cpixelcnn::lowered;  // the op vocabulary and the Plan
+
 template <typename T>
 __device__ inline T elu(T v) {
   return v > T(0) ? v : expm1(v);

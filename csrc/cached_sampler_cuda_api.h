@@ -12,7 +12,7 @@ namespace cuda {
 // Run every launch of ``plan`` on ``stream`` (use_graph: captured into one CUDA graph and
 // replayed on a private stream, synchronised before returning). Returns the first CUDA error.
 template <typename T>
-cudaError_t cached_sample_cuda_run(const Plan<T>& plan, cudaStream_t stream, bool use_graph);
+cudaError_t cached_sample_cuda_run(const lowered::Plan<T>& plan, cudaStream_t stream, bool use_graph);
 
 }  // namespace cuda
 }  // namespace cpixelcnn

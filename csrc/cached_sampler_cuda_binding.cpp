@@ -12,16 +12,13 @@ namespace {
 
 using namespace cpixelcnn;
 
-void cached_sample_cuda(std::vector<torch::Tensor> nodes, torch::Tensor op_spec, std::vector<torch::Tensor> weights, std::vector<torch::Tensor> biases,
-                        std::vector<torch::Tensor> gammas, std::vector<torch::Tensor> betas, std::vector<torch::Tensor> positions,
-                        std::vector<torch::Tensor> offsets, int64_t input_node, int64_t params_node, int64_t height, int64_t width,
-                        int64_t channels, int64_t bits, torch::Tensor noise, int64_t first_sampled, bool use_graph) {
-  const SamplerInputs in{nodes, op_spec, weights, biases, gammas, betas, positions, offsets, input_node, params_node, height, width, channels, bits, noise, first_sampled};
+void cached_sample_cuda(const SamplerInputs& in) {
   check_sampler_inputs(in, c10::kCUDA);
-  const c10::cuda::CUDAGuard guard(nodes[0].device());
-  AT_DISPATCH_FLOATING_TYPES(nodes[0].scalar_type(), "cached_sample_cuda", [&] {
+  for (size_t k = 0; k < in.nodes.size(); ++k) TORCH_CHECK(in.nodes[k].size(1) == in.node_heights[k], "node ", k, " must be whole");
+  const c10::cuda::CUDAGuard guard(in.nodes[0].device());
+  AT_DISPATCH_FLOATING_TYPES(in.nodes[0].scalar_type(), "cached_sample_cuda", [&] {
     const auto plan = make_plan<scalar_t>(in);
-    const cudaError_t err = cuda::cached_sample_cuda_run(plan, at::cuda::getCurrentCUDAStream().stream(), use_graph);
+    const cudaError_t err = cuda::cached_sample_cuda_run(plan, at::cuda::getCurrentCUDAStream().stream(), in.use_graph);
     TORCH_CHECK(err == cudaSuccess, "CUDA cached sampler failed: ", cudaGetErrorString(err));
   });
 }

@@ -30,15 +30,12 @@ struct HostLaunch {
   }
 };
 
-// Same arguments as cached_sample (CPU tensors). Returns the number of kernel launches made.
-int64_t cached_sample_emulated(std::vector<torch::Tensor> nodes, torch::Tensor op_spec, std::vector<torch::Tensor> weights,
-                               std::vector<torch::Tensor> biases, std::vector<torch::Tensor> gammas, std::vector<torch::Tensor> betas,
-                               std::vector<torch::Tensor> positions, std::vector<torch::Tensor> offsets, int64_t input_node, int64_t params_node,
-                               int64_t height, int64_t width, int64_t channels, int64_t bits, torch::Tensor noise, int64_t first_sampled) {
-  const SamplerInputs in{nodes, op_spec, weights, biases, gammas, betas, positions, offsets, input_node, params_node, height, width, channels, bits, noise, first_sampled};
+// The same inputs as every engine (CPU tensors, every node whole). Returns the number of kernel launches made.
+int64_t cached_sample_emulated(const SamplerInputs& in) {
   check_sampler_inputs(in, c10::kCPU);
+  for (size_t k = 0; k < in.nodes.size(); ++k) TORCH_CHECK(in.nodes[k].size(1) == in.node_heights[k], "node ", k, " must be whole");
   int64_t launches = 0;
-  AT_DISPATCH_FLOATING_TYPES(nodes[0].scalar_type(), "cached_sample_emulated", [&] {
+  AT_DISPATCH_FLOATING_TYPES(in.nodes[0].scalar_type(), "cached_sample_emulated", [&] {
     const auto plan = make_plan<scalar_t>(in);
     cuda::launch_steps(plan, HostLaunch{&launches});
   });

@@ -11,18 +11,24 @@
 
 namespace cpixelcnn {
 
-// op_spec columns (cpixelcnn/cached.py N_COLS)
+// op_spec columns. Python writes them by name: csrc/module.cpp exports kSpecColumns (as
+// SPEC_COLUMNS) and the op vocabulary, so neither side can reorder them without the other.
 enum SpecCol { cType, cOut, cIn0, cIn1, cMode, cTransform, cKh, cKw, cStride, cPadTop, cPadLeft, cShift, cCinEff, cCols };
+inline constexpr const char* kSpecColumns[] = {"type", "out", "in0", "in1", "mode", "transform", "kh", "kw", "stride", "pad_top", "pad_left", "shift", "cin_eff"};
+static_assert(sizeof(kSpecColumns) / sizeof(kSpecColumns[0]) == cCols, "one name per op_spec column");
 
+// Everything a sampling run takes, for every engine (bound to Python as _C.SamplerInputs, filled by name).
 struct SamplerInputs {
   std::vector<torch::Tensor> nodes;  // one (B, H, W, C) cache per node; the input node pre-filled
+  std::vector<int64_t> node_heights;  // every node's full height (the CPU engine holds a node given with 0 rows itself)
   torch::Tensor op_spec;             // (n_ops, cCols) int64, on the CPU
   std::vector<torch::Tensor> weights, biases, gammas, betas;  // per op; empty tensors where unused
   std::vector<torch::Tensor> positions;                       // per op, int32, on the nodes' device
   std::vector<torch::Tensor> offsets;                         // per op, int64 (H*W + 1), on the CPU
-  int64_t input_node, params_node, height, width, channels, bits;
+  int64_t input_node = 0, params_node = 0, height = 0, width = 0, channels = 0, bits = 8;
   torch::Tensor noise;    // (B, H, W, 1 + C) float64, on the nodes' device
-  int64_t first_sampled;  // pixels before it are given (pre-filled in the input node), not sampled
+  int64_t first_sampled = 0;  // pixels before it are given (pre-filled in the input node), not sampled
+  bool use_graph = true;  // CUDA engine: capture the whole launch sequence into one CUDA graph
 };
 
 // Throws (a Python RuntimeError) naming the first input that does not fit.
@@ -34,6 +40,7 @@ inline void check_sampler_inputs(const SamplerInputs& in, c10::DeviceType device
   for (const auto* v : {&in.weights, &in.biases, &in.gammas, &in.betas, &in.positions, &in.offsets})
     TORCH_CHECK(static_cast<int64_t>(v->size()) == n_ops, "one weight, bias, gamma, beta and schedule per op");
   const int64_t n_nodes = static_cast<int64_t>(in.nodes.size());
+  TORCH_CHECK(static_cast<int64_t>(in.node_heights.size()) == n_nodes, "one height per node");
   TORCH_CHECK(n_nodes > 0 && in.input_node >= 0 && in.input_node < n_nodes && in.params_node >= 0 && in.params_node < n_nodes, "bad node ids");
   TORCH_CHECK(in.channels == 1 || in.channels == 3, "channels must be 1 or 3");
   TORCH_CHECK(in.first_sampled >= 0 && in.first_sampled <= in.height * in.width, "first_sampled must be in [0, H*W]");
@@ -57,8 +64,8 @@ inline void check_sampler_inputs(const SamplerInputs& in, c10::DeviceType device
     for (const auto* t : {&in.weights[op], &in.biases[op], &in.gammas[op], &in.betas[op]})
       TORCH_CHECK(!t->defined() || t->numel() == 0 || (t->scalar_type() == first.scalar_type() && t->is_contiguous() && t->device().type() == device),
                   "op ", op, ": parameters must be contiguous, of the nodes' dtype and on their device");
-    if (s[cType] == cuda::kConv || s[cType] == cuda::kDeconv) {
-      const int64_t cin = s[cType] == cuda::kConv ? s[cCinEff] : in.nodes[s[cIn0]].size(3);
+    if (s[cType] == lowered::kConv || s[cType] == lowered::kDeconv) {
+      const int64_t cin = s[cType] == lowered::kConv ? s[cCinEff] : in.nodes[s[cIn0]].size(3);
       const int64_t cout = in.nodes[s[cOut]].size(3);
       TORCH_CHECK(in.weights[op].numel() == s[cKh] * s[cKw] * cin * cout && in.biases[op].numel() == cout, "op ", op, ": weight shape does not fit");
     }
@@ -70,15 +77,15 @@ const T* data_or_null(const torch::Tensor& t) {
   return (t.defined() && t.numel()) ? t.data_ptr<T>() : nullptr;
 }
 
-// The checked inputs as a cuda::Plan (pointers into the tensors, which must outlive it).
+// The checked inputs as a lowered::Plan (pointers into the tensors, which must outlive it).
 template <typename T>
-cuda::Plan<T> make_plan(const SamplerInputs& in) {
-  cuda::Plan<T> plan;
+lowered::Plan<T> make_plan(const SamplerInputs& in) {
+  lowered::Plan<T> plan;
   for (const auto& n : in.nodes)
     plan.nodes.push_back({n.data_ptr<T>(), static_cast<int>(n.size(3)), static_cast<int>(n.size(1)), static_cast<int>(n.size(2))});
   for (int64_t op = 0; op < in.op_spec.size(0); ++op) {
     const int64_t* s = in.op_spec.data_ptr<int64_t>() + op * cCols;
-    const cuda::OpDesc desc{static_cast<int>(s[cType]), static_cast<int>(s[cMode]), static_cast<int>(s[cTransform]), static_cast<int>(s[cKh]),
+    const lowered::OpDesc desc{static_cast<int>(s[cType]), static_cast<int>(s[cMode]), static_cast<int>(s[cTransform]), static_cast<int>(s[cKh]),
                             static_cast<int>(s[cKw]), static_cast<int>(s[cStride]), static_cast<int>(s[cPadTop]), static_cast<int>(s[cPadLeft]),
                             static_cast<int>(s[cShift]), static_cast<int>(s[cCinEff])};
     plan.ops.push_back({desc, static_cast<int>(s[cOut]), static_cast<int>(s[cIn0]), static_cast<int>(s[cIn1]), data_or_null<T>(in.weights[op]),

@@ -1,6 +1,7 @@
-// Data types of the CUDA cached sampler, shared by the kernels (device code), the launch order
-// and the C++ side that fills them from tensors. Plain C++ with CPIXELCNN_HD, so g++ compiles it
-// in the torch binding and nvcc in the kernels.
+// The lowered model's types, shared by every engine of the cached sampler: the op vocabulary
+// (op types, input modes, transforms, shifts — exported to Python by name, csrc/module.cpp) and
+// the raw-pointer Plan that the CUDA kernels, their launch order and its CPU emulation run.
+// Plain C++ with CPIXELCNN_HD, so g++ compiles it in the torch binding and nvcc in the kernels.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +10,7 @@
 #include "sample_pixel.h"  // CPIXELCNN_HD
 
 namespace cpixelcnn {
-namespace cuda {
+namespace lowered {
 
 enum OpType : int { kConv = 0, kDeconv = 1, kAdd = 2, kGated = 3 };
 enum InputMode : int { kSingle = 0, kConcat = 1, kSum = 2 };
@@ -48,5 +49,5 @@ struct Plan {
   const double* noise;  // device memory, (B, H, W, 1 + C)
 };
 
-}  // namespace cuda
+}  // namespace lowered
 }  // namespace cpixelcnn
