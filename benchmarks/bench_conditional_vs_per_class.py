@@ -12,9 +12,9 @@ argmax_c log p_c(x) for the per-class ones — and bits/dim is each test image's
 Each setting runs over several seeds (``--seeds``) with dropout as the CLI trains by default (0.5)
 and without (``--dropout 0.5 0``); the summary gives the mean and the worst held-out accuracy.
 
-    python benchmarks/bench_conditional_vs_per_class.py            # 600 steps, evaluated every 150
-    python benchmarks/bench_conditional_vs_per_class.py --data digits --seeds 0 1 2 3 4
-    python benchmarks/bench_conditional_vs_per_class.py --smoke    # a few steps: the harness works
+    python -m benchmarks.bench_conditional_vs_per_class            # 600 steps, evaluated every 150
+    python -m benchmarks.bench_conditional_vs_per_class --data digits --seeds 0 1 2 3 4
+    python -m benchmarks.bench_conditional_vs_per_class --smoke    # a few steps: the harness works
 """
 from __future__ import annotations
 
@@ -22,10 +22,8 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from benchmarks import common
 
 DATASETS = {"digits": (8, 1), "textures": (16, 1), "micrographs": (16, 3)}
 

@@ -1,16 +1,14 @@
 """DMoL log-likelihood: eager vs torch.compile(eager) vs Triton, forward and forward+backward.
 
-    python benchmarks/bench_dmol.py            # GPU: timings, GB/s, % of measured copy bandwidth
-    python benchmarks/bench_dmol.py --smoke    # CPU (default without CUDA): correctness only
+    python -m benchmarks.bench_dmol            # GPU: timings, GB/s, % of measured copy bandwidth
+    python -m benchmarks.bench_dmol --smoke    # CPU (default without CUDA): correctness only
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from benchmarks import common
 
 GPU_CASES = [  # (B, C, H, W, K, params dtype)
     (64, 3, 32, 32, 10, "float32"),

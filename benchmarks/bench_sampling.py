@@ -1,8 +1,8 @@
 """Sampling: naive (one full forward pass per pixel) vs cached (every activation once).
 
-    python benchmarks/bench_sampling.py             # the grid below; naive timed on a sample of passes
-    python benchmarks/bench_sampling.py --target    # the issue's target: 32x32, batch 16, 1/40/5, full naive run
-    python benchmarks/bench_sampling.py --smoke     # tiny shapes, correctness only
+    python -m benchmarks.bench_sampling             # the grid below; naive timed on a sample of passes
+    python -m benchmarks.bench_sampling --target    # the issue's target: 32x32, batch 16, 1/40/5, full naive run
+    python -m benchmarks.bench_sampling --smoke     # tiny shapes, correctness only
 
 Naive sampling costs H·W full forward passes. Where that is too long, ``naive_passes_timed`` of
 them are timed (forward on the partially filled image, exactly what naive runs) and the total is
@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from benchmarks import common
 
 MODELS = {"1/40/5": (1, 40, 5), "3/80/10": (3, 80, 10), "5/160/10": (5, 160, 10)}
 GRID = [  # (model, batch, size)

@@ -1,9 +1,9 @@
 """Full training step (forward, exact DMoL loss, backward, Adam): images per second.
 
 Variants: eager, torch.compile(eager), Triton kernels, torch.compile + Triton.
-    python benchmarks/bench_train_step.py          # GPU: 5/160/10, batch 64, 32x32, bf16 autocast
-    python benchmarks/bench_train_step.py --smoke  # CPU: a tiny model, one step each, losses compared
-    python benchmarks/bench_train_step.py --cpu [--port DIR]
+    python -m benchmarks.bench_train_step          # GPU: 5/160/10, batch 64, 32x32, bf16 autocast
+    python -m benchmarks.bench_train_step --smoke  # CPU: a tiny model, one step each, losses compared
+    python -m benchmarks.bench_train_step --cpu [--port DIR]
         # CPU: 1/40/5, batch 16, 32x32, dropout 0.5, Adam; ours (cheap element-wise dropout mask),
         # ours with torch's dropout, ours under torch.compile, and the PyTorch port
         # (pclucas14/pixel-cnn-pp checked out in DIR; channel-wise Dropout2d) — interleaved rounds.
@@ -16,8 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+from benchmarks import common
 
 
 def main(argv=None) -> int:
@@ -156,9 +155,9 @@ def cpu_main(args) -> int:
 
         return step
 
-    variants = {"ours": ours("fast", False), "ours, torch dropout": ours("eager", False)}
+    variants = {"ours": ours("auto", False), "ours, torch dropout": ours("eager", False)}
     if not args.no_compile:
-        variants["ours, torch.compile"] = ours("fast", True)
+        variants["ours, torch.compile"] = ours("auto", True)
     if args.port:
         variants["port (Dropout2d)"] = _port_step(args.port, x, arch)
     for name, step in variants.items():  # warm-up (and compilation) outside the timing

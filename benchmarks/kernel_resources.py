@@ -1,9 +1,9 @@
 """Registers, spills, shared memory and occupancy of every GPU kernel, compiled for sm_80 and sm_90
 without a GPU.
 
-    python benchmarks/kernel_resources.py --out benchmarks/results/kernel-resources.json
-    python benchmarks/kernel_resources.py --dtypes fp32 bf16 --targets sm_90 --out r.json   # CI subset
-    python benchmarks/kernel_resources.py --verify benchmarks/results/kernel-resources.json --dtypes fp32
+    python -m benchmarks.kernel_resources --out benchmarks/results/kernel-resources.json
+    python -m benchmarks.kernel_resources --dtypes fp32 bf16 --targets sm_90 --out r.json   # CI subset
+    python -m benchmarks.kernel_resources --verify benchmarks/results/kernel-resources.json --dtypes fp32
         # recompile the report's Triton entries from their recorded fields; same registers/spills?
 
 Triton kernels: every specialization the launchers can make (``specializations()`` of each

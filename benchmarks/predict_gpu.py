@@ -1,6 +1,6 @@
 """PREDICTED H100 times of the GPU code, from bytes, FLOPs and launch counts — not measurements.
 
-    python benchmarks/predict_gpu.py [--out benchmarks/results/gpu-prediction.json] [--markdown]
+    python -m benchmarks.predict_gpu [--out benchmarks/results/gpu-prediction.json] [--markdown]
 
 - DMoL and gated-FiLM kernels: the fewest bytes a fused pass moves (each benchmark's own
   ``traffic_bytes``) at the benchmark shapes, divided by the H100 SXM's 3.35 TB/s HBM3 peak:
@@ -18,8 +18,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 HBM_BYTES_PER_S = 3.35e12  # H100 SXM5 HBM3 peak
 ELEM = {"float32": 4, "bfloat16": 2}

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cpixelcnn.ops.backend import BACKENDS
+
 
 def _load(run_dir: str, device: str = "cpu", backend: str | None = None, use_ema: bool = True):
     from cpixelcnn.checkpoint import load_run
@@ -215,19 +217,19 @@ def _cmd_doctor(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    root = Path(__file__).resolve().parent.parent / "benchmarks"
-    if not (root / "bench_dmol.py").is_file():
-        raise FileNotFoundError(f"the benchmark scripts are not installed with the package; run from a source checkout ({root} not found)")
-    names = args.only or list(BENCHMARKS)
+    root = Path(__file__).resolve().parent.parent  # the source checkout, when the package runs from one
+    if not (root / "benchmarks" / "__init__.py").is_file():
+        raise FileNotFoundError("the benchmarks are not installed with the package: they are the benchmarks/ package of the source "
+                                "checkout; clone it and run `cpixelcnn bench` (or python -m benchmarks.<name>) from there")  # fmt: skip
     status = 0
-    for name in names:
-        if name == "kernel_resources":  # compiles for sm_80/sm_90, no GPU needed; smoke: the fp32 sm_90 subset
-            smoke = ["--dtypes", "fp32", "--targets", "sm_90", "--out", str(root / "results" / "kernel-resources-smoke.json")]
-            cmd = [sys.executable, str(root / "kernel_resources.py")] + (smoke if args.smoke else [])
-        else:
-            cmd = [sys.executable, str(root / f"bench_{name}.py")] + (["--smoke"] if args.smoke else [])
+    for name in args.only or list(BENCHMARKS):
+        module = f"benchmarks.{name}" if name == "kernel_resources" else f"benchmarks.bench_{name}"
+        cmd = [sys.executable, "-m", module]
+        if args.smoke:  # kernel_resources compiles for sm_80/sm_90 (no GPU needed); smoke: the fp32 sm_90 subset
+            smoke = ["--dtypes", "fp32", "--targets", "sm_90", "--out", str(root / "benchmarks" / "results" / "kernel-resources-smoke.json")]
+            cmd += smoke if name == "kernel_resources" else ["--smoke"]
         print(f"== {name}: {' '.join(cmd)}", flush=True)
-        status |= subprocess.call(cmd)
+        status |= subprocess.call(cmd, cwd=root)
     return 1 if status else 0
 
 
@@ -268,29 +270,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"cpixelcnn: error: {message} (see {self.prog} --help)\n")
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+def build_parser() -> argparse.ArgumentParser:
     from cpixelcnn.training.config import add_arguments
 
-    add_arguments(parser)
-
-
-def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cpixelcnn", description="Fast, exact class-conditional PixelCNN++")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    def common(p, checkpoint=True):
-        if checkpoint:
-            p.add_argument("--checkpoint", required=True, help="run directory (config.json + checkpoint.safetensors)")
-        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps (Apple GPU) or auto (default: cuda, then mps, then cpu)")
-        p.add_argument("--backend", choices=["eager", "triton", "auto"], default=None, help="override the model's backend")
-        p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run has Polyak-averaged ones")
-
     t = sub.add_parser("train", help="train a model; writes a run directory")
-    add_train_arguments(t)
+    add_arguments(t)  # generated from TrainConfig: one declaration per setting
     t.set_defaults(func=_cmd_train)
+    _add_model_commands(sub)
+    _add_tool_commands(sub)
+    return parser
 
+
+def _common(p, checkpoint=True):
+    """The options of every command that loads a run."""
+    if checkpoint:
+        p.add_argument("--checkpoint", required=True, help="run directory (config.json + checkpoint.safetensors)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps (Apple GPU) or auto (default: cuda, then mps, then cpu)")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="override the model's backend")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run has Polyak-averaged ones")
+
+
+def _add_model_commands(sub) -> None:
+    """sample, complete, classify, evaluate: commands that use a trained model."""
     s = sub.add_parser("sample", help="sample images into a PNG grid (one row per class)")
-    common(s)
+    _common(s)
     s.add_argument("--class", dest="cls", default="all", help="class name or 'all'")
     s.add_argument("--n", type=int, default=4, help="samples per class")
     s.add_argument("--out", required=True, help="PNG file")
@@ -301,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_sample)
 
     cp = sub.add_parser("complete", help="complete the top rows of data images, once per class, into a PNG grid")
-    common(cp)
+    _common(cp)
     cp.add_argument("--data", required=True, help="'demo', an image-folder tree or the course layout")
     cp.add_argument("--split", default="test")
     cp.add_argument("--rows", type=int, required=True, help="image rows kept from the top (0 .. image height)")
@@ -315,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, helptext in (("classify", _cmd_classify, "Bayes-classify a data split"), ("evaluate", _cmd_evaluate, "bits/dim, accuracy and FID on a split")):
         c = sub.add_parser(name, help=helptext)
-        common(c)
+        _common(c)
         c.add_argument("--data", required=True)
         c.add_argument("--split", default="validation" if name == "evaluate" else "test")
         c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -329,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--seed", type=int, default=0)
         c.set_defaults(func=func)
 
+
+def _add_tool_commands(sub) -> None:
+    """demo, bench, doctor, import."""
     d = sub.add_parser("demo", help="train a small model on data already on the machine, sample per class, classify")
     d.add_argument("--out", default="cpixelcnn-demo", help="output folder (default: %(default)s)")
     d.add_argument("--seconds", type=float, default=60.0, help="training time in seconds (default: %(default)s)")
@@ -359,7 +367,6 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--nr-mix", type=int)
     imp.add_argument("--in-channels", type=int)
     imp.set_defaults(func=_cmd_import)
-    return parser
 
 
 def _given_train_settings(argv: list[str]) -> set[str]:
@@ -399,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         own = {"complete": {"n", "samples"}}.get(args.command, set())  # complete names its own bounds (they depend on each other)
         for dest, value in vars(args).items():
-            if dest not in own:
+            if dest not in own and args.command != "train":  # train: TrainConfig's checks, with each setting's own flag
                 check_range(dest, value)
         if args.command == "train" and args.resume:
             _check_resume_flags(args, _given_train_settings(argv))

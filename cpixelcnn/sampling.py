@@ -22,7 +22,8 @@ import torch
 from torch.nn.utils import parametrize
 
 from cpixelcnn.devices import float64_math, supports_float64, to_float64
-from cpixelcnn.ops.dmol import LOG_SCALE_MIN, grid_levels, num_mixtures, params_per_mixture
+from cpixelcnn.ops.dmol import grid_levels
+from cpixelcnn.ops.dmol_layout import COEFF, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour
 
 METHODS = ("naive", "cached")
 
@@ -57,11 +58,11 @@ def _sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits
     threshold = noise[:, :1] * cumulative[:, -1:]
     component = (cumulative <= threshold).sum(dim=1, keepdim=True).clamp(max=k - 1)  # first k with u < cdf_k
 
-    per_colour = 3 if channels == 3 else 2
-    chosen = params[:, k:].reshape(n, channels, per_colour, k).gather(3, component[:, None, None, :].expand(n, channels, per_colour, 1))[..., 0]
-    means = chosen[:, :, 0]
-    scales = torch.exp(chosen[:, :, 1].clamp(min=LOG_SCALE_MIN))
-    coeffs = torch.tanh(chosen[:, :, 2]) if channels == 3 else None
+    roles = roles_per_colour(channels)
+    chosen = params[:, k:].reshape(n, channels, roles, k).gather(3, component[:, None, None, :].expand(n, channels, roles, 1))[..., 0]
+    means = chosen[:, :, MEAN]
+    scales = torch.exp(chosen[:, :, LOG_SCALE].clamp(min=LOG_SCALE_MIN))
+    coeffs = torch.tanh(chosen[:, :, COEFF]) if channels == 3 else None
 
     u = noise[:, 1:]
     out = torch.empty(n, channels, dtype=torch.float64, device=params.device)
@@ -82,7 +83,8 @@ def fastest_method(model, image_pixels: int | None = None) -> str:
 
     The cached sampler runs on CPU models in float32/64 (compiled extension), and on CUDA models
     once its CUDA build has passed its self-check on that GPU (:mod:`cpixelcnn.trust`)."""
-    from cpixelcnn._extension import IMPORT_ERROR, _C, extension_available
+    from cpixelcnn._extension import IMPORT_ERROR, extension_available
+    from cpixelcnn.cached import engine_available
     from cpixelcnn.notices import warn_once
 
     param = next(model.parameters())
@@ -95,7 +97,7 @@ def fastest_method(model, image_pixels: int | None = None) -> str:
         return "cached"
     elif param.device.type != "cuda":
         reason = f"the cached sampler runs on CPU and CUDA models, this one is on {param.device.type}"
-    elif not hasattr(_C, "cached_sample_cuda"):
+    elif not engine_available("cuda"):
         reason = "the compiled extension was built without its CUDA part (no CUDA torch and toolkit at build time)"
     else:
         from cpixelcnn.trust import trusted

@@ -10,7 +10,7 @@ torch::Tensor sample_pixel(torch::Tensor params, torch::Tensor noise, int64_t ch
   TORCH_CHECK(bits >= 1 && bits <= 16, "bits must be in [1, 16], got ", bits);
   TORCH_CHECK(params.dim() == 2 && noise.dim() == 2, "params and noise must be 2-D (N, n_out) and (N, 1 + C)");
   TORCH_CHECK(params.device().is_cpu() && noise.device().is_cpu(), "sample_pixel runs on CPU tensors");
-  const int64_t per_mix = channels == 3 ? 10 : 3;
+  const int64_t per_mix = cpixelcnn::params_per_mixture(channels);
   const int64_t n = params.size(0), n_out = params.size(1);
   TORCH_CHECK(n_out > 0 && n_out % per_mix == 0, "params has ", n_out, " channels, expected a multiple of ", per_mix);
   TORCH_CHECK(noise.size(0) == n && noise.size(1) == 1 + channels, "noise must have shape (N, 1 + C)");

@@ -16,7 +16,12 @@
 
 namespace cpixelcnn {
 
+// The DMoL parameter layout (cpixelcnn/ops/dmol_layout.py): K logits, then per colour its roles
+// (mean, log-scale and, for RGB, the colour coefficient), each K channels.
 constexpr double kLogScaleMin = -7.0;
+enum Role : int64_t { kMean = 0, kLogScale = 1, kCoeff = 2 };
+CPIXELCNN_HD constexpr int64_t roles_per_colour(int64_t channels) { return channels == 3 ? 3 : 2; }
+CPIXELCNN_HD constexpr int64_t params_per_mixture(int64_t channels) { return 1 + channels * roles_per_colour(channels); }
 
 // params: n_out values of one pixel (any floating type, read as double); u: 1 + kChannels
 // uniforms; out: kChannels grid values in [-1, 1]. The channel count is a template argument so
@@ -24,8 +29,8 @@ constexpr double kLogScaleMin = -7.0;
 template <int kChannels, typename P>
 CPIXELCNN_HD inline void sample_one_fixed(const P* params_in, int64_t n_out, const double* u, int64_t bits, double* out) {
   auto params = [&](int64_t k) { return static_cast<double>(params_in[k]); };
-  constexpr int64_t per_mix = kChannels == 3 ? 10 : 3;
-  constexpr int64_t per_colour = kChannels == 3 ? 3 : 2;
+  constexpr int64_t per_mix = params_per_mixture(kChannels);
+  constexpr int64_t per_colour = roles_per_colour(kChannels);
   const int64_t k_mix = n_out / per_mix;
   const double half_range = (ldexp(1.0, static_cast<int>(bits)) - 1.0) / 2.0;
   const double top_level = 2.0 * half_range;
@@ -45,10 +50,10 @@ CPIXELCNN_HD inline void sample_one_fixed(const P* params_in, int64_t n_out, con
   auto param = [&](int64_t colour, int64_t role) { return params(k_mix + (colour * per_colour + role) * k_mix + component); };
   CPIXELCNN_UNROLL
   for (int c = 0; c < kChannels; ++c) {
-    double mean = param(c, 0);
-    if (c == 1) mean += tanh(param(0, 2)) * out[0];
-    if (c == 2) mean += tanh(param(1, 2)) * out[0] + tanh(param(2, 2)) * out[1];
-    const double scale = exp(fmax(param(c, 1), kLogScaleMin));
+    double mean = param(c, kMean);
+    if (c == 1) mean += tanh(param(0, kCoeff)) * out[0];
+    if (c == 2) mean += tanh(param(1, kCoeff)) * out[0] + tanh(param(2, kCoeff)) * out[1];
+    const double scale = exp(fmax(param(c, kLogScale), kLogScaleMin));
     const double draw = mean + scale * (log(u[1 + c]) - log1p(-u[1 + c]));
     const double level = fmin(fmax(nearbyint((draw + 1.0) * half_range), 0.0), top_level);  // ties to even, like torch.round
     out[c] = level / half_range - 1.0;

@@ -1,7 +1,7 @@
 """What a kernel launch is, written down: enough to recompile it with ``triton.compile`` without a GPU.
 
 Each kernels module lists every specialization its launchers can produce (``specializations()``);
-``benchmarks/kernel_resources.py`` compiles them for sm_80/sm_90 and checks their registers and spills.
+``python -m benchmarks.kernel_resources`` compiles them for sm_80/sm_90 and checks their registers and spills.
 The launchers take their block sizes and warps from the same module constants, so the list and
 the launches cannot drift apart.
 """

@@ -8,7 +8,7 @@ component and writes d(params) directly: no (B, K, H, W) intermediates in global
 
 Same exact formula as the eager reference (cpixelcnn/ops/dmol.py): edge bins take the tails,
 interior bins ``log σ(a) + log σ(-b) + log(1 - exp(-(a - b)))`` with ``a - b`` formed in log
-space, log-scales clamped at -7. Math is float32 (float64 when params are float64).
+space, log-scales clamped at LOG_SCALE_MIN (-7; the layout is cpixelcnn/ops/dmol_layout.py). Math is float32 (float64 when params are float64).
 ``log1p``/``expm1`` are written with the Goldberg/Kahan tricks on ``log``/``exp``, which are
 accurate to a few ulps and run in the interpreter as well as on the GPU.
 """
@@ -21,9 +21,23 @@ import triton
 import triton.language as tl
 
 from cpixelcnn.kernels._spec import NUM_STAGES, PARAM_DTYPES, Specialization, pointer
+from cpixelcnn.ops import dmol_layout
+from cpixelcnn.ops.dmol_layout import num_mixtures
 
-LOG_SCALE_MIN = -7.0
-_LN2 = math.log(2.0)
+# the layout's constants, as compile-time constants of the kernels
+LOG_SCALE_MIN = tl.constexpr(dmol_layout.LOG_SCALE_MIN)
+LN2 = tl.constexpr(dmol_layout.LN2)
+MEAN = tl.constexpr(dmol_layout.MEAN)
+LOG_SCALE = tl.constexpr(dmol_layout.LOG_SCALE)
+COEFF = tl.constexpr(dmol_layout.COEFF)
+ROLES_RGB = tl.constexpr(dmol_layout.roles_per_colour(3))
+ROLES_GREY = tl.constexpr(dmol_layout.roles_per_colour(1))
+
+
+@triton.jit
+def _slot(colour, role, k, K, C: tl.constexpr):
+    """dmol_layout.slot: the channel of component k's ``role`` for ``colour``."""
+    return (1 + colour * (ROLES_RGB if C == 3 else ROLES_GREY) + role) * K + k
 
 
 @triton.jit
@@ -65,16 +79,16 @@ def _tanh(z):
 def _log1mexp(d, log_d):
     """log(1 - exp(-d)) for d > 0; ``log_d`` covers d that underflows."""
     d_mid = tl.maximum(d, 1e-6)
-    d_big = tl.maximum(d, 0.6931471805599453)
+    d_big = tl.maximum(d, LN2)
     small = tl.log(-_expm1(-d_mid))
     big = _log1p(-tl.exp(-d_big))
-    return tl.where(d < 1e-6, log_d - 0.5 * d, tl.where(d < 0.6931471805599453, small, big))
+    return tl.where(d < 1e-6, log_d - 0.5 * d, tl.where(d < LN2, small, big))
 
 
 @triton.jit
 def _colour_terms(x_c, mean, raw_log_scale, half_bin, log_bin_width, is_low, is_high):
     """Bin log-mass of one colour for one component, and its partials w.r.t. mean and log-scale."""
-    log_scale = tl.maximum(raw_log_scale, -7.0)
+    log_scale = tl.maximum(raw_log_scale, LOG_SCALE_MIN)
     inv_scale = tl.exp(-log_scale)
     centred = x_c - mean
     upper = inv_scale * (centred + half_bin)
@@ -91,7 +105,7 @@ def _colour_terms(x_c, mean, raw_log_scale, half_bin, log_bin_width, is_low, is_
     d_gap = tl.where(d < 1e-6, -1.0 + 0.5 * d, -d / _expm1(tl.maximum(d, 1e-30)))  # d log1mexp / d log_scale
     d_mean = tl.where(is_low, -inv_scale * sf_upper, tl.where(is_high, inv_scale * cdf_lower, inv_scale * (cdf_lower - sf_upper)))
     d_log_scale = tl.where(is_low, -upper * sf_upper, tl.where(is_high, lower * cdf_lower, -upper * sf_upper + lower * cdf_lower + d_gap))
-    d_log_scale = tl.where(raw_log_scale >= -7.0, d_log_scale, 0.0)  # clamp passes no gradient below -7
+    d_log_scale = tl.where(raw_log_scale >= LOG_SCALE_MIN, d_log_scale, 0.0)  # the clamp passes no gradient below it
     return value, d_mean, d_log_scale
 
 
@@ -109,7 +123,7 @@ def _pixels(x_ptr, p_ptr, n_pixels, hw, K, C: tl.constexpr, F64: tl.constexpr, B
     b = offs // hw
     s = offs % hw
     x_base = x_ptr + b * (C * hw) + s
-    n_params = K * (1 + C * (3 if C == 3 else 2))
+    n_params = _slot(C, 0, 0, K, C)  # one past the last colour's parameters
     x0 = _load(x_base, mask, F64)
     x1 = x0
     x2 = x0
@@ -124,7 +138,7 @@ def _component(p_base, k, K, hw, mask, x0, x1, x2, half_bin, log_bin_width, C: t
     """Component k: its logit, summed colour log-mass, and the partials the backward needs
     (d/d mean and d/d log-scale per colour, and the tanh'd coefficients)."""
     logit = _load(p_base + k * hw, mask, F64)
-    comp, dm0, dls0 = _colour_terms(x0, _load(p_base + (K + k) * hw, mask, F64), _load(p_base + (2 * K + k) * hw, mask, F64),
+    comp, dm0, dls0 = _colour_terms(x0, _load(p_base + _slot(0, MEAN, k, K, C) * hw, mask, F64), _load(p_base + _slot(0, LOG_SCALE, k, K, C) * hw, mask, F64),
                                     half_bin, log_bin_width, x0 < -1.0 + half_bin, x0 > 1.0 - half_bin)  # fmt: skip
     dm1 = comp * 0.0
     dls1 = dm1
@@ -134,14 +148,14 @@ def _component(p_base, k, K, hw, mask, x0, x1, x2, half_bin, log_bin_width, C: t
     c_g = dm1
     c_b = dm1
     if C == 3:
-        c_r = _tanh(_load(p_base + (3 * K + k) * hw, mask, F64))
-        c_g = _tanh(_load(p_base + (6 * K + k) * hw, mask, F64))
-        c_b = _tanh(_load(p_base + (9 * K + k) * hw, mask, F64))
-        mean_g = _load(p_base + (4 * K + k) * hw, mask, F64) + c_r * x0
-        mean_b = _load(p_base + (7 * K + k) * hw, mask, F64) + c_g * x0 + c_b * x1
-        v1, dm1, dls1 = _colour_terms(x1, mean_g, _load(p_base + (5 * K + k) * hw, mask, F64), half_bin, log_bin_width,
+        c_r = _tanh(_load(p_base + _slot(0, COEFF, k, K, C) * hw, mask, F64))
+        c_g = _tanh(_load(p_base + _slot(1, COEFF, k, K, C) * hw, mask, F64))
+        c_b = _tanh(_load(p_base + _slot(2, COEFF, k, K, C) * hw, mask, F64))
+        mean_g = _load(p_base + _slot(1, MEAN, k, K, C) * hw, mask, F64) + c_r * x0
+        mean_b = _load(p_base + _slot(2, MEAN, k, K, C) * hw, mask, F64) + c_g * x0 + c_b * x1
+        v1, dm1, dls1 = _colour_terms(x1, mean_g, _load(p_base + _slot(1, LOG_SCALE, k, K, C) * hw, mask, F64), half_bin, log_bin_width,
                                       x1 < -1.0 + half_bin, x1 > 1.0 - half_bin)  # fmt: skip
-        v2, dm2, dls2 = _colour_terms(x2, mean_b, _load(p_base + (8 * K + k) * hw, mask, F64), half_bin, log_bin_width,
+        v2, dm2, dls2 = _colour_terms(x2, mean_b, _load(p_base + _slot(2, LOG_SCALE, k, K, C) * hw, mask, F64), half_bin, log_bin_width,
                                       x2 < -1.0 + half_bin, x2 > 1.0 - half_bin)  # fmt: skip
         comp += v1 + v2
     return logit, comp, dm0, dls0, dm1, dls1, dm2, dls2, c_r, c_g, c_b
@@ -186,21 +200,21 @@ def dmol_bwd_kernel(x_ptr, p_ptr, grad_ptr, lse_mix_ptr, lse_logit_ptr, dp_ptr, 
         responsibility = tl.exp(logit + comp - lse_mix)
         gr = g * responsibility
         tl.store(dp_base + k * hw, (g * (responsibility - tl.exp(logit - lse_logit))).to(out_ty), mask=mask)
-        tl.store(dp_base + (K + k) * hw, (gr * dm0).to(out_ty), mask=mask)
-        tl.store(dp_base + (2 * K + k) * hw, (gr * dls0).to(out_ty), mask=mask)
+        tl.store(dp_base + _slot(0, MEAN, k, K, C) * hw, (gr * dm0).to(out_ty), mask=mask)
+        tl.store(dp_base + _slot(0, LOG_SCALE, k, K, C) * hw, (gr * dls0).to(out_ty), mask=mask)
         if C == 3:
-            tl.store(dp_base + (3 * K + k) * hw, (gr * dm1 * x0 * (1.0 - c_r * c_r)).to(out_ty), mask=mask)
-            tl.store(dp_base + (4 * K + k) * hw, (gr * dm1).to(out_ty), mask=mask)
-            tl.store(dp_base + (5 * K + k) * hw, (gr * dls1).to(out_ty), mask=mask)
-            tl.store(dp_base + (6 * K + k) * hw, (gr * dm2 * x0 * (1.0 - c_g * c_g)).to(out_ty), mask=mask)
-            tl.store(dp_base + (7 * K + k) * hw, (gr * dm2).to(out_ty), mask=mask)
-            tl.store(dp_base + (8 * K + k) * hw, (gr * dls2).to(out_ty), mask=mask)
-            tl.store(dp_base + (9 * K + k) * hw, (gr * dm2 * x1 * (1.0 - c_b * c_b)).to(out_ty), mask=mask)
+            tl.store(dp_base + _slot(0, COEFF, k, K, C) * hw, (gr * dm1 * x0 * (1.0 - c_r * c_r)).to(out_ty), mask=mask)
+            tl.store(dp_base + _slot(1, MEAN, k, K, C) * hw, (gr * dm1).to(out_ty), mask=mask)
+            tl.store(dp_base + _slot(1, LOG_SCALE, k, K, C) * hw, (gr * dls1).to(out_ty), mask=mask)
+            tl.store(dp_base + _slot(1, COEFF, k, K, C) * hw, (gr * dm2 * x0 * (1.0 - c_g * c_g)).to(out_ty), mask=mask)
+            tl.store(dp_base + _slot(2, MEAN, k, K, C) * hw, (gr * dm2).to(out_ty), mask=mask)
+            tl.store(dp_base + _slot(2, LOG_SCALE, k, K, C) * hw, (gr * dls2).to(out_ty), mask=mask)
+            tl.store(dp_base + _slot(2, COEFF, k, K, C) * hw, (gr * dm2 * x1 * (1.0 - c_b * c_b)).to(out_ty), mask=mask)
 
 
 def _launch_args(x: torch.Tensor, params: torch.Tensor, bits: int):
     b, c, h, w = x.shape
-    k = params.shape[1] // (10 if c == 3 else 3)
+    k = num_mixtures(c, params.shape[1])
     half_bin = 1.0 / (2**bits - 1)
     return b * h * w, h * w, k, half_bin, math.log(2.0 * half_bin), c, params.dtype == torch.float64
 

@@ -20,11 +20,11 @@ CPIXELCNN_CUDA=1 python3 -m pip install -q --no-build-isolation --no-deps -e . >
 python3 -c "import cpixelcnn as c; print('extension', c.extension_available(), 'cuda sampler', hasattr(c._extension._C, 'cached_sample_cuda'))" 2>&1 | tee -a "$OUT/env.txt"
 python3 -m cpixelcnn.doctor --json > "$OUT/doctor.json" 2> "$OUT/doctor.log"; python3 -m cpixelcnn.doctor 2>&1 | tail -12
 python3 -m pytest -q -p no:cacheprovider tests 2>&1 | tee "$OUT/tests.log" | tail -15
-python3 benchmarks/kernel_resources.py --out "$OUT/kernel-resources.json" > "$OUT/kernel_resources.log" 2>&1; tail -2 "$OUT/kernel_resources.log"
+python -m benchmarks.kernel_resources --out "$OUT/kernel-resources.json" > "$OUT/kernel_resources.log" 2>&1; tail -2 "$OUT/kernel_resources.log"
 for bench in dmol gated_film train_step; do
   python3 benchmarks/bench_$bench.py --out "$OUT/$bench.json" 2>&1 | tee "$OUT/bench_$bench.log" | tail -12
 done
-python3 benchmarks/bench_sampling.py --device cuda --models 1/40/5 5/160/10 --out "$OUT/sampling.json" 2>&1 | tee "$OUT/bench_sampling.log" | tail -10
+python -m benchmarks.bench_sampling --device cuda --models 1/40/5 5/160/10 --out "$OUT/sampling.json" 2>&1 | tee "$OUT/bench_sampling.log" | tail -10
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])

@@ -2,7 +2,6 @@
 16-bit and EXIF and alpha handled, course CSVs strict, classes never guessed per split, no shadowing."""
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from cpixelcnn.data import DataError, _load_image, load_dataset

@@ -1,7 +1,7 @@
 """GPU code proven without a GPU: every Triton kernel compiled for sm_90 (and the committed report
 for sm_80/sm_90) within 128 registers and no spills; the CUDA translation units compile with nvcc.
 
-Compilation runs in a subprocess (benchmarks/kernel_resources.py): this test process runs Triton
+Compilation runs in a subprocess (python -m benchmarks.kernel_resources): this test process runs Triton
 in interpreter mode, where @triton.jit kernels cannot be compiled for a GPU target.
 """
 import json
@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "kernel_resources.py"
 REPORT = ROOT / "benchmarks" / "results" / "kernel-resources.json"
-sys.path.insert(0, str(SCRIPT.parent))
-import kernel_resources as kr  # noqa: E402  (helpers only; compiling happens in main(), in a subprocess)
+from benchmarks import kernel_resources as kr  # noqa: E402  (helpers only; compiling happens in main(), in a subprocess)
 
 IN_CI = os.environ.get("CI") == "true"
 NVCC = kr.find_nvcc()
@@ -24,7 +22,7 @@ needs_nvcc = pytest.mark.skipif(NVCC is None and not IN_CI, reason="no nvcc: ins
 
 
 def _run(*args, timeout=900):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "benchmarks.kernel_resources", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def _over_limits(entries):

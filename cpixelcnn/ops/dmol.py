@@ -30,9 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from cpixelcnn.ops.backend import resolve_backend
+from cpixelcnn.ops.dmol_layout import COEFF, LN2 as _LN2, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour  # noqa: F401
 
-LOG_SCALE_MIN = -7.0
-_LN2 = math.log(2.0)
 
 
 class MixtureParams(NamedTuple):
@@ -44,36 +43,15 @@ class MixtureParams(NamedTuple):
     coeffs: torch.Tensor | None  # tanh applied; None for grey
 
 
-def params_per_mixture(channels: int) -> int:
-    """Number of parameter channels per mixture component: 10 for RGB, 3 for grey."""
-    if channels == 3:
-        return 10
-    if channels == 1:
-        return 3
-    raise ValueError(f"images must have 1 (grey) or 3 (RGB) channels, got {channels}")
-
-
-def num_mixtures(channels: int, n_params: int) -> int:
-    """Infer K from the image channel count and the parameter channel count."""
-    per = params_per_mixture(channels)
-    if n_params <= 0 or n_params % per:
-        kind = "RGB" if channels == 3 else "grey"
-        raise ValueError(
-            f"params has {n_params} channels, but {kind} images need {per}*K channels (K = number of mixtures)"
-        )
-    return n_params // per
-
-
 def split_params(params: torch.Tensor, channels: int) -> MixtureParams:
     """Split raw params (B, n_out, H, W) into their roles (see MixtureParams)."""
     b, n, h, w = params.shape
     k = num_mixtures(channels, n)
     logits = params[:, :k]
-    per_colour = 3 if channels == 3 else 2
-    rest = params[:, k:].reshape(b, channels, per_colour, k, h, w)
-    log_scales = torch.clamp(rest[:, :, 1], min=LOG_SCALE_MIN)
-    coeffs = torch.tanh(rest[:, :, 2]) if channels == 3 else None
-    return MixtureParams(logits, rest[:, :, 0], log_scales, coeffs)
+    rest = params[:, k:].reshape(b, channels, roles_per_colour(channels), k, h, w)  # the layout of ops/dmol_layout.py
+    log_scales = torch.clamp(rest[:, :, LOG_SCALE], min=LOG_SCALE_MIN)
+    coeffs = torch.tanh(rest[:, :, COEFF]) if channels == 3 else None
+    return MixtureParams(logits, rest[:, :, MEAN], log_scales, coeffs)
 
 
 def grid_levels(bits: int) -> int:

@@ -8,8 +8,10 @@ with a threshold, so p is rounded to a multiple of 2⁻¹⁶. The mask is kept a
 element) for the backward pass. Other devices use torch's fused dropout. Both draw from torch's
 default generator, so ``torch.manual_seed`` makes a step reproducible.
 
-``backend``: ``"eager"`` is torch's dropout (the reference); ``"fast"`` the cheap mask on CPU
-tensors (torch's elsewhere); ``"auto"`` = ``"fast"``.
+``backend`` takes the package's one vocabulary (:data:`cpixelcnn.ops.backend.BACKENDS`):
+``"eager"`` is torch's dropout (the reference); ``"auto"`` the fastest path — the cheap mask on
+CPU tensors, torch's fused dropout elsewhere. Dropout has no Triton kernel (torch's fused one is
+already a single pass on a GPU), so ``"triton"`` takes that same fast path.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-BACKENDS = ("eager", "fast", "auto")
+from cpixelcnn.ops.backend import check_backend
+
 LEVELS = 1 << 16  # p resolution of the fast mask
 
 
@@ -46,8 +49,7 @@ class _MaskedScale(torch.autograd.Function):
 
 def dropout(x: torch.Tensor, p: float, training: bool = True, backend: str = "auto") -> torch.Tensor:
     """Element-wise dropout of ``x`` (any shape). Identity when not training or p = 0."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    check_backend(backend)
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0.0:

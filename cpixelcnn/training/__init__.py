@@ -26,13 +26,15 @@ run follows the single-process run with the same global batch. Only rank 0 write
 Modules, one job each: ``config`` (every setting, its check and its flag), ``state`` (where the
 run stands), ``objectives`` (loss, parameter groups, finite-step guard), ``averaging`` (Polyak),
 ``checkpoints`` (resuming), ``validation``, ``reporting`` (progress, metrics, curve, W&B),
-``distributed`` (ranks), ``trainer`` (the loop), ``run`` (``train``: the run directory's owner).
+``distributed`` (ranks), ``data`` (the images and their order), ``errors``, ``trainer`` (the loop),
+``run`` (``train``: the run directory's owner).
 """
 from cpixelcnn.training.averaging import PolyakAverage
 from cpixelcnn.training.config import ModelConfig, TrainConfig
 from cpixelcnn.training.run import train
 from cpixelcnn.training.state import TrainingState
-from cpixelcnn.training.trainer import CheckpointWriteFailed, Trainer, TrainingDiverged, TrainingInterrupted
+from cpixelcnn.training.errors import CheckpointWriteFailed, TrainingDiverged, TrainingInterrupted
+from cpixelcnn.training.trainer import Trainer
 
 __all__ = ["ModelConfig", "TrainConfig", "TrainingState", "PolyakAverage", "Trainer", "train", "TrainingInterrupted", "TrainingDiverged",
            "CheckpointWriteFailed"]  # fmt: skip

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from cpixelcnn.rundir import CURVE_NAME, METRICS_NAME
+from cpixelcnn.rundir import BEST_DIR, CURVE_NAME, METRICS_NAME
 
 BAR_FORMAT = "{l_bar}{bar}| step {n_fmt}/{total_fmt} {elapsed} elapsed, {remaining} left{postfix}"
 
@@ -106,3 +106,37 @@ def _start_wandb(run_dir: Path, config: dict):
     except ImportError:
         raise RuntimeError("--wandb needs the wandb package (pip install wandb); metrics.jsonl is written either way") from None
     return wandb.init(project="cpixelcnn", name=run_dir.name, dir=str(run_dir), config=config, resume="allow")
+
+
+def sample_grid(model, class_names: list[str], cfg, path: Path) -> Path:
+    """A PNG of ``cfg.samples_per_class`` samples per class, one row each."""
+    import torch
+
+    from cpixelcnn.data import to_uint8
+    from cpixelcnn.io import image_grid, save_png
+    from cpixelcnn.sampling import sample
+
+    device = next(model.parameters()).device
+    labels = torch.arange(len(class_names)).repeat_interleave(cfg.samples_per_class).to(device)
+    images = sample(model, labels, image_size=(cfg.image_size, cfg.image_size), method="auto", generator=torch.Generator().manual_seed(cfg.seed))
+    return save_png(path, image_grid(to_uint8(images), nrow=cfg.samples_per_class), scale=2)
+
+
+def start_line(cfg, model, class_names: list[str], n_images: int, val, world: int, device, step: int, total: int) -> str:
+    """What is about to be trained, on what, for how long, validated how."""
+    limit = f"steps {step}->{total}" + (f" or {cfg.max_seconds:g} s, whichever comes first" if cfg.max_seconds else "")
+    validation = "; no validation"
+    if val:
+        validation = f"; validating on {len(val)} images of {cfg.val_data} ({cfg.val_split}) every {cfg.val_every} epoch(s), best by {cfg.keep_best}"
+    return (f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter model on {n_images} images ({', '.join(class_names)}), "
+            f"{world} process(es), {device}, backend {cfg.backend}, {limit}{validation}")  # fmt: skip
+
+
+def end_line(steps: int, train_bpd: float, validated: dict | None, run_dir: Path) -> str:
+    """The run's outcome: steps, final training bits/dim, the last validation figures, where the run is."""
+    summary = best = ""
+    if validated:
+        accuracy = f" accuracy {validated['val_accuracy']:.1%}" if validated.get("val_accuracy") is not None else ""
+        summary = f", validation bits/dim {validated['val_bpd']:.3f}{accuracy}"
+        best = f", best model in {run_dir / BEST_DIR}"
+    return f"done: {steps} steps, training bits/dim {train_bpd:.3f}{summary}; run directory {run_dir}{best}"

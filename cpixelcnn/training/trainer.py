@@ -16,35 +16,19 @@ from pathlib import Path
 import torch
 
 from cpixelcnn.checkpoint import checkpoint_dirs, save_run, save_weights, write_best, write_checkpoint
-from cpixelcnn.data import augment, load_dataset, to_model_range, to_uint8
-from cpixelcnn.io import image_grid, save_png
+from cpixelcnn.data import augment, to_model_range
 from cpixelcnn.model import ConditionalPixelCNN
-from cpixelcnn.rundir import BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, SAMPLES_DIR, WEIGHTS_NAME
-from cpixelcnn.sampling import sample
+from cpixelcnn.rundir import CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, SAMPLES_DIR, WEIGHTS_NAME
 from cpixelcnn.training.averaging import PolyakAverage
 from cpixelcnn.training.checkpoints import read_best, read_metrics, resume_point
 from cpixelcnn.training.config import TrainConfig, merged_with_saved
+from cpixelcnn.training.data import load_training_data
 from cpixelcnn.training.distributed import Ranks
+from cpixelcnn.training.errors import CheckpointWriteFailed, TrainingDiverged, TrainingInterrupted
 from cpixelcnn.training.objectives import finite_step, likelihood_loss, optimizer_and_schedule
-from cpixelcnn.training.reporting import Reporter
+from cpixelcnn.training.reporting import Reporter, end_line, sample_grid, start_line
 from cpixelcnn.training.state import TrainingState, restore_state, save_state
 from cpixelcnn.training.validation import is_better, latest_validation, validation_figures, validation_set, validation_source
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; the checkpoint at ``run_dir`` was saved first."""
-
-    def __init__(self, run_dir: Path, step: int):
-        super().__init__(f"interrupted at step {step}; checkpoint saved in {run_dir} (continue with --resume)")
-        self.run_dir, self.step = run_dir, step
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive steps with a non-finite loss or gradient; no weights were touched by them."""
-
-
-class CheckpointWriteFailed(RuntimeError):
-    """Writing into the run directory failed (disk full, ...); the previous checkpoint is intact."""
 
 
 class Trainer:
@@ -105,22 +89,13 @@ class Trainer:
 
     def _training_data(self) -> None:
         cfg = self.cfg
-        self.data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=self.class_names, seed=cfg.seed)
-        if not self.data.has_labels:
-            raise ValueError(f"the {cfg.split} split of {cfg.data} has images without labels; training needs labels")
-        if len(self.data.class_names) < 2:
-            raise ValueError(f"{cfg.data} has a single class ({self.data.class_names[0]}); a class-conditional model needs at least 2")
+        self.train_data = load_training_data(cfg, self.class_names, self.ranks)
+        self.data, self.steps_per_epoch = self.train_data.images, self.train_data.steps_per_epoch
         if self.model is None:
             torch.manual_seed(cfg.seed)
             self.model = ConditionalPixelCNN.from_config(cfg.model_config, num_classes=len(self.data.class_names), backend=cfg.backend)
             self.class_names = self.data.class_names
         cfg.val_data = validation_source(cfg.data, cfg.split, cfg.val_data, cfg.val_split)
-        self.per_rank = cfg.batch_size // self.ranks.world
-        self.sampler = torch.utils.data.DistributedSampler(range(len(self.data)), num_replicas=self.ranks.world, rank=self.ranks.rank, shuffle=True,
-                                                           seed=cfg.seed, drop_last=True)  # fmt: skip
-        self.steps_per_epoch = len(self.sampler) // self.per_rank
-        if self.steps_per_epoch < 1:
-            raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(self.data)} training images")
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -150,13 +125,11 @@ class Trainer:
 
     def run_epoch(self) -> None:
         """Steps until the epoch ends (or the step or time limit), then a checkpoint."""
-        self.sampler.set_epoch(self.state.epoch)
-        order = list(self.sampler)
+        order = self.train_data.epoch_order(self.state.epoch)
         self.epoch_losses = []
         self.model.train()
         while self.state.position < self.steps_per_epoch and self.state.step < self.total:
-            position = self.state.position
-            bpd = self.step(torch.tensor(order[position * self.per_rank : (position + 1) * self.per_rank]))
+            bpd = self.step(self.train_data.batch(order, self.state.position, self.train_data.per_rank))
             if bpd is not None:
                 self._record_step(bpd)
             self.maybe_checkpoint()
@@ -235,7 +208,7 @@ class Trainer:
             record = dict(epoch_end=state.epoch, step=state.step, epoch_train_bpd=sum(self.epoch_losses) / max(1, len(self.epoch_losses)))
             self.reporter.report(record)
             if cfg.sample_every and state.epoch % cfg.sample_every == 0:
-                self._sample_grid(self.run_dir / SAMPLES_DIR / f"epoch_{state.epoch:04d}.png")
+                sample_grid(self.model, self.class_names, cfg, self.run_dir / SAMPLES_DIR / f"epoch_{state.epoch:04d}.png")
         if self.val is not None and state.epoch % cfg.val_every == 0:
             self.validate()
 
@@ -284,12 +257,7 @@ class Trainer:
     # -- beginning and end -------------------------------------------------------------------------
 
     def _announce(self) -> None:
-        cfg, step = self.cfg, self.state.step
-        limit = f"steps {step}->{self.total}" + (f" or {cfg.max_seconds:g} s, whichever comes first" if cfg.max_seconds else "")
-        validation = (f"; validating on {len(self.val)} images of {cfg.val_data} ({cfg.val_split}) every {cfg.val_every} epoch(s), best by {cfg.keep_best}"
-                      if self.val else "; no validation")  # fmt: skip
-        self.say(f"training {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M-parameter model on {len(self.data)} images "
-                 f"({', '.join(self.class_names)}), {self.ranks.world} process(es), {self.device}, backend {cfg.backend}, {limit}{validation}")  # fmt: skip
+        self.say(start_line(self.cfg, self.model, self.class_names, len(self.data), self.val, self.ranks.world, self.device, self.state.step, self.total))
 
     def _finish(self) -> dict:
         self.reporter.close()
@@ -297,18 +265,5 @@ class Trainer:
         history = self.reporter.history
         points = [r["train_bpd"] for r in history if "train_bpd" in r]
         final = points[-1] if points else float("nan")
-        validated = latest_validation(history)
-        summary = ""
-        if validated:
-            accuracy = f" accuracy {validated['val_accuracy']:.1%}" if validated.get("val_accuracy") is not None else ""
-            summary = f", validation bits/dim {validated['val_bpd']:.3f}{accuracy}"
-        best = f", best model in {self.run_dir / BEST_DIR}" if validated else ""
-        self.say(f"done: {self.state.step} steps, training bits/dim {final:.3f}{summary}; run directory {self.run_dir}{best}")
+        self.say(end_line(self.state.step, final, latest_validation(history), self.run_dir))
         return dict(steps=self.state.step, train_bpd=final, run_dir=str(self.run_dir), history=history, best=self.state.best)
-
-    def _sample_grid(self, path: Path) -> Path:
-        """One row of ``samples_per_class`` samples per class."""
-        cfg = self.cfg
-        labels = torch.arange(len(self.class_names)).repeat_interleave(cfg.samples_per_class).to(self.device)
-        images = sample(self.model, labels, image_size=(cfg.image_size, cfg.image_size), method="auto", generator=torch.Generator().manual_seed(cfg.seed))
-        return save_png(path, image_grid(to_uint8(images), nrow=cfg.samples_per_class), scale=2)
