@@ -224,3 +224,22 @@ def test_polyak_average_warms_up_like_tensorflow():
         expected = decay * expected + (1 - decay) * value
         assert abs(average.state["weight"].item() - expected) < 1e-6
     assert average.updates == 4 and TrainConfig(data="demo", out="run").ema == 0.9995  # on by default: classify uses the average
+
+
+def test_the_time_limit_and_checkpoint_interval_follow_the_injected_clock(tmp_path):
+    """A clock passed to train (the Trainer's constructor) that moves one second per reading: the
+    60-second budget ends the run long before max_steps, and 15-second checkpoints are written on the way."""
+    from cpixelcnn.checkpoint import checkpoint_dirs
+
+    now = [0.0]
+
+    def clock():
+        now[0] += 1.0
+        return now[0]
+
+    run = tmp_path / "run"
+    result = train(TrainConfig(out=str(run), max_steps=1000, max_seconds=60, checkpoint_every=0.25, **TINY), log=lambda *a: None, clock=clock)
+    assert 5 < result["steps"] < 60  # a few readings per step
+    assert json.loads((run / "config.json").read_text())["step"] == result["steps"]  # stopped with a checkpoint
+    steps = sorted(int(p.name[5:]) for p in checkpoint_dirs(run))
+    assert len(steps) == 2 and steps[-1] == result["steps"] and 0 < steps[0] < steps[-1]  # a periodic one came before the last
