@@ -43,7 +43,8 @@ def _bayes(models_logprob, images, num_classes: int, batch: int = 128):
     return out
 
 
-def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: float, seed: int, dropout: float, ema: float = 0.0, log=print) -> list[dict]:
+def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: float, seed: int, dropout: float, ema: float = 0.0, log=print,
+        test_limit: int | None = None) -> list[dict]:  # fmt: skip
     import torch
 
     from cpixelcnn.train import PolyakAverage
@@ -54,6 +55,8 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
     size, channels = DATASETS[dataset]
     train = load_dataset(dataset, "train", size, channels)
     test = load_dataset(dataset, "test", size, channels)
+    if test_limit is not None:  # smoke mode: the harness, not the figure
+        test.images, test.labels = test.images[:test_limit], test.labels[:test_limit]
     names = train.class_names
     num_classes = len(names)
     dims = channels * size * size
@@ -144,18 +147,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--dropout", type=float, nargs="+", default=[0.5, 0.0], help="dropout settings (default: the CLI's 0.5, and none)")
     parser.add_argument("--ema", type=float, default=0.9995, help="Polyak averaging as the CLI trains by default (evaluated weights); 0: off")
+    parser.add_argument("--test-limit", type=int, help="classify only the first N test images (default: all)")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     arch = dict(nr_resnet=1, nr_filters=32, nr_logistic_mix=5)
     if args.smoke:
-        args.steps, args.eval_every, args.batch_size, args.data, args.seeds = 6, 3, 4, ["digits"], [0, 1]
+        args.steps, args.eval_every, args.batch_size, args.data, args.seeds, args.test_limit = 6, 3, 4, ["digits"], [0, 1], 30
         arch = dict(nr_resnet=1, nr_filters=8, nr_logistic_mix=2)
     rows = []
     for dataset in args.data:
         for dropout in args.dropout:
             for seed in args.seeds:
-                rows += run(dataset, args.steps, args.eval_every, arch, args.batch_size, args.lr, seed, dropout, args.ema)
+                rows += run(dataset, args.steps, args.eval_every, arch, args.batch_size, args.lr, seed, dropout, args.ema, test_limit=args.test_limit)
     summary = summarize(rows)
     payload = dict(benchmark="conditional_vs_per_class", mode="smoke" if args.smoke else "measured", device_info=common.device_info(),
                    config=dict(steps=args.steps, batch=args.batch_size, lr=args.lr, seeds=args.seeds, dropout=args.dropout, ema=args.ema, **arch),

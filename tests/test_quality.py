@@ -23,6 +23,7 @@ RECIPE = dict(data="digits", image_size=8, in_channels=1, nr_resnet=1, nr_filter
 QUALITY_FLOOR = {"mean": 0.97, "worst": 0.96}  # measured (seeds 0-4): see the README's "Classification quality guard"
 
 
+@pytest.mark.quality  # CI runs it once, on the pinned torch (it measures training, not the build)
 def test_short_runs_classify_real_digits_well_for_every_seed(tmp_path):
     test = load_dataset("digits", "test", 8, 1)
     accuracies = []
