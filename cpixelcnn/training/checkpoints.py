@@ -13,7 +13,7 @@ import torch
 from cpixelcnn.checkpoint import checkpoint_dirs, is_transient, load_run, non_finite_tensor, publish_checkpoint, read_config, remove_stray_files
 from cpixelcnn.io import atomic_write_bytes
 from cpixelcnn.model import ConditionalPixelCNN
-from cpixelcnn.rundir import BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, METRICS_NAME, STATE_NAME
+from cpixelcnn.rundir import BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, METRICS_NAME, STATE_NAME, WEIGHTS_NAME
 
 
 @dataclass
@@ -62,6 +62,15 @@ def set_aside_name(source: Path) -> Path:
         n += 1
         target = source.parent / f"unreadable-{source.name}.{n}"
     return target
+
+
+def open_run(run_dir: Path, resume: bool, device: torch.device, writer: bool, say) -> ResumePoint | None:
+    """The checkpoint to resume from (``resume``), or None for a new run — refused where ``run_dir`` already holds one."""
+    if resume:
+        return resume_point(run_dir, device, writer, say)
+    if (run_dir / WEIGHTS_NAME).exists() or (run_dir / CONFIG_NAME).exists() or checkpoint_dirs(run_dir):
+        raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+    return None
 
 
 def resume_point(run_dir: Path, device: torch.device, writer: bool, say) -> ResumePoint:

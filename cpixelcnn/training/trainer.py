@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.checkpoint import checkpoint_dirs, save_run, save_weights, write_best, write_checkpoint
+from cpixelcnn.checkpoint import save_run, save_weights, write_best, write_checkpoint
 from cpixelcnn.data import augment, to_model_range
 from cpixelcnn.model import ConditionalPixelCNN
-from cpixelcnn.rundir import CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, SAMPLES_DIR, WEIGHTS_NAME
+from cpixelcnn.rundir import CHECKPOINTS_DIR, EMA_NAME, SAMPLES_DIR
 from cpixelcnn.training.averaging import PolyakAverage
-from cpixelcnn.training.checkpoints import read_best, read_metrics, resume_point
+from cpixelcnn.training.checkpoints import open_run, read_best, read_metrics
 from cpixelcnn.training.config import TrainConfig, merged_with_saved
 from cpixelcnn.training.data import load_training_data
 from cpixelcnn.training.distributed import Ranks
@@ -74,17 +74,13 @@ class Trainer:
         self.last_checkpoint_time = self.clock()
 
     def _model_and_config(self):
-        """The model and the configuration to go on with: a new model, or the resumed run's."""
-        cfg = self.cfg
-        if not cfg.resume:
-            if (self.run_dir / WEIGHTS_NAME).exists() or (self.run_dir / CONFIG_NAME).exists() or checkpoint_dirs(self.run_dir):
-                raise ValueError(f"{self.run_dir} already holds a run: pass --resume to continue it, or choose another --out")
-            self.model, self.class_names = None, None
-            return None
-        point = resume_point(self.run_dir, self.device, self.ranks.is_main, self.say)
-        self.model, self.class_names = point.model, point.config["class_names"]
-        self.model.backend = cfg.backend
-        self.cfg = merged_with_saved(cfg, point.config.get("train", {}), self.model.config, self.ranks.world)  # restored settings pass the same checks
+        """The model and the configuration to go on with: the resumed run's, or none yet (a new run)."""
+        self.model = self.class_names = None
+        point = open_run(self.run_dir, self.cfg.resume, self.device, self.ranks.is_main, self.say)
+        if point is not None:
+            self.model, self.class_names = point.model, point.config["class_names"]
+            self.model.backend = self.cfg.backend
+            self.cfg = merged_with_saved(self.cfg, point.config.get("train", {}), self.model.config, self.ranks.world)  # checked again
         return point
 
     def _training_data(self) -> None:
