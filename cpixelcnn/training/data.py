@@ -20,10 +20,9 @@ class TrainingData:
         self.sampler.set_epoch(epoch)
         return list(self.sampler)
 
-    @staticmethod
-    def batch(order: list[int], position: int, per_rank: int) -> torch.Tensor:
+    def batch(self, order: list[int], position: int) -> torch.Tensor:
         """The indices of this rank's images at ``position`` of an epoch's ``order``."""
-        return torch.tensor(order[position * per_rank : (position + 1) * per_rank])
+        return torch.tensor(order[position * self.per_rank : (position + 1) * self.per_rank])
 
 
 def load_training_data(cfg, class_names: list[str] | None, ranks) -> TrainingData:

@@ -32,15 +32,14 @@ class Reporter:
         self.bar.set_postfix_str(f"epoch {epoch + 1} bpd {bpd:.3f} {images_per_s:.0f} img/s{self.validation}", refresh=False)
         self.bar.update(step - self.bar.n)
 
-    def report(self, record: dict, to_file: bool = True) -> None:
+    def report(self, record: dict) -> None:
         """A metrics record (training window, epoch end or validation): into the history, metrics.jsonl,
         W&B, and for a validation record the progress line and the curve."""
         self.history.append(record)
         if not self.writer:
             return
-        if to_file:
-            with open(self.run_dir / METRICS_NAME, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        with open(self.run_dir / METRICS_NAME, "a") as f:
+            f.write(json.dumps(record) + "\n")
         if self.wandb is not None:
             self.wandb.log({k: v for k, v in record.items() if v is not None}, step=record.get("step"))
         if "val_bpd" in record:

@@ -125,7 +125,7 @@ class Trainer:
         self.epoch_losses = []
         self.model.train()
         while self.state.position < self.steps_per_epoch and self.state.step < self.total:
-            bpd = self.step(self.train_data.batch(order, self.state.position, self.train_data.per_rank))
+            bpd = self.step(self.train_data.batch(order, self.state.position))
             if bpd is not None:
                 self._record_step(bpd)
             self.maybe_checkpoint()
