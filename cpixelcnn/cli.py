@@ -14,6 +14,8 @@ from pathlib import Path
 
 from cpixelcnn.ops.backend import BACKENDS
 
+DATA_HELP = "demo, digits, textures, micrographs, cifar10:DIR, cifar100:DIR, cifar100-coarse:DIR, an image-folder tree or the course layout"
+
 
 def _load(run_dir: str, device: str = "cpu", backend: str | None = None, use_ema: bool = True):
     from cpixelcnn.checkpoint import load_run
@@ -307,7 +309,7 @@ def _add_model_commands(sub) -> None:
 
     cp = sub.add_parser("complete", help="complete the top rows of data images, once per class, into a PNG grid")
     _common(cp)
-    cp.add_argument("--data", required=True, help="'demo', an image-folder tree or the course layout")
+    cp.add_argument("--data", required=True, help=DATA_HELP)
     cp.add_argument("--split", default="test")
     cp.add_argument("--rows", type=int, required=True, help="image rows kept from the top (0 .. image height)")
     cp.add_argument("--n", type=int, default=4, help="images to complete (the first N of the split)")
@@ -321,7 +323,7 @@ def _add_model_commands(sub) -> None:
     for name, func, helptext in (("classify", _cmd_classify, "Bayes-classify a data split"), ("evaluate", _cmd_evaluate, "bits/dim, accuracy and FID on a split")):
         c = sub.add_parser(name, help=helptext)
         _common(c)
-        c.add_argument("--data", required=True)
+        c.add_argument("--data", required=True, help=DATA_HELP)
         c.add_argument("--split", default="validation" if name == "evaluate" else "test")
         c.add_argument("--json", action="store_true", help="print one JSON object")
         c.add_argument("--batch-size", type=int, default=64)

@@ -279,16 +279,53 @@ def load_image_folder(root: str | Path, size: int = 32, channels: int = 3, class
     return Dataset(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long), list(class_names), files, layout="folders")
 
 
-def load_dataset(data: str, split: str = "train", size: int = 32, channels: int = 3, class_names: list[str] | None = None, seed: int = 0) -> Dataset:
+HOLDOUT_SEED = 0  # held-out images are the same for every training seed
+
+
+def load_dataset(data: str, split: str = "train", size: int = 32, channels: int = 3, class_names: list[str] | None = None, seed: int = 0,
+                 holdout: int = 0) -> Dataset:  # fmt: skip
     """``data`` is ``"demo"`` (the built-in set; split train/validation/test), a packaged real-image
-    set (``digits``, ``textures``, ``micrographs``: see :mod:`cpixelcnn.packaged_data`), a
-    course-layout folder (``<split>.csv`` inside) or an image-folder tree."""
+    set (``digits``, ``textures``, ``micrographs``: see :mod:`cpixelcnn.packaged_data`), CIFAR
+    (``cifar10:DIR``, ``cifar100:DIR``, ``cifar100-coarse:DIR``: see :mod:`cpixelcnn.cifar`), a
+    course-layout folder (``<split>.csv`` inside) or an image-folder tree.
+
+    ``holdout`` N > 0 carves N images out of the training split, reproducibly (a permutation with a
+    fixed seed): ``"validation"`` is then those N and ``"train"`` the rest; ``"test"`` is unchanged."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not holdout or split == "test":
+        return _load_split(data, split, size, channels, class_names, seed)
+    full = _load_split(data, "train", size, channels, class_names, seed)
+    if not 0 < holdout < len(full):
+        raise DataError(f"--val-split {holdout}: the training split of {data} has {len(full)} images; hold out fewer")
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+    keep = (order[:holdout] if split == "validation" else order[holdout:]).sort().values
+    return Dataset(full.images[keep], full.labels[keep], full.class_names, [full.files[i] for i in keep.tolist()], layout=full.layout)
+
+
+def _fit(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """uint8 (N, 3, H, W) → (N, channels, size, size): luma grey, bicubic (antialiased) resize on the 8-bit grid."""
+    from cpixelcnn.packaged_data import _grey
+
+    if channels == 1:
+        images = _grey(images)
+    if images.shape[-1] != size:
+        resized = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        images = resized.round().clamp(0, 255).to(torch.uint8)
+    return images
+
+
+def _load_split(data: str, split: str, size: int, channels: int, class_names: list[str] | None, seed: int) -> Dataset:
+    from cpixelcnn.cifar import KINDS, load_cifar
+
     builtin = data.removeprefix("builtin:")
+    kind, colon, folder = data.partition(":")
     if data == builtin and builtin in ("demo", *PACKAGED) and Path(data).is_dir():
         raise DataError(f"--data {data} is both a built-in data set and a folder here: write ./{data} for the folder or builtin:{data} for the built-in set")
-    if builtin in PACKAGED:
+    if colon and kind in KINDS:
+        images, labels, names = load_cifar(kind, folder, split)
+        ds = Dataset(_fit(images, size, channels), labels, names, layout=kind)
+    elif builtin in PACKAGED:
         images, labels, names = load_packaged(builtin, split, size, channels, seed=0)
         ds = Dataset(images, labels, names, layout="packaged")
     elif builtin == "demo":

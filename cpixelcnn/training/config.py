@@ -48,7 +48,8 @@ class ModelConfig:
 class TrainConfig(ModelConfig):
     """Everything ``train`` needs. ``data`` and ``out`` are required."""
 
-    data: str = setting(help="'demo' (built-in data), digits / textures / micrographs (packaged), an image-folder tree or the course layout",
+    data: str = setting(help="'demo' (built-in data), digits / textures / micrographs (packaged), cifar10:DIR / cifar100:DIR / cifar100-coarse:DIR "
+                        "(the python or binary version, unpacked in DIR), an image-folder tree or the course layout",
                         fixed_on_resume=True)  # fmt: skip
     out: str = setting(help="run directory")
     split: str = setting("train", "split of --data to train on", fixed_on_resume=True)
@@ -78,7 +79,8 @@ class TrainConfig(ModelConfig):
     compile: bool = setting(False, "wrap the model in torch.compile")
     val_data: str | None = setting(None, "validation images ('none': no validation; default: --data's own --val-split when it has one)",
                                    fixed_on_resume=True)  # fmt: skip
-    val_split: str = setting("validation", "split of --val-data", fixed_on_resume=True)
+    val_split: str = setting("validation", "split of --val-data, or a number N: hold N images of --data's training split out (the same N "
+                             "for every seed) and validate on them", fixed_on_resume=True)  # fmt: skip
     val_every: int = setting(1, "validate every N epochs and at the end", metavar="N")
     val_limit: int = setting(500, "validate on at most this many images (a fixed random subset)", fixed_on_resume=True)
     keep_best: str | None = setting(None, "what RUN/best/ is chosen by (default: accuracy; bpd for unconditional models)",
@@ -90,6 +92,11 @@ class TrainConfig(ModelConfig):
     log_every: int = setting(10, "steps between metrics.jsonl records")
     wandb: bool = setting(False, "also log to Weights & Biases (needs wandb installed)")
     resume: bool = setting(False, "continue the run in --out")
+
+    @property
+    def holdout(self) -> int:
+        """N of ``--val-split N`` (0 when it names a split)."""
+        return int(self.val_split) if str(self.val_split).isdigit() else 0
 
     @property
     def model_config(self) -> ModelConfig:
@@ -125,8 +132,21 @@ def check(cfg: ModelConfig, world_size: int = 1) -> None:
     """One-line ValueError naming the flag of the first setting out of its range or choices."""
     for f in fields(cfg):
         _check_field(f, getattr(cfg, f.name))
+    if isinstance(cfg, TrainConfig):
+        _check_holdout(cfg)
     if isinstance(cfg, TrainConfig) and cfg.batch_size % world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must divide evenly over {world_size} processes")
+
+
+def _check_holdout(cfg: TrainConfig) -> None:
+    from cpixelcnn.data import SPLITS
+
+    if cfg.val_split not in SPLITS and not (str(cfg.val_split).isdigit() and int(cfg.val_split) > 0):
+        raise ValueError(f"--val-split must be one of {', '.join(SPLITS)} or a number of training images to hold out, got {cfg.val_split!r}")
+    if cfg.holdout and cfg.split != "train":
+        raise ValueError(f"--val-split {cfg.holdout} holds images of the training split out; it needs --split train, got {cfg.split!r}")
+    if cfg.holdout and cfg.val_data not in (None, "none", cfg.data):
+        raise ValueError(f"--val-split {cfg.holdout} holds images of --data out; it cannot validate on another --val-data ({cfg.val_data})")
 
 
 def fixed_on_resume() -> tuple[str, ...]:

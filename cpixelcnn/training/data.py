@@ -26,8 +26,9 @@ class TrainingData:
 
 
 def load_training_data(cfg, class_names: list[str] | None, ranks) -> TrainingData:
-    """``cfg.split`` of ``cfg.data``, labelled in ``class_names``' order when given (a resumed run's)."""
-    data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=class_names, seed=cfg.seed)
+    """``cfg.split`` of ``cfg.data`` (less the ``--val-split N`` held out), labelled in ``class_names``' order when given (a resumed run's)."""
+    data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=class_names, seed=cfg.seed,
+                        holdout=cfg.holdout)  # fmt: skip
     if not data.has_labels:
         raise ValueError(f"the {cfg.split} split of {cfg.data} has images without labels; training needs labels")
     if len(data.class_names) < 2:

@@ -126,7 +126,8 @@ def start_line(cfg, model, class_names: list[str], n_images: int, val, world: in
     limit = f"steps {step}->{total}" + (f" or {cfg.max_seconds:g} s, whichever comes first" if cfg.max_seconds else "")
     validation = "; no validation"
     if val:
-        validation = f"; validating on {len(val)} images of {cfg.val_data} ({cfg.val_split}) every {cfg.val_every} epoch(s), best by {cfg.keep_best}"
+        split = f"{cfg.holdout} held-out training images" if cfg.holdout else cfg.val_split
+        validation = f"; validating on {len(val)} images of {cfg.val_data} ({split}) every {cfg.val_every} epoch(s), best by {cfg.keep_best}"
     return (f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter model on {n_images} images ({', '.join(class_names)}), "
             f"{world} process(es), {device}, backend {cfg.backend}, {limit}{validation}")  # fmt: skip
 

@@ -11,9 +11,12 @@ from cpixelcnn.packaged_data import PACKAGED
 
 def validation_source(data: str, split: str, val_data: str | None, val_split: str) -> str:
     """What ``val_data`` resolves to: the training data's own validation split when it has one
-    (and it is not the split trained on) if not given; ``"none"`` turns validation off."""
+    (and it is not the split trained on) or ``--val-split N`` holds images out, if not given;
+    ``"none"`` turns validation off."""
     if val_data is not None:
         return val_data
+    if val_split.isdigit():
+        return data
     has_split = data in ("demo", *PACKAGED) or (Path(data) / f"{val_split}.csv").is_file()
     return data if has_split and split != val_split else "none"
 
@@ -23,7 +26,8 @@ def validation_set(source: str, cfg, class_names: list[str]) -> Dataset | None:
     labelled in the training set's class order; None for ``source == "none"``."""
     if source == "none":
         return None
-    val = load_dataset(source, cfg.val_split, cfg.image_size, cfg.in_channels, seed=cfg.seed)
+    split = "validation" if cfg.holdout else cfg.val_split
+    val = load_dataset(source, split, cfg.image_size, cfg.in_channels, seed=cfg.seed, holdout=cfg.holdout)
     if sorted(val.class_names) != sorted(class_names):
         raise ValueError(f"the validation set {source} has classes ({', '.join(val.class_names)}) that differ from the training set's ({', '.join(class_names)})")
     if not val.has_labels:

@@ -1,0 +1,191 @@
+"""CIFAR-10 and CIFAR-100 read from the files users already have, in either published format.
+
+- python version: ``cifar-10-batches-py/`` (``data_batch_1``…``5``, ``test_batch``,
+  ``batches.meta``) and ``cifar-100-python/`` (``train``, ``test``, ``meta``): Python 2 pickles of
+  dicts with bytes keys. A pickle can run code, so they are read by :class:`SafeUnpickler`, which
+  admits numpy's array reconstruction and plain containers and refuses every other global.
+- binary version: ``cifar-10-batches-bin/`` (records of 1 label byte + 3072 pixel bytes,
+  ``batches.meta.txt``) and ``cifar-100-binary/`` (coarse and fine label bytes + 3072).
+
+3072 pixel bytes are 1024 red, 1024 green, 1024 blue values, each a 32×32 image in row-major
+order. Splits, labels and class names are the published ones (CIFAR-100: fine labels, or the 20
+coarse superclasses with ``cifar100-coarse:``). Nothing is downloaded.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+KINDS = ("cifar10", "cifar100", "cifar100-coarse")
+URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+SIDE = 32
+RECORD_PIXELS = 3 * SIDE * SIDE
+
+# Per data set: the python and binary folders, their archives, the files of each split and the
+# class-name file. The binary CIFAR-100 records hold (coarse, fine) label bytes.
+_FORMATS = {
+    "cifar10": dict(
+        python=("cifar-10-batches-py", "cifar-10-python.tar.gz", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+                "batches.meta"),
+        binary=("cifar-10-batches-bin", "cifar-10-binary.tar.gz",
+                {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}, "batches.meta.txt"),
+    ),
+    "cifar100": dict(
+        python=("cifar-100-python", "cifar-100-python.tar.gz", {"train": ["train"], "test": ["test"]}, "meta"),
+        binary=("cifar-100-binary", "cifar-100-binary.tar.gz", {"train": ["train.bin"], "test": ["test.bin"]}, None),
+    ),
+}  # fmt: skip
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Admits only the globals a pickled numpy array needs (``_reconstruct``, ``ndarray``,
+    ``dtype``, and ``_codecs.encode`` that Python 3 protocol-2 pickles use for bytes); anything
+    else — ``os.system``, ``builtins.eval``, any class — is refused before it is looked up."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+        ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return self.ALLOWED[(module, name)]
+        if (module, name) == ("_codecs", "encode"):
+            import codecs
+
+            return codecs.encode
+        raise pickle.UnpicklingError(f"refuses {module}.{name} (only numpy arrays and plain containers are admitted)")
+
+
+def _unpickle(path: Path) -> dict:
+    """A CIFAR python-version file as a dict with str keys (bytes keys decoded)."""
+    from cpixelcnn.data import DataError
+
+    try:
+        with open(path, "rb") as f:
+            obj = SafeUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        raise DataError(f"{path} is not a plain CIFAR pickle: it {err}" if "refuses" in str(err) else f"{path} is not a CIFAR pickle: {err}") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, OverflowError) as err:
+        raise DataError(f"{path} is not a CIFAR pickle: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} is not a CIFAR pickle: it holds a {type(obj).__name__}, not a dict")
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _field(batch: dict, key: str, path: Path):
+    from cpixelcnn.data import DataError
+
+    if key not in batch:
+        raise DataError(f"{path} has no {key!r} entry (keys: {', '.join(sorted(map(str, batch)))})")
+    return batch[key]
+
+
+def _names(values, path: Path) -> list[str]:
+    from cpixelcnn.data import DataError
+
+    if not isinstance(values, (list, tuple)) or not values:
+        raise DataError(f"{path}: the class names are not a list of names")
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _pixels(data, path: Path) -> np.ndarray:
+    from cpixelcnn.data import DataError
+
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != RECORD_PIXELS:
+        what = f"{data.dtype} {tuple(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, {RECORD_PIXELS}), got {what}")
+    return data
+
+
+def _read_python(folder: Path, files: list[str], meta: str, label_key: str, names_key: str):
+    from cpixelcnn.data import DataError
+
+    names = _names(_field(_unpickle(folder / meta), names_key, folder / meta), folder / meta)
+    pixels, labels = [], []
+    for name in files:
+        batch = _unpickle(folder / name)
+        data = _pixels(_field(batch, "data", folder / name), folder / name)
+        batch_labels = np.asarray(_field(batch, label_key, folder / name))
+        if batch_labels.shape != (data.shape[0],) or batch_labels.dtype.kind not in "iu":
+            raise DataError(f"{folder / name}: {label_key!r} must be {data.shape[0]} integer labels, one per image")
+        pixels.append(data)
+        labels.append(batch_labels.astype(np.int64))
+    return np.concatenate(pixels), np.concatenate(labels), names
+
+
+def _read_binary(folder: Path, files: list[str], label_bytes: int, label_index: int, names: list[str]):
+    from cpixelcnn.data import DataError
+
+    record = label_bytes + RECORD_PIXELS
+    pixels, labels = [], []
+    for name in files:
+        raw = np.fromfile(folder / name, dtype=np.uint8)
+        if raw.size == 0 or raw.size % record:
+            raise DataError(f"{folder / name} is {raw.size} bytes, not a whole number of {record}-byte CIFAR records")
+        rows = raw.reshape(-1, record)
+        labels.append(rows[:, label_index].astype(np.int64))
+        pixels.append(rows[:, label_bytes:])
+    return np.concatenate(pixels), np.concatenate(labels), names
+
+
+def _names_file(path: Path) -> list[str]:
+    from cpixelcnn.data import DataError
+
+    if not path.is_file():
+        raise DataError(f"{path} is missing (the class names of the binary version)")
+    names = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    if not names:
+        raise DataError(f"{path} lists no class names")
+    return names
+
+
+def _locate(kind: str, root: Path) -> tuple[str, Path]:
+    """("python" | "binary", folder): ``root`` itself or the published folder inside it."""
+    from cpixelcnn.data import DataError
+
+    base = "cifar100" if kind.startswith("cifar100") else kind
+    for fmt, (folder, _, splits, _) in _FORMATS[base].items():
+        for candidate in (root, root / folder):
+            if all((candidate / f).is_file() for f in splits["train"] + splits["test"]):
+                return fmt, candidate
+    wanted = "; ".join(f"{folder}/ ({', '.join(splits['train'] + splits['test'])}) from {archive}"
+                       for folder, archive, splits, _ in _FORMATS[base].values())  # fmt: skip
+    raise DataError(f"no {base.upper().replace('CIFAR', 'CIFAR-')} files in {root}; nothing is downloaded: fetch and unpack either {wanted} from {URL}")
+
+
+def load_cifar(kind: str, root: str | Path, split: str):
+    """(images uint8 (N, 3, 32, 32), labels int64 (N,), class names) of the published ``split``
+    (``train`` or ``test``) of ``kind`` (:data:`KINDS`) found in ``root``."""
+    from cpixelcnn.data import DataError
+
+    root = Path(root)
+    if kind not in KINDS:
+        raise DataError(f"unknown CIFAR data set {kind!r} (one of {', '.join(KINDS)})")
+    if not root.is_dir():
+        raise DataError(f"--data {kind}:{root}: folder {root} does not exist")
+    if split not in ("train", "test"):
+        raise DataError(f"{kind} has no {split} split (published: train, test); hold training images out with --val-split N")
+    fmt, folder = _locate(kind, root)
+    base = "cifar100" if kind.startswith("cifar100") else kind
+    files, meta = _FORMATS[base][fmt][2][split], _FORMATS[base][fmt][3]
+    coarse = kind == "cifar100-coarse"
+    if fmt == "python":
+        label_key = "labels" if base == "cifar10" else ("coarse_labels" if coarse else "fine_labels")
+        names_key = "label_names" if base == "cifar10" else ("coarse_label_names" if coarse else "fine_label_names")
+        pixels, labels, names = _read_python(folder, files, meta, label_key, names_key)
+    elif base == "cifar10":
+        pixels, labels, names = _read_binary(folder, files, 1, 0, _names_file(folder / meta))
+    else:
+        names = _names_file(folder / ("coarse_label_names.txt" if coarse else "fine_label_names.txt"))
+        pixels, labels, names = _read_binary(folder, files, 2, 0 if coarse else 1, names)
+    bad = (labels < 0) | (labels >= len(names))
+    if bad.any():
+        raise DataError(f"{folder}: label {int(labels[bad][0])} is outside 0..{len(names) - 1} (the {len(names)} class names)")
+    images = torch.from_numpy(np.ascontiguousarray(pixels).reshape(-1, 3, SIDE, SIDE))
+    return images, torch.from_numpy(labels), names
