@@ -224,7 +224,7 @@ def _engine_for(engine: str, device: torch.device, ext) -> str:
 
 
 def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, width: int, noise: torch.Tensor, return_params: bool = False,
-                  engine: str = "auto", prefix: torch.Tensor | None = None, prefix_pixels: int = 0):  # fmt: skip
+                  engine: str = "auto", prefix: torch.Tensor | None = None, prefix_pixels: int = 0, temperature: float = 1.0):  # fmt: skip
     """Run the cached sampler. Returns images (B, C, H, W) in the model's dtype — and, with
     ``return_params``, the DMoL parameters (B, n_out, H, W) it sampled each pixel from.
 
@@ -235,7 +235,7 @@ def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, w
     ``noise`` is :func:`cpixelcnn.sampling.draw_noise` (B, H, W, 1 + C) float64.
     ``prefix`` (B, C, H, W) on the grid, ``prefix_pixels``: image completion — the first
     ``prefix_pixels`` pixels in raster order are taken from ``prefix``, not sampled (validated
-    by :func:`cpixelcnn.sample`, which callers should use).
+    by :func:`cpixelcnn.sample`, which callers should use). ``temperature``: as in :func:`cpixelcnn.sample`.
     """
     from cpixelcnn._extension import require_extension
 
@@ -258,6 +258,7 @@ def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, w
             given[:, :prefix_pixels] = prefix.to(device=device, dtype=dtype).flatten(2).transpose(1, 2)[:, :prefix_pixels]
             nodes[g.input][:, :height, :width, : model.in_channels] = given.view(batch, height, width, model.in_channels)
         inputs.first_sampled = int(prefix_pixels)
+        inputs.temperature = float(temperature)
         with float64_math():  # the engines run on CPU or CUDA, which have float64: the draws are float64 there
             inputs.noise = noise.to(device=device, dtype=torch.float64).contiguous()
             getattr(ext, ENGINE_FUNCTIONS[engine])(inputs)  # CUDA: the whole loop captured into one CUDA graph

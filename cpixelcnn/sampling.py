@@ -15,6 +15,11 @@ in order draw ``m + s·logit(u)`` (the mean m already shifted by the *quantised*
 round to the nearest of the 2^bits levels and clamp to [-1, 1]. Rounding a continuous logistic
 draw to the nearest level gives each level exactly the mass of its bin (the end levels their
 tails), which is the likelihood of :func:`cpixelcnn.dmol_log_prob`.
+
+Temperature T (``sample(..., temperature=T)``): the mixture logits are divided by T and every
+logistic scale is multiplied by T, then the pixel is sampled exactly as above from that tempered
+distribution (the common choice for DMoL models; T < 1 sharpens, T > 1 flattens). At T = 1 both
+are exact no-ops, so the images are bit for bit those of the untempered sampler.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from cpixelcnn.ops.dmol import grid_levels
 from cpixelcnn.ops.dmol_layout import COEFF, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour
 
 METHODS = ("naive", "cached")
+MAX_TEMPERATURE = 100.0
 
 
 def draw_noise(batch: int, channels: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -35,25 +41,26 @@ def draw_noise(batch: int, channels: int, height: int, width: int, generator: to
         return torch.rand((batch, height, width, 1 + channels), generator=generator, dtype=torch.float64, device=device)
 
 
-def sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits: int) -> torch.Tensor:
-    """Sample one pixel per row. params (N, n_out), noise (N, 1 + C) → values (N, C) on the grid.
+def sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits: int, temperature: float = 1.0) -> torch.Tensor:
+    """Sample one pixel per row. params (N, n_out), noise (N, 1 + C) → values (N, C) on the grid,
+    at ``temperature`` (see the module docstring).
 
     Computed in float64 whatever the params' dtype: on the params' device, or on the host (and
     returned there) when that device has no float64.
     """
     with float64_math():
         params = to_float64(params)
-        return _sample_pixel(params, noise.to(device=params.device, dtype=torch.float64), channels, bits)
+        return _sample_pixel(params, noise.to(device=params.device, dtype=torch.float64), channels, bits, temperature)
 
 
-def _sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits: int) -> torch.Tensor:
+def _sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits: int, temperature: float = 1.0) -> torch.Tensor:
     n = params.shape[0]
     k = num_mixtures(channels, params.shape[1])
     levels = grid_levels(bits)
     half_range = (levels - 1) / 2.0
 
     logits = params[:, :k]
-    weights = torch.exp(logits - logits.max(dim=1, keepdim=True).values)
+    weights = torch.exp((logits - logits.max(dim=1, keepdim=True).values) / temperature)
     cumulative = torch.cumsum(weights, dim=1)
     threshold = noise[:, :1] * cumulative[:, -1:]
     component = (cumulative <= threshold).sum(dim=1, keepdim=True).clamp(max=k - 1)  # first k with u < cdf_k
@@ -61,7 +68,7 @@ def _sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits
     roles = roles_per_colour(channels)
     chosen = params[:, k:].reshape(n, channels, roles, k).gather(3, component[:, None, None, :].expand(n, channels, roles, 1))[..., 0]
     means = chosen[:, :, MEAN]
-    scales = torch.exp(chosen[:, :, LOG_SCALE].clamp(min=LOG_SCALE_MIN))
+    scales = torch.exp(chosen[:, :, LOG_SCALE].clamp(min=LOG_SCALE_MIN)) * temperature
     coeffs = torch.tanh(chosen[:, :, COEFF]) if channels == 3 else None
 
     u = noise[:, 1:]
@@ -147,7 +154,7 @@ def _check_prefix(prefix, prefix_pixels, batch: int, channels: int, height: int,
 
 @torch.no_grad()
 def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str = "naive", generator: torch.Generator | None = None, batch_size: int | None = None,
-           prefix: torch.Tensor | None = None, prefix_pixels: int = 0) -> torch.Tensor:  # fmt: skip
+           prefix: torch.Tensor | None = None, prefix_pixels: int = 0, temperature: float = 1.0) -> torch.Tensor:  # fmt: skip
     """Draw images from ``model``: (B, C, H, W) on the 2^bits grid of [-1, 1].
 
     labels: (B,) integer class per image (None for an unconditional model, with ``batch_size``).
@@ -160,6 +167,8 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
         are copied from ``prefix`` (B, C, H, W on the 2^bits grid) and the rest are sampled from
         the model given them. The random numbers keep their layout: the given pixels simply do
         not use theirs, so naive and cached agree as for plain sampling.
+    temperature: T in (0, 100]; logits / T and logistic scales × T (module docstring). 1 is
+        the model's own distribution, bit for bit the untempered sampler's images.
     The model runs in eval mode (dropout off) and is put back in its previous mode afterwards.
     """
     try:
@@ -172,6 +181,7 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
         method = fastest_method(model, height * width)
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS + ('auto',)))}, got {method!r}")
+    temperature = check_temperature(temperature)
     batch, labels = _batch_and_labels(model, labels, batch_size)
     channels = model.in_channels
     params_per_mixture(channels)
@@ -191,15 +201,24 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
         if method == "cached":
             from cpixelcnn.cached import cached_sample
 
-            return cached_sample(model, labels, batch, height, width, noise, prefix=given, prefix_pixels=prefix_pixels)
+            return cached_sample(model, labels, batch, height, width, noise, prefix=given, prefix_pixels=prefix_pixels, temperature=temperature)
         with parametrize.cached():  # weight-norm weights computed once, not once per pixel
-            x = _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given, prefix_pixels)
+            x = _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given, prefix_pixels, temperature)
     finally:
         model.train(was_training)
     return x
 
 
-def _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given=None, prefix_pixels: int = 0) -> torch.Tensor:
+def check_temperature(temperature) -> float:
+    """``temperature`` as a float, or a one-line ValueError: it must be a number in (0, 100] (above
+    that the tempered scales make the draws meaningless)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature <= MAX_TEMPERATURE:
+        raise ValueError(f"temperature must be a number in (0, {MAX_TEMPERATURE:g}], got {temperature!r}")
+    return float(temperature)
+
+
+def _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given=None, prefix_pixels: int = 0,
+                temperature: float = 1.0) -> torch.Tensor:  # fmt: skip
     """One full forward pass per pixel, in raster order; the first ``prefix_pixels`` are copied from ``given``."""
     x = torch.zeros(batch, channels, height, width, device=device, dtype=dtype)
     if prefix_pixels:
@@ -207,5 +226,5 @@ def _naive_loop(model, labels, noise, batch, channels, height, width, device, dt
     for t in range(prefix_pixels, height * width):
         i, j = divmod(t, width)
         params = model(x, labels)[:, :, i, j]
-        x[:, :, i, j] = sample_pixel(params, noise[:, i, j], channels, model.bits).to(dtype).to(device)
+        x[:, :, i, j] = sample_pixel(params, noise[:, i, j], channels, model.bits, temperature).to(dtype).to(device)
     return x

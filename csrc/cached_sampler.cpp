@@ -542,7 +542,7 @@ struct Runner {
 
   // ---- the whole loop, on thread tid of the team -------------------------------------------
   void run(int tid, Barrier& barrier, Scratch& sc, int64_t input_node, int64_t params_node, int64_t height, int64_t width, int64_t channels, int64_t bits,
-           const double* noise, int64_t first_sampled) {
+           double temperature, const double* noise, int64_t first_sampled) {
     std::vector<double> value(static_cast<size_t>(channels));
     const int64_t n_out = nodes[params_node].c;
     for (int64_t t = 0; t < height * width; ++t) {
@@ -561,7 +561,7 @@ struct Runner {
       const auto [b0, b1] = share(batch, tid, team);
       for (int64_t b = b0; b < b1; ++b) {
         cpixelcnn::sample_one(nodes[params_node].at(b, i, j), n_out, noise + ((b * height + i) * width + j) * (1 + channels), channels, bits,
-                              value.data());
+                              temperature, value.data());
         T* x = nodes[input_node].at(b, i, j);
         for (int64_t c = 0; c < channels; ++c) x[c] = static_cast<T>(value[c]);
       }
@@ -653,7 +653,7 @@ void cached_sample(const SamplerInputs& in) {
     const double* noise_data = in.noise.data_ptr<double>();
     Barrier barrier;
     std::atomic<bool> start{false};
-    auto body = [&](int tid) { r.run(tid, barrier, scratch[tid], input_node, params_node, height, width, in.channels, in.bits, noise_data, in.first_sampled); };
+    auto body = [&](int tid) { r.run(tid, barrier, scratch[tid], input_node, params_node, height, width, in.channels, in.bits, in.temperature, noise_data, in.first_sampled); };
     std::vector<std::thread> helpers;
     try {
       for (int tid = 1; tid < wanted; ++tid)

@@ -112,9 +112,9 @@ __global__ void step_op_kernel(OpDesc op, DevNode<T> out, DevNode<T> in0, DevNod
 
 template <int kChannels, typename T>
 __device__ inline void sample_into(const DevNode<T>& params, const DevNode<T>& input, const double* noise, int b, int i, int j, int height, int width,
-                                   int bits) {
+                                   int bits, double temperature) {
   double value[kChannels];  // constant indices only: stays in registers
-  sample_one_fixed<kChannels>(params.at(b, i, j), params.c, noise + ((static_cast<int64_t>(b) * height + i) * width + j) * (1 + kChannels), bits, value);
+  sample_one_fixed<kChannels>(params.at(b, i, j), params.c, noise + ((static_cast<int64_t>(b) * height + i) * width + j) * (1 + kChannels), bits, temperature, value);
   T* x = input.at(b, i, j);
   CPIXELCNN_UNROLL
   for (int c = 0; c < kChannels; ++c) x[c] = static_cast<T>(value[c]);
@@ -123,13 +123,13 @@ __device__ inline void sample_into(const DevNode<T>& params, const DevNode<T>& i
 // one thread per image: sample pixel (i, j) and write it into the input cache
 template <typename T>
 __global__ void sample_pixel_kernel(DevNode<T> params, DevNode<T> input, const double* __restrict__ noise, int i, int j, int height, int width,
-                                    int channels, int bits, int batch) {
+                                    int channels, int bits, double temperature, int batch) {
   const int b = blockIdx.x * blockDim.x + threadIdx.x;
   if (b >= batch) return;
   if (channels == 3) {
-    sample_into<3>(params, input, noise, b, i, j, height, width, bits);
+    sample_into<3>(params, input, noise, b, i, j, height, width, bits, temperature);
   } else {
-    sample_into<1>(params, input, noise, b, i, j, height, width, bits);
+    sample_into<1>(params, input, noise, b, i, j, height, width, bits, temperature);
   }
 }
 

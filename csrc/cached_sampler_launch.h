@@ -35,7 +35,7 @@ bool launch_steps(const Plan<T>& plan, Launch&& launch) {
     }
     if (t >= plan.first_sampled && !launch(sample_pixel_kernel<T>, blocks_for(plan.batch, kSampleThreads), kSampleThreads, plan.nodes[plan.params_node],
                 plan.nodes[plan.input_node], plan.noise, static_cast<int>(t / plan.width), static_cast<int>(t % plan.width), plan.height,
-                plan.width, plan.channels, plan.bits, plan.batch))
+                plan.width, plan.channels, plan.bits, plan.temperature, plan.batch))
       return false;
   }
   return true;

@@ -5,6 +5,7 @@
 
 #include <torch/extension.h>
 
+#include <cmath>
 #include <vector>
 
 #include "cached_sampler_types.h"
@@ -28,6 +29,7 @@ struct SamplerInputs {
   int64_t input_node = 0, params_node = 0, height = 0, width = 0, channels = 0, bits = 8;
   torch::Tensor noise;    // (B, H, W, 1 + C) float64, on the nodes' device
   int64_t first_sampled = 0;  // pixels before it are given (pre-filled in the input node), not sampled
+  double temperature = 1.0;   // the sampling temperature (sample_pixel.h)
   bool use_graph = true;  // CUDA engine: capture the whole launch sequence into one CUDA graph
 };
 
@@ -43,6 +45,7 @@ inline void check_sampler_inputs(const SamplerInputs& in, c10::DeviceType device
   TORCH_CHECK(static_cast<int64_t>(in.node_heights.size()) == n_nodes, "one height per node");
   TORCH_CHECK(n_nodes > 0 && in.input_node >= 0 && in.input_node < n_nodes && in.params_node >= 0 && in.params_node < n_nodes, "bad node ids");
   TORCH_CHECK(in.channels == 1 || in.channels == 3, "channels must be 1 or 3");
+  TORCH_CHECK(std::isfinite(in.temperature) && in.temperature > 0, "temperature must be a finite number > 0");
   TORCH_CHECK(in.first_sampled >= 0 && in.first_sampled <= in.height * in.width, "first_sampled must be in [0, H*W]");
   const auto& first = in.nodes[0];
   const int64_t batch = first.size(0);
@@ -100,6 +103,7 @@ lowered::Plan<T> make_plan(const SamplerInputs& in) {
   plan.bits = static_cast<int>(in.bits);
   plan.batch = static_cast<int>(in.nodes[0].size(0));
   plan.first_sampled = static_cast<int>(in.first_sampled);
+  plan.temperature = in.temperature;
   plan.noise = in.noise.data_ptr<double>();
   return plan;
 }

@@ -46,6 +46,7 @@ struct Plan {
   std::vector<StepOp<T>> ops;
   int input_node, params_node, height, width, channels, bits, batch;
   int first_sampled;    // pixels before it (raster order) are given (image completion), not sampled
+  double temperature;   // the sampling temperature (sample_pixel.h)
   const double* noise;  // device memory, (B, H, W, 1 + C)
 };
 

@@ -37,6 +37,7 @@ void register_sampler_interface(pybind11::module& m) {
       .def_readwrite("bits", &SamplerInputs::bits)
       .def_readwrite("noise", &SamplerInputs::noise)
       .def_readwrite("first_sampled", &SamplerInputs::first_sampled)
+      .def_readwrite("temperature", &SamplerInputs::temperature)
       .def_readwrite("use_graph", &SamplerInputs::use_graph);
   pybind11::tuple columns(static_cast<size_t>(cpixelcnn::cCols));
   for (int k = 0; k < cpixelcnn::cCols; ++k) columns[k] = cpixelcnn::kSpecColumns[k];

@@ -24,10 +24,11 @@ CPIXELCNN_HD constexpr int64_t roles_per_colour(int64_t channels) { return chann
 CPIXELCNN_HD constexpr int64_t params_per_mixture(int64_t channels) { return 1 + channels * roles_per_colour(channels); }
 
 // params: n_out values of one pixel (any floating type, read as double); u: 1 + kChannels
-// uniforms; out: kChannels grid values in [-1, 1]. The channel count is a template argument so
+// uniforms; temperature T > 0: mixture logits divided by T, logistic scales multiplied by T
+// (T = 1 is exact: both are then exact no-ops in IEEE arithmetic); out: kChannels grid values in [-1, 1]. The channel count is a template argument so
 // that every loop over colours unrolls and ``out`` stays in registers on the GPU.
 template <int kChannels, typename P>
-CPIXELCNN_HD inline void sample_one_fixed(const P* params_in, int64_t n_out, const double* u, int64_t bits, double* out) {
+CPIXELCNN_HD inline void sample_one_fixed(const P* params_in, int64_t n_out, const double* u, int64_t bits, double temperature, double* out) {
   auto params = [&](int64_t k) { return static_cast<double>(params_in[k]); };
   constexpr int64_t per_mix = params_per_mixture(kChannels);
   constexpr int64_t per_colour = roles_per_colour(kChannels);
@@ -38,12 +39,12 @@ CPIXELCNN_HD inline void sample_one_fixed(const P* params_in, int64_t n_out, con
   double max_logit = params(0);
   for (int64_t k = 1; k < k_mix; ++k) max_logit = fmax(max_logit, params(k));
   double total = 0.0;
-  for (int64_t k = 0; k < k_mix; ++k) total += exp(params(k) - max_logit);
+  for (int64_t k = 0; k < k_mix; ++k) total += exp((params(k) - max_logit) / temperature);
   const double threshold = u[0] * total;
   int64_t component = 0;
   double cumulative = 0.0;
   for (int64_t k = 0; k < k_mix; ++k) {
-    cumulative += exp(params(k) - max_logit);
+    cumulative += exp((params(k) - max_logit) / temperature);
     if (cumulative <= threshold) component = k + 1;
   }
   if (component > k_mix - 1) component = k_mix - 1;
@@ -53,7 +54,7 @@ CPIXELCNN_HD inline void sample_one_fixed(const P* params_in, int64_t n_out, con
     double mean = param(c, kMean);
     if (c == 1) mean += tanh(param(0, kCoeff)) * out[0];
     if (c == 2) mean += tanh(param(1, kCoeff)) * out[0] + tanh(param(2, kCoeff)) * out[1];
-    const double scale = exp(fmax(param(c, kLogScale), kLogScaleMin));
+    const double scale = exp(fmax(param(c, kLogScale), kLogScaleMin)) * temperature;
     const double draw = mean + scale * (log(u[1 + c]) - log1p(-u[1 + c]));
     const double level = fmin(fmax(nearbyint((draw + 1.0) * half_range), 0.0), top_level);  // ties to even, like torch.round
     out[c] = level / half_range - 1.0;
@@ -62,11 +63,11 @@ CPIXELCNN_HD inline void sample_one_fixed(const P* params_in, int64_t n_out, con
 
 // The same for a channel count known at run time (1 or 3).
 template <typename P>
-CPIXELCNN_HD inline void sample_one(const P* params_in, int64_t n_out, const double* u, int64_t channels, int64_t bits, double* out) {
+CPIXELCNN_HD inline void sample_one(const P* params_in, int64_t n_out, const double* u, int64_t channels, int64_t bits, double temperature, double* out) {
   if (channels == 3) {
-    sample_one_fixed<3>(params_in, n_out, u, bits, out);
+    sample_one_fixed<3>(params_in, n_out, u, bits, temperature, out);
   } else {
-    sample_one_fixed<1>(params_in, n_out, u, bits, out);
+    sample_one_fixed<1>(params_in, n_out, u, bits, temperature, out);
   }
 }
 
