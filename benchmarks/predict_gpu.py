@@ -9,6 +9,9 @@
   csrc/cached_sampler_launch.h issues), times an assumed per-launch latency, against the
   arithmetic of one forward pass at an assumed sustained FP32 rate. Sampling is launch-bound
   when the first is larger.
+- Training epoch (CIFAR-10, the paper's 5/160/10): FLOPs of forward + backward over 50,000 images,
+  at the fraction of peak the public PyTorch port sustained on a TITAN X (its published ~50 min
+  per epoch), applied to the H100's FP32 and TF32 peaks.
 The resource table (registers, spills, occupancy) is read from benchmarks/results/kernel-resources.json.
 Measured numbers are owed: scripts/gpu_check.sh on a GPU machine.
 """
@@ -23,12 +26,18 @@ HBM_BYTES_PER_S = 3.35e12  # H100 SXM5 HBM3 peak
 ELEM = {"float32": 4, "bfloat16": 2}
 LAUNCH_S = {"graph": 1.5e-6, "stream": 4e-6}  # ASSUMED latency per dependent launch: CUDA-graph node / plain stream launch
 FP32_FLOPS = 40e12  # ASSUMED sustained FP32 (non-tensor-core) rate for small convs; the H100 SXM peak is 67 TFLOP/s
+# Training-epoch prediction, calibrated on a published figure: the pclucas14 PyTorch port's ~50 min per CIFAR-10 epoch on
+# a Maxwell TITAN X (6.6 TFLOP/s FP32 peak) implies the fraction of peak such a model sustains; the same fraction is applied
+# to the H100 SXM's FP32 peak (67 TFLOP/s) and, for PyTorch's default TF32 cuDNN convolutions, its dense TF32 peak (495 TFLOP/s).
+TITANX_FP32_PEAK, H100_FP32_PEAK, H100_TF32_PEAK = 6.6e12, 67e12, 495e12
+PORT_EPOCH_S = 50 * 60  # published (pclucas14/pixel-cnn-pp README), not measured here
+CIFAR10_TRAIN = 50_000
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def kernel_predictions() -> list[dict]:
-    import bench_dmol
-    import bench_gated_film
+    from benchmarks import bench_dmol
+    from benchmarks import bench_gated_film
 
     rows = []
     for b, c, h, w, k, dtype in bench_dmol.GPU_CASES:
@@ -76,6 +85,23 @@ def sampler_predictions(models=("1/40/5", "5/160/10"), size=32, batch=16) -> lis
     return rows
 
 
+def epoch_predictions(size: int = 32) -> list[dict]:
+    """PREDICTED seconds per CIFAR-10 epoch of the paper's 5/160/10 model (training: forward +
+    backward = 3 forwards of FLOPs, 4 with --checkpoint-activations)."""
+    from cpixelcnn import ConditionalPixelCNN
+
+    model = ConditionalPixelCNN(nr_resnet=5, nr_filters=160, nr_logistic_mix=10, num_classes=10, dropout=0.0).eval()
+    forward_flop = 2 * forward_macs(model, size, size, 1)
+    sustained = 3 * forward_flop * CIFAR10_TRAIN / PORT_EPOCH_S / TITANX_FP32_PEAK  # the fraction of peak the port reached
+    rows = []
+    for recompute in (False, True):
+        epoch_flop = (4 if recompute else 3) * forward_flop * CIFAR10_TRAIN
+        rows.append(dict(model="5/160/10", size=f"{size}x{size}", checkpoint_activations=recompute, forward_gflop_per_image=forward_flop / 1e9,
+                         epoch_pflop=epoch_flop / 1e15, fraction_of_peak=sustained, h100_fp32_epoch_s=epoch_flop / (sustained * H100_FP32_PEAK),
+                         h100_tf32_epoch_s=epoch_flop / (sustained * H100_TF32_PEAK)))  # fmt: skip
+    return rows
+
+
 def resource_table(report: Path) -> list[dict]:
     """Worst case over each kernel's specializations, per (kernel, dtype, target)."""
     entries = json.loads(report.read_text())["kernels"]
@@ -91,7 +117,7 @@ def resource_table(report: Path) -> list[dict]:
     return list(table.values())
 
 
-def markdown(resources, kernels, sampler) -> str:
+def markdown(resources, kernels, sampler, epochs) -> str:
     out = ["| kernel | dtype | specializations | sm_80 registers | sm_80 spills | sm_80 occupancy | sm_90 registers | sm_90 spills | sm_90 occupancy |",
            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in resources:
@@ -105,6 +131,11 @@ def markdown(resources, kernels, sampler) -> str:
     for r in sampler:
         out.append(f"| {r['model']} | {r['size']} | {r['batch']} | {r['launches']:,} | {r['sampling_launches']:,} | {r['launch_floor_graph_s'] * 1e3:.0f} ms | "
                    f"{r['launch_floor_stream_s'] * 1e3:.0f} ms | {r['forward_gflop']:.1f} | {r['compute_floor_s'] * 1e3:.1f} ms |")  # fmt: skip
+    out += ["", "| model | --checkpoint-activations | forward GFLOP / image | epoch PFLOP | sustained fraction of peak (from the port's TITAN X epoch) | "
+            "**predicted** H100 epoch, FP32 | **predicted** H100 epoch, TF32 |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in epochs:
+        out.append(f"| {r['model']} | {'on' if r['checkpoint_activations'] else 'off'} | {r['forward_gflop_per_image']:.1f} | {r['epoch_pflop']:.2f} | "
+                   f"{r['fraction_of_peak']:.0%} | {r['h100_fp32_epoch_s'] / 60:.1f} min | {r['h100_tf32_epoch_s'] / 60:.1f} min |")  # fmt: skip
     return "\n".join(out)
 
 
@@ -114,14 +145,16 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(RESULTS / "gpu-prediction.json"))
     parser.add_argument("--markdown", action="store_true", help="print the README tables")
     args = parser.parse_args(argv)
-    resources, kernels, sampler = resource_table(Path(args.report)), kernel_predictions(), sampler_predictions()
-    result = {"kind": "PREDICTION (no GPU measured)", "assumptions": {"hbm_bytes_per_s": HBM_BYTES_PER_S, "launch_s": LAUNCH_S, "fp32_flops": FP32_FLOPS},
-              "resources": resources, "kernels": kernels, "sampler": sampler}  # fmt: skip
+    resources, kernels, sampler, epochs = resource_table(Path(args.report)), kernel_predictions(), sampler_predictions(), epoch_predictions()
+    assumptions = {"hbm_bytes_per_s": HBM_BYTES_PER_S, "launch_s": LAUNCH_S, "fp32_flops": FP32_FLOPS, "port_titanx_epoch_s": PORT_EPOCH_S,
+                   "titanx_fp32_peak": TITANX_FP32_PEAK, "h100_fp32_peak": H100_FP32_PEAK, "h100_tf32_peak": H100_TF32_PEAK}  # fmt: skip
+    result = {"kind": "PREDICTION (no GPU measured)", "assumptions": assumptions, "resources": resources, "kernels": kernels, "sampler": sampler,
+              "training_epoch": epochs}  # fmt: skip
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(out)
-    print(markdown(resources, kernels, sampler) if args.markdown else json.dumps(result["sampler"], indent=1))
+    print(markdown(resources, kernels, sampler, epochs) if args.markdown else json.dumps(result["sampler"], indent=1))
     return 0
 
 

@@ -19,6 +19,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 import torch.nn.functional as F
 
 from cpixelcnn.layers import (
@@ -111,6 +112,10 @@ class ConditionalPixelCNN(nn.Module):
         dropout: dropout rate inside gated resnets (training mode only).
         bits: bit depth of the modelled images (8 for ordinary images).
         backend: ``"eager"`` | ``"triton"`` | ``"auto"``; a plain attribute, changeable at run time.
+        checkpoint_activations: in training mode with gradients on, recompute each gated resnet in
+            the backward pass instead of keeping its activations (non-reentrant
+            ``torch.utils.checkpoint``; the RNG state is restored, so dropout masks are the same);
+            a plain attribute, changeable at run time.
         weight_norm: weight-normalised convs as in the paper (default True).
         film_hidden: width of the FiLM MLP's hidden layer.
 
@@ -136,6 +141,7 @@ class ConditionalPixelCNN(nn.Module):
         backend: str = "eager",
         weight_norm: bool = True,
         film_hidden: int = 64,
+        checkpoint_activations: bool = False,
     ):
         super().__init__()
         if in_channels not in (1, 3):
@@ -164,6 +170,7 @@ class ConditionalPixelCNN(nn.Module):
         self.nr_logistic_mix = nr_logistic_mix
         self.bits = bits
         self.backend = backend
+        self.checkpoint_activations = bool(checkpoint_activations)
         self.n_out = params_per_mixture(in_channels) * nr_logistic_mix
 
         if num_classes > 0:
@@ -257,7 +264,8 @@ class ConditionalPixelCNN(nn.Module):
         x = torch.cat([x, x.new_ones(b, 1, h, w)], dim=1)
         if (hp, wp) != (h, w):
             x = F.pad(x, (0, wp - w, 0, hp - h))  # zeros in every channel: "no image here"
-        params = self.topology(EagerOps(self.class_vector(labels, x.dtype), self.backend), x)
+        recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
+        params = self.topology(EagerOps(self.class_vector(labels, x.dtype), self.backend, recompute), x)
         return params[:, :, :h, :w]
 
     def topology(self, ops, x):
@@ -290,10 +298,11 @@ class ConditionalPixelCNN(nn.Module):
 
 class EagerOps:
     """The executor of :meth:`ConditionalPixelCNN.topology` that computes it with PyTorch
-    (``cond``: the class vector (B, cond_dim) or None; ``backend``: the gated resnets' kernels)."""
+    (``cond``: the class vector (B, cond_dim) or None; ``backend``: the gated resnets' kernels;
+    ``recompute``: checkpoint each gated resnet — only its inputs are kept for the backward pass)."""
 
-    def __init__(self, cond: torch.Tensor | None, backend: str):
-        self.cond, self.backend = cond, backend
+    def __init__(self, cond: torch.Tensor | None, backend: str, recompute: bool = False):
+        self.cond, self.backend, self.recompute = cond, backend, recompute
 
     def conv(self, layer, x: torch.Tensor) -> torch.Tensor:
         return layer(x)
@@ -304,8 +313,13 @@ class EagerOps:
         return a + b
 
     def gated_resnet(self, block, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        if self.recompute:  # the concatenation of the skips is recomputed too: it is as large as the activations saved
+            return torch.utils.checkpoint.checkpoint(self._gated_resnet, block, x, self.cond, *skips, use_reentrant=False, preserve_rng_state=True)
+        return self._gated_resnet(block, x, self.cond, *skips)
+
+    def _gated_resnet(self, block, x: torch.Tensor, cond: torch.Tensor | None, *skips: torch.Tensor) -> torch.Tensor:
         skip = None if not skips else skips[0] if len(skips) == 1 else torch.cat(skips, dim=1)
-        return block(x, skip=skip, cond=self.cond, backend=self.backend)
+        return block(x, skip=skip, cond=cond, backend=self.backend)
 
     def output(self, layer, x: torch.Tensor) -> torch.Tensor:
         return layer(F.elu(x))

@@ -1,0 +1,51 @@
+"""Named training recipes: a preset fills in the settings the command line leaves out.
+
+``pixelcnnpp-cifar10`` is the paper's recipe (Salimans et al. 2017, and the defaults of
+openai/pixel-cnn's ``train.py``): 5 gated resnets per stage, 160 filters, 10 logistics, dropout
+0.5, Adam at 1e-3 (β = 0.95, 0.9995, as every run here) decayed ×0.999995 per step, batch 16 per
+GPU × 8 GPUs = 128, Polyak averaging 0.9995, 32×32 RGB. Not reproduced: data-dependent
+initialisation and weight normalisation (this package initialises FiLM neutrally instead).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from cpixelcnn.training.config import TrainConfig, check, flag_of
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    settings: dict
+
+
+PRESETS = {
+    "pixelcnnpp-cifar10": Preset(
+        "PixelCNN++ on CIFAR-10 as published (Salimans et al. 2017; openai/pixel-cnn's train.py)",
+        dict(nr_resnet=5, nr_filters=160, nr_logistic_mix=10, dropout=0.5, lr=1e-3, lr_decay=0.999995, batch_size=128, ema=0.9995,
+             image_size=32, in_channels=3),
+    ),
+}  # fmt: skip
+
+
+def preset_settings(name: str, given: set[str] | dict) -> dict:
+    """The settings preset ``name`` fills in: all of its own except those in ``given`` (set by the user)."""
+    if name not in PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    return {key: value for key, value in PRESETS[name].settings.items() if key not in given}
+
+
+def describe(name: str, filled: dict, given: set[str]) -> str:
+    """One line: what the preset set, and which of its settings the command line overrode."""
+    flags = {f.name: flag_of(f) for f in dataclasses.fields(TrainConfig)}
+    text = f"preset {name} ({PRESETS[name].description}) sets " + " ".join(f"{flags[k]} {v}" for k, v in filled.items())
+    overridden = [flags[k] for k in PRESETS[name].settings if k in given]
+    return text + (f"; kept from the command line: {' '.join(overridden)}" if overridden else "")
+
+
+def preset_config(name: str, **settings) -> TrainConfig:
+    """A TrainConfig of preset ``name`` with ``settings`` (``data``, ``out``, any override) on top."""
+    cfg = TrainConfig(**(preset_settings(name, settings) | settings))
+    check(cfg)
+    return cfg
