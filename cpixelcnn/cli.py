@@ -1,6 +1,6 @@
 """Command line: ``cpixelcnn <command>`` (also ``python -m cpixelcnn``).
 
-Commands: train, sample, complete, classify, evaluate, demo, bench, import, doctor. Errors a user can cause print
+Commands: train, sample, complete, classify, evaluate, score, demo, bench, import, doctor. Errors a user can cause print
 one line ``cpixelcnn: error: …`` and exit with status 2; Ctrl-C exits 130 (training saves first).
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cpixelcnn.ops.backend import BACKENDS
 
+TEMPERATURE_HELP = "sampling temperature T in (0, 100]: mixture logits / T, logistic scales x T (1: the model's own distribution)"
 DATA_HELP = "demo, digits, textures, micrographs, cifar10:DIR, cifar100:DIR, cifar100-coarse:DIR, an image-folder tree or the course layout"
 
 
@@ -61,7 +62,7 @@ def _cmd_sample(args) -> int:
     size = args.image_size if args.image_size is not None else _image_size(config)
     generator = torch.Generator().manual_seed(args.seed)
     if model.num_classes == 0:
-        images = sample(model, None, image_size=(size, size), method=args.method, generator=generator, batch_size=args.n)
+        images = sample(model, None, image_size=(size, size), method=args.method, generator=generator, batch_size=args.n, temperature=args.temperature)
         nrow = min(args.n, 8)
     else:
         if args.cls == "all":
@@ -71,7 +72,8 @@ def _cmd_sample(args) -> int:
         else:
             raise ValueError(f"--class {args.cls!r} is not a class of this model ({', '.join(names)}, or 'all')")
         labels = torch.tensor(classes).repeat_interleave(args.n)
-        images = sample(model, labels.to(next(model.parameters()).device), image_size=(size, size), method=args.method, generator=generator)
+        images = sample(model, labels.to(next(model.parameters()).device), image_size=(size, size), method=args.method, generator=generator,
+                        temperature=args.temperature)  # fmt: skip
         nrow = args.n
     path = save_png(args.out, image_grid(to_uint8(images), nrow=nrow), scale=args.scale)
     print(f"{images.shape[0]} samples -> {path}")
@@ -101,7 +103,8 @@ def _cmd_complete(args) -> int:
     labels = torch.arange(model.num_classes).repeat(n) if model.num_classes else None
     completions = sample(model, labels, image_size=(size, size), method=args.method, generator=torch.Generator().manual_seed(args.seed),
                          batch_size=None if model.num_classes else n * per_image,
-                         prefix=originals.repeat_interleave(per_image, dim=0), prefix_pixels=args.rows * size).cpu()  # fmt: skip
+                         prefix=originals.repeat_interleave(per_image, dim=0), prefix_pixels=args.rows * size,
+                         temperature=args.temperature).cpu()  # fmt: skip
     kept = originals.clone()
     kept[:, :, args.rows :] = 0.0  # mid grey where the model has to fill in
     tiles = torch.cat([originals[:, None], kept[:, None], completions.view(n, per_image, *originals.shape[1:]).to(originals.dtype)], dim=1)
@@ -193,6 +196,8 @@ def _cmd_evaluate(args) -> int:
             result["fid_dims"] = args.fid_dims
         except FIDUnavailable as err:
             print(f"cpixelcnn: no FID: {err}", file=sys.stderr)
+    if args.heatmap:
+        result["heatmap"] = _likelihood_map(model, data, names, args)
     if args.json:
         print(json.dumps(result))
     else:
@@ -200,6 +205,68 @@ def _cmd_evaluate(args) -> int:
             value = result[key]
             print(f"{key:>9}: {value:.4f}" if isinstance(value, float) else f"{key:>9}: {value}")
     return 0
+
+
+def _likelihood_map(model, data, names: list[str], args) -> str:
+    """Write evaluate's --heatmap figure: the first --heatmap-n images and their bits per pixel
+    (under their true class, or the Bayes class when the split has no labels)."""
+    from cpixelcnn.metrics import predict
+    from cpixelcnn.plot import likelihood_map_png
+    from cpixelcnn.scoring import pixel_bits
+
+    if args.heatmap_n < 1:
+        raise ValueError(f"--heatmap-n must be >= 1, got {args.heatmap_n}")
+    images = data.images[: args.heatmap_n]
+    labels = None
+    if model.num_classes:
+        labels = data.labels[: len(images)] if data.has_labels else predict(model, images, batch_size=args.batch_size)[0]
+    bits = pixel_bits(model, images, labels, batch_size=args.batch_size)
+    dims = images[0].numel()
+    captions = [f"{data.files[i]}\n{names[int(labels[i])] + ', ' if labels is not None else ''}{float(bits[i].sum()) / dims:.2f} bits/dim"
+                for i in range(len(images))]  # fmt: skip
+    return str(likelihood_map_png(args.heatmap, images, bits, captions))
+
+
+def _cmd_score(args) -> int:
+    from cpixelcnn.data import load_dataset
+    from cpixelcnn.scoring import score_images
+
+    model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
+    background = _load(args.background, args.device, args.backend, not args.no_ema)[0] if args.background else None
+    data = load_dataset(args.data, args.split, _image_size(config), model.in_channels)
+    scores = score_images(model, data.images, background=background, batch_size=args.batch_size)
+    names = config["class_names"]
+    rows = []
+    for i in range(len(data)):
+        row = {"file": data.files[i], "label": data.class_names[int(data.labels[i])] if data.labels[i] >= 0 else ""}
+        row.update({key: values[i] for key, values in scores.items()})
+        if "bayes_class" in row:
+            row["bayes_class"] = names[row["bayes_class"]]
+        rows.append(row)
+    if args.json:
+        summary = {f"mean_{key}": sum(values) / len(values) for key, values in scores.items() if key != "bayes_class"}
+        print(json.dumps({"n": len(rows), "summary": summary, "rows": rows}))
+    if args.out or not args.json:
+        text = _csv(rows)
+        if args.out:
+            from cpixelcnn.io import atomic_write_bytes
+
+            atomic_write_bytes(args.out, text.encode())
+            print(f"scores of {len(rows)} images -> {args.out}", file=sys.stderr)
+        else:
+            sys.stdout.write(text)
+    return 0
+
+
+def _csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+    return buf.getvalue()
 
 
 def _cmd_demo(args) -> int:
@@ -274,11 +341,13 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from cpixelcnn.training.config import add_arguments
+    from cpixelcnn.training.presets import PRESETS
 
     parser = _Parser(prog="cpixelcnn", description="Fast, exact class-conditional PixelCNN++")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="train a model; writes a run directory")
     add_arguments(t)  # generated from TrainConfig: one declaration per setting
+    t.add_argument("--preset", choices=sorted(PRESETS), help="a published recipe; it fills in the settings not given on the command line")
     t.set_defaults(func=_cmd_train)
     _add_model_commands(sub)
     _add_tool_commands(sub)
@@ -303,6 +372,7 @@ def _add_model_commands(sub) -> None:
     s.add_argument("--out", required=True, help="PNG file")
     s.add_argument("--method", choices=["auto", "naive", "cached"], default="auto", help="auto: cached where it can run, else naive")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
     s.add_argument("--image-size", type=int, help="default: the training size")
     s.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")
     s.set_defaults(func=_cmd_sample)
@@ -317,10 +387,13 @@ def _add_model_commands(sub) -> None:
     cp.add_argument("--out", required=True, help="PNG file")
     cp.add_argument("--method", choices=["auto", "naive", "cached"], default="auto")
     cp.add_argument("--seed", type=int, default=0)
+    cp.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
     cp.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")
     cp.set_defaults(func=_cmd_complete)
 
-    for name, func, helptext in (("classify", _cmd_classify, "Bayes-classify a data split"), ("evaluate", _cmd_evaluate, "bits/dim, accuracy and FID on a split")):
+    commands = (("classify", _cmd_classify, "Bayes-classify a data split"), ("evaluate", _cmd_evaluate, "bits/dim, accuracy and FID on a split"),
+                ("score", _cmd_score, "per-image bits/dim, Bayes class and margin, and the likelihood ratio to a background model"))  # fmt: skip
+    for name, func, helptext in commands:
         c = sub.add_parser(name, help=helptext)
         _common(c)
         c.add_argument("--data", required=True, help=DATA_HELP)
@@ -329,11 +402,16 @@ def _add_model_commands(sub) -> None:
         c.add_argument("--batch-size", type=int, default=64)
         if name == "classify":
             c.add_argument("--predictions", help="CSV path (default RUN_DIR/predictions_<split>.csv)")
-        else:
+        elif name == "evaluate":
             c.add_argument("--fid", action="store_true", help="also FID of generated samples against the split")
             c.add_argument("--fid-dims", type=int, default=192, choices=[64, 192, 768, 2048])
             c.add_argument("--fid-samples-per-class", type=int, default=25)
             c.add_argument("--seed", type=int, default=0)
+            c.add_argument("--heatmap", metavar="OUT.png", help="bits per pixel of the first --heatmap-n images, beside each image")
+            c.add_argument("--heatmap-n", type=int, default=8, help="images in the --heatmap figure (default: %(default)s)")
+        else:
+            c.add_argument("--background", metavar="RUN", help="a background model's run: adds its bits/dim and the likelihood ratio")
+            c.add_argument("--out", metavar="FILE.csv", help="write the scores as CSV (default: CSV on standard output, or --json)")
         c.set_defaults(func=func)
 
 
@@ -381,6 +459,15 @@ def _given_train_settings(argv: list[str]) -> set[str]:
     return set(vars(given))
 
 
+def _apply_preset(args, given: set[str]) -> None:
+    from cpixelcnn.training.presets import describe, preset_settings
+
+    filled = preset_settings(args.preset, given)
+    for name, value in filled.items():
+        setattr(args, name, value)
+    print(describe(args.preset, filled, given))
+
+
 def _check_resume_flags(args, given: set[str]) -> None:
     """A setting the resumed run keeps (its model, data and optimisation) given with another value is an error;
     the others (--epochs, --max-steps, --max-time, --log-every, --device, ...) apply to the rest of the run."""
@@ -410,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         for dest, value in vars(args).items():
             if dest not in own and args.command != "train":  # train: TrainConfig's checks, with each setting's own flag
                 check_range(dest, value)
+        if args.command == "train" and args.preset:
+            _apply_preset(args, _given_train_settings(argv))
         if args.command == "train" and args.resume:
             _check_resume_flags(args, _given_train_settings(argv))
         return args.func(args)

@@ -89,3 +89,35 @@ def line_chart_png(path: str | Path, title: str, series: dict[str, list[tuple[fl
     ax.legend(fontsize=8)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def likelihood_map_png(path: str | Path, images, bits, captions: list[str], title: str = "bits per pixel") -> Path:
+    """One row per image: the image, then its bits per pixel (N, H, W) as a heat map on one colour
+    scale shared by every row (0 to the largest value), with a colour bar. ``images``: uint8
+    (N, C, H, W); ``captions``: one per row (e.g. the image's bits/dim)."""
+    plt = _pyplot()
+    n = images.shape[0]
+    top = max(float(bits.max()), 1e-9)
+    fig, axes = plt.subplots(n, 2, figsize=(4.6, 2.1 * n + 0.4), squeeze=False)
+    for row in range(n):
+        picture = images[row].permute(1, 2, 0).numpy()
+        axes[row, 0].imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray" if picture.shape[-1] == 1 else None, vmin=0, vmax=255,
+                            interpolation="nearest")  # fmt: skip
+        heat = axes[row, 1].imshow(bits[row].numpy(), cmap="inferno", vmin=0, vmax=top, interpolation="nearest")
+        axes[row, 0].set_ylabel(captions[row], fontsize=7)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("image", fontsize=8)
+    axes[0, 1].set_title(title, fontsize=8)
+    fig.colorbar(heat, ax=axes[:, 1].tolist(), shrink=0.8, label="bits per pixel")
+    return _save_untight(fig, path)
+
+
+def _save_untight(fig, path: str | Path, dpi: int = 120) -> Path:
+    """As :func:`_save`, without tight_layout (which cannot place a colour bar shared by several axes)."""
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class"])
+@pytest.mark.parametrize("name", ["dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class", "checkpoint_activations", "ood"])
 def test_benchmark_smoke(name, tmp_path):
     out = tmp_path / f"{name}.json"
     proc = subprocess.run([sys.executable, "-m", f"benchmarks.bench_{name}", "--smoke", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -25,5 +25,17 @@ def test_benchmark_smoke(name, tmp_path):
         for s in result["summary"]:  # mean and worst over the seeds
             accs = [r["accuracy"] for r in result["rows"] if (r["dataset"], r["dropout"], r["steps"], r["method"]) == (s["dataset"], s["dropout"], s["steps"], s["method"])]
             assert s["seeds"] == 2 and s["worst_accuracy"] == min(accs) and abs(s["mean_accuracy"] - sum(accs) / 2) < 1e-12
+    elif name == "ood":
+        assert {(r["in_set"], r["out_set"]) for r in result["rows"]} == {(i, o) for i, outs in bench_ood_tasks().items() for o in outs}
+        assert all(0 <= r["auroc_bpd"] <= 1 and 0 <= r["auroc_llr"] <= 1 for r in result["rows"]) and len(result["summary"]) == 6
+    elif name == "checkpoint_activations":
+        assert [row["checkpoint_activations"] for row in result["rows"]] == [False, True] and result["summary"]["identical_float64"]
+        assert result["summary"]["saved_activation_ratio"] <= 0.5
     else:
         assert {row["variant"] for row in result["rows"]} >= {"eager", "triton"}
+
+
+def bench_ood_tasks():
+    from benchmarks.bench_ood import TASKS
+
+    return TASKS

@@ -75,8 +75,15 @@ class TrainConfig(ModelConfig):
     backend: str = setting("eager", "kernels: the eager PyTorch reference, Triton, or auto", choices=BACKENDS)
     image_size: int = setting(32, "images are resized to this (square)", fixed_on_resume=True)
     augment: bool = setting(False, "random horizontal flips and brightness jitter", fixed_on_resume=True)
+    balanced_batches: bool = setting(False, "deal every batch with equal numbers of images per class (as the class counts allow)",
+                                     fixed_on_resume=True)  # fmt: skip
+    mutation_rate: float = setting(0.0, "replace each training pixel value by a random level at this rate: train a background model for "
+                                   "'cpixelcnn score --background' with 0.1-0.3 (Ren et al. 2019)", check="fraction", metavar="RATE",
+                                   fixed_on_resume=True)  # fmt: skip
     amp: str | None = setting(None, "bf16 autocast", choices=("bf16",))
     compile: bool = setting(False, "wrap the model in torch.compile")
+    checkpoint_activations: bool = setting(False, "recompute each gated resnet in the backward pass instead of keeping its activations "
+                                           "(less memory for big models, one more forward pass of compute; same loss and gradients)")  # fmt: skip
     val_data: str | None = setting(None, "validation images ('none': no validation; default: --data's own --val-split when it has one)",
                                    fixed_on_resume=True)  # fmt: skip
     val_split: str = setting("validation", "split of --val-data, or a number N: hold N images of --data's training split out (the same N "

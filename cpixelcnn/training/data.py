@@ -1,5 +1,7 @@
 """The training images and their order: a labelled split with at least two classes, shuffled per
-epoch by a DistributedSampler seeded by (seed, epoch) and split evenly over the ranks."""
+epoch by a DistributedSampler seeded by (seed, epoch) and split evenly over the ranks — or, with
+``balanced``, dealt class by class so that every batch holds (as nearly as the counts allow) the
+same number of images of each class."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,14 +17,36 @@ class TrainingData:
     sampler: torch.utils.data.DistributedSampler
     per_rank: int  # images per step on this rank
     steps_per_epoch: int
+    balanced: bool = False
 
     def epoch_order(self, epoch: int) -> list[int]:
+        """This rank's image indices for ``epoch``, in order (``steps_per_epoch · per_rank`` of them)."""
         self.sampler.set_epoch(epoch)
-        return list(self.sampler)
+        if not self.balanced:
+            return list(self.sampler)
+        dealt = balanced_order(self.images.labels, torch.Generator().manual_seed(self.sampler.seed + epoch))
+        world, rank, share = self.sampler.num_replicas, self.sampler.rank, self.per_rank
+        # rank r takes the r-th contiguous share of each global batch: contiguous runs of the dealt order are balanced
+        return [i for step in range(self.steps_per_epoch) for i in dealt[(step * world + rank) * share : (step * world + rank + 1) * share]]
 
     def batch(self, order: list[int], position: int) -> torch.Tensor:
         """The indices of this rank's images at ``position`` of an epoch's ``order``."""
         return torch.tensor(order[position * self.per_rank : (position + 1) * self.per_rank])
+
+
+def balanced_order(labels: torch.Tensor, generator: torch.Generator) -> list[int]:
+    """All indices, dealt round by round: each round takes the next image of every class that has one
+    left, the classes in a fresh random order, each class's images shuffled. Consecutive runs of K
+    (the number of classes) hold one image per class until the smaller classes run out."""
+    classes = labels.unique().tolist()
+    queues = [(labels == c).nonzero()[:, 0][torch.randperm(int((labels == c).sum()), generator=generator)].tolist() for c in classes]
+    order, depth = [], 0
+    while any(depth < len(q) for q in queues):
+        for k in torch.randperm(len(queues), generator=generator).tolist():
+            if depth < len(queues[k]):
+                order.append(queues[k][depth])
+        depth += 1
+    return order
 
 
 def load_training_data(cfg, class_names: list[str] | None, ranks) -> TrainingData:
@@ -39,4 +63,4 @@ def load_training_data(cfg, class_names: list[str] | None, ranks) -> TrainingDat
     steps_per_epoch = len(sampler) // per_rank
     if steps_per_epoch < 1:
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(data)} training images")
-    return TrainingData(data, sampler, per_rank, steps_per_epoch)
+    return TrainingData(data, sampler, per_rank, steps_per_epoch, balanced=cfg.balanced_batches)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from cpixelcnn.checkpoint import save_run, save_weights, write_best, write_checkpoint
-from cpixelcnn.data import augment, to_model_range
+from cpixelcnn.data import augment, mutate, to_model_range
 from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.rundir import CHECKPOINTS_DIR, EMA_NAME, SAMPLES_DIR
 from cpixelcnn.training.averaging import PolyakAverage
@@ -91,6 +91,7 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.model = ConditionalPixelCNN.from_config(cfg.model_config, num_classes=len(self.data.class_names), backend=cfg.backend)
             self.class_names = self.data.class_names
+        self.model.checkpoint_activations = cfg.checkpoint_activations
         cfg.val_data = validation_source(cfg.data, cfg.split, cfg.val_data, cfg.val_split)
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -140,8 +141,9 @@ class Trainer:
         cfg, state, ranks = self.cfg, self.state, self.ranks
         torch.manual_seed(cfg.seed * 1_000_003 + state.step * ranks.world + ranks.rank)  # dropout, resume-exact
         images = self.data.images[batch]
-        if cfg.augment:
-            images = augment(images, torch.Generator().manual_seed(cfg.seed * 7_919 + state.step * ranks.world + ranks.rank))
+        if cfg.augment or cfg.mutation_rate:
+            generator = torch.Generator().manual_seed(cfg.seed * 7_919 + state.step * ranks.world + ranks.rank)
+            images = mutate(augment(images, generator) if cfg.augment else images, cfg.mutation_rate, generator)
         x, y = to_model_range(images).to(self.device), self.data.labels[batch].to(self.device)
         dims = x[0].numel()
         loss = self.loss_fn(self._forward, self.model, x, y, cfg.discriminative, cfg.backend) / dims

@@ -1,0 +1,123 @@
+"""Per-image and per-pixel likelihood scores: bits per pixel maps, bits/dim, the Bayes class and its
+margin, and likelihood ratios against a background model (Ren et al. 2019) for out-of-distribution
+detection.
+
+For a class-conditional model the score of an image is its likelihood under the uniform mixture of
+the classes, log p(x) = logsumexp_c log p(x | c) − log K: no label is needed, as for any image a
+detector is shown. The likelihood ratio is LLR(x) = log p(x) − log p_background(x), reported in
+bits per dimension as ``bpd_background − bpd`` (higher: more like the training data, beyond what
+the background model's generic statistics explain).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn.utils import parametrize
+
+from cpixelcnn.classifier import class_log_likelihoods
+from cpixelcnn.data import to_model_range
+from cpixelcnn.devices import float64_math, to_float64
+from cpixelcnn.ops.dmol import dmol_log_prob
+
+LN2 = math.log(2.0)
+
+
+def _device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
+    """Where the model's parameters live and their floating dtype (float32 for float32/bf16 ones)."""
+    p = next(model.parameters())
+    return p.device, p.dtype if p.dtype == torch.float64 else torch.float32
+
+
+@torch.no_grad()
+def image_log_likelihoods(model, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 images (N, C, H, W) → (log p(x) (N,) in nats, float64 on the host; log p(x | c) (N, K)
+    or None for an unconditional model). Conditional: p(x) = mean_c p(x | c)."""
+    device, dtype = _device_and_dtype(model)
+    if model.num_classes:
+        per_class = [class_log_likelihoods(model, to_model_range(images[s : s + batch_size]).to(device, dtype)).cpu() for s in range(0, len(images), batch_size)]
+        with float64_math():
+            per_class = torch.cat(per_class)
+            return torch.logsumexp(per_class, dim=1) - math.log(model.num_classes), per_class
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with parametrize.cached():
+            for start in range(0, len(images), batch_size):
+                x = to_model_range(images[start : start + batch_size]).to(device, dtype)
+                log_prob = dmol_log_prob(x, model(x, None), bits=model.bits, backend=model.backend, check=False)
+                with float64_math():
+                    out.append(to_float64(log_prob).cpu())
+    finally:
+        model.train(was_training)
+    with float64_math():
+        return torch.cat(out), None
+
+
+@torch.no_grad()
+def pixel_bits(model, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 64) -> torch.Tensor:
+    """Bits of every pixel (its C values together), −log₂ p(x_ij | x_<ij, c): uint8 images
+    (N, C, H, W), labels (N,) for a conditional model → (N, H, W) float64 on the host. Summed over
+    the pixels it is the image's −log₂ p(x | c)."""
+    if model.num_classes and labels is None:
+        raise ValueError("a class-conditional model needs a label per image for its likelihood map")
+    device, dtype = _device_and_dtype(model)
+    was_training = model.training
+    model.eval()
+    maps = []
+    try:
+        with parametrize.cached():
+            for start in range(0, len(images), batch_size):
+                x = to_model_range(images[start : start + batch_size]).to(device, dtype)
+                y = labels[start : start + batch_size].to(device) if model.num_classes else None
+                log_prob = dmol_log_prob(x, model(x, y), bits=model.bits, backend=model.backend, per_pixel=True, check=False)
+                with float64_math():
+                    maps.append(-to_float64(log_prob).cpu() / LN2)
+    finally:
+        model.train(was_training)
+    with float64_math():
+        return torch.cat(maps)
+
+
+def score_images(model, images: torch.Tensor, background=None, batch_size: int = 64) -> dict:
+    """Per-image scores of uint8 images (N, C, H, W) as lists: ``bpd`` (under p(x)); for a
+    conditional model ``bayes_class`` (index), ``class_bpd`` (under p(x | bayes class)) and
+    ``margin_nats`` (log p(x | best) − log p(x | second best); 0 with one class); with a
+    ``background`` model ``background_bpd`` and ``llr_bpd`` = background_bpd − bpd."""
+    dims = images[0].numel()
+    log_px, per_class = image_log_likelihoods(model, images, batch_size)
+    with float64_math():
+        scores = {"bpd": (-log_px / (dims * LN2)).tolist()}
+        if per_class is not None:
+            top = per_class.topk(min(2, per_class.shape[1]), dim=1)
+            scores["bayes_class"] = top.indices[:, 0].tolist()
+            scores["class_bpd"] = (-top.values[:, 0] / (dims * LN2)).tolist()
+            scores["margin_nats"] = (top.values[:, 0] - top.values[:, 1]).tolist() if per_class.shape[1] > 1 else [0.0] * len(images)
+        if background is not None:
+            if (background.in_channels, background.bits) != (model.in_channels, model.bits):
+                raise ValueError(f"the background model takes {background.in_channels}-channel {background.bits}-bit images, "
+                                 f"the model {model.in_channels}-channel {model.bits}-bit ones")  # fmt: skip
+            log_bg, _ = image_log_likelihoods(background, images, batch_size)
+            scores["background_bpd"] = (-log_bg / (dims * LN2)).tolist()
+            scores["llr_bpd"] = ((log_px - log_bg) / (dims * LN2)).tolist()
+    return scores
+
+
+def auroc(in_scores, out_scores) -> float:
+    """Area under the ROC curve for telling ``out_scores`` (positives) from ``in_scores`` by a higher
+    score: P(out > in) + ½ P(out = in), from ranks with ties averaged (Mann–Whitney U)."""
+    a = torch.as_tensor(in_scores, dtype=torch.float64).flatten()
+    b = torch.as_tensor(out_scores, dtype=torch.float64).flatten()
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError("AUROC needs at least one score of each kind")
+    if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+        raise ValueError("AUROC scores must be finite")
+    values = torch.cat([a, b])
+    order = values.argsort()
+    ranks = torch.empty_like(values)
+    ranks[order] = torch.arange(1, len(values) + 1, dtype=torch.float64)
+    unique, inverse = values.unique(return_inverse=True)
+    mean_rank = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, ranks) / torch.bincount(inverse, minlength=len(unique))
+    u = mean_rank[inverse[len(a) :]].sum() - len(b) * (len(b) + 1) / 2
+    return float(u / (len(a) * len(b)))
