@@ -13,11 +13,14 @@ coarse superclasses with ``cifar100-coarse:``). Nothing is downloaded.
 """
 from __future__ import annotations
 
+import codecs
 import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from cpixelcnn.data import DataError  # data.py imports this module only inside a function: no cycle
 
 KINDS = ("cifar10", "cifar100", "cifar100-coarse")
 URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -45,27 +48,23 @@ class SafeUnpickler(pickle.Unpickler):
     ``dtype``, and ``_codecs.encode`` that Python 3 protocol-2 pickles use for bytes); anything
     else — ``os.system``, ``builtins.eval``, any class — is refused before it is looked up."""
 
+    _RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's array reconstructor, whichever module it lives in
     ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
-        ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
+        ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+        ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
     }
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
             return self.ALLOWED[(module, name)]
-        if (module, name) == ("_codecs", "encode"):
-            import codecs
-
-            return codecs.encode
         raise pickle.UnpicklingError(f"refuses {module}.{name} (only numpy arrays and plain containers are admitted)")
 
 
 def _unpickle(path: Path) -> dict:
     """A CIFAR python-version file as a dict with str keys (bytes keys decoded)."""
-    from cpixelcnn.data import DataError
-
     try:
         with open(path, "rb") as f:
             obj = SafeUnpickler(f, encoding="bytes").load()
@@ -79,24 +78,18 @@ def _unpickle(path: Path) -> dict:
 
 
 def _field(batch: dict, key: str, path: Path):
-    from cpixelcnn.data import DataError
-
     if key not in batch:
         raise DataError(f"{path} has no {key!r} entry (keys: {', '.join(sorted(map(str, batch)))})")
     return batch[key]
 
 
 def _names(values, path: Path) -> list[str]:
-    from cpixelcnn.data import DataError
-
     if not isinstance(values, (list, tuple)) or not values:
         raise DataError(f"{path}: the class names are not a list of names")
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
 def _pixels(data, path: Path) -> np.ndarray:
-    from cpixelcnn.data import DataError
-
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != RECORD_PIXELS:
         what = f"{data.dtype} {tuple(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
         raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, {RECORD_PIXELS}), got {what}")
@@ -104,8 +97,6 @@ def _pixels(data, path: Path) -> np.ndarray:
 
 
 def _read_python(folder: Path, files: list[str], meta: str, label_key: str, names_key: str):
-    from cpixelcnn.data import DataError
-
     names = _names(_field(_unpickle(folder / meta), names_key, folder / meta), folder / meta)
     pixels, labels = [], []
     for name in files:
@@ -120,8 +111,6 @@ def _read_python(folder: Path, files: list[str], meta: str, label_key: str, name
 
 
 def _read_binary(folder: Path, files: list[str], label_bytes: int, label_index: int, names: list[str]):
-    from cpixelcnn.data import DataError
-
     record = label_bytes + RECORD_PIXELS
     pixels, labels = [], []
     for name in files:
@@ -135,8 +124,6 @@ def _read_binary(folder: Path, files: list[str], label_bytes: int, label_index: 
 
 
 def _names_file(path: Path) -> list[str]:
-    from cpixelcnn.data import DataError
-
     if not path.is_file():
         raise DataError(f"{path} is missing (the class names of the binary version)")
     names = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
@@ -145,11 +132,14 @@ def _names_file(path: Path) -> list[str]:
     return names
 
 
+def _base(kind: str) -> str:
+    """The published data set a kind reads: cifar100-coarse is CIFAR-100's files with other labels."""
+    return "cifar100" if kind.startswith("cifar100") else kind
+
+
 def _locate(kind: str, root: Path) -> tuple[str, Path]:
     """("python" | "binary", folder): ``root`` itself or the published folder inside it."""
-    from cpixelcnn.data import DataError
-
-    base = "cifar100" if kind.startswith("cifar100") else kind
+    base = _base(kind)
     for fmt, (folder, _, splits, _) in _FORMATS[base].items():
         for candidate in (root, root / folder):
             if all((candidate / f).is_file() for f in splits["train"] + splits["test"]):
@@ -162,8 +152,6 @@ def _locate(kind: str, root: Path) -> tuple[str, Path]:
 def load_cifar(kind: str, root: str | Path, split: str):
     """(images uint8 (N, 3, 32, 32), labels int64 (N,), class names) of the published ``split``
     (``train`` or ``test``) of ``kind`` (:data:`KINDS`) found in ``root``."""
-    from cpixelcnn.data import DataError
-
     root = Path(root)
     if kind not in KINDS:
         raise DataError(f"unknown CIFAR data set {kind!r} (one of {', '.join(KINDS)})")
@@ -172,7 +160,7 @@ def load_cifar(kind: str, root: str | Path, split: str):
     if split not in ("train", "test"):
         raise DataError(f"{kind} has no {split} split (published: train, test); hold training images out with --val-split N")
     fmt, folder = _locate(kind, root)
-    base = "cifar100" if kind.startswith("cifar100") else kind
+    base = _base(kind)
     files, meta = _FORMATS[base][fmt][2][split], _FORMATS[base][fmt][3]
     coarse = kind == "cifar100-coarse"
     if fmt == "python":
