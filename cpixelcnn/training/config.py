@@ -148,7 +148,7 @@ def check(cfg: ModelConfig, world_size: int = 1) -> None:
 def _check_holdout(cfg: TrainConfig) -> None:
     from cpixelcnn.data import SPLITS
 
-    if cfg.val_split not in SPLITS and not (str(cfg.val_split).isdigit() and int(cfg.val_split) > 0):
+    if cfg.val_split not in SPLITS and not cfg.holdout:
         raise ValueError(f"--val-split must be one of {', '.join(SPLITS)} or a number of training images to hold out, got {cfg.val_split!r}")
     if cfg.holdout and cfg.split != "train":
         raise ValueError(f"--val-split {cfg.holdout} holds images of the training split out; it needs --split train, got {cfg.split!r}")
