@@ -62,6 +62,31 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path):
     assert _losses(tmp_path / "straight") == _losses(tmp_path / "cut")
 
 
+def test_cosine_schedule_reaches_zero_at_the_last_step_and_resumes_exactly(tmp_path):
+    """--lr-schedule cosine: lr · (1 + cos(π s / S)) / 2 after step s of S, so the last step's
+    update is the only one at lr 0 and a run cut by Ctrl-C continues on the same curve."""
+    import math
+
+    kw = dict(TINY, dropout=0.3, lr=2e-3, lr_schedule="cosine", max_steps=6)
+    train(TrainConfig(out=str(tmp_path / "straight"), **kw), log=lambda *a: None)
+    records = [json.loads(r) for r in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["lr"] for r in records if "lr" in r}
+    assert sorted(lrs) == [1, 2, 3, 4, 5, 6]
+    for step, lr in lrs.items():
+        assert lr == pytest.approx(2e-3 * (1 + math.cos(math.pi * step / 6)) / 2, abs=1e-12)
+    assert lrs[6] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(TrainingInterrupted):
+        train(TrainConfig(out=str(tmp_path / "cut"), **kw), log=lambda *a: None, loss=loss_that(interrupt_at={4}))
+    train(TrainConfig(out=str(tmp_path / "cut"), resume=True, **kw), log=lambda *a: None)
+    assert _losses(tmp_path / "straight") == _losses(tmp_path / "cut")
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    exponential = TrainConfig(out=str(tmp_path / "exp"), **dict(kw, lr_schedule="exponential", lr_decay=0.5))
+    train(exponential, log=lambda *a: None)
+    lrs = [json.loads(r)["lr"] for r in (tmp_path / "exp" / "metrics.jsonl").read_text().splitlines() if "lr" in r]
+    assert lrs == pytest.approx([2e-3 * 0.5**s for s in range(1, 7)])
+
+
 def test_refuses_to_overwrite_a_run(tmp_path):
     train(TrainConfig(out=str(tmp_path / "run"), max_steps=1, **TINY), log=lambda *a: None)
     with pytest.raises(ValueError, match="already holds a run"):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from cpixelcnn.limits import RANGES, check_range
 from cpixelcnn.model import CONDITIONINGS, EMBEDDINGS, FUSIONS
 from cpixelcnn.ops.backend import BACKENDS
+from cpixelcnn.training.objectives import LR_SCHEDULES
 
 
 def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, check: str | None = None, unit: str = "",
@@ -61,7 +62,11 @@ class TrainConfig(ModelConfig):
     max_skipped: int = setting(20, "stop after this many consecutive non-finite steps, which are skipped")
     batch_size: int = setting(32, "global batch size (split over torchrun processes)", fixed_on_resume=True)
     lr: float = setting(1e-3, "Adam learning rate", check="positive", fixed_on_resume=True)
-    lr_decay: float = setting(0.999995, "learning-rate decay per step (PixelCNN++'s)", check="positive", fixed_on_resume=True)
+    lr_decay: float = setting(0.999995, "learning-rate decay per step (PixelCNN++'s; with --lr-schedule exponential)", check="positive",
+                              fixed_on_resume=True)  # fmt: skip
+    lr_schedule: str = setting("exponential", "exponential: lr x lr_decay^step (the paper's); cosine: lr x (1 + cos(pi step / total steps)) / 2, "
+                               "reaching 0 at the last step of --max-steps (or of --epochs)",
+                               choices=LR_SCHEDULES, fixed_on_resume=True)  # fmt: skip
     ema: float = setting(0.9995, "Polyak averaging decay with TensorFlow's warm-up min(decay, (1+n)/(10+n)); sample/classify/evaluate use "
                          "the averaged weights (the paper's 0.9995; 0: off)", check="fraction", fixed_on_resume=True)  # fmt: skip
     weight_decay: float = setting(0.0, "Adam weight decay", check="non_negative", fixed_on_resume=True)

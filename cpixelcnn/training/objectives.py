@@ -2,6 +2,9 @@
 the Adam parameter groups and schedule, and the finite-step guard (with gradient clipping)."""
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 
 from cpixelcnn.ops.dmol import dmol_log_prob
@@ -42,9 +45,21 @@ def param_groups(model, lr: float, cond_lr_scale: float) -> list[dict]:
     return groups
 
 
-def optimizer_and_schedule(model, cfg) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """PixelCNN++'s Adam (β = 0.95, 0.9995) with an exponential per-step learning-rate decay."""
+LR_SCHEDULES = ("exponential", "cosine")
+
+
+def cosine_factor(step: int, total: int) -> float:
+    """(1 + cos(π · step / total)) / 2: 1 at the first step, 0 at ``total`` and after."""
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def optimizer_and_schedule(model, cfg, total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """PixelCNN++'s Adam (β = 0.95, 0.9995) with its exponential per-step learning-rate decay, or
+    (``cfg.lr_schedule == "cosine"``) a cosine decay to 0 over ``total_steps``, which stills the last
+    weights of a short run."""
     optimizer = torch.optim.Adam(param_groups(model, cfg.lr, cfg.cond_lr_scale), lr=cfg.lr, betas=(0.95, 0.9995), weight_decay=cfg.weight_decay)
+    if cfg.lr_schedule == "cosine":
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(cosine_factor, total=total_steps))
     return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
 
 

@@ -54,7 +54,8 @@ class Trainer:
         cfg = self.cfg
         self.val = validation_set(cfg.val_data, cfg, self.class_names)
         cfg.keep_best = cfg.keep_best or ("accuracy" if self.model.num_classes else "bpd")
-        self.optimizer, self.scheduler = optimizer_and_schedule(self.model, cfg)
+        self.total = cfg.epochs * self.steps_per_epoch if cfg.max_steps is None else cfg.max_steps
+        self.optimizer, self.scheduler = optimizer_and_schedule(self.model, cfg, self.total)
         history = read_metrics(self.run_dir, point.state["step"], rewrite=self.ranks.is_main) if point else []
         if point:
             self.optimizer.load_state_dict(point.state["optimizer"])
@@ -68,7 +69,6 @@ class Trainer:
         if self.ranks.active:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.net = torch.compile(self.net) if cfg.compile else self.net
-        self.total = cfg.epochs * self.steps_per_epoch if cfg.max_steps is None else cfg.max_steps
         self.reporter = Reporter(self.run_dir, writer=self.ranks.is_main, first_step=self.state.step, total=self.total, log_every=cfg.log_every,
                                  history=history, wandb_config=dataclasses.asdict(cfg) if cfg.wandb else None)  # fmt: skip
         self.last_checkpoint_time = self.clock()
