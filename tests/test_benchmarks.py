@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class", "checkpoint_activations", "ood"])
+@pytest.mark.parametrize("name", ["dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class", "checkpoint_activations", "ood", "photo_task"])
 def test_benchmark_smoke(name, tmp_path):
     out = tmp_path / f"{name}.json"
     proc = subprocess.run([sys.executable, "-m", f"benchmarks.bench_{name}", "--smoke", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -28,6 +28,12 @@ def test_benchmark_smoke(name, tmp_path):
     elif name == "ood":
         assert {(r["in_set"], r["out_set"]) for r in result["rows"]} == {(i, o) for i, outs in bench_ood_tasks().items() for o in outs}
         assert all(0 <= r["auroc_bpd"] <= 1 and 0 <= r["auroc_llr"] <= 1 for r in result["rows"]) and len(result["summary"]) == 6
+    elif name == "photo_task":
+        assert [r["seed"] for r in result["rows"]] == [0, 1] and all(r["steps"] == 3 for r in result["rows"])
+        for key in ("raw_accuracy", "averaged_accuracy", "cnn_accuracy"):  # the CLI's default averaging is on: both weights are classified
+            values = [r[key] for r in result["rows"]]
+            assert all(0 <= v <= 1 for v in values) and result["summary"][key]["worst"] == min(values)
+            assert abs(result["summary"][key]["mean"] - sum(values) / 2) < 1e-12
     elif name == "checkpoint_activations":
         assert [row["checkpoint_activations"] for row in result["rows"]] == [False, True] and result["summary"]["identical_float64"]
         assert result["summary"]["saved_activation_ratio"] <= 0.5
