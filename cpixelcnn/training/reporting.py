@@ -128,7 +128,8 @@ def start_line(cfg, model, class_names: list[str], n_images: int, val, world: in
     if val:
         split = f"{cfg.holdout} held-out training images" if cfg.holdout else cfg.val_split
         validation = f"; validating on {len(val)} images of {cfg.val_data} ({split}) every {cfg.val_every} epoch(s), best by {cfg.keep_best}"
-    return (f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter model on {n_images} images ({', '.join(class_names)}), "
+    shape = f"{cfg.image_size}x{cfg.image_size} {'RGB' if cfg.in_channels == 3 else 'grey'}"  # what --image-size made of the data
+    return (f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter model on {n_images} {shape} images ({', '.join(class_names)}), "
             f"{world} process(es), {device}, backend {cfg.backend}, {limit}{validation}")  # fmt: skip
 
 
