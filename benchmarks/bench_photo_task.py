@@ -73,11 +73,13 @@ def pixelcnn_accuracy(task: Path, run: Path, size: int, seed: int, argv: list[st
     result = train(cfg, log=lambda *a, **k: None)
     seconds = time.perf_counter() - start
     row = dict(seed=seed, steps=result["steps"], train_seconds=seconds)
+    test = None
     for key, use_ema in (("raw_accuracy", False), ("averaged_accuracy", True)):
         model, config = load_run(run, use_ema=use_ema)
         if use_ema and config["weights"] != "ema.safetensors":
             continue
-        test = load_dataset(str(task / "test"), "test", size, 3, class_names=config["class_names"])
+        if test is None:  # read once, classified with both weights
+            test = load_dataset(str(task / "test"), "test", size, 3, class_names=config["class_names"])
         predicted, _ = predict(model, test.images)
         row[key] = (predicted == test.labels).double().mean().item()
     return row
