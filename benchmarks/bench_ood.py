@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import device_info, write_results
+from benchmarks.common import device_info, over_seeds, write_results
 
 RECIPE = dict(image_size=8, in_channels=1, nr_resnet=1, nr_filters=32, nr_logistic_mix=5, batch_size=32, lr=2e-3, val_data="none", log_every=1000)
 TASKS = {"digits": ("textures", "micrographs", "noise"), "textures": ("digits", "micrographs", "noise")}
@@ -65,18 +65,8 @@ def one_seed(task: str, seed: int, steps: int, sets: dict[str, torch.Tensor], ro
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    summary = []
-    for task, out_sets in TASKS.items():
-        for name in out_sets:
-            mine = [r for r in rows if (r["in_set"], r["out_set"]) == (task, name)]
-            if not mine:
-                continue
-            entry = dict(in_set=task, out_set=name, seeds=len(mine))
-            for key in ("auroc_bpd", "auroc_llr"):
-                values = [r[key] for r in mine]
-                entry[f"mean_{key}"], entry[f"worst_{key}"] = statistics.fmean(values), min(values)
-            summary.append(entry)
-    return summary
+    """AUROC mean and worst over seeds, per (in-distribution set, out-of-distribution set)."""
+    return over_seeds(rows, ("in_set", "out_set"), best_of=("auroc_bpd", "auroc_llr"))
 
 
 def main(argv=None) -> int:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import device_info, write_results
+from benchmarks.common import device_info, over_seeds, write_results
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 RECIPE = ["--nr-resnet", "1", "--nr-filters", "32", "--nr-mix", "5", "--batch-size", "32", "--lr", "2e-3", "--max-steps", "400", "--val-data", "none"]
@@ -110,10 +109,6 @@ def cnn_accuracy(task: Path, size: int, seed: int, steps: int = 1500) -> float:
         return (net(x_test).argmax(1) == test.labels).double().mean().item()
 
 
-def _summary(values: list[float]) -> dict:
-    return dict(mean=statistics.fmean(values), worst=min(values), seeds=len(values))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=16, help="patch size (the user's task: 32)")
@@ -141,9 +136,10 @@ def main(argv=None) -> int:
                 row["cnn_accuracy"] = cnn_accuracy(task, args.size, seed, cnn_steps)
             rows.append(row)
             print(f"seed {seed}: " + ", ".join(f"{k} {v:.1%}" for k, v in row.items() if k.endswith("accuracy")) + f" ({row['train_seconds']:.0f} s training)")
-    summary = {key: _summary([r[key] for r in rows]) for key in ("raw_accuracy", "averaged_accuracy", "cnn_accuracy") if key in rows[0]}
-    for key, s in summary.items():
-        print(f"{key}: mean {s['mean']:.1%}, worst {s['worst']:.1%} over {s['seeds']} seeds")
+    keys = tuple(k for k in ("raw_accuracy", "averaged_accuracy", "cnn_accuracy") if k in rows[0])
+    (summary,) = over_seeds(rows, (), best_of=keys)
+    for key in keys:
+        print(f"{key}: mean {summary['mean_' + key]:.1%}, worst {summary['worst_' + key]:.1%} over {summary['seeds']} seeds")
     payload = dict(benchmark="photo_task", mode="smoke" if args.smoke else "measured", device_info=device_info(),
                    config=dict(size=args.size, block=args.block, seeds=args.seeds, train_args=recipe + extra, photos=PHOTOS, **counts),
                    rows=rows, summary=summary)  # fmt: skip

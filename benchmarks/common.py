@@ -100,6 +100,26 @@ def agrees(row: dict, tol: float) -> bool:
     return True
 
 
+def over_seeds(rows: list[dict], by: tuple[str, ...], best_of: tuple[str, ...] = (), mean_of: tuple[str, ...] = ()) -> list[dict]:
+    """A quality figure over seeds: the rows (one per seed) that agree on the ``by`` fields form a
+    group; each group gives its ``by`` fields, ``seeds`` (how many rows), ``mean_<k>`` and
+    ``worst_<k>`` (the lowest) of every higher-is-better key in ``best_of``, and ``mean_<k>`` of
+    every key in ``mean_of``. Groups keep the order in which they first appear in ``rows``."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in by), []).append(row)
+    summary = []
+    for key, group in groups.items():
+        entry = dict(zip(by, key), seeds=len(group))
+        for k in best_of:
+            values = [r[k] for r in group]
+            entry[f"mean_{k}"], entry[f"worst_{k}"] = sum(values) / len(values), min(values)
+        for k in mean_of:
+            entry[f"mean_{k}"] = sum(r[k] for r in group) / len(group)
+        summary.append(entry)
+    return summary
+
+
 def write_results(name: str, payload: dict, out: str | None = None) -> Path:
     """Write ``results/<name>-<device>.json`` (or ``out``) atomically; returns the path."""
     from cpixelcnn.io import atomic_write_json

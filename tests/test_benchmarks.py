@@ -32,8 +32,8 @@ def test_benchmark_smoke(name, tmp_path):
         assert [r["seed"] for r in result["rows"]] == [0, 1] and all(r["steps"] == 3 for r in result["rows"])
         for key in ("raw_accuracy", "averaged_accuracy", "cnn_accuracy"):  # the CLI's default averaging is on: both weights are classified
             values = [r[key] for r in result["rows"]]
-            assert all(0 <= v <= 1 for v in values) and result["summary"][key]["worst"] == min(values)
-            assert abs(result["summary"][key]["mean"] - sum(values) / 2) < 1e-12
+            assert all(0 <= v <= 1 for v in values) and result["summary"][f"worst_{key}"] == min(values)
+            assert abs(result["summary"][f"mean_{key}"] - sum(values) / 2) < 1e-12 and result["summary"]["seeds"] == 2
     elif name == "checkpoint_activations":
         assert [row["checkpoint_activations"] for row in result["rows"]] == [False, True] and result["summary"]["identical_float64"]
         assert result["summary"]["saved_activation_ratio"] <= 0.5
@@ -45,3 +45,16 @@ def bench_ood_tasks():
     from benchmarks.bench_ood import TASKS
 
     return TASKS
+
+
+def test_over_seeds_groups_rows_in_first_seen_order_with_mean_and_worst():
+    from benchmarks.common import over_seeds
+
+    rows = [dict(data="b", seed=0, acc=0.9, bpd=3.0), dict(data="a", seed=0, acc=0.5, bpd=4.0),
+            dict(data="b", seed=1, acc=0.7, bpd=5.0), dict(data="a", seed=1, acc=0.75, bpd=2.0), dict(data="b", seed=2, acc=0.8, bpd=1.0)]  # fmt: skip
+    summary = over_seeds(rows, ("data",), best_of=("acc",), mean_of=("bpd",))
+    assert [s["data"] for s in summary] == ["b", "a"] and [s["seeds"] for s in summary] == [3, 2]
+    assert summary[0]["worst_acc"] == 0.7 and abs(summary[0]["mean_acc"] - 0.8) < 1e-12 and summary[0]["mean_bpd"] == 3.0
+    assert summary[1]["worst_acc"] == 0.5 and summary[1]["mean_acc"] == 0.625 and "worst_bpd" not in summary[1]
+    (everything,) = over_seeds(rows, (), best_of=("acc",))
+    assert everything == dict(seeds=5, mean_acc=sum(r["acc"] for r in rows) / 5, worst_acc=0.5)
