@@ -81,6 +81,14 @@ def test_cosine_schedule_reaches_zero_at_the_last_step_and_resumes_exactly(tmp_p
     assert _losses(tmp_path / "straight") == _losses(tmp_path / "cut")
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # a resume that raises --max-steps lays the cosine over the new total: the lr rises again to
+    # where the longer schedule stands and reaches 0 at its last step
+    train(TrainConfig(out=str(tmp_path / "straight"), resume=True, **dict(kw, max_steps=10)), log=lambda *a: None)
+    records = [json.loads(r) for r in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["lr"] for r in records if "lr" in r}
+    assert sorted(lrs) == list(range(1, 11))
+    for step in range(7, 11):
+        assert lrs[step] == pytest.approx(2e-3 * (1 + math.cos(math.pi * step / 10)) / 2, abs=1e-12)
     exponential = TrainConfig(out=str(tmp_path / "exp"), **dict(kw, lr_schedule="exponential", lr_decay=0.5))
     train(exponential, log=lambda *a: None)
     lrs = [json.loads(r)["lr"] for r in (tmp_path / "exp" / "metrics.jsonl").read_text().splitlines() if "lr" in r]

@@ -65,7 +65,8 @@ class TrainConfig(ModelConfig):
     lr_decay: float = setting(0.999995, "learning-rate decay per step (PixelCNN++'s; with --lr-schedule exponential)", check="positive",
                               fixed_on_resume=True)  # fmt: skip
     lr_schedule: str = setting("exponential", "exponential: lr x lr_decay^step (the paper's); cosine: lr x (1 + cos(pi step / total steps)) / 2, "
-                               "reaching 0 at the last step of --max-steps (or of --epochs)",
+                               "reaching 0 at the last step of --max-steps (or of --epochs); a --resume with a larger --max-steps lays the "
+                               "cosine over the new total, so the lr rises to where that longer schedule stands",
                                choices=LR_SCHEDULES, fixed_on_resume=True)  # fmt: skip
     ema: float = setting(0.9995, "Polyak averaging decay with TensorFlow's warm-up min(decay, (1+n)/(10+n)); sample/classify/evaluate use "
                          "the averaged weights (the paper's 0.9995; 0: off)", check="fraction", fixed_on_resume=True)  # fmt: skip
