@@ -58,3 +58,17 @@ def test_over_seeds_groups_rows_in_first_seen_order_with_mean_and_worst():
     assert summary[1]["worst_acc"] == 0.5 and summary[1]["mean_acc"] == 0.625 and "worst_bpd" not in summary[1]
     (everything,) = over_seeds(rows, (), best_of=("acc",))
     assert everything == dict(seeds=5, mean_acc=sum(r["acc"] for r in rows) / 5, worst_acc=0.5)
+
+
+def test_conditional_vs_per_class_photos_are_the_photo_task():
+    """--data photos: bench_photo_task's checkerboard patches, train and test regions disjoint."""
+    from benchmarks.bench_conditional_vs_per_class import _load
+    from benchmarks.bench_photo_task import PHOTOS
+
+    train, test = _load("photos", "train"), _load("photos", "test")
+    assert tuple(train.images.shape) == (1200, 3, 16, 16) and tuple(test.images.shape) == (240, 3, 16, 16)
+    assert train.class_names == list(PHOTOS) and test.class_names == list(PHOTOS)
+    assert train.labels.bincount().tolist() == [300] * 4 and test.labels.bincount().tolist() == [60] * 4
+    seen = {bytes(img.numpy()) for img in train.images}
+    repeated = [img for img in test.images if bytes(img.numpy()) in seen]
+    assert all(img.min() == img.max() for img in repeated)  # only flat patches (the astronaut's black border) recur
