@@ -29,14 +29,15 @@ from benchmarks import common
 DATASETS = {"digits": (8, 1), "textures": (16, 1), "micrographs": (16, 3), "photos": (16, 3)}
 
 
-def _load(dataset: str, split: str):
-    """A packaged set, or ``photos``: bench_photo_task's checkerboard task (16×16 patches of four
-    scikit-image photographs, 32-pixel blocks, 300 training / 60 test patches per class)."""
+def _load(dataset: str):
+    """(train, test) of a packaged set, or of ``photos``: bench_photo_task's checkerboard task
+    (16×16 patches of four scikit-image photographs, 32-pixel blocks, 300 training / 60 test
+    patches per class)."""
     from cpixelcnn.data import load_dataset
 
     size, channels = DATASETS[dataset]
     if dataset != "photos":
-        return load_dataset(dataset, split, size, channels)
+        return load_dataset(dataset, "train", size, channels), load_dataset(dataset, "test", size, channels)
     import tempfile
     from pathlib import Path
 
@@ -44,7 +45,7 @@ def _load(dataset: str, split: str):
 
     with tempfile.TemporaryDirectory(prefix="cpixelcnn-photos-") as scratch:
         root = write_task(Path(scratch), size, block=32)
-        return load_dataset(str(root / split), split, size, channels)  # decoded into memory before the folder goes
+        return tuple(load_dataset(str(root / split), split, size, channels) for split in ("train", "test"))  # decoded before the folder goes
 
 
 def _bayes(models_logprob, images, num_classes: int, batch: int = 128):
@@ -72,7 +73,7 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
     from cpixelcnn.data import to_model_range
 
     size, channels = DATASETS[dataset]
-    train, test = _load(dataset, "train"), _load(dataset, "test")
+    train, test = _load(dataset)
     if test_limit is not None:  # smoke mode: the harness, not the figure
         test.images, test.labels = test.images[:test_limit], test.labels[:test_limit]
     names = train.class_names

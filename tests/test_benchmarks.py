@@ -65,7 +65,7 @@ def test_conditional_vs_per_class_photos_are_the_photo_task():
     from benchmarks.bench_conditional_vs_per_class import _load
     from benchmarks.bench_photo_task import PHOTOS
 
-    train, test = _load("photos", "train"), _load("photos", "test")
+    train, test = _load("photos")
     assert tuple(train.images.shape) == (1200, 3, 16, 16) and tuple(test.images.shape) == (240, 3, 16, 16)
     assert train.class_names == list(PHOTOS) and test.class_names == list(PHOTOS)
     assert train.labels.bincount().tolist() == [300] * 4 and test.labels.bincount().tolist() == [60] * 4
