@@ -18,15 +18,25 @@ import glob
 import os
 import sys
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
-PACKAGES = ["cpixelcnn", "cpixelcnn.ops", "cpixelcnn.kernels"]
-PACKAGE_DIR = {"cpixelcnn": "cpixelcnn", "cpixelcnn.kernels": "kernels"}
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "cpixelcnn"))  # the toolkit finder is shared with `cpixelcnn doctor`
 import _toolchain  # noqa: E402
 
 sys.path.pop(0)
+
+# The Triton kernels live in kernels/ in the checkout and install as cpixelcnn.kernels.
+PACKAGE_DIR = {"cpixelcnn": "cpixelcnn", "cpixelcnn.kernels": "kernels"}
+
+
+def discovered_packages() -> list[str]:
+    """Every package under cpixelcnn/ and kernels/, found rather than listed (a list by hand forgets
+    new sub-packages: cpixelcnn.training was missing from the wheel that way)."""
+    packages = find_packages(where=HERE, include=["cpixelcnn", "cpixelcnn.*"])
+    kernels = find_packages(where=os.path.join(HERE, "kernels"))
+    return sorted(packages + ["cpixelcnn.kernels"] + [f"cpixelcnn.kernels.{name}" for name in kernels])
+
 
 
 def _say(message):
@@ -58,6 +68,13 @@ def extension_setup():
     )
     if want_cuda == "1" and torch.version.cuda is None:
         raise SystemExit(f"cpixelcnn setup: CPIXELCNN_CUDA=1 needs a CUDA build of torch, this one is {torch.__version__} (CPU only)")
+    toolkit = _toolchain.toolkit_cuda_version(cpp_extension.CUDA_HOME) if use_cuda and cpp_extension.CUDA_HOME else None
+    mismatch = use_cuda and toolkit is not None and not _toolchain.same_cuda_major(toolkit, torch.version.cuda)
+    if mismatch and want_cuda == "1":
+        raise SystemExit(f"cpixelcnn setup: CPIXELCNN_CUDA=1 but the CUDA toolkit at {cpp_extension.CUDA_HOME} is CUDA {toolkit} and torch "
+                         f"{torch.__version__} was built with CUDA {torch.version.cuda}; the major releases must match (set CUDA_HOME to a "
+                         f"CUDA {torch.version.cuda.split('.')[0]}.x toolkit)")  # fmt: skip
+    use_cuda = use_cuda and not mismatch
     define_macros = [("CPIXELCNN_WITH_CUDA", "1")] if use_cuda else []
     extra = {"cxx": ["-O3"]}  # no -std: cpp_extension adds what the installed torch's headers need
     include_dirs = []
@@ -72,7 +89,14 @@ def extension_setup():
         _say(f"building with CUDA sources (CUDA_HOME={cpp_extension.CUDA_HOME}, torch {torch.__version__}, CUDA {torch.version.cuda})")
         ext = cpp_extension.CUDAExtension("cpixelcnn._C", sources + cuda_sources, define_macros=define_macros, include_dirs=include_dirs, extra_compile_args=extra)
     else:
-        reason = "CPIXELCNN_CUDA=0" if want_cuda == "0" else "CPU torch" if torch.version.cuda is None else "no CUDA toolkit found"
+        if want_cuda == "0":
+            reason = "CPIXELCNN_CUDA=0"
+        elif torch.version.cuda is None:
+            reason = "CPU torch"
+        elif mismatch:
+            reason = f"the CUDA toolkit at {cpp_extension.CUDA_HOME} is CUDA {toolkit}, torch was built with CUDA {torch.version.cuda}; set CUDA_HOME to a matching toolkit for the CUDA sampler"
+        else:
+            reason = "no CUDA toolkit found"
         _say(f"building the CPU extension only ({reason}; torch {torch.__version__})")
         ext = cpp_extension.CppExtension("cpixelcnn._C", sources, define_macros=define_macros, extra_compile_args=extra)
 
@@ -98,4 +122,4 @@ def extension_setup():
     return {"ext_modules": [ext], "cmdclass": {"build_ext": LoudBuildExt.with_options(use_ninja=True)}}
 
 
-setup(packages=PACKAGES, package_dir=PACKAGE_DIR, **extension_setup())
+setup(packages=discovered_packages(), package_dir=PACKAGE_DIR, **extension_setup())

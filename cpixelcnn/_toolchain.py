@@ -68,6 +68,23 @@ def find_cuda_home() -> str | None:
     return None
 
 
+def toolkit_cuda_version(cuda_home: str) -> str | None:
+    """The CUDA release of a toolkit ("13.0"), read from ``nvcc --version``; None if unreadable."""
+    import subprocess
+
+    try:
+        out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"release (\d+\.\d+)", out)
+    return found.group(1) if found else None
+
+
+def same_cuda_major(a: str | None, b: str | None) -> bool:
+    """torch.utils.cpp_extension refuses a toolkit whose major CUDA release differs from torch's."""
+    return bool(a) and bool(b) and a.split(".")[0] == b.split(".")[0]
+
+
 def pip_cuda_include_dirs() -> list[str]:
     """Header folders of the pip CUDA libraries a CUDA torch installs (cuSPARSE, cuBLAS ...): a
     system toolkit without those libraries still compiles torch's ATen/cuda headers with them."""

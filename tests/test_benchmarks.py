@@ -9,6 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class", "checkpoint_activations", "ood", "photo_task"])
 def test_benchmark_smoke(name, tmp_path):
     out = tmp_path / f"{name}.json"

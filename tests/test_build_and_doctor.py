@@ -15,20 +15,18 @@ import torch
 from cpixelcnn import _toolchain, cached, doctor, notices, trust
 from cpixelcnn._extension import extension_available
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _string_constants(path: Path) -> list[str]:
     return [node.value for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Constant) and isinstance(node.value, str)]
 
 
-def test_setup_forces_no_language_standard():
+def test_setup_forces_no_language_standard(source_tree):
     """torch.utils.cpp_extension adds the standard the installed torch needs (C++20 from 2.14)."""
-    forced = [s for s in _string_constants(ROOT / "setup.py") if "-std=" in s or "/std:" in s]
+    forced = [s for s in _string_constants(source_tree / "setup.py") if "-std=" in s or "/std:" in s]
     assert forced == [], f"setup.py forces a C++ standard: {forced}"
 
 
-def test_a_failing_build_stops_the_install_naming_the_cause_and_the_ways_out(tmp_path):
+def test_a_failing_build_stops_the_install_naming_the_cause_and_the_ways_out(tmp_path, source_tree):
     """A compiler that fails must fail the build (exit != 0) with its first error and both ways out."""
     fake = tmp_path / "fake-cxx"
     fake.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = "-c" ] && { echo "fake.cpp:1:2: error: synthetic compiler failure"; exit 1; }; done\nexec c++ "$@"\n')
@@ -36,7 +34,7 @@ def test_a_failing_build_stops_the_install_naming_the_cause_and_the_ways_out(tmp
     env = {k: v for k, v in os.environ.items() if not k.startswith("CPIXELCNN_")}
     env.update(CXX=str(fake), CPIXELCNN_CUDA="0", MAX_JOBS="1")
     proc = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-temp", str(tmp_path / "temp"), "--build-lib", str(tmp_path / "lib")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+                          cwd=source_tree, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode != 0
     assert "building the compiled extension cpixelcnn._C failed" in proc.stderr
     assert "synthetic compiler failure" in proc.stderr  # the cause, quoted from the compiler
@@ -61,6 +59,18 @@ def test_cuda_home_follows_an_nvcc_wrapper_script(tmp_path, monkeypatch):
     assert _toolchain.find_cuda_home() == str(toolkit)  # not the wrapper's parent (/usr/local)
     monkeypatch.setenv("CUDA_PATH", str(toolkit))
     assert _toolchain.find_cuda_home() == str(toolkit)
+
+
+def test_toolkit_release_is_read_from_nvcc_and_compared_by_major(tmp_path):
+    """setup.py builds the CPU part only (saying why) when the toolkit's CUDA major differs from torch's."""
+    (tmp_path / "bin").mkdir()
+    nvcc = tmp_path / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 12.4, V12.4.131'\n")
+    nvcc.chmod(0o755)
+    assert _toolchain.toolkit_cuda_version(str(tmp_path)) == "12.4"
+    assert _toolchain.toolkit_cuda_version(str(tmp_path / "missing")) is None
+    assert _toolchain.same_cuda_major("13.0", "13.2") and not _toolchain.same_cuda_major("13.0", "12.4")
+    assert not _toolchain.same_cuda_major(None, "12.4")
 
 
 def test_first_error_quotes_the_compiler():

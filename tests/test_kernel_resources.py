@@ -29,6 +29,7 @@ def _over_limits(entries):
     return [e for e in entries if e["dtype"] != "fp64" and (e["spill_bytes"] > 0 or e["registers"] > kr.MAX_REGISTERS)]
 
 
+@pytest.mark.slow
 def test_fp32_and_bf16_kernels_for_sm90_within_limits(tmp_path):
     out = tmp_path / "r.json"
     proc = _run("--dtypes", "fp32", "bf16", "--targets", "sm_90", "--out", str(out), *(["--require-cuda"] if IN_CI else []))
@@ -55,6 +56,7 @@ def test_committed_report_meets_limits_and_matches_the_launchers():
     assert _over_limits(entries) == []
 
 
+@pytest.mark.slow
 def test_committed_entries_recompile_to_the_same_resources():
     """Recompiling from the recorded fields alone gives the recorded registers/spills/shared, and
     the report lists exactly the specializations the launchers can make today."""

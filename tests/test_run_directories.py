@@ -74,6 +74,7 @@ def test_a_locked_run_refuses_a_second_writer(tmp_path, capsys):
     assert main(["train", "--out", str(run), "--resume", "--max-steps", "2", *TINY_ARGS]) == 0  # released
 
 
+@pytest.mark.slow
 def test_two_processes_one_writer(tmp_path):
     """A live trainer holds the lock; a second one is refused; the first finishes with a loadable checkpoint."""
     run = tmp_path / "run"

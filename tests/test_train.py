@@ -101,6 +101,7 @@ def test_refuses_to_overwrite_a_run(tmp_path):
         train(TrainConfig(out=str(tmp_path / "run"), max_steps=1, **TINY), log=lambda *a: None)
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel_equals_single_process(tmp_path):
     """torchrun + gloo on CPU, global batch 8 = 2 × 4: the same weights as one process with batch 8."""
     common = ["--data", "demo", "--image-size", "8", "--nr-resnet", "1", "--nr-filters", "6", "--nr-mix", "2", "--dropout", "0", "--batch-size", "8", "--max-steps", "3", "--device", "cpu", "--log-every", "1"]
@@ -210,6 +211,7 @@ def test_grad_clip_sets_the_global_norm_and_non_finite_gradients_are_caught():
     assert not finite_step(loss * float("inf"), torch.nn.Linear(1, 1), None, ranks)  # no gradients, loss inf
 
 
+@pytest.mark.slow
 def test_data_parallel_ranks_agree_to_skip(tmp_path):
     """torchrun + gloo: rank 1 alone gets a NaN loss at its 2nd step; the all-reduced flag makes rank 0
     skip that step too (its own loss was finite), and training completes on both."""

@@ -39,6 +39,7 @@ def _stray(run_dir):
     return [p for p in Path(run_dir).rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_validation_records_best_model_progress_and_curve(tmp_path, capsys):
     run = tmp_path / "run"
     # 1200 demo images at batch 32: 37 steps an epoch; validation after epochs 1, 2, 3 on the demo's validation split
@@ -117,6 +118,7 @@ def test_a_validation_set_with_other_classes_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("cpixelcnn: error: the validation set") and "(cats, dogs) that differ from the training set's" in err[0]
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     """A real subprocess killed by SIGKILL between periodic checkpoints (every 0.01 min); --resume
     drops the torn metrics line and the temp files the kill left, and continues exactly."""

@@ -26,6 +26,7 @@ def test_model_forward_backward_triton_equals_eager(conditioning, channels):
         assert torch.allclose(g, rg, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_training_loss_curves_agree_step_by_step():
     """20 Adam steps from the same seed and data: eager and Triton losses agree at float32 precision."""
     data = random_grid_images(16, 3, 8, 8, dtype=torch.float32, generator=torch.Generator().manual_seed(1)).to(KERNEL_DEVICE)
