@@ -5,7 +5,8 @@ scaled by 1/(1 − p) (not the channel-wise ``Dropout2d`` of the PyTorch port). 
 ``torch.nn.functional.dropout`` draws one Bernoulli variate per element (about 10 ns each); here
 the mask comes from 16-bit slices of bulk 64-bit random words — four elements per draw — compared
 with a threshold, so p is rounded to a multiple of 2⁻¹⁶. The mask is kept as bools (1 byte per
-element) for the backward pass. Other devices use torch's fused dropout. Both draw from torch's
+element) for the backward pass. Other devices, and code under ``torch.compile``, use torch's
+dropout (which the compiler fuses into its neighbours). Both draw from torch's
 default generator, so ``torch.manual_seed`` makes a step reproducible.
 
 ``backend`` takes the package's one vocabulary (:data:`cpixelcnn.ops.backend.BACKENDS`):
@@ -54,7 +55,9 @@ def dropout(x: torch.Tensor, p: float, training: bool = True, backend: str = "au
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0.0:
         return x
-    if backend == "eager" or x.device.type != "cpu":
+    if backend == "eager" or x.device.type != "cpu" or torch.compiler.is_compiling():
+        # under torch.compile the compiler draws and fuses the mask itself: the cheap mask's in-place
+        # random_ would break the graph at every layer
         return F.dropout(x, p, True)
     return _MaskedScale.apply(x, keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p))
 

@@ -68,6 +68,8 @@ class Trainer:
         self.net = self.model
         if self.ranks.active:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.eager_net = self.net
+        self.compile_pending = cfg.compile  # compiled at the first step, which says what it took
         self.net = torch.compile(self.net) if cfg.compile else self.net
         self.reporter = Reporter(self.run_dir, writer=self.ranks.is_main, first_step=self.state.step, total=self.total, log_every=cfg.log_every,
                                  history=history, wandb_config=dataclasses.asdict(cfg) if cfg.wandb else None)  # fmt: skip
@@ -139,16 +141,12 @@ class Trainer:
         global batch's bits/dim, or None when the step was skipped (non-finite loss or gradient:
         weights, optimizer state, Polyak average and schedule untouched)."""
         cfg, state, ranks = self.cfg, self.state, self.ranks
-        torch.manual_seed(cfg.seed * 1_000_003 + state.step * ranks.world + ranks.rank)  # dropout, resume-exact
         images = self.data.images[batch]
         if cfg.augment or cfg.mutation_rate:
             generator = torch.Generator().manual_seed(cfg.seed * 7_919 + state.step * ranks.world + ranks.rank)
             images = mutate(augment(images, generator) if cfg.augment else images, cfg.mutation_rate, generator)
         x, y = to_model_range(images).to(self.device), self.data.labels[batch].to(self.device)
-        dims = x[0].numel()
-        loss = self.loss_fn(self._forward, self.model, x, y, cfg.discriminative, cfg.backend) / dims
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = self._first_compiled_step(x, y) if self.compile_pending else self._loss_and_gradients(x, y)
         finite = finite_step(loss, self.model, cfg.grad_clip, ranks)
         if finite:
             self.skipped_in_a_row = 0
@@ -168,6 +166,34 @@ class Trainer:
                                    f"gradient and were skipped; the last checkpoint (step {self.checkpointed_at}) is in {self.run_dir} "
                                    "(try a lower --lr or --grad-clip)")  # fmt: skip
         return ranks.mean(loss.detach()).item() / math.log(2) if finite else None
+
+    def _loss_and_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The step's loss (nats per dimension), its gradients left in the parameters."""
+        cfg, state, ranks = self.cfg, self.state, self.ranks
+        torch.manual_seed(cfg.seed * 1_000_003 + state.step * ranks.world + ranks.rank)  # dropout, resume-exact
+        loss = self.loss_fn(self._forward, self.model, x, y, cfg.discriminative, cfg.backend) / x[0].numel()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
+
+    def _first_compiled_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The first step under --compile: torch.compile traces and compiles here (forward, then
+        backward). Say once what that took; a model or setting the compiler refuses trains eager,
+        with one line saying why (the step is then taken again, eager, from the same seed)."""
+        self.compile_pending = False
+        graphs_before = _compiled_graph_count()
+        start = time.perf_counter()
+        try:
+            loss = self._loss_and_gradients(x, y)
+        except Exception as err:  # noqa: BLE001 - whatever the compiler raises, the run goes on eager
+            self.net = self.eager_net
+            reason = " ".join(str(err).split())[:300] or type(err).__name__
+            self.say(f"--compile: torch.compile could not compile this model ({type(err).__name__}: {reason}); training eager")
+            return self._loss_and_gradients(x, y)
+        graphs = _compiled_graph_count() - graphs_before
+        self.say(f"--compile: torch.compile compiled the training step (forward and backward) in {time.perf_counter() - start:.1f} s: "
+                 f"{graphs} graph{'s' if graphs != 1 else ''}; validation, averaged weights and sampling stay eager")  # fmt: skip
+        return loss
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
@@ -265,3 +291,10 @@ class Trainer:
         final = points[-1] if points else float("nan")
         self.say(end_line(self.state.step, final, latest_validation(history), self.run_dir))
         return dict(steps=self.state.step, train_bpd=final, run_dir=str(self.run_dir), history=history, best=self.state.best)
+
+
+def _compiled_graph_count() -> int:
+    """How many graphs dynamo has compiled in this process (its own counter)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
