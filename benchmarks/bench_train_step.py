@@ -5,8 +5,10 @@ Variants: eager, torch.compile(eager), Triton kernels, torch.compile + Triton.
     python -m benchmarks.bench_train_step --smoke  # CPU: a tiny model, one step each, losses compared
     python -m benchmarks.bench_train_step --cpu [--port DIR]
         # CPU: 1/40/5, batch 16, 32x32, dropout 0.5, Adam; ours (cheap element-wise dropout mask),
-        # ours with torch's dropout, ours under torch.compile, and the PyTorch port
-        # (pclucas14/pixel-cnn-pp checked out in DIR; channel-wise Dropout2d) — interleaved rounds.
+        # ours with torch's dropout, ours under torch.compile, and the PyTorch port eager and under
+        # torch.compile (pclucas14/pixel-cnn-pp checked out in DIR; channel-wise Dropout2d) —
+        # interleaved rounds; each compiled variant's graph count and compile time (its first step
+        # less a timed one).
         # The port's utils.py has one Python 2 line (`print e`): make it `print(e)` in the scratch copy.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu", action="store_true", help="the CPU comparison (see above)")
     parser.add_argument("--port", help="a checkout of pclucas14/pixel-cnn-pp to time beside ours (--cpu)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (--cpu)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (--cpu)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile variants (--cpu)")
     args = parser.parse_args(argv)
     if args.cpu:
         return cpu_main(args)
@@ -92,8 +94,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def _port_step(port_dir: str, x, arch: dict):
-    """A training step of the PyTorch port (its model, its loss: summed over the batch), on the CPU."""
+def _port_step(port_dir: str, x, arch: dict, use_compile: bool = False):
+    """A training step of the PyTorch port (its model, its loss: summed over the batch), on the CPU;
+    ``use_compile``: its model under torch.compile, as a user would try first."""
     import torch
 
     sys.path.insert(0, str(Path(port_dir).resolve()))
@@ -106,12 +109,13 @@ def _port_step(port_dir: str, x, arch: dict):
     model = PixelCNN(nr_resnet=arch["nr_resnet"], nr_filters=arch["nr_filters"], nr_logistic_mix=arch["nr_logistic_mix"], input_channels=3)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    forward = torch.compile(model) if use_compile else model
 
     def step():
         cuda = torch.Tensor.cuda
         torch.Tensor.cuda = lambda self, *a, **k: self  # its loss moves a zeros tensor with .cuda(): keep it on the CPU
         try:
-            loss = discretized_mix_logistic_loss(x, model(x))
+            loss = discretized_mix_logistic_loss(x, forward(x))
         finally:
             torch.Tensor.cuda = cuda
         opt.zero_grad(set_to_none=True)
@@ -160,10 +164,19 @@ def cpu_main(args) -> int:
         variants["ours, torch.compile"] = ours("auto", True)
     if args.port:
         variants["port (Dropout2d)"] = _port_step(args.port, x, arch)
-    for name, step in variants.items():  # warm-up (and compilation) outside the timing
-        for _ in range(2):
-            step()
-        print(f"warmed up: {name}", flush=True)
+        if not args.no_compile:
+            variants["port, torch.compile"] = _port_step(args.port, x, arch, use_compile=True)
+    from torch._dynamo.utils import counters
+
+    first_step, graphs = {}, {}
+    for name, step in variants.items():  # warm-up (and compilation, in the first step) outside the timing
+        before = counters["stats"]["unique_graphs"]
+        start = time.perf_counter()
+        step()
+        first_step[name] = time.perf_counter() - start
+        graphs[name] = counters["stats"]["unique_graphs"] - before if "compile" in name else None
+        step()
+        print(f"warmed up: {name} (first step {first_step[name]:.1f} s" + (f", {graphs[name]} graphs)" if graphs[name] is not None else ")"), flush=True)
     times = {name: [] for name in variants}
     for r in range(args.rounds):
         for name, step in variants.items():
@@ -175,11 +188,15 @@ def cpu_main(args) -> int:
     rows = []
     for name, seconds in times.items():
         median = statistics.median(seconds)
-        rows.append(dict(variant=name, step_s=median, step_s_min=min(seconds), step_s_max=max(seconds), images_per_s=batch / median))
+        compiled = graphs[name] is not None
+        rows.append(dict(variant=name, step_s=median, step_s_min=min(seconds), step_s_max=max(seconds), images_per_s=batch / median,
+                         graphs=graphs[name], compile_s=first_step[name] - median if compiled else None))  # fmt: skip
     port = next((r for r in rows if r["variant"].startswith("port")), None)
+    eager = rows[0]
     for row in rows:
         if port is not None:
-            row["speed_vs_port"] = port["step_s"] / row["step_s"]  # > 1: faster than the port
+            row["speed_vs_port"] = port["step_s"] / row["step_s"]  # > 1: faster than the port's eager step
+        row["speed_vs_ours_eager"] = eager["step_s"] / row["step_s"]
         common.print_row(row)
     payload = dict(benchmark="train_step", mode="cpu", device_info=common.device_info(),
                    config=dict(batch=batch, image=size, dropout=0.5, optimizer="Adam", rounds=args.rounds, steps_per_round=args.steps,
