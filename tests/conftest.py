@@ -36,6 +36,13 @@ def pytest_sessionstart(session):
             raise pytest.UsageError(f"CPIXELCNN_EXPECT_INSTALLED=1 but cpixelcnn was imported from {where}, not from an installed wheel")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first (the quality guard, then the slow ones): pytest-xdist hands tests out
+    in order, so a long test started last would run alone at the end while the other cores idle."""
+    rank = {"quality": 0, "slow": 1}
+    items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2))
+
+
 @pytest.fixture(scope="session")
 def source_tree() -> Path:
     """The source checkout (setup.py, cpixelcnn/, kernels/, csrc/), for tests of the build itself:
