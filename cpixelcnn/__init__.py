@@ -1,4 +1,5 @@
 """cpixelcnn: fast, exact class-conditional PixelCNN++."""
+from cpixelcnn import trust as _trust  # noqa: F401  (registers the fast-path verdicts with the op dispatcher)
 from cpixelcnn._extension import extension_available
 from cpixelcnn.checkpoint import load_run, save_run
 from cpixelcnn.classifier import class_log_likelihoods, classify
@@ -6,8 +7,7 @@ from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
 from cpixelcnn.pixelcnnpp_port import import_pixelcnnpp
 from cpixelcnn.sampling import sample
-
-__version__ = "0.1.0"
+from cpixelcnn._version import __version__
 
 __all__ = [
     "ConditionalPixelCNN",

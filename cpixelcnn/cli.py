@@ -12,10 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cpixelcnn.data import data_help
 from cpixelcnn.ops.backend import BACKENDS
 
 TEMPERATURE_HELP = "sampling temperature T in (0, 100]: mixture logits / T, logistic scales x T (1: the model's own distribution)"
-DATA_HELP = "demo, digits, textures, micrographs, cifar10:DIR, cifar100:DIR, cifar100-coarse:DIR, an image-folder tree or the course layout"
+DATA_HELP = data_help()
 
 
 def _load(run_dir: str, device: str = "cpu", backend: str | None = None, use_ema: bool = True):

@@ -53,7 +53,7 @@ def _cpu_name() -> str:
 def environment() -> dict:
     import torch
 
-    from cpixelcnn import __version__
+    from cpixelcnn._version import __version__
     from cpixelcnn._extension import IMPORT_ERROR, _C
     from cpixelcnn._toolchain import find_cuda_home
 

@@ -9,6 +9,7 @@ asked for by name is never gated. ``cpixelcnn doctor`` records its verdicts here
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import torch
 
+from cpixelcnn._version import __version__
 from cpixelcnn.notices import warn_once
+from cpixelcnn.ops.backend import register_trust
 
 CACHE_NAME = "trust.json"
 
@@ -28,9 +31,8 @@ def cache_file() -> Path:
     return Path(root) / CACHE_NAME
 
 
+@functools.cache  # asked on every op call of every forward under 'auto': the device name is a driver call
 def device_key(device: torch.device) -> str:
-    from cpixelcnn import __version__
-
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return f"cpixelcnn {__version__} | torch {torch.__version__} | {name}"
 
@@ -90,3 +92,6 @@ def trusted(device: torch.device, path: str, check=None) -> bool:
         warn_once(f"untrusted-{path}-{device}", f"cpixelcnn: the {path} fast path failed its self-check on this device "
                   f"(see `cpixelcnn doctor`); 'auto' uses the eager path instead, which is slower. Force it by name only if you know why.")  # fmt: skip
     return known
+
+
+register_trust(trusted)

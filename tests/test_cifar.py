@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cpixelcnn.cifar import SafeUnpickler, load_cifar
+from cpixelcnn.data.cifar import SafeUnpickler, load_cifar
 from cpixelcnn.data import DataError, load_dataset
 from cifar_files import (CIFAR10_NAMES, CIFAR100_COARSE, CIFAR100_FINE, py2_pickle, write_cifar10_binary, write_cifar10_python,
                                write_cifar100_binary, write_cifar100_python)  # fmt: skip

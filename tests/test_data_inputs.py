@@ -4,28 +4,29 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cpixelcnn.data import DataError, _load_image, load_dataset
+from cpixelcnn.data import DataError, load_dataset
+from cpixelcnn.data.images import load_image
 
 
 def test_a_very_long_image_is_cropped_before_it_is_resized(tmp_path):
     path = tmp_path / "long.png"
     Image.fromarray(np.full((1, 200_000), 77, dtype=np.uint8), mode="L").save(path)
-    out = _load_image(path, 32, 1)  # resizing first would build a 32 x 6,400,000 image
+    out = load_image(path, 32, 1)  # resizing first would build a 32 x 6,400,000 image
     assert out.shape == (1, 32, 32) and (out == 77).all()
 
 
 def test_decompression_bombs_are_one_line(tmp_path, monkeypatch):
-    import cpixelcnn.data as data
+    import cpixelcnn.data.images as data
 
     path = tmp_path / "big.png"
     Image.fromarray(np.zeros((300, 300), dtype=np.uint8)).save(path)
     monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(DataError, match="more than the 1,000 allowed"):
-        _load_image(path, 8, 1)
+        load_image(path, 8, 1)
     monkeypatch.setattr(data, "MAX_IMAGE_PIXELS", 10**12)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL's own guard: a warning turned into one line
     with pytest.raises(DataError, match="cannot read image .*DecompressionBomb"):
-        _load_image(path, 8, 1)
+        load_image(path, 8, 1)
 
 
 def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
@@ -33,7 +34,7 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
     values = np.array([[0, 257 * 100, 65535, 257 * 200]], dtype=np.uint16).repeat(4, 0)
     Image.fromarray(values).save(path)
     assert Image.open(path).mode.startswith("I")
-    out = _load_image(path, 4, 1)
+    out = load_image(path, 4, 1)
     assert out[0, 0].tolist() == [0, 100, 255, 200]  # clipping would give 0, 255, 255, 255
 
 
@@ -45,7 +46,7 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     path = tmp_path / "rotated.jpg"
     img.save(path, exif=exif, quality=100)
-    out = _load_image(path, 4, 3)  # displayed portrait 4 wide x 8 tall; its centred 4x4 crop spans the seam: top half white
+    out = load_image(path, 4, 3)  # displayed portrait 4 wide x 8 tall; its centred 4x4 crop spans the seam: top half white
     assert out[:, 0].mean() > 200 and out[:, -1].mean() < 50
 
 
@@ -55,7 +56,7 @@ def test_alpha_is_composited_onto_white(tmp_path):
     rgba[:, 2:, 3] = 255
     path = tmp_path / "a.png"
     Image.fromarray(rgba, mode="RGBA").save(path)
-    out = _load_image(path, 4, 3)
+    out = load_image(path, 4, 3)
     assert out[:, 0, 0].tolist() == [255, 255, 255] and out[:, 0, 2].tolist() == [255, 0, 0]  # transparent → white; opaque red stays red
 
 

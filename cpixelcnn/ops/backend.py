@@ -3,15 +3,27 @@
 ``"eager"`` is the PyTorch reference. ``"triton"`` routes through the fused kernels in
 ``cpixelcnn.kernels`` (CUDA tensors, or any tensor under ``TRITON_INTERPRET=1``); ``"auto"``
 picks Triton for CUDA tensors when Triton is installed and the kernels have passed their
-self-check on that GPU (:mod:`cpixelcnn.trust`: run once, remembered), else eager.
+self-check on that GPU, else eager. The verdict comes from :mod:`cpixelcnn.trust` (run once,
+remembered), which registers itself here when the package is imported: the dispatcher never
+imports the self-checks, which build models and sample (a layer above the ops).
 """
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 import torch
 
 BACKENDS = ("eager", "triton", "auto")
+
+# (device, fast path) -> may 'auto' use it there; registered by cpixelcnn.trust
+_trust_verdict: Callable[[torch.device, str], bool] | None = None
+
+
+def register_trust(verdict: Callable[[torch.device, str], bool]) -> None:
+    """Let ``verdict(device, "triton")`` decide whether ``auto`` may pick Triton on a CUDA device."""
+    global _trust_verdict
+    _trust_verdict = verdict
 
 
 def check_backend(name: str) -> str:
@@ -52,9 +64,7 @@ def resolve_backend(name: str, device: torch.device | None = None) -> str:
 
             warn_once("auto-backend-eager", f"cpixelcnn: backend 'auto' runs the eager path on {device}: {reason}")
             return "eager"
-        from cpixelcnn.trust import trusted
-
-        return "triton" if trusted(device, "triton") else "eager"
+        return "triton" if _trust_verdict is not None and _trust_verdict(device, "triton") else "eager"
     if reason is not None:
         raise RuntimeError(f"backend 'triton' cannot run: {reason}")
     return "triton"

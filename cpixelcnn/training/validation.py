@@ -1,12 +1,9 @@
 """Validation: the held-out images, their figures (bits/dim, Bayes accuracy), and which record is best."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from cpixelcnn.data import Dataset, load_dataset
-from cpixelcnn.packaged_data import PACKAGED
+from cpixelcnn.data import Dataset, has_split, load_dataset
 
 
 def validation_source(data: str, split: str, val_data: str | None, val_split: str) -> str:
@@ -17,8 +14,7 @@ def validation_source(data: str, split: str, val_data: str | None, val_split: st
         return val_data
     if val_split.isdigit():
         return data
-    has_split = data in ("demo", *PACKAGED) or (Path(data) / f"{val_split}.csv").is_file()
-    return data if has_split and split != val_split else "none"
+    return data if split != val_split and has_split(data, val_split) else "none"
 
 
 def validation_set(source: str, cfg, class_names: list[str]) -> Dataset | None:

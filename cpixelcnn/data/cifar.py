@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpixelcnn.data import DataError  # data.py imports this module only inside a function: no cycle
+from cpixelcnn.data.registry import DataFormat, Request, register
+from cpixelcnn.data.types import DataError, Dataset, fit
 
 KINDS = ("cifar10", "cifar100", "cifar100-coarse")
 URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -177,3 +178,17 @@ def load_cifar(kind: str, root: str | Path, split: str):
         raise DataError(f"{folder}: label {int(labels[bad][0])} is outside 0..{len(names) - 1} (the {len(names)} class names)")
     images = torch.from_numpy(np.ascontiguousarray(pixels).reshape(-1, 3, SIDE, SIDE))
     return images, torch.from_numpy(labels), names
+
+
+def _load(kind: str, request: Request) -> Dataset:
+    images, labels, names = load_cifar(kind, request.source, request.split)
+    return Dataset(fit(images, request.size, request.channels), labels, names, layout=kind)
+
+
+HELP = {
+    "cifar10": "CIFAR-10's published files (python or binary version) in DIR: 10 classes, train/test",
+    "cifar100": "CIFAR-100's published files in DIR: the 100 fine classes, train/test",
+    "cifar100-coarse": "CIFAR-100's published files in DIR: the 20 coarse superclasses, train/test",
+}
+for _kind in KINDS:
+    register(DataFormat(_kind, "prefix", f"{_kind}:DIR", HELP[_kind], lambda r, kind=_kind: _load(kind, r), lambda source, split: split in ("train", "test")))

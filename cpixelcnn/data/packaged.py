@@ -17,6 +17,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from cpixelcnn.data.registry import DataFormat, Request, register
+from cpixelcnn.data.types import SPLITS, DataError, Dataset, to_grey
+
 PACKAGED = ("digits", "textures", "micrographs")
 SOURCES = {"textures": ("brick", "grass", "gravel"), "micrographs": ("hubble_deep_field", "immunohistochemistry", "retina")}
 BANDS = {"train": (0.0, 0.7), "validation": (0.7, 0.85), "test": (0.85, 1.0)}
@@ -24,8 +27,6 @@ BANDS = {"train": (0.0, 0.7), "validation": (0.7, 0.85), "test": (0.85, 1.0)}
 
 def load_packaged(name: str, split: str, size: int, channels: int, seed: int = 0):
     """(images uint8 (N, C, size, size), labels (N,), class names) of a packaged data set's split."""
-    from cpixelcnn.data import DataError
-
     if name == "digits":
         images, labels, names = _digits(split, size)
     else:
@@ -34,20 +35,13 @@ def load_packaged(name: str, split: str, size: int, channels: int, seed: int = 0
     if images.shape[1] == 1 and channels == 3:
         images = images.expand(-1, 3, -1, -1).contiguous()
     elif images.shape[1] == 3 and channels == 1:
-        images = _grey(images)
+        images = to_grey(images)
     if images.shape[0] == 0:
         raise DataError(f"{name}: no {size}x{size} patches in the {split} split; use a smaller --image-size")
     return images, torch.from_numpy(labels).long(), names
 
 
-def _grey(images: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (images.float() * weights).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-
-
 def _digits(split: str, size: int):
-    from cpixelcnn.data import DataError
-
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -64,8 +58,6 @@ def _digits(split: str, size: int):
 
 
 def _patches(name: str, split: str, size: int, seed: int):
-    from cpixelcnn.data import DataError
-
     try:
         from skimage import data as skdata
     except ImportError:
@@ -94,3 +86,19 @@ def _tiles(photo: np.ndarray, split: str, size: int) -> np.ndarray:
     cols = range(0, w - size + 1, size)
     tiles = [photo[:, r : r + size, q : q + size] for r in rows for q in cols]
     return np.stack(tiles) if tiles else np.zeros((0, c, size, size), dtype=np.uint8)
+
+
+HELP = {
+    "digits": "scikit-learn's handwritten digits: 1,797 grey 8x8 images, 10 classes (--image-size 8)",
+    "textures": "patches of scikit-image's brick, grass and gravel photographs: 3 classes",
+    "micrographs": "patches of scikit-image's hubble_deep_field, immunohistochemistry and retina images: 3 classes",
+}
+
+
+def _load(name: str, request: Request) -> Dataset:
+    images, labels, names = load_packaged(name, request.split, request.size, request.channels)
+    return Dataset(images, labels, names, layout="packaged")
+
+
+for _name in PACKAGED:
+    register(DataFormat(_name, "builtin", _name, HELP[_name], lambda r, name=_name: _load(name, r), lambda source, split: split in SPLITS))

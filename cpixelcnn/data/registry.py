@@ -1,0 +1,130 @@
+"""The data-format registry: every format registers its name, how ``--data`` names it, a help line
+and a loader; :func:`load_dataset` resolves a ``--data`` value through it.
+
+A ``--data`` value is one of
+- a built-in set's name (``demo``, ``digits``, …), or ``builtin:NAME`` when a folder has that name;
+- ``KIND:DIR`` for a format that reads published files from a folder (``cifar10:DIR``, …);
+- a folder, read by the first folder format that recognises it (in registration order: the course
+  layout, whose ``<split>.csv`` marks it, before the plain image-folder tree).
+
+A new format is one module that calls :func:`register` and one import line in ``data/__init__.py``;
+the command line's help and error texts come from here.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from cpixelcnn.data.types import SPLITS, DataError, Dataset
+
+HOLDOUT_SEED = 0  # held-out images are the same for every training seed
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """What a loader is asked for. ``source`` is the folder (``""`` for a built-in set);
+    ``class_names``, when given, are a trained model's classes in its order."""
+
+    source: str
+    split: str
+    size: int
+    channels: int
+    class_names: list[str] | None = None
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DataFormat:
+    """A registered format. ``where`` is ``"builtin"``, ``"prefix"`` (``NAME:DIR``) or ``"folder"``;
+    ``recognises(folder)`` picks a folder format; ``has_split(source, split)`` says whether the
+    split exists without loading it; ``partial_classes`` lets a folder hold some of a model's
+    classes (the loader checks them itself)."""
+
+    name: str
+    where: str
+    usage: str
+    help: str
+    load: Callable[[Request], Dataset]
+    has_split: Callable[[str, str], bool]
+    recognises: Callable[[Path], bool] | None = None
+    partial_classes: bool = False
+
+
+FORMATS: dict[str, DataFormat] = {}
+
+
+def register(fmt: DataFormat) -> DataFormat:
+    if fmt.where not in ("builtin", "prefix", "folder"):
+        raise ValueError(f"data format {fmt.name}: where must be builtin, prefix or folder, not {fmt.where!r}")
+    if fmt.name in FORMATS:
+        raise ValueError(f"data format {fmt.name!r} is registered twice")
+    if (fmt.where == "folder") != (fmt.recognises is not None):
+        raise ValueError(f"data format {fmt.name}: a folder format (and only one) needs recognises()")
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def _named(where: str) -> list[str]:
+    return [name for name, fmt in FORMATS.items() if fmt.where == where]
+
+
+def data_help() -> str:
+    """One line listing every way to name data, for ``--data``'s help."""
+    return ", ".join(fmt.usage for fmt in FORMATS.values())
+
+
+def resolve(data: str) -> tuple[DataFormat, str]:
+    """(format, source) that reads ``data``; a DataError names what is wrong."""
+    builtin = data.removeprefix("builtin:")
+    kind, colon, rest = data.partition(":")
+    if data == builtin and builtin in _named("builtin") and Path(data).is_dir():
+        raise DataError(f"--data {data} is both a built-in data set and a folder here: write ./{data} for the folder or builtin:{data} for the built-in set")
+    if colon and kind in _named("prefix"):
+        return FORMATS[kind], rest
+    if builtin in _named("builtin"):
+        return FORMATS[builtin], ""
+    if data != builtin:
+        raise DataError(f"--data {data}: no such built-in data set ({', '.join('builtin:' + n for n in _named('builtin'))})")
+    root = Path(data)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    for name in _named("folder"):
+        if FORMATS[name].recognises(root):
+            return FORMATS[name], data
+    raise DataError(f"{root} is no data folder this package reads ({', '.join(FORMATS[n].usage for n in _named('folder'))})")
+
+
+def has_split(data: str, split: str) -> bool:
+    """Whether ``data`` has a split named ``split`` of its own (without loading it)."""
+    fmt, source = resolve(data)
+    return fmt.has_split(source, split)
+
+
+def load_dataset(data: str, split: str = "train", size: int = 32, channels: int = 3, class_names: list[str] | None = None, seed: int = 0,
+                 holdout: int = 0) -> Dataset:  # fmt: skip
+    """The ``split`` of ``data`` (a ``--data`` value: see the module docstring and :func:`data_help`)
+    as uint8 (N, channels, size, size) images. ``class_names`` (a model's) must match the data's,
+    except for formats that may hold a subset of them.
+
+    ``holdout`` N > 0 carves N images out of the training split, reproducibly (a permutation with a
+    fixed seed): ``"validation"`` is then those N and ``"train"`` the rest; ``"test"`` is unchanged."""
+    if split not in SPLITS:
+        raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not holdout or split == "test":
+        return _load_split(data, split, size, channels, class_names, seed)
+    full = _load_split(data, "train", size, channels, class_names, seed)
+    if not 0 < holdout < len(full):
+        raise DataError(f"--val-split {holdout}: the training split of {data} has {len(full)} images; hold out fewer")
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+    return full.subset((order[:holdout] if split == "validation" else order[holdout:]).sort().values)
+
+
+def _load_split(data: str, split: str, size: int, channels: int, class_names: list[str] | None, seed: int) -> Dataset:
+    fmt, source = resolve(data)
+    ds = fmt.load(Request(source, split, size, channels, class_names, seed))
+    if class_names is not None and not fmt.partial_classes and list(class_names) != list(ds.class_names):
+        raise DataError(f"--data {data} has classes ({', '.join(ds.class_names[:8])}) but the model has ({', '.join(list(class_names)[:8])})")
+    return ds

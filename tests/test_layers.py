@@ -1,0 +1,109 @@
+"""No import runs upward: ops -> model -> sampling/classification -> training and run files -> commands.
+
+Every ``import`` of a package module is read from the source (those inside functions too, which
+run later but still tie the layers together) and compared by layer. The package's ``__init__``
+is the public facade over every layer and is left out; a module reading the version imports
+``cpixelcnn._version``, not the facade.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lowest first. A module may import its own layer and those before it. Modules not named here
+# (a new module) fail the test until they are placed.
+LAYERS = {
+    "base": ["_version", "_C", "_extension", "_toolchain", "notices", "io", "limits", "devices", "plot"],
+    "ops and data": ["ops", "ops.*", "kernels", "kernels.*", "data", "data.*"],
+    "model": ["layers", "model"],
+    "sampling and classification": ["cached", "sampling", "classifier", "metrics", "scoring", "selfcheck", "trust"],
+    "training and run files": ["rundir", "checkpoint", "pixelcnnpp_port", "training", "training.*", "train"],
+    "commands": ["cli", "demo", "doctor", "__main__"],
+}
+
+
+def layer_of(module: str) -> int:
+    for rank, patterns in enumerate(LAYERS.values()):
+        for pattern in patterns:
+            if module == pattern or (pattern.endswith(".*") and module.startswith(pattern[:-1])):
+                return rank
+    raise AssertionError(f"cpixelcnn.{module} is in no layer of tests/test_layers.py: place it there")
+
+
+def package_modules() -> dict[str, Path]:
+    """'ops.dmol' -> its file, for every module of the package (kernels/ installs as cpixelcnn.kernels)."""
+    found = {}
+    for top, prefix in ((ROOT / "cpixelcnn", ""), (ROOT / "kernels", "kernels.")):
+        for path in top.rglob("*.py"):
+            parts = path.relative_to(top).with_suffix("").parts
+            name = prefix + ".".join(parts)
+            name = name.removesuffix(".__init__").removesuffix("__init__").rstrip(".")
+            found[name] = path
+    return found
+
+
+def imported(path: Path, module: str, modules: dict[str, Path]) -> set[str]:
+    """Package modules that ``module`` (at ``path``) imports, relative to ``cpixelcnn``."""
+    is_package = path.name == "__init__.py"
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if module else []
+                base = base if is_package else base[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and (node.module == "cpixelcnn" or node.module.startswith("cpixelcnn.")):
+                target = node.module.removeprefix("cpixelcnn").lstrip(".")
+            else:
+                continue
+            for alias in node.names:  # `from cpixelcnn import cached` imports a module, not the facade
+                sub = f"{target}.{alias.name}" if target else alias.name
+                out.add(sub if sub in modules or sub == "_C" else target)
+        elif isinstance(node, ast.Import):
+            out |= {a.name.removeprefix("cpixelcnn").lstrip(".") for a in node.names if a.name.split(".")[0] == "cpixelcnn"}
+    return out
+
+
+def test_every_module_is_placed_and_no_import_runs_upward():
+    modules = package_modules()
+    assert {"model", "ops.backend", "training.trainer", "cli", "data"} <= set(modules)
+    upward = []
+    for module, path in sorted(modules.items()):
+        if module == "":  # the facade
+            continue
+        for target in sorted(imported(path, module, modules)):
+            if target == "":
+                upward.append(f"cpixelcnn.{module} imports the package facade `cpixelcnn` (import the module it needs)")
+            elif layer_of(target) > layer_of(module):
+                upward.append(f"cpixelcnn.{module} ({list(LAYERS)[layer_of(module)]}) imports cpixelcnn.{target} ({list(LAYERS)[layer_of(target)]})")
+    assert not upward, "imports that run upward:\n" + "\n".join(upward)
+
+
+def test_the_walker_sees_an_upward_import(tmp_path):
+    """The check is not vacuous: a function-level import of the self-checks from an op is caught."""
+    op = tmp_path / "backend.py"
+    op.write_text("def resolve():\n    from cpixelcnn.selfcheck import run_checks\n    from . import dmol\n")
+    modules = package_modules()
+    found = imported(op, "ops.backend", modules)
+    assert found == {"selfcheck", "ops.dmol"}
+    assert layer_of("selfcheck") > layer_of("ops.backend")
+    with pytest.raises(AssertionError, match="in no layer"):
+        layer_of("brand_new_module")
+
+
+def test_the_trust_verdict_is_registered_with_the_dispatcher_and_memoised():
+    import torch
+
+    from cpixelcnn import trust
+    from cpixelcnn.ops import backend
+
+    assert backend._trust_verdict is trust.trusted
+    trust.device_key.cache_clear()
+    for _ in range(3):
+        trust.device_key(torch.device("cpu"))
+    assert trust.device_key.cache_info().hits == 2
