@@ -61,7 +61,7 @@ def pixelcnn_accuracy(task: Path, run: Path, size: int, seed: int, argv: list[st
     (when the run has them) the averaged weights."""
     from cpixelcnn import load_run
     from cpixelcnn.data import load_dataset
-    from cpixelcnn.metrics import predict
+    from cpixelcnn.classifier import classify
     from cpixelcnn.train import train
     from cpixelcnn.training.config import add_arguments, from_arguments
 
@@ -79,7 +79,7 @@ def pixelcnn_accuracy(task: Path, run: Path, size: int, seed: int, argv: list[st
             continue
         if test is None:  # read once, classified with both weights
             test = load_dataset(str(task / "test"), "test", size, 3, class_names=config["class_names"])
-        predicted, _ = predict(model, test.images)
+        predicted, _ = classify(model, test.images)
         row[key] = (predicted == test.labels).double().mean().item()
     return row
 

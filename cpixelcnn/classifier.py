@@ -1,17 +1,31 @@
-"""Bayes classification with a class-conditional PixelCNN++ and a uniform prior."""
+"""Bayes classification with a class-conditional PixelCNN++ and a uniform prior: the one classifier
+the command line, the demo, validation, scoring and the Python API use.
+
+Input convention, everywhere: images (N, C, H, W) either uint8 (as data sets hold them; converted
+to the model's float dtype chunk by chunk) or floating point already on the model's 2^bits grid of
+[-1, 1]. Log-likelihoods are float64, in nats, on the host."""
 from __future__ import annotations
 
 import torch
 from torch.nn.utils import parametrize
 
-from cpixelcnn.devices import float64_device, float64_math, to_float64
+from cpixelcnn.devices import float64_math, model_device_and_dtype, to_float64
 from cpixelcnn.ops.dmol import dmol_log_prob, quantize_to_grid
+
+
+def as_model_input(images: torch.Tensor, model) -> torch.Tensor:
+    """uint8 images → [-1, 1] in the model's input dtype (computed in it: exact levels for a float64
+    model) on its device; float images → its device, as they are."""
+    device, dtype = model_device_and_dtype(model)
+    if images.dtype == torch.uint8:
+        return images.to(device=device, dtype=dtype) / 127.5 - 1.0
+    return images.to(device)
 
 
 @torch.no_grad()
 def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch.Tensor:
-    """log p(x | c) in nats for every image and class: x (B, C, H, W) → (B, num_classes) float64
-    (on the host when the model's device has no float64, e.g. an Apple GPU).
+    """log p(x | c) in nats for every image and class: x (B, C, H, W), uint8 or on the model's grid
+    (module docstring) → (B, num_classes) float64 on the host.
 
     All classes are evaluated in batched forward passes over (image, class) pairs, at most
     ``max_batch`` pairs at a time to bound memory. The model runs in eval mode.
@@ -22,25 +36,32 @@ def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
     device = next(model.parameters()).device
-    x = x.to(device)
-    model.check_inputs(x, torch.zeros(x.shape[0], dtype=torch.long, device=device))
-    quantize_to_grid(x, model.bits)  # the grid check once here, not once per (image, class) pair
+    uint8 = x.dtype == torch.uint8
+    if not uint8:
+        x = x.to(device)
+        model.check_inputs(x, torch.zeros(x.shape[0], dtype=torch.long, device=device))
+        quantize_to_grid(x, model.bits)  # the grid check once here, not once per (image, class) pair
+    else:
+        model.check_inputs(x[:1].to(device).float(), torch.zeros(1, dtype=torch.long, device=device))  # shape and channels
     pairs = x.shape[0] * num_classes
     image_of_pair = torch.arange(pairs, device=device) // num_classes
     class_of_pair = torch.arange(pairs, device=device) % num_classes
-    with float64_math():  # the sums of log-probabilities in float64, on the host for devices without it
-        out = torch.empty(pairs, dtype=torch.float64, device=float64_device(device))
+    with float64_math():  # the sums of log-probabilities in float64, on the host
+        out = torch.empty(pairs, dtype=torch.float64)
     was_training = model.training
     model.eval()
     try:
         with parametrize.cached():
             for start in range(0, pairs, max_batch):
                 idx = slice(start, start + max_batch)
-                images = x[image_of_pair[idx]]
+                images = x[image_of_pair[idx].to(x.device)]
+                if uint8:  # converted a chunk at a time (a whole data set never sits on the device in float)
+                    images = as_model_input(images, model)
+                    quantize_to_grid(images, model.bits)  # a model of fewer bits needs data quantized to its grid
                 params = model(images, class_of_pair[idx])
                 log_prob = dmol_log_prob(images, params, bits=model.bits, backend=model.backend, check=False)
                 with float64_math():
-                    out[idx] = to_float64(log_prob)
+                    out[idx] = to_float64(log_prob).cpu()
     finally:
         model.train(was_training)
     return out.view(x.shape[0], num_classes)
@@ -49,8 +70,8 @@ def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch
 def classify(model, x: torch.Tensor, max_batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Bayes rule with a uniform prior: argmax_c log p(x | c).
 
-    x: (B, C, H, W) on the model's bit grid of [-1, 1].
-    Returns (predicted labels (B,) int64, log-likelihoods (B, num_classes) float64 in nats).
+    x: (B, C, H, W), uint8 or on the model's bit grid of [-1, 1] (module docstring).
+    Returns (predicted labels (B,) int64, log-likelihoods (B, num_classes) float64 in nats), on the host.
     """
     log_likelihoods = class_log_likelihoods(model, x, max_batch=max_batch)
     return log_likelihoods.argmax(dim=1), log_likelihoods

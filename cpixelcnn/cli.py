@@ -117,13 +117,13 @@ def _cmd_complete(args) -> int:
 
 def _classify_split(args):
     from cpixelcnn.data import load_dataset
-    from cpixelcnn.metrics import predict
+    from cpixelcnn.classifier import classify
 
     model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
     if model.num_classes == 0:
         raise ValueError(f"{args.checkpoint} holds an unconditional model: it cannot classify")
     data = load_dataset(args.data, args.split, _image_size(config), model.in_channels, class_names=config["class_names"])
-    predicted, loglik = predict(model, data.images, batch_size=args.batch_size)
+    predicted, loglik = classify(model, data.images, max_batch=args.batch_size * model.num_classes)
     return model, config, data, predicted, loglik
 
 
@@ -168,7 +168,8 @@ def _cmd_evaluate(args) -> int:
     import torch
 
     from cpixelcnn.data import load_dataset, to_uint8
-    from cpixelcnn.metrics import FIDUnavailable, classification_report, dataset_bpd, fid, predict
+    from cpixelcnn.classifier import classify
+    from cpixelcnn.metrics import FIDUnavailable, classification_report, dataset_bpd, fid
     from cpixelcnn.sampling import sample
 
     model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
@@ -180,7 +181,7 @@ def _cmd_evaluate(args) -> int:
     else:
         result["bpd"] = dataset_bpd(model, data.images, data.labels if model.num_classes else None, batch_size=args.batch_size)
         if model.num_classes:
-            predicted, _ = predict(model, data.images, batch_size=args.batch_size)
+            predicted, _ = classify(model, data.images, max_batch=args.batch_size * model.num_classes)
             report = classification_report(predicted, data.labels, names)
             result.update(accuracy=report["accuracy"], per_class_accuracy=report["per_class_accuracy"])
     if args.fid:
@@ -211,7 +212,7 @@ def _cmd_evaluate(args) -> int:
 def _likelihood_map(model, data, names: list[str], args) -> str:
     """Write evaluate's --heatmap figure: the first --heatmap-n images and their bits per pixel
     (under their true class, or the Bayes class when the split has no labels)."""
-    from cpixelcnn.metrics import predict
+    from cpixelcnn.classifier import classify
     from cpixelcnn.plot import likelihood_map_png
     from cpixelcnn.scoring import pixel_bits
 
@@ -220,7 +221,7 @@ def _likelihood_map(model, data, names: list[str], args) -> str:
     images = data.images[: args.heatmap_n]
     labels = None
     if model.num_classes:
-        labels = data.labels[: len(images)] if data.has_labels else predict(model, images, batch_size=args.batch_size)[0]
+        labels = data.labels[: len(images)] if data.has_labels else classify(model, images, max_batch=args.batch_size * model.num_classes)[0]
     bits = pixel_bits(model, images, labels, batch_size=args.batch_size)
     dims = images[0].numel()
     captions = [f"{data.files[i]}\n{names[int(labels[i])] + ', ' if labels is not None else ''}{float(bits[i].sum()) / dims:.2f} bits/dim"

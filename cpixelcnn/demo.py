@@ -18,7 +18,8 @@ import torch
 from cpixelcnn.checkpoint import load_run
 from cpixelcnn.data import load_dataset, to_uint8
 from cpixelcnn.io import atomic_write_json, image_grid, save_png
-from cpixelcnn.metrics import classification_report, dataset_bpd, predict
+from cpixelcnn.classifier import classify
+from cpixelcnn.metrics import classification_report, dataset_bpd
 from cpixelcnn.rundir import RunLock, claim, is_run
 from cpixelcnn.sampling import fastest_method, sample
 from cpixelcnn.train import TrainConfig, train
@@ -71,10 +72,10 @@ def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_
     grid_path = save_png(out_dir / "samples.png", image_grid(to_uint8(samples), nrow=samples_per_class), scale=4 if size >= 16 else 8)
 
     # do the samples look like their class? The Bayes classifier's verdict on each generated image
-    sample_predicted, _ = predict(model, to_uint8(samples))
+    sample_predicted, _ = classify(model, to_uint8(samples))
     sample_accuracy = (sample_predicted == labels).sum().item() / labels.shape[0]
 
-    predicted, _ = predict(model, test.images)
+    predicted, _ = classify(model, test.images)
     report = classification_report(predicted, test.labels, names)
     chance = 1 / len(names)
     log(f"held-out bits/dim {test_bpd:.3f} (an untrained model: about {UNTRAINED_BPD:.0f})")

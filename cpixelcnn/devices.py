@@ -74,3 +74,10 @@ def resolve_device(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"--device {name!r}: only cpu, cuda and mps are supported")
     return device
+
+
+def model_device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
+    """Where the model's parameters live and the float dtype its inputs take (float64 for a float64
+    model, else float32: bf16 and fp16 models take float32 inputs under autocast)."""
+    p = next(model.parameters())
+    return p.device, p.dtype if p.dtype == torch.float64 else torch.float32

@@ -1,4 +1,5 @@
-"""Evaluation metrics: bits/dim on a data set, Bayes-classifier accuracy, and FID.
+"""Evaluation metrics: bits/dim on a data set, a classification report, and FID (predictions come
+from :func:`cpixelcnn.classifier.classify`).
 
 The Fréchet distance is computed as
     ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁^½ Σ₂ Σ₁^½)^½
@@ -14,8 +15,7 @@ import os
 import torch
 from torch.nn.utils import parametrize
 
-from cpixelcnn.classifier import class_log_likelihoods
-from cpixelcnn.data import to_model_range
+from cpixelcnn.classifier import as_model_input
 from cpixelcnn.devices import float64_math, to_float64
 from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
 
@@ -34,7 +34,7 @@ def dataset_bpd(model, images: torch.Tensor, labels: torch.Tensor | None, batch_
     try:
         with parametrize.cached():
             for start in range(0, images.shape[0], batch_size):
-                x = to_model_range(images[start : start + batch_size]).to(device)
+                x = as_model_input(images[start : start + batch_size], model)
                 y = labels[start : start + batch_size].to(device) if model.num_classes else None
                 lp = dmol_log_prob(x, model(x, y), bits=model.bits, backend=model.backend)
                 with float64_math():
@@ -51,16 +51,6 @@ def classification_report(predicted: torch.Tensor, labels: torch.Tensor, class_n
     confusion.index_put_((labels.long(), predicted.long()), torch.ones_like(labels, dtype=torch.long), accumulate=True)
     per_class = {name: (confusion[c, c] / confusion[c].sum()).item() if confusion[c].sum() else None for c, name in enumerate(class_names)}
     return {"accuracy": (predicted == labels).sum().item() / max(1, labels.shape[0]), "n": int(labels.shape[0]), "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
-
-
-@torch.no_grad()
-def predict(model, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bayes-classifier predictions and log-likelihoods (N, num_classes) float64, on the CPU, for uint8 images."""
-    device = next(model.parameters()).device
-    logliks = [class_log_likelihoods(model, to_model_range(images[s : s + batch_size]).to(device)).cpu() for s in range(0, images.shape[0], batch_size)]
-    with float64_math():  # host tensors
-        loglik = torch.cat(logliks)
-    return loglik.argmax(1), loglik
 
 
 def _sym_sqrt(matrix: torch.Tensor) -> torch.Tensor:

@@ -15,29 +15,20 @@ import math
 import torch
 from torch.nn.utils import parametrize
 
-from cpixelcnn.classifier import class_log_likelihoods
-from cpixelcnn.data import to_model_range
+from cpixelcnn.classifier import as_model_input, class_log_likelihoods
 from cpixelcnn.devices import float64_math, to_float64
 from cpixelcnn.ops.dmol import dmol_log_prob
 
 LN2 = math.log(2.0)
 
 
-def _device_and_dtype(model) -> tuple[torch.device, torch.dtype]:
-    """Where the model's parameters live and their floating dtype (float32 for float32/bf16 ones)."""
-    p = next(model.parameters())
-    return p.device, p.dtype if p.dtype == torch.float64 else torch.float32
-
-
 @torch.no_grad()
 def image_log_likelihoods(model, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 images (N, C, H, W) → (log p(x) (N,) in nats, float64 on the host; log p(x | c) (N, K)
     or None for an unconditional model). Conditional: p(x) = mean_c p(x | c)."""
-    device, dtype = _device_and_dtype(model)
     if model.num_classes:
-        per_class = [class_log_likelihoods(model, to_model_range(images[s : s + batch_size]).to(device, dtype)).cpu() for s in range(0, len(images), batch_size)]
+        per_class = class_log_likelihoods(model, images, max_batch=batch_size * model.num_classes)
         with float64_math():
-            per_class = torch.cat(per_class)
             return torch.logsumexp(per_class, dim=1) - math.log(model.num_classes), per_class
     with float64_math():
         return -pixel_bits(model, images, None, batch_size).sum((1, 2)) * LN2, None
@@ -50,14 +41,14 @@ def pixel_bits(model, images: torch.Tensor, labels: torch.Tensor | None, batch_s
     the pixels it is the image's −log₂ p(x | c)."""
     if model.num_classes and labels is None:
         raise ValueError("a class-conditional model needs a label per image for its likelihood map")
-    device, dtype = _device_and_dtype(model)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     maps = []
     try:
         with parametrize.cached():
             for start in range(0, len(images), batch_size):
-                x = to_model_range(images[start : start + batch_size]).to(device, dtype)
+                x = as_model_input(images[start : start + batch_size], model)
                 y = labels[start : start + batch_size].to(device) if model.num_classes else None
                 log_prob = dmol_log_prob(x, model(x, y), bits=model.bits, backend=model.backend, per_pixel=True, check=False)
                 with float64_math():

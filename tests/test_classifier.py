@@ -33,3 +33,17 @@ def test_classifier_errors():
         class_log_likelihoods(tiny_model(), random_grid_images(1, 3, 2, 2), max_batch=0)
     with pytest.raises(ValueError, match="off the 8-bit grid"):
         classify(tiny_model(), torch.full((1, 3, 2, 2), 0.5, dtype=torch.float64))
+
+
+def test_uint8_images_and_grid_images_are_one_convention():
+    """The data sets' uint8 images and the model-range floats give the same answer, on the host."""
+    model = tiny_model(num_classes=3)  # float64
+    images = torch.randint(0, 256, (4, 3, 4, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    predicted, loglik = classify(model, images, max_batch=5)
+    predicted_f, loglik_f = classify(model, images.double() / 127.5 - 1.0)
+    assert torch.allclose(loglik, loglik_f, rtol=1e-12, atol=0) and torch.equal(predicted, predicted_f)
+    assert loglik.device.type == "cpu" and loglik.dtype == torch.float64
+    with pytest.raises(ValueError, match="channels"):
+        classify(model, images[:, :1])
+    with pytest.raises(ValueError, match="off the 5-bit grid"):  # 8-bit data on a 5-bit model is quantized first, as for float input
+        classify(tiny_model(num_classes=3, bits=5), torch.full((1, 3, 4, 5), 1, dtype=torch.uint8))

@@ -67,7 +67,8 @@ def test_no_float64_on_a_device_without_it(cpu_without_float64, run_dir, tmp_pat
     from cpixelcnn import load_run, sample
     from cpixelcnn.classifier import class_log_likelihoods
     from cpixelcnn.data import load_dataset, to_model_range
-    from cpixelcnn.metrics import dataset_bpd, predict
+    from cpixelcnn.classifier import classify
+    from cpixelcnn.metrics import dataset_bpd
 
     model, _ = load_run(run_dir)
     images = load_dataset("demo", "validation", 8).images[:6]
@@ -79,7 +80,7 @@ def test_no_float64_on_a_device_without_it(cpu_without_float64, run_dir, tmp_pat
                                prefix=to_model_range(images[:4]).float(), prefix_pixels=20)  # fmt: skip
             assert drawn.dtype == completed.dtype == torch.float32
         loglik = class_log_likelihoods(model, to_model_range(images).float())
-        predicted, _ = predict(model, images)
+        predicted, _ = classify(model, images)
         bpd = dataset_bpd(model, images, torch.zeros(6, dtype=torch.long))
         for argv in (["classify", "--split", "validation"], ["evaluate", "--split", "validation"], ["complete", "--rows", "3", "--n", "2", "--out", str(tmp_path / "c.png")]):
             assert main([argv[0], "--checkpoint", str(run_dir), "--device", "cpu", "--data", "demo", *argv[1:]]) == 0

@@ -14,7 +14,7 @@ pytest.importorskip("sklearn")
 
 from cpixelcnn.checkpoint import load_run  # noqa: E402
 from cpixelcnn.data import load_dataset  # noqa: E402
-from cpixelcnn.metrics import predict  # noqa: E402
+from cpixelcnn.classifier import classify  # noqa: E402
 from cpixelcnn.train import TrainConfig, train  # noqa: E402
 
 SEEDS = (0, 1, 2)
@@ -31,7 +31,7 @@ def test_short_runs_classify_real_digits_well_for_every_seed(tmp_path):
         run = tmp_path / f"seed{seed}"
         train(TrainConfig(out=str(run), seed=seed, **RECIPE), log=lambda *a: None)
         model, _ = load_run(run)  # what classify uses: the averaged weights when the run keeps them
-        predicted, _ = predict(model, test.images)
+        predicted, _ = classify(model, test.images)
         accuracies.append((predicted == test.labels).double().mean().item())
     mean, worst = sum(accuracies) / len(accuracies), min(accuracies)
     report = ", ".join(f"seed {s}: {a:.1%}" for s, a in zip(SEEDS, accuracies))

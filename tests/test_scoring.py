@@ -10,7 +10,7 @@ import torch
 
 from cpixelcnn.classifier import class_log_likelihoods
 from cpixelcnn.cli import main
-from cpixelcnn.data import mutate, to_model_range
+from cpixelcnn.data import mutate
 from cpixelcnn.ops.dmol import dmol_log_prob
 from cpixelcnn.scoring import auroc, pixel_bits, score_images
 from helpers import tiny_model
@@ -18,6 +18,11 @@ from helpers import tiny_model
 
 def uint8_images(n, c, h, w, seed=0):
     return torch.randint(0, 256, (n, c, h, w), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def in_float64(images):
+    """uint8 images on the grid of [-1, 1], computed in float64 as the classifier does for a float64 model."""
+    return images.double() / 127.5 - 1.0
 
 
 def brute_auroc(a, b):
@@ -41,7 +46,7 @@ def test_pixel_bits_sum_to_the_images_bits(channels):
     images, labels = uint8_images(3, channels, 5, 6), torch.tensor([0, 2, 3])
     bits = pixel_bits(model, images, labels, batch_size=2)
     assert bits.shape == (3, 5, 6) and bits.dtype == torch.float64 and (bits > 0).all()
-    whole = -dmol_log_prob(to_model_range(images).double(), model(to_model_range(images).double(), labels)) / math.log(2)
+    whole = -dmol_log_prob(in_float64(images), model(in_float64(images), labels)) / math.log(2)
     torch.testing.assert_close(bits.sum((1, 2)), whole, rtol=1e-12, atol=1e-9)
     with pytest.raises(ValueError, match="needs a label per image"):
         pixel_bits(model, images, None)
@@ -51,7 +56,7 @@ def test_scores_of_a_conditional_model_and_the_likelihood_ratio():
     model, background = tiny_model(), tiny_model(nr_filters=5)
     images = uint8_images(4, 3, 4, 4, seed=1)
     scores = score_images(model, images, background=background, batch_size=3)
-    per_class = class_log_likelihoods(model, to_model_range(images).double())
+    per_class = class_log_likelihoods(model, in_float64(images))
     dims = images[0].numel()
     expected_bpd = -(torch.logsumexp(per_class, 1) - math.log(4)) / (dims * math.log(2))
     torch.testing.assert_close(torch.tensor(scores["bpd"], dtype=torch.float64), expected_bpd, rtol=1e-12, atol=1e-12)
@@ -69,7 +74,7 @@ def test_scores_of_an_unconditional_model():
     images = uint8_images(2, 3, 4, 4)
     scores = score_images(model, images)
     assert set(scores) == {"bpd"}
-    lp = dmol_log_prob(to_model_range(images).double(), model(to_model_range(images).double(), None))
+    lp = dmol_log_prob(in_float64(images), model(in_float64(images), None))
     torch.testing.assert_close(torch.tensor(scores["bpd"], dtype=torch.float64), -lp / (48 * math.log(2)))
 
 

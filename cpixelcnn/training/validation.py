@@ -35,12 +35,13 @@ def validation_set(source: str, cfg, class_names: list[str]) -> Dataset | None:
 
 def validation_figures(model, val: Dataset, batch_size: int) -> dict:
     """Bits/dim and (conditional models) Bayes-classifier accuracy on the validation images."""
-    from cpixelcnn.metrics import dataset_bpd, predict
+    from cpixelcnn.classifier import classify
+    from cpixelcnn.metrics import dataset_bpd
 
     bpd = dataset_bpd(model, val.images, val.labels if model.num_classes else None, batch_size=batch_size)
     accuracy = None
     if model.num_classes:
-        predicted, _ = predict(model, val.images, batch_size=batch_size)
+        predicted, _ = classify(model, val.images, max_batch=batch_size * model.num_classes)
         accuracy = (predicted == val.labels).sum().item() / len(val)
     return dict(val_bpd=bpd, val_accuracy=accuracy, val_n=len(val))
 
