@@ -42,7 +42,7 @@ def _cmd_train(args) -> int:
 
     cfg = from_arguments(args)
     try:
-        train(cfg)
+        train(cfg, asked=args.given_settings)
     except TrainingInterrupted as err:
         print(f"cpixelcnn: {err}", file=sys.stderr)
         return 130
@@ -470,24 +470,6 @@ def _apply_preset(args, given: set[str]) -> None:
     print(describe(args.preset, filled, given))
 
 
-def _check_resume_flags(args, given: set[str]) -> None:
-    """A setting the resumed run keeps (its model, data and optimisation) given with another value is an error;
-    the others (--epochs, --max-steps, --max-time, --log-every, --device, ...) apply to the rest of the run."""
-    from cpixelcnn.checkpoint import read_config
-    from cpixelcnn.training.config import ModelConfig, TrainConfig, fixed_on_resume, flag_of
-
-    try:
-        saved = read_config(args.out)
-    except (OSError, ValueError):
-        return  # not a readable run: training says why, naming the run
-    flags = {f.name: flag_of(f) for f in dataclasses.fields(TrainConfig)}
-    kept = [(name, saved.get("train", {})) for name in fixed_on_resume()] + [(f.name, saved["model"]) for f in dataclasses.fields(ModelConfig)]
-    changed = [f"{flags[name]} {getattr(args, name)} (run: {source[name]})" for name, source in kept
-               if name in given and name in source and getattr(args, name) != source[name]]  # fmt: skip
-    if changed:
-        raise ValueError(f"{', '.join(changed)}: these settings cannot change on --resume; drop them, or train a new run with another --out")
-
-
 def main(argv: list[str] | None = None) -> int:
     from cpixelcnn.limits import check_range
 
@@ -499,10 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         for dest, value in vars(args).items():
             if dest not in own and args.command != "train":  # train: TrainConfig's checks, with each setting's own flag
                 check_range(dest, value)
-        if args.command == "train" and args.preset:
-            _apply_preset(args, _given_train_settings(argv))
-        if args.command == "train" and args.resume:
-            _check_resume_flags(args, _given_train_settings(argv))
+        if args.command == "train":
+            args.given_settings = _given_train_settings(argv)
+            if args.preset:
+                _apply_preset(args, args.given_settings)
         return args.func(args)
     except (ValueError, TypeError, RuntimeError, OSError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -278,3 +278,26 @@ def test_the_time_limit_and_checkpoint_interval_follow_the_injected_clock(tmp_pa
     assert json.loads((run / "config.json").read_text())["step"] == result["steps"]  # stopped with a checkpoint
     steps = sorted(int(p.name[5:]) for p in checkpoint_dirs(run))
     assert len(steps) == 2 and steps[-1] == result["steps"] and 0 < steps[0] < steps[-1]  # a periodic one came before the last
+
+
+def test_one_resume_rule_for_the_command_line_and_the_api(tmp_path, capsys):
+    """A fixed setting asked for with another value than the run's is refused by both, in the same
+    words; a setting left out is taken from the run by both."""
+    from cpixelcnn.cli import main
+
+    quiet = lambda *a: None  # noqa: E731
+    run = tmp_path / "run"
+    train(TrainConfig(out=str(run), max_steps=1, **TINY), log=quiet)
+    with pytest.raises(ValueError) as api:
+        train(TrainConfig(out=str(run), max_steps=2, resume=True, **(TINY | {"nr_filters": 7})), log=quiet)
+    code = main(["train", "--data", "demo", "--out", str(run), "--resume", "--max-steps", "2", "--nr-filters", "7"])
+    cli = [line for line in capsys.readouterr().err.splitlines() if "%|" not in line]  # the first run's progress bar may close late
+    assert code == 2 and len(cli) == 1 and cli[0] == f"cpixelcnn: error: {api.value}"
+    assert "--nr-filters 7 (run: 6)" in str(api.value) and "cannot change on --resume" in str(api.value)
+    steps_before = len(_losses(run))
+    # left out (the API at its defaults, the command line without the flags): the run's settings
+    train(TrainConfig(data="demo", out=str(run), max_steps=2, resume=True, log_every=1), log=quiet)
+    assert main(["train", "--data", "demo", "--out", str(run), "--resume", "--max-steps", "3", "--log-every", "1"]) == 0
+    assert len(_losses(run)) == steps_before + 2
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["nr_filters"] == 6 and config["train"]["batch_size"] == 8

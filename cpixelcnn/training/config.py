@@ -167,11 +167,26 @@ def fixed_on_resume() -> tuple[str, ...]:
     return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("fixed_on_resume"))
 
 
-def merged_with_saved(cfg: TrainConfig, saved: dict, model_config: dict, world_size: int = 1) -> TrainConfig:
+def asked_settings(cfg: TrainConfig) -> set[str]:
+    """The settings of ``cfg`` that differ from their defaults (a required setting always counts):
+    what a Python caller asked for when nothing says which it wrote."""
+    return {f.name for f in fields(TrainConfig) if f.default is dataclasses.MISSING or getattr(cfg, f.name) != f.default}
+
+
+def merged_with_saved(cfg: TrainConfig, saved: dict, model_config: dict, world_size: int = 1, asked: set[str] | None = None) -> TrainConfig:
     """The configuration a resumed run continues with: the saved run's fixed settings (``saved``:
-    its config.json "train" object) and architecture (``model_config``), this run's others; checked again."""
+    its config.json "train" object) and architecture (``model_config``), this run's others; checked again.
+
+    One rule for the command line and the Python API: a fixed setting that was asked for with
+    another value than the run's is refused, naming it. ``asked``: the settings the caller wrote
+    (the command line passes its flags); None takes those that differ from their defaults."""
     kept = {name: saved[name] for name in fixed_on_resume() if name in saved}
     kept |= {f.name: model_config[f.name] for f in fields(ModelConfig) if f.name in model_config}
+    asked = asked_settings(cfg) if asked is None else set(asked)
+    flags = {f.name: flag_of(f) for f in fields(TrainConfig)}
+    changed = [f"{flags[name]} {getattr(cfg, name)} (run: {value})" for name, value in kept.items() if name in asked and getattr(cfg, name) != value]
+    if changed:
+        raise ValueError(f"{', '.join(changed)}: these settings cannot change on --resume; drop them, or train a new run with another --out")
     merged = dataclasses.replace(cfg, **kept)
     check(merged, world_size)
     return merged

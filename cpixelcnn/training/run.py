@@ -14,9 +14,11 @@ from cpixelcnn.training.distributed import Ranks
 from cpixelcnn.training.trainer import Trainer
 
 
-def train(cfg: TrainConfig, log=print, **hooks) -> dict:
+def train(cfg: TrainConfig, log=print, asked: set[str] | None = None, **hooks) -> dict:
     """Train as configured; returns a summary dict (steps, final bits/dim, run directory, history,
-    best record). ``hooks``: the Trainer's injectable behaviour (``loss``, ``clock``, ``save_weights``)."""
+    best record). On ``cfg.resume`` a fixed setting asked for with another value than the run's is
+    refused (``asked``: the settings the caller wrote; default: those not at their defaults).
+    ``hooks``: the Trainer's injectable behaviour (``loss``, ``clock``, ``save_weights``)."""
     ranks = Ranks()
     check(cfg, ranks.world)
     lock, created = None, False
@@ -27,7 +29,7 @@ def train(cfg: TrainConfig, log=print, **hooks) -> dict:
     if ranks.active and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo")
     try:
-        result = Trainer(cfg, log, ranks=ranks, **hooks).fit()
+        result = Trainer(cfg, log, ranks=ranks, asked=asked, **hooks).fit()
         if ranks.active:  # rank 0 still writes the last checkpoint and plot: tear the group down together
             torch.distributed.barrier()
         return result

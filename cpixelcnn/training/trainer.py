@@ -32,12 +32,13 @@ from cpixelcnn.training.validation import is_better, latest_validation, validati
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, log=print, *, ranks: Ranks | None = None, loss=likelihood_loss, clock=time.monotonic,
-                 save_weights=save_weights):  # fmt: skip
-        """``loss(forward, model, x, y, discriminative, backend)`` → mean nats per image;
+    def __init__(self, cfg: TrainConfig, log=print, *, ranks: Ranks | None = None, asked: set[str] | None = None, loss=likelihood_loss,
+                 clock=time.monotonic, save_weights=save_weights):  # fmt: skip
+        """``asked``: the settings the caller wrote (see :func:`~cpixelcnn.training.config.merged_with_saved`);
+        ``loss(forward, model, x, y, discriminative, backend)`` → mean nats per image;
         ``clock()`` → seconds (time limit, checkpoint interval, speed); ``save_weights(path, state)``
         writes the Polyak-averaged weights of a checkpoint."""
-        self.cfg, self.ranks = cfg, ranks or Ranks()
+        self.cfg, self.ranks, self.asked = cfg, ranks or Ranks(), asked
         self.loss_fn, self.clock, self.save_weights = loss, clock, save_weights
         self.say = log if self.ranks.is_main else (lambda *a, **k: None)
         self.run_dir = Path(cfg.out)
@@ -82,7 +83,7 @@ class Trainer:
         if point is not None:
             self.model, self.class_names = point.model, point.config["class_names"]
             self.model.backend = self.cfg.backend
-            self.cfg = merged_with_saved(self.cfg, point.config.get("train", {}), self.model.config, self.ranks.world)  # checked again
+            self.cfg = merged_with_saved(self.cfg, point.config.get("train", {}), self.model.config, self.ranks.world, self.asked)  # checked again
         return point
 
     def _training_data(self) -> None:
