@@ -67,7 +67,7 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
         test_limit: int | None = None) -> list[dict]:  # fmt: skip
     import torch
 
-    from cpixelcnn.train import PolyakAverage
+    from cpixelcnn.training import PolyakAverage
 
     from cpixelcnn import ConditionalPixelCNN, dmol_log_prob
     from cpixelcnn.data import to_model_range

@@ -62,7 +62,7 @@ def pixelcnn_accuracy(task: Path, run: Path, size: int, seed: int, argv: list[st
     from cpixelcnn import load_run
     from cpixelcnn.data import load_dataset
     from cpixelcnn.classifier import classify
-    from cpixelcnn.train import train
+    from cpixelcnn.training import train
     from cpixelcnn.training.config import add_arguments, from_arguments
 
     parser = argparse.ArgumentParser()

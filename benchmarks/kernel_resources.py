@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SMOKE_ARGS = ["--dtypes", "fp32", "--targets", "sm_90"]  # `cpixelcnn bench --smoke`: one dtype, one target
 CSRC = ROOT / "csrc"
 CUDA_UNITS = sorted(CSRC.glob("*.cu"))
 TARGETS = {"sm_80": 80, "sm_90": 90}

@@ -7,7 +7,7 @@ from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
 from cpixelcnn.pixelcnnpp_port import import_pixelcnnpp
 from cpixelcnn.sampling import sample
-from cpixelcnn._version import __version__
+from cpixelcnn._version import __version__  # noqa: F401  (public: cpixelcnn.__version__)
 
 __all__ = [
     "ConditionalPixelCNN",

@@ -6,9 +6,7 @@ one line ``cpixelcnn: error: …`` and exit with status 2; Ctrl-C exits 130 (tra
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +19,7 @@ DATA_HELP = data_help()
 
 def _load(run_dir: str, device: str = "cpu", backend: str | None = None, use_ema: bool = True):
     from cpixelcnn.checkpoint import load_run
-    from cpixelcnn.train import resolve_device
+    from cpixelcnn.devices import resolve_device
 
     model, config = load_run(run_dir, map_location=resolve_device(device), use_ema=use_ema)
     if backend:
@@ -50,33 +48,20 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-    import torch
-
-    from cpixelcnn.data import to_uint8
-    from cpixelcnn.io import image_grid, save_png
-    from cpixelcnn.sampling import sample
+    from cpixelcnn.sampling import write_sample_grid
 
     model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
     names = config["class_names"]
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    size = args.image_size if args.image_size is not None else _image_size(config)
-    generator = torch.Generator().manual_seed(args.seed)
-    if model.num_classes == 0:
-        images = sample(model, None, image_size=(size, size), method=args.method, generator=generator, batch_size=args.n, temperature=args.temperature)
-        nrow = min(args.n, 8)
-    else:
-        if args.cls == "all":
-            classes = list(range(len(names)))
-        elif args.cls in names:
-            classes = [names.index(args.cls)]
-        else:
+    classes = None
+    if model.num_classes and args.cls != "all":
+        if args.cls not in names:
             raise ValueError(f"--class {args.cls!r} is not a class of this model ({', '.join(names)}, or 'all')")
-        labels = torch.tensor(classes).repeat_interleave(args.n)
-        images = sample(model, labels.to(next(model.parameters()).device), image_size=(size, size), method=args.method, generator=generator,
-                        temperature=args.temperature)  # fmt: skip
-        nrow = args.n
-    path = save_png(args.out, image_grid(to_uint8(images), nrow=nrow), scale=args.scale)
+        classes = [names.index(args.cls)]
+    size = args.image_size if args.image_size is not None else _image_size(config)
+    path, images = write_sample_grid(args.out, model, args.n, size, classes, seed=args.seed, scale=args.scale, method=args.method, engine=args.engine,
+                                     temperature=args.temperature)  # fmt: skip
     print(f"{images.shape[0]} samples -> {path}")
     return 0
 
@@ -102,7 +87,7 @@ def _cmd_complete(args) -> int:
     n = originals.shape[0]
     per_image = model.num_classes or args.samples
     labels = torch.arange(model.num_classes).repeat(n) if model.num_classes else None
-    completions = sample(model, labels, image_size=(size, size), method=args.method, generator=torch.Generator().manual_seed(args.seed),
+    completions = sample(model, labels, image_size=(size, size), method=args.method, engine=args.engine, generator=torch.Generator().manual_seed(args.seed),
                          batch_size=None if model.num_classes else n * per_image,
                          prefix=originals.repeat_interleave(per_image, dim=0), prefix_pixels=args.rows * size,
                          temperature=args.temperature).cpu()  # fmt: skip
@@ -165,12 +150,10 @@ def _cmd_classify(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    import torch
-
     from cpixelcnn.data import load_dataset, to_uint8
     from cpixelcnn.classifier import classify
     from cpixelcnn.metrics import FIDUnavailable, classification_report, dataset_bpd, fid
-    from cpixelcnn.sampling import sample
+    from cpixelcnn.sampling import per_class_samples
 
     model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
     names = config["class_names"]
@@ -186,15 +169,8 @@ def _cmd_evaluate(args) -> int:
             result.update(accuracy=report["accuracy"], per_class_accuracy=report["per_class_accuracy"])
     if args.fid:
         try:
-            size = _image_size(config)
-            generator = torch.Generator().manual_seed(args.seed)
-            device = next(model.parameters()).device
-            if model.num_classes:
-                labels = torch.arange(len(names)).repeat_interleave(args.fid_samples_per_class).to(device)
-                fake = sample(model, labels, image_size=(size, size), method="auto", generator=generator)
-            else:
-                fake = sample(model, None, image_size=(size, size), method="auto", generator=generator, batch_size=args.fid_samples_per_class)
-            result["fid"] = fid(data.images, to_uint8(fake), dims=args.fid_dims, device=device)
+            fake = per_class_samples(model, args.fid_samples_per_class, _image_size(config), seed=args.seed)
+            result["fid"] = fid(data.images, to_uint8(fake), dims=args.fid_dims, device=next(model.parameters()).device)
             result["fid_dims"] = args.fid_dims
         except FIDUnavailable as err:
             print(f"cpixelcnn: no FID: {err}", file=sys.stderr)
@@ -278,30 +254,16 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-BENCHMARKS = ("kernel_resources", "dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class")
-
-
 def _cmd_doctor(args) -> int:
     from cpixelcnn import doctor
 
-    return doctor.main((["--json"] if args.json else []) + (["--device", args.device] if args.device else []))
+    return doctor.run_command(args)
 
 
 def _cmd_bench(args) -> int:
-    root = Path(__file__).resolve().parent.parent  # the source checkout, when the package runs from one
-    if not (root / "benchmarks" / "__init__.py").is_file():
-        raise FileNotFoundError("the benchmarks are not installed with the package: they are the benchmarks/ package of the source "
-                                "checkout; clone it and run `cpixelcnn bench` (or python -m benchmarks.<name>) from there")  # fmt: skip
-    status = 0
-    for name in args.only or list(BENCHMARKS):
-        module = f"benchmarks.{name}" if name == "kernel_resources" else f"benchmarks.bench_{name}"
-        cmd = [sys.executable, "-m", module]
-        if args.smoke:  # kernel_resources compiles for sm_80/sm_90 (no GPU needed); smoke: the fp32 sm_90 subset
-            smoke = ["--dtypes", "fp32", "--targets", "sm_90", "--out", str(root / "benchmarks" / "results" / "kernel-resources-smoke.json")]
-            cmd += smoke if name == "kernel_resources" else ["--smoke"]
-        print(f"== {name}: {' '.join(cmd)}", flush=True)
-        status |= subprocess.call(cmd, cwd=root)
-    return 1 if status else 0
+    from cpixelcnn.bench import run_benchmarks
+
+    return run_benchmarks(args.only, smoke=args.smoke)
 
 
 def _cmd_import(args) -> int:
@@ -348,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cpixelcnn", description="Fast, exact class-conditional PixelCNN++")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="train a model; writes a run directory")
-    add_arguments(t)  # generated from TrainConfig: one declaration per setting
+    add_arguments(t, with_defaults=False)  # generated from TrainConfig: one declaration per setting; what is not given is absent (defaults or a preset fill it)
     t.add_argument("--preset", choices=sorted(PRESETS), help="a published recipe; it fills in the settings not given on the command line")
     t.set_defaults(func=_cmd_train)
     _add_model_commands(sub)
@@ -365,6 +327,15 @@ def _common(p, checkpoint=True):
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run has Polyak-averaged ones")
 
 
+def _sampler_options(p) -> None:
+    from cpixelcnn.sampling import ENGINES, METHODS
+
+    p.add_argument("--method", choices=METHODS, default="auto", help="naive: one forward pass per pixel (the reference); cached: every activation "
+                   "once; auto (default): cached where it can run, else naive")  # fmt: skip
+    p.add_argument("--engine", choices=ENGINES, default="auto", help="how the cached sampler runs: cpu, cuda, or cuda-emulated (the CUDA kernels "
+                   "on the CPU, slow, for checking); auto (default): by the model's device")  # fmt: skip
+
+
 def _add_model_commands(sub) -> None:
     """sample, complete, classify, evaluate: commands that use a trained model."""
     s = sub.add_parser("sample", help="sample images into a PNG grid (one row per class)")
@@ -372,7 +343,7 @@ def _add_model_commands(sub) -> None:
     s.add_argument("--class", dest="cls", default="all", help="class name or 'all'")
     s.add_argument("--n", type=int, default=4, help="samples per class")
     s.add_argument("--out", required=True, help="PNG file")
-    s.add_argument("--method", choices=["auto", "naive", "cached"], default="auto", help="auto: cached where it can run, else naive")
+    _sampler_options(s)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
     s.add_argument("--image-size", type=int, help="default: the training size")
@@ -387,7 +358,7 @@ def _add_model_commands(sub) -> None:
     cp.add_argument("--n", type=int, default=4, help="images to complete (the first N of the split)")
     cp.add_argument("--samples", type=int, default=4, help="completions per image for an unconditional model")
     cp.add_argument("--out", required=True, help="PNG file")
-    cp.add_argument("--method", choices=["auto", "naive", "cached"], default="auto")
+    _sampler_options(cp)
     cp.add_argument("--seed", type=int, default=0)
     cp.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
     cp.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")
@@ -424,19 +395,24 @@ def _add_tool_commands(sub) -> None:
     d.add_argument("--seconds", type=float, default=60.0, help="training time in seconds (default: %(default)s)")
     d.add_argument("--max-steps", type=int, default=None, help="train for this many steps instead")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--data", choices=["digits", "micrographs", "textures", "demo"], default="digits",
-                   help="digits (default; real handwritten digits from scikit-learn), micrographs / textures (scikit-image), demo (built-in shapes)")
+    from cpixelcnn.demo import DEMO_DATA
+
+    d.add_argument("--data", choices=list(DEMO_DATA), default="digits", help="; ".join(f"{name}: {about}" for name, (_, _, about) in DEMO_DATA.items())
+                   + " (default: %(default)s)")  # fmt: skip
     d.add_argument("--samples-per-class", type=int, default=8)
     d.set_defaults(func=_cmd_demo)
 
     b = sub.add_parser("bench", help="run the benchmark suite (smoke mode without CUDA)")
-    b.add_argument("--smoke", action="store_true")
-    b.add_argument("--only", nargs="*", choices=list(BENCHMARKS))
+    from cpixelcnn.bench import benchmark_modules
+
+    b.add_argument("--smoke", action="store_true", help="each benchmark's quick mode (its SMOKE_ARGS), results to a temporary folder")
+    b.add_argument("--only", nargs="*", choices=list(benchmark_modules()) or None, help="these benchmarks (default: every module of benchmarks/)")
     b.set_defaults(func=_cmd_bench)
 
     doc = sub.add_parser("doctor", help="versions, device, compiled pieces, and a self-check of every fast path against the eager reference")
-    doc.add_argument("--json", action="store_true", help="print one JSON object")
-    doc.add_argument("--device", choices=["cpu", "cuda"], help="device to check (default: cuda when available, else cpu)")
+    from cpixelcnn.doctor import add_arguments as doctor_arguments
+
+    doctor_arguments(doc)
     doc.set_defaults(func=_cmd_doctor)
 
     imp = sub.add_parser("import", help="import a checkpoint of another implementation into a run directory")
@@ -449,16 +425,6 @@ def _add_tool_commands(sub) -> None:
     imp.add_argument("--nr-mix", type=int)
     imp.add_argument("--in-channels", type=int)
     imp.set_defaults(func=_cmd_import)
-
-
-def _given_train_settings(argv: list[str]) -> set[str]:
-    """The training settings written on the command line (not left at their defaults)."""
-    from cpixelcnn.training.config import add_arguments
-
-    parser = _Parser(prog="cpixelcnn train", add_help=False)
-    add_arguments(parser, with_defaults=False)
-    given, _ = parser.parse_known_args(argv[1:])
-    return set(vars(given))
 
 
 def _apply_preset(args, given: set[str]) -> None:
@@ -482,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
             if dest not in own and args.command != "train":  # train: TrainConfig's checks, with each setting's own flag
                 check_range(dest, value)
         if args.command == "train":
-            args.given_settings = _given_train_settings(argv)
+            from cpixelcnn.training.config import given_settings
+
+            args.given_settings = given_settings(args)
             if args.preset:
                 _apply_preset(args, args.given_settings)
         return args.func(args)

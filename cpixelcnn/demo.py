@@ -17,12 +17,12 @@ import torch
 
 from cpixelcnn.checkpoint import load_run
 from cpixelcnn.data import load_dataset, to_uint8
-from cpixelcnn.io import atomic_write_json, image_grid, save_png
 from cpixelcnn.classifier import classify
+from cpixelcnn.io import atomic_write_json
 from cpixelcnn.metrics import classification_report, dataset_bpd
 from cpixelcnn.rundir import RunLock, claim, is_run
-from cpixelcnn.sampling import fastest_method, sample
-from cpixelcnn.train import TrainConfig, train
+from cpixelcnn.sampling import fastest_method, write_sample_grid
+from cpixelcnn.training import TrainConfig, train
 
 # data set → (image size, channels, what it is)
 DEMO_DATA = {
@@ -67,9 +67,8 @@ def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_
     labels = torch.arange(len(names)).repeat_interleave(samples_per_class)
     t0 = time.monotonic()
     method = fastest_method(model)
-    samples = sample(model, labels, image_size=(size, size), method=method, generator=torch.Generator().manual_seed(seed))
+    grid_path, samples = write_sample_grid(out_dir / "samples.png", model, samples_per_class, size, seed=seed, scale=4 if size >= 16 else 8, method=method)
     sample_seconds = time.monotonic() - t0
-    grid_path = save_png(out_dir / "samples.png", image_grid(to_uint8(samples), nrow=samples_per_class), scale=4 if size >= 16 else 8)
 
     # do the samples look like their class? The Bayes classifier's verdict on each generated image
     sample_predicted, _ = classify(model, to_uint8(samples))

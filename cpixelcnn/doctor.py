@@ -132,11 +132,20 @@ def _print(report: dict) -> None:
     print("all checks passed" if report["passed"] else "SOME CHECKS FAILED: the failing fast paths are not used by 'auto'")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cpixelcnn doctor", description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The doctor's options, declared once for ``cpixelcnn doctor`` and ``python -m cpixelcnn.doctor``."""
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="device to check (default: cuda when available, else cpu)")
-    args = parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cpixelcnn doctor", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run_command(parser.parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Check, print the report (text or ``--json``); 0 when every check that ran passed."""
     if args.device == "cuda":
         import torch
 

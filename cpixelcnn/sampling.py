@@ -20,17 +20,27 @@ Temperature T (``sample(..., temperature=T)``): the mixture logits are divided b
 logistic scale is multiplied by T, then the pixel is sampled exactly as above from that tempered
 distribution (the common choice for DMoL models; T < 1 sharpens, T > 1 flattens). At T = 1 both
 are exact no-ops, so the images are bit for bit those of the untempered sampler.
+
+Which sampler runs is two choices, each with one ``auto``: ``method`` (:data:`METHODS`: the naive
+reference, one forward pass per pixel, or the cached sampler; ``auto`` is :func:`fastest_method`)
+and, for the cached sampler, ``engine`` (:data:`ENGINES`: the C++ loop on the CPU, the CUDA
+kernels, or those kernels emulated on the CPU; ``auto`` picks by the model's device).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch.nn.utils import parametrize
 
+from cpixelcnn.cached import ENGINES
+from cpixelcnn.data.types import to_uint8
 from cpixelcnn.devices import float64_math, supports_float64, to_float64
+from cpixelcnn.io import image_grid, save_png
 from cpixelcnn.ops.dmol import grid_levels
 from cpixelcnn.ops.dmol_layout import COEFF, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour
 
-METHODS = ("naive", "cached")
+METHODS = ("auto", "naive", "cached")
 MAX_TEMPERATURE = 100.0
 
 
@@ -154,7 +164,7 @@ def _check_prefix(prefix, prefix_pixels, batch: int, channels: int, height: int,
 
 @torch.no_grad()
 def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str = "naive", generator: torch.Generator | None = None, batch_size: int | None = None,
-           prefix: torch.Tensor | None = None, prefix_pixels: int = 0, temperature: float = 1.0) -> torch.Tensor:  # fmt: skip
+           prefix: torch.Tensor | None = None, prefix_pixels: int = 0, temperature: float = 1.0, engine: str = "auto") -> torch.Tensor:  # fmt: skip
     """Draw images from ``model``: (B, C, H, W) on the 2^bits grid of [-1, 1].
 
     labels: (B,) integer class per image (None for an unconditional model, with ``batch_size``).
@@ -162,6 +172,8 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
         the fastest that can run (:func:`fastest_method`); ``"cached"``
         computes every activation once (C++ extension, CPU; same images as naive given the
         same generator — identical in float64, rarely a flipped level in float32).
+    engine: how the cached sampler runs (:data:`ENGINES`; ``"auto"``: by the model's device);
+        naming one with ``method="auto"`` asks for the cached sampler.
     generator: the source of all randomness (see the module docstring for the layout).
     prefix, prefix_pixels: image completion — the first ``prefix_pixels`` pixels in raster order
         are copied from ``prefix`` (B, C, H, W on the 2^bits grid) and the rest are sampled from
@@ -177,10 +189,14 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
         raise ValueError(f"image_size must be (H, W), got {image_size!r}") from None
     if height < 1 or width < 1:
         raise ValueError(f"image_size must be positive, got {image_size!r}")
-    if method == "auto":
-        method = fastest_method(model, height * width)
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS + ('auto',)))}, got {method!r}")
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
+    if engine != "auto" and method == "naive":
+        raise ValueError(f"engine={engine!r} chooses how the cached sampler runs; method='naive' has no engine")
+    if method == "auto":
+        method = "cached" if engine != "auto" else fastest_method(model, height * width)
     temperature = check_temperature(temperature)
     batch, labels = _batch_and_labels(model, labels, batch_size)
     channels = model.in_channels
@@ -201,7 +217,8 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
         if method == "cached":
             from cpixelcnn.cached import cached_sample
 
-            return cached_sample(model, labels, batch, height, width, noise, prefix=given, prefix_pixels=prefix_pixels, temperature=temperature)
+            return cached_sample(model, labels, batch, height, width, noise, prefix=given, prefix_pixels=prefix_pixels, temperature=temperature,
+                                 engine=engine)  # fmt: skip
         with parametrize.cached():  # weight-norm weights computed once, not once per pixel
             x = _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given, prefix_pixels, temperature)
     finally:
@@ -228,3 +245,28 @@ def _naive_loop(model, labels, noise, batch, channels, height, width, device, dt
         params = model(x, labels)[:, :, i, j]
         x[:, :, i, j] = sample_pixel(params, noise[:, i, j], channels, model.bits, temperature).to(dtype).to(device)
     return x
+
+
+def per_class_samples(model, n: int, image_size: int | tuple[int, int], classes: list[int] | None = None, seed: int = 0, **options) -> torch.Tensor:
+    """``n`` samples of each class in ``classes`` (default: every class), class after class:
+    (len(classes)·n, C, H, W) on the grid of [-1, 1]; an unconditional model gives ``n`` samples.
+    ``options`` go to :func:`sample` (``method``, ``engine``, ``temperature``); the generator is seeded with ``seed``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"samples per class must be an integer >= 1, got {n!r}")
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    options.setdefault("method", "auto")
+    generator = torch.Generator().manual_seed(seed)
+    if model.num_classes == 0:
+        return sample(model, None, image_size=size, generator=generator, batch_size=n, **options)
+    classes = list(range(model.num_classes)) if classes is None else list(classes)
+    labels = torch.tensor(classes, dtype=torch.long).repeat_interleave(n).to(next(model.parameters()).device)
+    return sample(model, labels, image_size=size, generator=generator, **options)
+
+
+def write_sample_grid(path, model, n: int, image_size: int | tuple[int, int], classes: list[int] | None = None, seed: int = 0, scale: int = 4,
+                      **options) -> tuple[Path, torch.Tensor]:  # fmt: skip
+    """Sample with :func:`per_class_samples` and write a PNG grid, one row per class (rows of at
+    most 8 for an unconditional model). Returns (the PNG's path, the samples)."""
+    images = per_class_samples(model, n, image_size, classes, seed, **options)
+    nrow = n if model.num_classes else min(n, 8)
+    return save_png(path, image_grid(to_uint8(images), nrow=nrow), scale=scale), images

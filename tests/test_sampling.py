@@ -133,3 +133,46 @@ def test_missing_extension_message(monkeypatch):
     monkeypatch.setattr(_extension, "IMPORT_ERROR", "No module named 'cpixelcnn._C'")
     with pytest.raises(RuntimeError, match=r"needs the compiled extension .*--no-build-isolation"):
         _extension.require_extension("the cached sampler")
+
+
+def test_one_sampler_vocabulary_method_and_engine():
+    """method (naive | cached | auto) x engine (cpu | cuda | cuda-emulated | auto), both from sample()."""
+    from cpixelcnn._extension import extension_available
+    from cpixelcnn.cached import ENGINES as CACHED_ENGINES
+    from cpixelcnn.sampling import ENGINES, METHODS
+
+    assert METHODS == ("auto", "naive", "cached") and ENGINES is CACHED_ENGINES and "auto" in ENGINES
+    model, labels = tiny_model(), torch.tensor([0, 3])
+    with pytest.raises(ValueError, match="method='naive' has no engine"):
+        sample(model, labels, (3, 4), method="naive", engine="cpu")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        sample(model, labels, (3, 4), method="cached", engine="gpu")
+    with pytest.raises(ValueError, match="method must be one of 'auto', 'naive', 'cached'"):
+        sample(model, labels, (3, 4), method="fast")
+    if not extension_available():
+        pytest.skip("the compiled extension is not built")
+    draw = lambda **kw: sample(model, labels, (3, 4), generator=torch.Generator().manual_seed(5), **kw)  # noqa: E731
+    naive = draw(method="naive")
+    for kw in ({"method": "cached", "engine": "cpu"}, {"method": "auto", "engine": "cuda-emulated"}, {"method": "cached"}):
+        assert torch.equal(draw(**kw), naive), kw
+    with pytest.raises(RuntimeError, match="needs a CUDA model"):
+        draw(method="cached", engine="cuda")
+
+
+def test_per_class_samples_are_the_per_class_rows_of_one_draw(tmp_path):
+    from cpixelcnn.sampling import per_class_samples, write_sample_grid
+
+    model = tiny_model(num_classes=3)
+    images = per_class_samples(model, 2, 4, seed=7, method="naive")
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert torch.equal(images, sample(model, labels, (4, 4), method="naive", generator=torch.Generator().manual_seed(7)))
+    assert per_class_samples(model, 2, (4, 5), classes=[1], method="naive").shape == (2, 3, 4, 5)
+    path, grid_images = write_sample_grid(tmp_path / "g.png", model, 2, 4, seed=7, scale=1, method="naive")
+    assert torch.equal(grid_images, images) and path.is_file()
+    from PIL import Image
+
+    assert Image.open(path).size == (2 * 6 + 2, 3 * 6 + 2)  # 2 per row, 3 rows (one per class), 2-pixel padding
+    unconditional = per_class_samples(tiny_model(num_classes=0), 3, 4, method="naive")
+    assert unconditional.shape == (3, 3, 4, 4)
+    with pytest.raises(ValueError, match="samples per class"):
+        per_class_samples(model, 0, 4)

@@ -212,7 +212,7 @@ def add_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True) -
                 continue
             if meta["choices"] is None:
                 kw["metavar"] = meta["metavar"] or flag_of(f).lstrip("-").replace("-", "_").upper()
-            group.add_argument(flag_of(f), type=_type_of(f), choices=meta["choices"], required=required and with_defaults, **kw)
+            group.add_argument(flag_of(f), type=_type_of(f), choices=meta["choices"], required=required, **kw)
 
 
 _MODEL_NAMES = {f.name for f in fields(ModelConfig)}
@@ -224,4 +224,12 @@ def _type_of(f: dataclasses.Field):
 
 
 def from_arguments(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    """The configuration of parsed arguments; a setting absent from ``args`` (a parser built
+    without defaults) takes its default."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+
+
+def given_settings(args: argparse.Namespace) -> set[str]:
+    """The settings written on the command line, when ``args`` comes from a parser built by
+    :func:`add_arguments` without defaults (absent options are absent from the namespace)."""
+    return {f.name for f in fields(TrainConfig) if hasattr(args, f.name)}

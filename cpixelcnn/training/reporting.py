@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from cpixelcnn.rundir import BEST_DIR, CURVE_NAME, METRICS_NAME
+from cpixelcnn.sampling import write_sample_grid
 
 BAR_FORMAT = "{l_bar}{bar}| step {n_fmt}/{total_fmt} {elapsed} elapsed, {remaining} left{postfix}"
 
@@ -107,18 +108,9 @@ def _start_wandb(run_dir: Path, config: dict):
     return wandb.init(project="cpixelcnn", name=run_dir.name, dir=str(run_dir), config=config, resume="allow")
 
 
-def sample_grid(model, class_names: list[str], cfg, path: Path) -> Path:
-    """A PNG of ``cfg.samples_per_class`` samples per class, one row each."""
-    import torch
-
-    from cpixelcnn.data import to_uint8
-    from cpixelcnn.io import image_grid, save_png
-    from cpixelcnn.sampling import sample
-
-    device = next(model.parameters()).device
-    labels = torch.arange(len(class_names)).repeat_interleave(cfg.samples_per_class).to(device)
-    images = sample(model, labels, image_size=(cfg.image_size, cfg.image_size), method="auto", generator=torch.Generator().manual_seed(cfg.seed))
-    return save_png(path, image_grid(to_uint8(images), nrow=cfg.samples_per_class), scale=2)
+def sample_grid(model, cfg, path: Path) -> Path:
+    """A PNG of ``cfg.samples_per_class`` samples per class, one row each (an unconditional model: one row)."""
+    return write_sample_grid(path, model, cfg.samples_per_class, cfg.image_size, seed=cfg.seed, scale=2)[0]
 
 
 def start_line(cfg, model, class_names: list[str], n_images: int, val, world: int, device, step: int, total: int) -> str:

@@ -233,7 +233,7 @@ class Trainer:
             record = dict(epoch_end=state.epoch, step=state.step, epoch_train_bpd=sum(self.epoch_losses) / max(1, len(self.epoch_losses)))
             self.reporter.report(record)
             if cfg.sample_every and state.epoch % cfg.sample_every == 0:
-                sample_grid(self.model, self.class_names, cfg, self.run_dir / SAMPLES_DIR / f"epoch_{state.epoch:04d}.png")
+                sample_grid(self.model, cfg, self.run_dir / SAMPLES_DIR / f"epoch_{state.epoch:04d}.png")
         if self.val is not None and state.epoch % cfg.val_every == 0:
             self.validate()
 
