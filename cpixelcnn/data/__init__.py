@@ -7,12 +7,11 @@
   :mod:`.folders` (an image-folder tree); :mod:`.images` reads one image file
 - :mod:`.augment`: training augmentation and the likelihood-ratio mutation
 
-A new format is a module calling :func:`register` and one import line below (folder formats are
-tried in the order imported).
+A new format is a module calling :func:`register` and one import line below.
 """
-from cpixelcnn.data.types import MAX_CLASSES, SPLITS, Dataset, DataError, to_grey, to_model_range, to_uint8  # noqa: I001
+from cpixelcnn.data.types import MAX_CLASSES, SPLITS, Dataset, DataError, to_grey, to_model_range, to_uint8
 from cpixelcnn.data.registry import FORMATS, HOLDOUT_SEED, DataFormat, Request, data_help, has_split, load_dataset, register, resolve
-from cpixelcnn.data import builtin, packaged, cifar, course, folders  # noqa: F401  (each registers its formats; course before folders)
+from cpixelcnn.data import builtin, cifar, course, folders, packaged  # noqa: F401  (each registers its formats)
 from cpixelcnn.data.builtin import BUILTIN_CLASSES, builtin_dataset
 from cpixelcnn.data.course import course_class_names, load_course_split
 from cpixelcnn.data.folders import load_image_folder

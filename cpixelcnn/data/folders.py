@@ -39,4 +39,4 @@ def load_image_folder(root: str | Path, size: int = 32, channels: int = 3, class
 
 register(DataFormat("folders", "folder", "an image-folder FOLDER (<class>/*.png)", "one sub-folder of images per class; the whole tree is one split",
                     lambda r: load_image_folder(r.source, r.size, r.channels, r.class_names),
-                    lambda source, split: False, recognises=lambda root: True, partial_classes=True))  # fmt: skip
+                    lambda source, split: False, recognises=lambda root: True, partial_classes=True, fallback=True))  # fmt: skip

@@ -4,8 +4,8 @@ and a loader; :func:`load_dataset` resolves a ``--data`` value through it.
 A ``--data`` value is one of
 - a built-in set's name (``demo``, ``digits``, …), or ``builtin:NAME`` when a folder has that name;
 - ``KIND:DIR`` for a format that reads published files from a folder (``cifar10:DIR``, …);
-- a folder, read by the first folder format that recognises it (in registration order: the course
-  layout, whose ``<split>.csv`` marks it, before the plain image-folder tree).
+- a folder, read by the folder format that recognises it (the course layout by its
+  ``<split>.csv``), else by the fallback folder format (the plain image-folder tree).
 
 A new format is one module that calls :func:`register` and one import line in ``data/__init__.py``;
 the command line's help and error texts come from here.
@@ -39,9 +39,9 @@ class Request:
 @dataclasses.dataclass(frozen=True)
 class DataFormat:
     """A registered format. ``where`` is ``"builtin"``, ``"prefix"`` (``NAME:DIR``) or ``"folder"``;
-    ``recognises(folder)`` picks a folder format; ``has_split(source, split)`` says whether the
-    split exists without loading it; ``partial_classes`` lets a folder hold some of a model's
-    classes (the loader checks them itself)."""
+    ``recognises(folder)`` picks a folder format (a ``fallback`` one is tried after all others);
+    ``has_split(source, split)`` says whether the split exists without loading it;
+    ``partial_classes`` lets a folder hold some of a model's classes (the loader checks them itself)."""
 
     name: str
     where: str
@@ -51,6 +51,7 @@ class DataFormat:
     has_split: Callable[[str, str], bool]
     recognises: Callable[[Path], bool] | None = None
     partial_classes: bool = False
+    fallback: bool = False
 
 
 FORMATS: dict[str, DataFormat] = {}
@@ -68,12 +69,14 @@ def register(fmt: DataFormat) -> DataFormat:
 
 
 def _named(where: str) -> list[str]:
-    return [name for name, fmt in FORMATS.items() if fmt.where == where]
+    return [name for name, fmt in FORMATS.items() if fmt.where == where]  # in registration order
 
 
 def data_help() -> str:
     """One line listing every way to name data, for ``--data``'s help."""
-    return ", ".join(fmt.usage for fmt in FORMATS.values())
+    kinds = ("builtin", "prefix", "folder")
+    ordered = sorted(FORMATS.values(), key=lambda fmt: (kinds.index(fmt.where), fmt.fallback))
+    return ", ".join(fmt.usage for fmt in ordered)
 
 
 def resolve(data: str) -> tuple[DataFormat, str]:
@@ -91,7 +94,7 @@ def resolve(data: str) -> tuple[DataFormat, str]:
     root = Path(data)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
-    for name in _named("folder"):
+    for name in sorted(_named("folder"), key=lambda n: FORMATS[n].fallback):
         if FORMATS[name].recognises(root):
             return FORMATS[name], data
     raise DataError(f"{root} is no data folder this package reads ({', '.join(FORMATS[n].usage for n in _named('folder'))})")
