@@ -67,10 +67,9 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
         test_limit: int | None = None) -> list[dict]:  # fmt: skip
     import torch
 
-    from cpixelcnn.training import PolyakAverage
-
     from cpixelcnn import ConditionalPixelCNN, dmol_log_prob
     from cpixelcnn.data import to_model_range
+    from cpixelcnn.training import PolyakAverage
 
     size, channels = DATASETS[dataset]
     train, test = _load(dataset)

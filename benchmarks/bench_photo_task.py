@@ -60,8 +60,8 @@ def pixelcnn_accuracy(task: Path, run: Path, size: int, seed: int, argv: list[st
     """Train one seed with the CLI's options ``argv`` and classify the test split with the raw and
     (when the run has them) the averaged weights."""
     from cpixelcnn import load_run
-    from cpixelcnn.data import load_dataset
     from cpixelcnn.classifier import classify
+    from cpixelcnn.data import load_dataset
     from cpixelcnn.training import train
     from cpixelcnn.training.config import add_arguments, from_arguments
 

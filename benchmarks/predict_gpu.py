@@ -37,8 +37,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def kernel_predictions() -> list[dict]:
-    from benchmarks import bench_dmol
-    from benchmarks import bench_gated_film
+    from benchmarks import bench_dmol, bench_gated_film
 
     rows = []
     for b, c, h, w, k, dtype in bench_dmol.GPU_CASES:

@@ -5,12 +5,12 @@ The package works without it (everything has an eager path); features that need 
 """
 from __future__ import annotations
 
+import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
+
 _BUILD_HINT = (
     "build it with `pip install --no-build-isolation -e .` in an environment that already has torch "
     "(a C++ compiler and ninja are needed; CUDA is optional)"
 )
-
-import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
 
 try:
     from cpixelcnn import _C  # type: ignore[attr-defined]

@@ -14,7 +14,6 @@ import torch
 
 from cpixelcnn.io import atomic_write_bytes, atomic_write_json, fsync_path, new_temp_dir
 from cpixelcnn.model import ConditionalPixelCNN
-
 from cpixelcnn.rundir import BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, STATE_NAME, WEIGHTS_NAME  # noqa: F401  (public here too)
 
 FORMAT_VERSION = 1

@@ -101,8 +101,8 @@ def _cmd_complete(args) -> int:
 
 
 def _classify_split(args):
-    from cpixelcnn.data import load_dataset
     from cpixelcnn.classifier import classify
+    from cpixelcnn.data import load_dataset
 
     model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
     if model.num_classes == 0:
@@ -150,8 +150,8 @@ def _cmd_classify(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from cpixelcnn.data import load_dataset, to_uint8
     from cpixelcnn.classifier import classify
+    from cpixelcnn.data import load_dataset, to_uint8
     from cpixelcnn.metrics import FIDUnavailable, classification_report, dataset_bpd, fid
     from cpixelcnn.sampling import per_class_samples
 

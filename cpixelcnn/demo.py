@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from cpixelcnn.checkpoint import load_run
-from cpixelcnn.data import load_dataset, to_uint8
 from cpixelcnn.classifier import classify
+from cpixelcnn.data import load_dataset, to_uint8
 from cpixelcnn.io import atomic_write_json
 from cpixelcnn.metrics import classification_report, dataset_bpd
 from cpixelcnn.rundir import RunLock, claim, is_run

@@ -53,9 +53,9 @@ def _cpu_name() -> str:
 def environment() -> dict:
     import torch
 
-    from cpixelcnn._version import __version__
-    from cpixelcnn._extension import IMPORT_ERROR, _C
+    from cpixelcnn._extension import _C, IMPORT_ERROR
     from cpixelcnn._toolchain import find_cuda_home
+    from cpixelcnn._version import __version__
 
     try:
         import triton

@@ -14,13 +14,12 @@ through :func:`cpixelcnn.ops.gated_film.gated_film`; ``fusion`` picks which of t
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from cpixelcnn.layers import (
     DownRightShiftedConv2d,

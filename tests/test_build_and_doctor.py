@@ -162,6 +162,7 @@ def test_a_passed_check_is_trusted_without_a_warning(tmp_path, monkeypatch):
 def test_auto_sampler_says_once_why_it_is_slow(monkeypatch):
     import cpixelcnn._extension as extension
     from cpixelcnn.sampling import fastest_method
+
     from helpers import tiny_model
 
     monkeypatch.setattr(extension, "_C", None)
@@ -176,7 +177,7 @@ def test_auto_sampler_says_once_why_it_is_slow(monkeypatch):
 
 @pytest.mark.skipif(os.environ.get("CPIXELCNN_EXPECT_CUDA_BUILD") != "1", reason="only where CI builds the CUDA extension (newest torch)")
 def test_the_cuda_build_is_present_and_imports_without_a_gpu():
-    from cpixelcnn._extension import IMPORT_ERROR, _C
+    from cpixelcnn._extension import _C, IMPORT_ERROR
 
     assert _C is not None, IMPORT_ERROR
     assert hasattr(_C, "cached_sample_cuda") and hasattr(_C, "cached_sample") and hasattr(_C, "cached_sample_emulated")

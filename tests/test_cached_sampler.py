@@ -8,6 +8,7 @@ import cpixelcnn
 from cpixelcnn import sample
 from cpixelcnn.cached import cached_sample
 from cpixelcnn.sampling import draw_noise
+
 from helpers import tiny_model
 
 pytestmark = pytest.mark.skipif(not cpixelcnn.extension_available(), reason="compiled extension not built")
@@ -118,6 +119,7 @@ def test_clear_error_without_the_extension(monkeypatch):
 
 from cpixelcnn import _extension  # noqa: E402
 from cpixelcnn.cached import kernel_launches  # noqa: E402
+
 from helpers import requires_cuda  # noqa: E402
 
 

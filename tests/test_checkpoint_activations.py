@@ -5,6 +5,7 @@ import torch
 
 from cpixelcnn import ConditionalPixelCNN
 from cpixelcnn.ops.dmol import dmol_log_prob
+
 from helpers import random_grid_images
 
 

@@ -6,10 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from cpixelcnn.data.cifar import SafeUnpickler, load_cifar
 from cpixelcnn.data import DataError, load_dataset
-from cifar_files import (CIFAR10_NAMES, CIFAR100_COARSE, CIFAR100_FINE, py2_pickle, write_cifar10_binary, write_cifar10_python,
-                               write_cifar100_binary, write_cifar100_python)  # fmt: skip
+from cpixelcnn.data.cifar import SafeUnpickler, load_cifar
+
+from cifar_files import (
+    CIFAR10_NAMES,
+    CIFAR100_COARSE,
+    CIFAR100_FINE,
+    py2_pickle,
+    write_cifar10_binary,
+    write_cifar10_python,
+    write_cifar100_binary,  # fmt: skip
+    write_cifar100_python,
+)
 
 
 def as_images(rows: np.ndarray) -> torch.Tensor:

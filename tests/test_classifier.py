@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from cpixelcnn import class_log_likelihoods, classify, dmol_log_prob
+
 from helpers import random_grid_images, tiny_model
 
 

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from cpixelcnn.cli import main
+
 from helpers import make_course_layout
 
 TRAIN = ["--image-size", "8", "--nr-resnet", "1", "--nr-filters", "6", "--nr-mix", "2", "--batch-size", "8", "--log-every", "1"]

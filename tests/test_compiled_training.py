@@ -8,6 +8,7 @@ import torch._dynamo as dynamo
 from cpixelcnn import ConditionalPixelCNN
 from cpixelcnn.train import TrainConfig, train
 from cpixelcnn.training.objectives import likelihood_loss
+
 from helpers import KERNEL_DEVICE, make_folders
 
 TINY = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=6, nr_logistic_mix=2, batch_size=8, log_every=1)

@@ -7,6 +7,7 @@ import cpixelcnn
 from cpixelcnn import sample
 from cpixelcnn.cached import cached_sample
 from cpixelcnn.sampling import draw_noise
+
 from helpers import random_grid_images, tiny_model
 
 needs_extension = pytest.mark.skipif(not cpixelcnn.extension_available(), reason="compiled extension not built")

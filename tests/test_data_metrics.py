@@ -6,6 +6,7 @@ import torch
 
 from cpixelcnn.data import DataError, augment, builtin_dataset, load_dataset
 from cpixelcnn.metrics import FIDUnavailable, classification_report, feature_statistics, frechet_distance, inception_extractor
+
 from helpers import make_course_layout, make_folders
 
 

@@ -65,9 +65,8 @@ def test_the_guard_catches_a_float64_tensor_on_the_device(cpu_without_float64):
 
 def test_no_float64_on_a_device_without_it(cpu_without_float64, run_dir, tmp_path, capsys):
     from cpixelcnn import load_run, sample
-    from cpixelcnn.classifier import class_log_likelihoods
+    from cpixelcnn.classifier import class_log_likelihoods, classify
     from cpixelcnn.data import load_dataset, to_model_range
-    from cpixelcnn.classifier import classify
     from cpixelcnn.metrics import dataset_bpd
 
     model, _ = load_run(run_dir)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cpixelcnn import bits_per_dim, dmol_log_prob
+
 from helpers import random_grid_images
 
 mpmath.mp.dps = 50
@@ -24,7 +25,7 @@ def _mp_log_prob(x, params, bits):
         p = [mpmath.mpf(float(v)) for v in params[n, :, i, j]]
         xv = [mpmath.mpf(float(v)) for v in x[n, :, i, j]]
         logits = p[:k_mix]
-        lse = mpmath.log(sum(mpmath.exp(l) for l in logits))
+        lse = mpmath.log(sum(mpmath.exp(logit) for logit in logits))
         total = mpmath.mpf(0)
         for k in range(k_mix):
             prob = mpmath.exp(logits[k] - lse)
@@ -162,6 +163,7 @@ def test_unknown_backend():
 # -- Triton kernel (interpreter mode on CPU, real kernels on a GPU) ------------------------------
 
 from cpixelcnn.ops.dmol import dmol_log_prob_eager, dmol_log_prob_triton  # noqa: E402
+
 from helpers import KERNEL_DEVICE, requires_cuda  # noqa: E402
 
 KERNEL_CASES = [  # (channels, K, bits, B, H, W)

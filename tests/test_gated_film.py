@@ -38,6 +38,7 @@ def test_shape_errors():
 # -- Triton kernel -------------------------------------------------------------------------------
 
 from cpixelcnn.ops.gated_film import gated_film_eager, gated_film_triton  # noqa: E402
+
 from helpers import KERNEL_DEVICE, requires_cuda  # noqa: E402
 
 SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (3, 5, 33, 40), (1, 2, 17, 1)]

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from cpixelcnn import ConditionalPixelCNN
+
 from helpers import random_grid_images, tiny_model
 
 CONDITIONAL_CONFIGS = list(itertools.product(["additive", "film"], ["early", "middle", "late"]))

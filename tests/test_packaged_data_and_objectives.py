@@ -62,11 +62,11 @@ def test_conditioning_learning_rate_scales_only_the_conditioning_path():
 
 
 def test_the_discriminative_term_is_the_bayes_cross_entropy():
-    from helpers import tiny_model
-
     from cpixelcnn.classifier import class_log_likelihoods
     from cpixelcnn.ops.dmol import dmol_log_prob
     from cpixelcnn.training.objectives import joint_loss as _joint_loss
+
+    from helpers import tiny_model
 
     torch.manual_seed(0)
     model = tiny_model(num_classes=3)  # float64, FiLM heads perturbed

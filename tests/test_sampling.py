@@ -7,6 +7,7 @@ import torch
 import cpixelcnn
 from cpixelcnn import dmol_log_prob, sample
 from cpixelcnn.sampling import draw_noise, sample_pixel
+
 from helpers import tiny_model
 
 

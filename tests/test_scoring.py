@@ -13,6 +13,7 @@ from cpixelcnn.cli import main
 from cpixelcnn.data import mutate
 from cpixelcnn.ops.dmol import dmol_log_prob
 from cpixelcnn.scoring import auroc, pixel_bits, score_images
+
 from helpers import tiny_model
 
 

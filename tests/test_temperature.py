@@ -13,6 +13,7 @@ from cpixelcnn.cli import main
 from cpixelcnn.ops.dmol import dmol_log_prob
 from cpixelcnn.ops.dmol_layout import LOG_SCALE_MIN
 from cpixelcnn.sampling import draw_noise, sample_pixel
+
 from helpers import random_grid_images, tiny_model
 
 needs_extension = pytest.mark.skipif(not cpixelcnn.extension_available(), reason="compiled extension not built")

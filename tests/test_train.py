@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from cpixelcnn.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
 from cpixelcnn.training.distributed import Ranks
 from cpixelcnn.training.objectives import finite_step
+
 from helpers import loss_that
 
 TINY = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=6, nr_logistic_mix=2, batch_size=8, log_every=1)

@@ -19,6 +19,7 @@ from cpixelcnn import load_run
 from cpixelcnn.checkpoint import checkpoint_dirs, save_weights
 from cpixelcnn.cli import main
 from cpixelcnn.train import CheckpointWriteFailed, TrainConfig, train
+
 from helpers import loss_that, make_course_layout, make_folders
 
 TINY = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=6, nr_logistic_mix=2, batch_size=8, log_every=1)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from cpixelcnn import ConditionalPixelCNN, dmol_log_prob
+
 from helpers import KERNEL_DEVICE, random_grid_images, requires_cuda, tiny_model
 
 

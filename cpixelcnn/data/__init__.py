@@ -9,14 +9,14 @@
 
 A new format is a module calling :func:`register` and one import line below.
 """
-from cpixelcnn.data.types import MAX_CLASSES, SPLITS, Dataset, DataError, to_grey, to_model_range, to_uint8
-from cpixelcnn.data.registry import FORMATS, HOLDOUT_SEED, DataFormat, Request, data_help, has_split, load_dataset, register, resolve
 from cpixelcnn.data import builtin, cifar, course, folders, packaged  # noqa: F401  (each registers its formats)
+from cpixelcnn.data.augment import augment, mutate
 from cpixelcnn.data.builtin import BUILTIN_CLASSES, builtin_dataset
 from cpixelcnn.data.course import course_class_names, load_course_split
 from cpixelcnn.data.folders import load_image_folder
 from cpixelcnn.data.images import IMAGE_SUFFIXES
-from cpixelcnn.data.augment import augment, mutate
+from cpixelcnn.data.registry import FORMATS, HOLDOUT_SEED, DataFormat, Request, data_help, has_split, load_dataset, register, resolve
+from cpixelcnn.data.types import MAX_CLASSES, SPLITS, DataError, Dataset, to_grey, to_model_range, to_uint8
 
 __all__ = [
     "Dataset", "DataError", "SPLITS", "MAX_CLASSES", "to_model_range", "to_uint8", "to_grey",

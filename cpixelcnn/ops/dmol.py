@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from cpixelcnn.ops.backend import resolve_backend
-from cpixelcnn.ops.dmol_layout import COEFF, LN2 as _LN2, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour  # noqa: F401
-
+from cpixelcnn.ops.dmol_layout import COEFF, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour  # noqa: F401
+from cpixelcnn.ops.dmol_layout import LN2 as _LN2
 
 
 class MixtureParams(NamedTuple):

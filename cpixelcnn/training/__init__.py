@@ -31,9 +31,9 @@ run stands), ``objectives`` (loss, parameter groups, finite-step guard), ``avera
 """
 from cpixelcnn.training.averaging import PolyakAverage
 from cpixelcnn.training.config import ModelConfig, TrainConfig
+from cpixelcnn.training.errors import CheckpointWriteFailed, TrainingDiverged, TrainingInterrupted
 from cpixelcnn.training.run import train
 from cpixelcnn.training.state import TrainingState
-from cpixelcnn.training.errors import CheckpointWriteFailed, TrainingDiverged, TrainingInterrupted
 from cpixelcnn.training.trainer import Trainer
 
 __all__ = ["ModelConfig", "TrainConfig", "TrainingState", "PolyakAverage", "Trainer", "train", "TrainingInterrupted", "TrainingDiverged",
