@@ -14,6 +14,7 @@ A failed build fails the install, naming the cause and the two ways out (fix the
 CPIXELCNN_NO_EXTENSION=1). Install with ``--no-build-isolation`` so the build sees the torch you
 already have (an isolated build would download another one).
 """
+
 import glob
 import os
 import sys
@@ -36,7 +37,6 @@ def discovered_packages() -> list[str]:
     packages = find_packages(where=HERE, include=["cpixelcnn", "cpixelcnn.*"])
     kernels = find_packages(where=os.path.join(HERE, "kernels"))
     return sorted(packages + ["cpixelcnn.kernels"] + [f"cpixelcnn.kernels.{name}" for name in kernels])
-
 
 
 def _say(message):
@@ -80,14 +80,20 @@ def extension_setup():
     include_dirs = []
     if use_cuda:
         if cpp_extension.CUDA_HOME is None:
-            raise SystemExit("cpixelcnn setup: CPIXELCNN_CUDA=1 but no CUDA toolkit was found; set CUDA_HOME to the toolkit's folder (the one holding bin/nvcc)")
+            raise SystemExit(
+                "cpixelcnn setup: CPIXELCNN_CUDA=1 but no CUDA toolkit was found; set CUDA_HOME to the toolkit's folder (the one holding bin/nvcc)"
+            )
         extra["nvcc"] = ["-O3"]
         include_dirs = _toolchain.pip_cuda_include_dirs()  # cuSPARSE/cuBLAS headers of the pip CUDA libraries (ATen/cuda includes them)
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
             os.environ["TORCH_CUDA_ARCH_LIST"] = _toolchain.DEFAULT_CUDA_ARCHS
-            _say(f"no visible GPU: building CUDA code for TORCH_CUDA_ARCH_LIST={_toolchain.DEFAULT_CUDA_ARCHS} (sm_80, sm_90 and PTX for newer GPUs); set it to override")
+            _say(
+                f"no visible GPU: building CUDA code for TORCH_CUDA_ARCH_LIST={_toolchain.DEFAULT_CUDA_ARCHS} (sm_80, sm_90 and PTX for newer GPUs); set it to override"
+            )
         _say(f"building with CUDA sources (CUDA_HOME={cpp_extension.CUDA_HOME}, torch {torch.__version__}, CUDA {torch.version.cuda})")
-        ext = cpp_extension.CUDAExtension("cpixelcnn._C", sources + cuda_sources, define_macros=define_macros, include_dirs=include_dirs, extra_compile_args=extra)
+        ext = cpp_extension.CUDAExtension(
+            "cpixelcnn._C", sources + cuda_sources, define_macros=define_macros, include_dirs=include_dirs, extra_compile_args=extra
+        )
     else:
         if want_cuda == "0":
             reason = "CPIXELCNN_CUDA=0"

@@ -14,6 +14,7 @@ Each mode runs in a fresh process (so one mode's peak cannot hide the other's):
 The same run checks, in float64 on a small model with dropout on, that the loss and every gradient
 are identical with and without checkpointing. ``--smoke``: a small model, one timed step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -134,7 +135,9 @@ def main(argv=None) -> int:
     summary = dict(saved_activation_ratio=ckpt["saved_activation_mb"] / plain["saved_activation_mb"], peak_step_ratio=ckpt["peak_step_mb"] / plain["peak_step_mb"],
                    step_time_ratio=ckpt["step_s"] / plain["step_s"], identical_float64=identical_in_float64())  # fmt: skip
     print(json.dumps(summary))
-    write_results("checkpoint_activations", dict(mode="smoke" if args.smoke else "measured", device_info=device_info(), rows=rows, summary=summary), args.out)
+    write_results(
+        "checkpoint_activations", dict(mode="smoke" if args.smoke else "measured", device_info=device_info(), rows=rows, summary=summary), args.out
+    )
     return 0 if summary["identical_float64"] else 1
 
 

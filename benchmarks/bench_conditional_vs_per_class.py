@@ -17,6 +17,7 @@ and without (``--dropout 0.5 0``); the summary gives the mean and the worst held
     python -m benchmarks.bench_conditional_vs_per_class --data digits --seeds 0 1 2 3 4
     python -m benchmarks.bench_conditional_vs_per_class --smoke    # a few steps: the harness works
 """
+
 from __future__ import annotations
 
 import argparse
@@ -114,8 +115,21 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
         accuracy = (loglik.argmax(1) == test.labels).double().mean().item()
         own = loglik.gather(1, test.labels[:, None])[:, 0]
         bpd = (-own / (dims * math.log(2))).mean().item()
-        row = dict(dataset=dataset, method=method, dropout=dropout, ema=ema, seed=seed, steps=done, accuracy=accuracy, test_bpd=bpd, train_seconds=seconds, n_test=len(test))
-        log(f"{dataset:>11} dropout {dropout:g} seed {seed} {method:>12} steps {done:>5}: held-out accuracy {accuracy:.1%}, bits/dim {bpd:.3f} ({seconds:.0f} s)")
+        row = dict(
+            dataset=dataset,
+            method=method,
+            dropout=dropout,
+            ema=ema,
+            seed=seed,
+            steps=done,
+            accuracy=accuracy,
+            test_bpd=bpd,
+            train_seconds=seconds,
+            n_test=len(test),
+        )
+        log(
+            f"{dataset:>11} dropout {dropout:g} seed {seed} {method:>12} steps {done:>5}: held-out accuracy {accuracy:.1%}, bits/dim {bpd:.3f} ({seconds:.0f} s)"
+        )
         return row
 
     conditional = make(num_classes)
@@ -139,9 +153,18 @@ def run(dataset: str, steps: int, eval_every: int, arch: dict, batch: int, lr: f
         timers["per-class"] += time.perf_counter() - t0
         if done % eval_every == 0 or done == steps:
             cond_eval = averaged(conditional[0])
-            rows.append(evaluate("conditional", lambda x, c: dmol_log_prob(x, cond_eval(x, torch.full((x.shape[0],), c)), bits=cond_eval.bits), done, timers["conditional"]))
+            rows.append(
+                evaluate(
+                    "conditional",
+                    lambda x, c: dmol_log_prob(x, cond_eval(x, torch.full((x.shape[0],), c)), bits=cond_eval.bits),
+                    done,
+                    timers["conditional"],
+                )
+            )
             class_eval = [averaged(m) for m, _, _ in per_class]
-            rows.append(evaluate("per-class", lambda x, c: dmol_log_prob(x, class_eval[c](x, None), bits=class_eval[c].bits), done, timers["per-class"]))
+            rows.append(
+                evaluate("per-class", lambda x, c: dmol_log_prob(x, class_eval[c](x, None), bits=class_eval[c].bits), done, timers["per-class"])
+            )
     return rows
 
 
@@ -184,8 +207,12 @@ def main(argv=None) -> int:
         series = {}
         for r in summary:
             series.setdefault(f"{r['dataset']} {r['method']} dropout {r['dropout']:g}", []).append((r["steps"], 100 * r["mean_accuracy"]))
-        print(f"plot -> {line_chart_png(path.with_suffix('.png'), 'held-out Bayes accuracy at equal total steps (mean over seeds)', series, 'total steps', 'accuracy (%)')}")
-    print(f"\n| data | dropout | steps | conditional: mean / worst acc, bpd | per-class: mean / worst acc, bpd |  ({len(args.seeds)} seeds)\n| --- | --- | --- | --- | --- |")
+        print(
+            f"plot -> {line_chart_png(path.with_suffix('.png'), 'held-out Bayes accuracy at equal total steps (mean over seeds)', series, 'total steps', 'accuracy (%)')}"
+        )
+    print(
+        f"\n| data | dropout | steps | conditional: mean / worst acc, bpd | per-class: mean / worst acc, bpd |  ({len(args.seeds)} seeds)\n| --- | --- | --- | --- | --- |"
+    )
     by_key = {(r["dataset"], r["dropout"], r["steps"], r["method"]): r for r in summary}
     for dataset, dropout, done, method in by_key:
         if method != "conditional":

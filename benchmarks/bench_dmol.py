@@ -1,8 +1,9 @@
 """DMoL log-likelihood: eager vs torch.compile(eager) vs Triton, forward and forward+backward.
 
-    python -m benchmarks.bench_dmol            # GPU: timings, GB/s, % of measured copy bandwidth
-    python -m benchmarks.bench_dmol --smoke    # CPU (default without CUDA): correctness only
+python -m benchmarks.bench_dmol            # GPU: timings, GB/s, % of measured copy bandwidth
+python -m benchmarks.bench_dmol --smoke    # CPU (default without CUDA): correctness only
 """
+
 from __future__ import annotations
 
 import argparse

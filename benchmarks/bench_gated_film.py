@@ -1,8 +1,9 @@
 """Gated-resnet activation + FiLM + residual: eager vs torch.compile(eager) vs Triton.
 
-    python -m benchmarks.bench_gated_film          # GPU: timings, GB/s, % of measured copy bandwidth
-    python -m benchmarks.bench_gated_film --smoke  # CPU (default without CUDA): correctness only
+python -m benchmarks.bench_gated_film          # GPU: timings, GB/s, % of measured copy bandwidth
+python -m benchmarks.bench_gated_film --smoke  # CPU (default without CUDA): correctness only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,13 @@ import sys
 
 from benchmarks import common
 
-GPU_CASES = [(64, 160, 32, 32, "float32"), (64, 160, 32, 32, "bfloat16"), (64, 160, 16, 16, "bfloat16"), (64, 160, 8, 8, "bfloat16"), (16, 160, 64, 64, "bfloat16")]
+GPU_CASES = [
+    (64, 160, 32, 32, "float32"),
+    (64, 160, 32, 32, "bfloat16"),
+    (64, 160, 16, 16, "bfloat16"),
+    (64, 160, 8, 8, "bfloat16"),
+    (16, 160, 64, 64, "bfloat16"),
+]
 SMOKE_CASES = [(2, 3, 5, 7, "float32"), (1, 4, 8, 8, "bfloat16")]
 
 

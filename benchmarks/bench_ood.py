@@ -14,6 +14,7 @@ CLI defaults otherwise): the model, and the background model on the same images 
 the likelihood ratio in bits/dim (lower: out). AUROC per seed, mean and worst over seeds.
 ``--smoke``: one seed, a few steps, fewer images — checks the pipeline, claims nothing.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -18,6 +18,7 @@ conv layers, flips, 1,500 Adam steps) on the same patches: how separable the tas
 Results: JSON (per seed, mean and worst) with device info. One thread per process is what the
 README's figures used (``OMP_NUM_THREADS=1``); accuracy does not depend on it, time does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -135,7 +136,11 @@ def main(argv=None) -> int:
             if args.ceiling:
                 row["cnn_accuracy"] = cnn_accuracy(task, args.size, seed, cnn_steps)
             rows.append(row)
-            print(f"seed {seed}: " + ", ".join(f"{k} {v:.1%}" for k, v in row.items() if k.endswith("accuracy")) + f" ({row['train_seconds']:.0f} s training)")
+            print(
+                f"seed {seed}: "
+                + ", ".join(f"{k} {v:.1%}" for k, v in row.items() if k.endswith("accuracy"))
+                + f" ({row['train_seconds']:.0f} s training)"
+            )
     keys = tuple(k for k in ("raw_accuracy", "averaged_accuracy", "cnn_accuracy") if k in rows[0])
     (summary,) = over_seeds(rows, (), best_of=keys)
     for key in keys:

@@ -13,6 +13,7 @@ The cached sampler's arithmetic is one forward pass, so its figure of merit is
 of the same model and batch (weight norm precomputed, as both samplers do), measured in the same
 run. Cached sampling is the best of two runs where one takes under 5 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,15 @@ from benchmarks import common
 
 MODELS = {"1/40/5": (1, 40, 5), "3/80/10": (3, 80, 10), "5/160/10": (5, 160, 10)}
 GRID = [  # (model, batch, size)
-    ("1/40/5", 1, 32), ("1/40/5", 16, 16), ("1/40/5", 16, 32), ("1/40/5", 64, 32), ("1/40/5", 16, 64),
-    ("3/80/10", 16, 32), ("5/160/10", 1, 32), ("5/160/10", 16, 32), ("5/160/10", 64, 32),
+    ("1/40/5", 1, 32),
+    ("1/40/5", 16, 16),
+    ("1/40/5", 16, 32),
+    ("1/40/5", 64, 32),
+    ("1/40/5", 16, 64),
+    ("3/80/10", 16, 32),
+    ("5/160/10", 1, 32),
+    ("5/160/10", 16, 32),
+    ("5/160/10", 64, 32),
 ]  # fmt: skip  (naive: timed passes until 10 s, extrapolated to H·W passes)
 
 
@@ -32,7 +40,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--target", action="store_true", help="only the target configuration, naive run in full")
-    parser.add_argument("--naive-passes", type=int, default=32, help="at most this many naive forward passes timed per row, stopping after 10 s (0: run naive in full)")
+    parser.add_argument(
+        "--naive-passes",
+        type=int,
+        default=32,
+        help="at most this many naive forward passes timed per row, stopping after 10 s (0: run naive in full)",
+    )
     parser.add_argument("--models", nargs="*", choices=sorted(MODELS), help="only these model sizes")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for the CUDA build of the cached sampler")
     parser.add_argument("--out")
@@ -115,7 +128,9 @@ def _plot(path, rows):
     for method in ("naive_s", "cached_s"):
         label = method.replace("_s", "") + (" (extrapolated)" if method == "naive_s" and rows[0].get("naive_extrapolated") else "")
         series[label] = [(int(r["image"].split("x")[0]), r[method]) for r in rows if r["model"] == "1/40/5" and r["batch"] == 16]
-    png = line_chart_png(path.with_suffix(".png"), "PixelCNN++ sampling on the CPU", series, "image size (H = W)", "seconds for a batch of 16 (1/40/5)", log_y=True)
+    png = line_chart_png(
+        path.with_suffix(".png"), "PixelCNN++ sampling on the CPU", series, "image size (H = W)", "seconds for a batch of 16 (1/40/5)", log_y=True
+    )
     print(f"plot -> {png}")
 
 

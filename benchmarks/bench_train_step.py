@@ -11,6 +11,7 @@ Variants: eager, torch.compile(eager), Triton kernels, torch.compile + Triton.
         # less a timed one).
         # The port's utils.py has one Python 2 line (`print e`): make it `print(e)` in the scratch copy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,12 @@ def main(argv=None) -> int:
     x = (torch.randint(0, 256, (batch, 3, size, size), generator=gen) / 127.5 - 1).to(device)
     y = torch.randint(0, 4, (batch,), generator=gen).to(device)
     rows = []
-    for name, backend, use_compile in (("eager", "eager", False), ("compile", "eager", True), ("triton", "triton", False), ("compile+triton", "triton", True)):
+    for name, backend, use_compile in (
+        ("eager", "eager", False),
+        ("compile", "eager", True),
+        ("triton", "triton", False),
+        ("compile+triton", "triton", True),
+    ):
         torch.manual_seed(0)
         model = ConditionalPixelCNN(dropout=0.0 if smoke else 0.5, backend=backend, **arch).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -176,7 +182,9 @@ def cpu_main(args) -> int:
         first_step[name] = time.perf_counter() - start
         graphs[name] = counters["stats"]["unique_graphs"] - before if "compile" in name else None
         step()
-        print(f"warmed up: {name} (first step {first_step[name]:.1f} s" + (f", {graphs[name]} graphs)" if graphs[name] is not None else ")"), flush=True)
+        print(
+            f"warmed up: {name} (first step {first_step[name]:.1f} s" + (f", {graphs[name]} graphs)" if graphs[name] is not None else ")"), flush=True
+        )
     times = {name: [] for name in variants}
     for r in range(args.rounds):
         for name, step in variants.items():

@@ -5,6 +5,7 @@ excluded) and memory-bound ops are reported against the copy bandwidth measured 
 device in the same run. Without CUDA the scripts run a *smoke* mode: every variant runs once on
 small shapes and is checked against the eager reference; no speed is claimed.
 """
+
 from __future__ import annotations
 
 import os

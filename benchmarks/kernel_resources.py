@@ -16,6 +16,7 @@ wheel: ``spill_bytes`` is its STACK figure.
 Limits, for every entry except float64 ones (reported, not judged): 0 spill bytes and at most
 128 registers per thread. The script exits 1 and names the offenders when one is over.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -151,7 +152,11 @@ def find_nvcc() -> Path | None:
                     return candidate
     except ImportError:
         pass
-    for candidate in (os.environ.get("CPIXELCNN_NVCC"), shutil.which("nvcc"), os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc")):
+    for candidate in (
+        os.environ.get("CPIXELCNN_NVCC"),
+        shutil.which("nvcc"),
+        os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "nvcc"),
+    ):
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     return None
@@ -314,7 +319,9 @@ def main(argv=None) -> int:
     print(f"{'kernel':<24} {'target':<6} {'dtype':<5} {'constexprs':<58} {'regs':>4} {'spill':>5} {'shared':>6} {'occ':>5}")
     for e in entries:
         flags = ",".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in e["constexprs"].items())
-        print(f"{e['kernel']:<24} {e['target']:<6} {e['dtype']:<5} {flags:<58} {e['registers']:>4} {e['spill_bytes']:>5} {e['shared_bytes']:>6} {e['occupancy']:>5.0%}")
+        print(
+            f"{e['kernel']:<24} {e['target']:<6} {e['dtype']:<5} {flags:<58} {e['registers']:>4} {e['spill_bytes']:>5} {e['shared_bytes']:>6} {e['occupancy']:>5.0%}"
+        )
     bad = violations(entries)
     print(f"{len(entries)} entries ({'with' if nvcc else 'without'} CUDA units) in {tools['seconds']} s -> {out}")
     if bad:

@@ -15,6 +15,7 @@
 The resource table (registers, spills, occupancy) is read from benchmarks/results/kernel-resources.json.
 Measured numbers are owed: scripts/gpu_check.sh on a GPU machine.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -3,6 +3,7 @@
 The package works without it (everything has an eager path); features that need it call
 :func:`require_extension`, which says why it is missing and how to build it.
 """
+
 from __future__ import annotations
 
 import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)

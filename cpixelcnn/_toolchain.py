@@ -2,6 +2,7 @@
 
 Imported by ``setup.py`` before torch (standard library only) and by ``cpixelcnn doctor``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +18,13 @@ DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"  # without a visible GPU: A100 / H100, and PT
 
 
 def _is_toolkit(folder: str | None) -> bool:
-    return bool(folder) and os.path.isfile(os.path.join(folder, "bin", "nvcc")) and bool(
-        glob.glob(os.path.join(folder, "include", "cuda_runtime*.h")) or glob.glob(os.path.join(folder, "targets", "*", "include", "cuda_runtime*.h"))
+    return (
+        bool(folder)
+        and os.path.isfile(os.path.join(folder, "bin", "nvcc"))
+        and bool(
+            glob.glob(os.path.join(folder, "include", "cuda_runtime*.h"))
+            or glob.glob(os.path.join(folder, "targets", "*", "include", "cuda_runtime*.h"))
+        )
     )
 
 
@@ -126,6 +132,9 @@ def captured_stdout():
 def first_error(log: str) -> str | None:
     """The first compiler/linker error line of a build log (``#error``, ``error:``, ``fatal error``)."""
     for line in log.splitlines():
-        if re.search(r"(\berror\b:|#error|fatal error|undefined reference|command not found)", line, re.IGNORECASE) and "Error compiling objects" not in line:
+        if (
+            re.search(r"(\berror\b:|#error|fatal error|undefined reference|command not found)", line, re.IGNORECASE)
+            and "Error compiling objects" not in line
+        ):
             return line.strip()
     return None

@@ -5,6 +5,7 @@ Every module of ``benchmarks/`` but ``__init__`` and ``common`` is a benchmark, 
 (default ``["--smoke"]``) and ``--out`` in a temporary folder, so nothing in the checkout changes.
 The benchmarks are not installed with the package: they need the checkout.
 """
+
 from __future__ import annotations
 
 import ast

@@ -15,6 +15,7 @@ engine keeps the input and the DMoL parameters whole and every other activation 
 the few rows live at once (sized by a dry run over the schedule in C++); the CUDA engines take
 every activation whole.
 """
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ Weights are stored with safetensors (no pickle: loading a checkpoint cannot run 
 and step state for resuming training live in ``training_state.pt`` beside them (written by the
 trainer). Every file is written to a temp file and renamed, so a crash never leaves half a file.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,7 +77,9 @@ def check_config(config, path) -> dict:
         if key == "weight_norm" and not isinstance(value, bool):
             raise ValueError(f"{path}: model setting weight_norm must be true or false, got {value!r}")
     if estimated_parameters(model) > MAX_PARAMETERS:
-        raise ValueError(f"{path}: the model would have about {estimated_parameters(model):,} parameters, more than {MAX_PARAMETERS:,}; the file is not a sensible run")
+        raise ValueError(
+            f"{path}: the model would have about {estimated_parameters(model):,} parameters, more than {MAX_PARAMETERS:,}; the file is not a sensible run"
+        )
     names = config.get("class_names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{path}: 'class_names' must be a list of strings")

@@ -4,6 +4,7 @@ the command line, the demo, validation, scoring and the Python API use.
 Input convention, everywhere: images (N, C, H, W) either uint8 (as data sets hold them; converted
 to the model's float dtype chunk by chunk) or floating point already on the model's 2^bits grid of
 [-1, 1]. Log-likelihoods are float64, in nats, on the host."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Commands: train, sample, complete, classify, evaluate, score, demo, bench, import, doctor. Errors a user can cause print
 one line ``cpixelcnn: error: …`` and exit with status 2; Ctrl-C exits 130 (training saves first).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -250,7 +251,9 @@ def _csv(rows: list[dict]) -> str:
 def _cmd_demo(args) -> int:
     from cpixelcnn.demo import run_demo
 
-    run_demo(out_dir=args.out, seconds=args.seconds, max_steps=args.max_steps, seed=args.seed, data=args.data, samples_per_class=args.samples_per_class)
+    run_demo(
+        out_dir=args.out, seconds=args.seconds, max_steps=args.max_steps, seed=args.seed, data=args.data, samples_per_class=args.samples_per_class
+    )
     return 0
 
 
@@ -276,7 +279,9 @@ def _cmd_import(args) -> int:
         if not is_run(out):
             claim(out, "import")  # raises: not ours
         if not args.replace:
-            raise RunDirError(f"--out {out} already holds a cpixelcnn run: pass --replace to replace it whole (weights, EMA, state, checkpoints), or choose another --out")
+            raise RunDirError(
+                f"--out {out} already holds a cpixelcnn run: pass --replace to replace it whole (weights, EMA, state, checkpoints), or choose another --out"
+            )
     arch = dict(nr_resnet=args.nr_resnet, nr_filters=args.nr_filters, nr_logistic_mix=args.nr_mix, in_channels=args.in_channels)
     model = import_pixelcnnpp(args.checkpoint, **{k: v for k, v in arch.items() if v is not None})
     extra = {"imported_from": "pixelcnnpp", "source": str(args.checkpoint), "note": PORT_NOTE}
@@ -310,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cpixelcnn", description="Fast, exact class-conditional PixelCNN++")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser("train", help="train a model; writes a run directory")
-    add_arguments(t, with_defaults=False)  # generated from TrainConfig: one declaration per setting; what is not given is absent (defaults or a preset fill it)
+    add_arguments(
+        t, with_defaults=False
+    )  # generated from TrainConfig: one declaration per setting; what is not given is absent (defaults or a preset fill it)
     t.add_argument("--preset", choices=sorted(PRESETS), help="a published recipe; it fills in the settings not given on the command line")
     t.set_defaults(func=_cmd_train)
     _add_model_commands(sub)

@@ -7,6 +7,7 @@ downloaded) with a 1/32/5 conditional model — a minute of CPU time gives a Bay
 procedural shapes instead (16×16 colour); see the README for why a short run does not classify
 those well. It runs the same code as ``cpixelcnn train / sample / classify``.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -67,7 +68,9 @@ def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_
     labels = torch.arange(len(names)).repeat_interleave(samples_per_class)
     t0 = time.monotonic()
     method = fastest_method(model)
-    grid_path, samples = write_sample_grid(out_dir / "samples.png", model, samples_per_class, size, seed=seed, scale=4 if size >= 16 else 8, method=method)
+    grid_path, samples = write_sample_grid(
+        out_dir / "samples.png", model, samples_per_class, size, seed=seed, scale=4 if size >= 16 else 8, method=method
+    )
     sample_seconds = time.monotonic() - t0
 
     # do the samples look like their class? The Bayes classifier's verdict on each generated image
@@ -78,7 +81,9 @@ def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_
     report = classification_report(predicted, test.labels, names)
     chance = 1 / len(names)
     log(f"held-out bits/dim {test_bpd:.3f} (an untrained model: about {UNTRAINED_BPD:.0f})")
-    log(f"sampled {samples.shape[0]} images ({method} sampler), one row of {samples_per_class} per class ({', '.join(names)}), in {sample_seconds:.2f} s -> {grid_path}")
+    log(
+        f"sampled {samples.shape[0]} images ({method} sampler), one row of {samples_per_class} per class ({', '.join(names)}), in {sample_seconds:.2f} s -> {grid_path}"
+    )
     log(f"Bayes classifier on {len(test)} held-out images: accuracy {report['accuracy']:.1%} (chance {chance:.0%})")
     log("  per class: " + ", ".join(f"{k} {v:.0%}" for k, v in report["per_class_accuracy"].items() if v is not None))
     log(f"sample accuracy {sample_accuracy:.1%}: the share of the samples that the Bayes classifier assigns to the class they were drawn for")
@@ -87,5 +92,7 @@ def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_
                   per_class_accuracy=report["per_class_accuracy"], confusion_matrix=report["confusion_matrix"], classes=names,
                   samples=str(grid_path), sample_seconds=sample_seconds, sample_accuracy=sample_accuracy, samples_per_class=samples_per_class,
                   run_dir=str(run_dir), image_size=size, channels=channels)  # fmt: skip
-    log(f"report -> {atomic_write_json(out_dir / 'report.json', result)}; model -> {run_dir} (try: cpixelcnn sample --checkpoint {run_dir} --out grid.png)")
+    log(
+        f"report -> {atomic_write_json(out_dir / 'report.json', result)}; model -> {run_dir} (try: cpixelcnn sample --checkpoint {run_dir} --out grid.png)"
+    )
     return result

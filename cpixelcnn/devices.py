@@ -8,6 +8,7 @@ float64 results are the same as on the CPU. Deliberate float64 math is marked wi
 :func:`float64_math` (its inputs moved by :func:`to_float64`), so a test can fail every other
 float64 allocation.
 """
+
 from __future__ import annotations
 
 import contextlib

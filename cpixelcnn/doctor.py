@@ -8,6 +8,7 @@ capability, which compiled pieces are present (and why any is missing), then run
 and the CUDA sampler's kernels under CPU emulation; the checks that need a GPU say they were skipped.
 Verdicts on a CUDA device are remembered for ``auto`` (:mod:`cpixelcnn.trust`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,9 +78,13 @@ def environment() -> dict:
         "device": "cpu",
         "device_name": _cpu_name(),
         "compute_capability": None,
-        "extension": {"built": _C is not None, "why_missing": IMPORT_ERROR,
-                      "cpu_sampler": hasattr(_C, "cached_sample"), "cuda_sampler": hasattr(_C, "cached_sample_cuda"),
-                      "cuda_emulated_sampler": hasattr(_C, "cached_sample_emulated")},  # fmt: skip
+        "extension": {
+            "built": _C is not None,
+            "why_missing": IMPORT_ERROR,
+            "cpu_sampler": hasattr(_C, "cached_sample"),
+            "cuda_sampler": hasattr(_C, "cached_sample_cuda"),
+            "cuda_emulated_sampler": hasattr(_C, "cached_sample_emulated"),
+        },  # fmt: skip
         "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
     }
     if torch.cuda.is_available():
@@ -121,13 +126,18 @@ def _print(report: dict) -> None:
     print(f"  {'device':<20} {env['device']}: {env['device_name']}{capability}")
     if ext["built"]:
         pieces = [name for name in ("cpu_sampler", "cuda_sampler", "cuda_emulated_sampler") if ext[name]]
-        print(f"  {'compiled extension':<20} built: {', '.join(pieces)}" + ("" if ext["cuda_sampler"] else " (no CUDA part: built without a CUDA torch and toolkit)"))
+        print(
+            f"  {'compiled extension':<20} built: {', '.join(pieces)}"
+            + ("" if ext["cuda_sampler"] else " (no CUDA part: built without a CUDA torch and toolkit)")
+        )
     else:
         print(f"  {'compiled extension':<20} MISSING: {ext['why_missing']}")
     print(f"  {'triton mode':<20} {'interpreter (no GPU)' if env['triton_interpret'] else 'compiled kernels'}")
     print("self-checks against the eager reference:")
     for c in report["checks"]:
-        figures = f"error {c['error']:.3g} (tolerance {c['tolerance']:.3g}), {c['seconds']:.2f} s" if c["error"] is not None else f"{c['seconds']:.2f} s"
+        figures = (
+            f"error {c['error']:.3g} (tolerance {c['tolerance']:.3g}), {c['seconds']:.2f} s" if c["error"] is not None else f"{c['seconds']:.2f} s"
+        )
         print(f"  [{c['status']:>4}] {c['name']:<28} {figures if c['status'] != 'skip' else ''} {c['detail']}".rstrip())
     print("all checks passed" if report["passed"] else "SOME CHECKS FAILED: the failing fast paths are not used by 'auto'")
 

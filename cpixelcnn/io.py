@@ -1,4 +1,5 @@
 """File output that never leaves a half-written file: write to a temp file, then rename."""
+
 from __future__ import annotations
 
 import io

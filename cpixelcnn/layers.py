@@ -6,6 +6,7 @@ and to the left, so it sees rows ≤ i and, in row i, columns ≤ j. Shifting th
 (or column) turns "≤" into "<". Layer shapes and padding follow the public PyTorch port
 (pclucas14/pixel-cnn-pp) so its checkpoints map onto these layers one to one.
 """
+
 from __future__ import annotations
 
 import torch
@@ -78,9 +79,7 @@ class _ShiftedConvTranspose2d(nn.Module):
         self.kernel_size = tuple(kernel_size)
         self.crop_left = crop_left
         # weight (Cin, Cout, kh, kw): normalise per output channel (dim 1)
-        self.deconv = maybe_weight_norm(
-            nn.ConvTranspose2d(in_channels, out_channels, self.kernel_size, stride, output_padding=1), weight_norm, dim=1
-        )
+        self.deconv = maybe_weight_norm(nn.ConvTranspose2d(in_channels, out_channels, self.kernel_size, stride, output_padding=1), weight_norm, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kh, kw = self.kernel_size
@@ -126,7 +125,16 @@ class GatedResnet(nn.Module):
     reading the class vector starts at zero so the block is label-independent at init.
     """
 
-    def __init__(self, nr_filters: int, conv: type, skip_inputs: int = 0, dropout: float = 0.5, condition: str | None = None, cond_dim: int = 0, weight_norm: bool = True):
+    def __init__(
+        self,
+        nr_filters: int,
+        conv: type,
+        skip_inputs: int = 0,
+        dropout: float = 0.5,
+        condition: str | None = None,
+        cond_dim: int = 0,
+        weight_norm: bool = True,
+    ):
         super().__init__()
         f = nr_filters
         self.conv_in = conv(2 * f, f, weight_norm=weight_norm)

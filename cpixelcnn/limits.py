@@ -1,5 +1,6 @@
 """Ranges of the numeric settings a user gives (flags and TrainConfig fields alike), checked before
 anything is allocated: far beyond any sensible run, far below what would exhaust memory by accident."""
+
 from __future__ import annotations
 
 import math
@@ -18,5 +19,10 @@ def check_range(name: str, value, flag: str | None = None) -> None:
         return
     low, high = RANGES[name]
     flag = flag or f"--{name.replace('_', '-')}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
+        or not low <= value <= high
+    ):
         raise ValueError(f"{flag} must be >= {low} and <= {high}, got {value!r}")

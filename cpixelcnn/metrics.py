@@ -8,6 +8,7 @@ with symmetric eigendecompositions in float64 (negative eigenvalues from roundin
 covariances are singular or nearly so — where ``scipy.linalg.sqrtm(Σ₁ Σ₂)`` returns complex
 values (the failure seen with few, low-variance samples).
 """
+
 from __future__ import annotations
 
 import os
@@ -50,7 +51,12 @@ def classification_report(predicted: torch.Tensor, labels: torch.Tensor, class_n
     confusion = torch.zeros(n, n, dtype=torch.long)
     confusion.index_put_((labels.long(), predicted.long()), torch.ones_like(labels, dtype=torch.long), accumulate=True)
     per_class = {name: (confusion[c, c] / confusion[c].sum()).item() if confusion[c].sum() else None for c, name in enumerate(class_names)}
-    return {"accuracy": (predicted == labels).sum().item() / max(1, labels.shape[0]), "n": int(labels.shape[0]), "per_class_accuracy": per_class, "confusion_matrix": confusion.tolist()}
+    return {
+        "accuracy": (predicted == labels).sum().item() / max(1, labels.shape[0]),
+        "n": int(labels.shape[0]),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }
 
 
 def _sym_sqrt(matrix: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ discretized-logistic-mixture parameters of every pixel.
 Class conditioning (van den Oord et al. 2016; FiLM, Perez et al. 2018) acts inside gated resnets
 through :func:`cpixelcnn.ops.gated_film.gated_film`; ``fusion`` picks which of them get it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -199,7 +200,10 @@ class ConditionalPixelCNN(nn.Module):
 
         down_depths = [nr_resnet, nr_resnet + 1, nr_resnet + 1]
         self.down_stages = nn.ModuleList(
-            [DownStage(n, condition=stage_condition(fusion == "middle" or (fusion == "late" and s == 2)), **stage_kw) for s, n in enumerate(down_depths)]
+            [
+                DownStage(n, condition=stage_condition(fusion == "middle" or (fusion == "late" and s == 2)), **stage_kw)
+                for s, n in enumerate(down_depths)
+            ]
         )
         self.upsize_u = nn.ModuleList([DownShiftedConvTranspose2d(f, f, (2, 3), weight_norm=wn) for _ in range(2)])
         self.upsize_ul = nn.ModuleList([DownRightShiftedConvTranspose2d(f, f, (2, 2), weight_norm=wn) for _ in range(2)])

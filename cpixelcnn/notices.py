@@ -1,4 +1,5 @@
 """Warnings a user should see once per process: a feature falling back to a slower path."""
+
 from __future__ import annotations
 
 import warnings

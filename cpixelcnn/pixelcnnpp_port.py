@@ -12,6 +12,7 @@ own parametrisation — so outputs agree to float32 rounding.
 Where we differ by design (and the importer says so): our gated-resnet dropout is element-wise
 as in the paper, the port's is channel-wise ``Dropout2d``. It only matters when training on.
 """
+
 from __future__ import annotations
 
 import os
@@ -106,7 +107,9 @@ def _effective_weight(port_path: str, kind: str, parts: dict[str, torch.Tensor])
     return w[:, :, None, None] if kind == "linear" else w  # Linear over channels == 1x1 conv
 
 
-def port_state_dict_shapes(nr_resnet: int, nr_filters: int, nr_logistic_mix: int, in_channels: int = 3, nin_weight_norm: bool = True) -> dict[str, tuple[int, ...]]:
+def port_state_dict_shapes(
+    nr_resnet: int, nr_filters: int, nr_logistic_mix: int, in_channels: int = 3, nin_weight_norm: bool = True
+) -> dict[str, tuple[int, ...]]:
     """The port's state-dict keys and shapes for an architecture (``weight_g``/``weight_v`` naming).
 
     Conv weights are (out, in, kh, kw); transposed convs (in, out, kh, kw) with ``weight_g`` per
@@ -178,7 +181,9 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict:
         raise PortImportError(f"shape mismatch at 'u_init.conv.weight_v': expected a 4-D conv weight, got {u_init}")
     nr_filters, in_channels = u_init[0], u_init[1] - 1
     if in_channels not in (1, 3):
-        raise PortImportError(f"shape mismatch at 'u_init.conv.weight_v': {u_init[1]} input channels means {in_channels} image channels (1 or 3 supported)")
+        raise PortImportError(
+            f"shape mismatch at 'u_init.conv.weight_v': {u_init[1]} input channels means {in_channels} image channels (1 or 3 supported)"
+        )
     out_key = "nin_out.lin_a.weight_v" if "nin_out.lin_a.weight_v" in state else "nin_out.lin_a.weight"
     if out_key not in state:
         raise PortImportError("missing key 'nin_out.lin_a.weight_v': cannot infer the number of mixtures")

@@ -1,5 +1,6 @@
 """Figures with matplotlib (Agg backend: no display needed): the training curve and the benchmarks'
 charts. Every PNG is written atomically (temp file, then rename)."""
+
 from __future__ import annotations
 
 import io
@@ -73,7 +74,9 @@ def bar_chart_png(path: str | Path, title: str, rows: list[dict], label_key: str
     return _save(fig, path)
 
 
-def line_chart_png(path: str | Path, title: str, series: dict[str, list[tuple[float, float]]], x_label: str, y_label: str, log_y: bool = False) -> Path:
+def line_chart_png(
+    path: str | Path, title: str, series: dict[str, list[tuple[float, float]]], x_label: str, y_label: str, log_y: bool = False
+) -> Path:
     """One line with markers per entry of ``series`` (label → [(x, y), ...])."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))

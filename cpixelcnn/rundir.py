@@ -9,6 +9,7 @@ overwritten or deleted. :class:`RunLock` is an exclusive ``flock`` on ``RUN/.loc
 life of a writer: the operating system releases it when the process dies (``kill -9`` leaves no
 stale lock), and a second writer is refused naming the holder's pid and host.
 """
+
 from __future__ import annotations
 
 import errno
@@ -155,7 +156,9 @@ class RunLock:
             holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "unknown process"
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunDirError(f"{self.path.parent} is being written by another process ({holder}); wait for it to finish or choose another --out") from None
+                raise RunDirError(
+                    f"{self.path.parent} is being written by another process ({holder}); wait for it to finish or choose another --out"
+                ) from None
             raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)

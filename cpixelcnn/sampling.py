@@ -26,6 +26,7 @@ reference, one forward pass per pixel, or the cached sampler; ``auto`` is :func:
 and, for the cached sampler, ``engine`` (:data:`ENGINES`: the C++ loop on the CPU, the CUDA
 kernels, or those kernels emulated on the CPU; ``auto`` picks by the model's device).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

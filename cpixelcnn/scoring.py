@@ -8,6 +8,7 @@ detector is shown. The likelihood ratio is LLR(x) = log p(x) − log p_backgroun
 bits per dimension as ``bpd_background − bpd`` (higher: more like the training data, beyond what
 the background model's generic statistics explain).
 """
+
 from __future__ import annotations
 
 import math

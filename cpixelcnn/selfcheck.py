@@ -6,6 +6,7 @@ runs them all; :mod:`cpixelcnn.trust` runs the one a CUDA device needs before ``
 On a CPU the Triton kernels can only run in Triton's interpreter (``TRITON_INTERPRET=1``, set
 before the kernels are imported); :func:`run_checks` says when they were skipped and why.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -160,7 +161,11 @@ def run_checks(device: torch.device) -> list[CheckResult]:
             results.append(CheckResult(f"cached-sampler-{engine}", None, detail=f"the compiled extension is not available ({IMPORT_ERROR})"))
             continue
         if not engine_available(engine):
-            results.append(CheckResult(f"cached-sampler-{engine}", None, detail="the extension was built without this engine (no CUDA torch/toolkit at build time)"))
+            results.append(
+                CheckResult(
+                    f"cached-sampler-{engine}", None, detail="the extension was built without this engine (no CUDA torch/toolkit at build time)"
+                )
+            )
             continue
         results.append(check_cached_sampler(device, engine))
     if device.type == "cpu":

@@ -7,6 +7,7 @@ first ``auto`` use on a new device runs the few-second check once and says so; a
 makes ``auto`` fall back to the eager path with one warning per process. A backend or method
 asked for by name is never gated. ``cpixelcnn doctor`` records its verdicts here too.
 """
+
 from __future__ import annotations
 
 import functools

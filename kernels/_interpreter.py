@@ -6,6 +6,7 @@ refuses for arrays with a dimension ("only 0-dimensional arrays can be converted
 scalars"). Triton 3.5 and later read ``int(array.squeeze())``; :func:`mend` gives the older
 interpreters that same reading. Compiled (GPU) kernels never go through this code.
 """
+
 from __future__ import annotations
 
 import inspect

@@ -5,6 +5,7 @@ Each kernels module lists every specialization its launchers can produce (``spec
 The launchers take their block sizes and warps from the same module constants, so the list and
 the launches cannot drift apart.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

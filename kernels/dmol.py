@@ -12,6 +12,7 @@ space, log-scales clamped at LOG_SCALE_MIN (-7; the layout is cpixelcnn/ops/dmol
 ``log1p``/``expm1`` are written with the Goldberg/Kahan tricks on ``log``/``exp``, which are
 accurate to a few ulps and run in the interpreter as well as on the GPU.
 """
+
 from __future__ import annotations
 
 import math
@@ -196,7 +197,9 @@ def dmol_bwd_kernel(x_ptr, p_ptr, grad_ptr, lse_mix_ptr, lse_logit_ptr, dp_ptr, 
     lse_mix = _load(lse_mix_ptr + offs, mask, F64)
     lse_logit = _load(lse_logit_ptr + offs, mask, F64)
     for k in range(K):
-        logit, comp, dm0, dls0, dm1, dls1, dm2, dls2, c_r, c_g, c_b = _component(p_ptr + p_off, k, K, hw, mask, x0, x1, x2, half_bin, log_bin_width, C, F64)
+        logit, comp, dm0, dls0, dm1, dls1, dm2, dls2, c_r, c_g, c_b = _component(
+            p_ptr + p_off, k, K, hw, mask, x0, x1, x2, half_bin, log_bin_width, C, F64
+        )
         responsibility = tl.exp(logit + comp - lse_mix)
         gr = g * responsibility
         tl.store(dp_base + k * hw, (g * (responsibility - tl.exp(logit - lse_logit))).to(out_ty), mask=mask)
@@ -238,7 +241,9 @@ def dmol_forward(x: torch.Tensor, params: torch.Tensor, bits: int) -> tuple[torc
     return out, lse_mix, lse_logit
 
 
-def dmol_backward(x: torch.Tensor, params: torch.Tensor, grad: torch.Tensor, lse_mix: torch.Tensor, lse_logit: torch.Tensor, bits: int) -> torch.Tensor:
+def dmol_backward(
+    x: torch.Tensor, params: torch.Tensor, grad: torch.Tensor, lse_mix: torch.Tensor, lse_logit: torch.Tensor, bits: int
+) -> torch.Tensor:
     """d(sum(grad · log p)) / d(params): (B, n_out, H, W) in params' dtype."""
     n, hw, k, half_bin, log_width, c, f64 = _launch_args(x, params, bits)
     dparams = torch.empty_like(params)
@@ -259,6 +264,15 @@ def specializations(dtypes=PARAM_DTYPES):
             constexprs = {"C": channels, "F64": dtype == torch.float64, "BLOCK": BLOCK}
             flags = {name: "constexpr" for name in constexprs}
             fwd = {"x_ptr": compute, "p_ptr": params, "out_ptr": compute, "lse_mix_ptr": compute, "lse_logit_ptr": compute, **scalars, **flags}
-            bwd = {"x_ptr": compute, "p_ptr": params, "grad_ptr": compute, "lse_mix_ptr": compute, "lse_logit_ptr": compute, "dp_ptr": params, **scalars, **flags}
+            bwd = {
+                "x_ptr": compute,
+                "p_ptr": params,
+                "grad_ptr": compute,
+                "lse_mix_ptr": compute,
+                "lse_logit_ptr": compute,
+                "dp_ptr": params,
+                **scalars,
+                **flags,
+            }
             yield Specialization(dmol_fwd_kernel, fwd, constexprs, NUM_WARPS, NUM_STAGES, dtype)
             yield Specialization(dmol_bwd_kernel, bwd, constexprs, NUM_WARPS, NUM_STAGES, dtype)

@@ -8,6 +8,7 @@ over H×W inside the kernel — one program per (sample, channel) loops over the
 reduction needs no atomics and is deterministic; d(x) is the incoming gradient itself.
 Math in float32 (float64 when the inputs are float64).
 """
+
 from __future__ import annotations
 
 import torch

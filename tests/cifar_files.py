@@ -5,6 +5,7 @@ values are SHORT_BINSTRING/BINSTRING opcodes (bytes under ``encoding="bytes"``),
 ``numpy.core.multiarray._reconstruct`` + ``ndarray.__setstate__`` with the raw pixel bytes. Python 3's
 pickle cannot write that (it writes bytes through ``_codecs.encode``), so the opcodes are emitted here.
 """
+
 import struct
 from pathlib import Path
 

@@ -4,6 +4,7 @@ The suite runs against whichever cpixelcnn is importable: the checkout's (an edi
 README command 2) or an installed wheel (CI's installed phase copies tests/ out of the checkout and
 sets CPIXELCNN_EXPECT_INSTALLED=1, which fails the run unless the package comes from site-packages).
 """
+
 import os
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 """Helpers shared by the tests (fixtures are in conftest.py): small models and images, data
 layouts written to disk, and losses that misbehave on cue (injected through the Trainer)."""
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +15,19 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def tiny_model(in_channels=3, num_classes=4, conditioning="film", fusion="middle", embedding="onehot", nr_resnet=1, nr_filters=4, nr_logistic_mix=2, dtype=torch.float64, perturb=True, **kw):
+def tiny_model(
+    in_channels=3,
+    num_classes=4,
+    conditioning="film",
+    fusion="middle",
+    embedding="onehot",
+    nr_resnet=1,
+    nr_filters=4,
+    nr_logistic_mix=2,
+    dtype=torch.float64,
+    perturb=True,
+    **kw,
+):
     """A small model in float64 with dropout off; ``perturb`` makes the conditioning heads
     non-zero so the label actually changes the output."""
     model = ConditionalPixelCNN(
@@ -33,7 +46,7 @@ def tiny_model(in_channels=3, num_classes=4, conditioning="film", fusion="middle
 def random_grid_images(b, c, h, w, bits=8, dtype=torch.float64, generator=None):
     levels = 2**bits
     idx = torch.randint(0, levels, (b, c, h, w), generator=generator)
-    return (idx.to(dtype) * 2 / (levels - 1) - 1)
+    return idx.to(dtype) * 2 / (levels - 1) - 1
 
 
 def make_course_layout(root, n_per_split=(8, 4, 4), size=12):

@@ -1,5 +1,6 @@
 """Every malformed file or flag ends in one line and exit 2, never a traceback, and changes no file
 that existed before the command. Fixed cases for what was found, then generated ones (hypothesis)."""
+
 import json
 import shutil
 import tempfile
@@ -81,7 +82,9 @@ def test_numeric_flags_have_ranges(good_run, tmp_path, capsys, argv, message):
     assert message in _fails_in_one_line([argv[0], "--checkpoint", str(good_run), *argv[1:], *extra], capsys, tmp_path)
 
 
-@pytest.mark.parametrize("flag,value", [("--image-size", "1000000"), ("--batch-size", "0"), ("--nr-filters", "100000"), ("--lr", "nan"), ("--epochs", "0")])
+@pytest.mark.parametrize(
+    "flag,value", [("--image-size", "1000000"), ("--batch-size", "0"), ("--nr-filters", "100000"), ("--lr", "nan"), ("--epochs", "0")]
+)
 def test_train_flags_have_ranges(tmp_path, capsys, flag, value):
     line = _fails_in_one_line(["train", "--data", "demo", "--out", str(tmp_path / "run"), flag, value], capsys, tmp_path)
     assert flag in line

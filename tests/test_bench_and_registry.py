@@ -1,5 +1,6 @@
 """What a newcomer extends: a benchmark is a module in benchmarks/ (found, with its smoke arguments),
 a data format is a module that registers itself (the CLI's help and errors follow)."""
+
 import ast
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """The benchmark scripts stay runnable: smoke mode on CPU checks every variant against the reference."""
+
 import json
 import subprocess
 import sys
@@ -10,10 +11,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class", "checkpoint_activations", "ood", "photo_task"])
+@pytest.mark.parametrize(
+    "name", ["dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class", "checkpoint_activations", "ood", "photo_task"]
+)
 def test_benchmark_smoke(name, tmp_path):
     out = tmp_path / f"{name}.json"
-    proc = subprocess.run([sys.executable, "-m", f"benchmarks.bench_{name}", "--smoke", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.bench_{name}", "--smoke", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["mode"] == "smoke" and result["device_info"]["torch"]
@@ -24,7 +29,11 @@ def test_benchmark_smoke(name, tmp_path):
         assert all(0 <= row["accuracy"] <= 1 and 0 < row["test_bpd"] < 16 for row in result["rows"])
         assert {(row["dropout"], row["seed"]) for row in result["rows"]} == {(0.5, 0), (0.5, 1), (0.0, 0), (0.0, 1)}
         for s in result["summary"]:  # mean and worst over the seeds
-            accs = [r["accuracy"] for r in result["rows"] if (r["dataset"], r["dropout"], r["steps"], r["method"]) == (s["dataset"], s["dropout"], s["steps"], s["method"])]
+            accs = [
+                r["accuracy"]
+                for r in result["rows"]
+                if (r["dataset"], r["dropout"], r["steps"], r["method"]) == (s["dataset"], s["dropout"], s["steps"], s["method"])
+            ]
             assert s["seeds"] == 2 and s["worst_accuracy"] == min(accs) and abs(s["mean_accuracy"] - sum(accs) / 2) < 1e-12
     elif name == "ood":
         assert {(r["in_set"], r["out_set"]) for r in result["rows"]} == {(i, o) for i, outs in bench_ood_tasks().items() for o in outs}

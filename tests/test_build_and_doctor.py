@@ -1,5 +1,6 @@
 """The build (no forced language standard, loud failures, CUDA defaults), `cpixelcnn doctor`, and
 the rule that `auto` trusts a fast path on a device only after its self-check passed there."""
+
 import ast
 import json
 import os
@@ -29,7 +30,9 @@ def test_setup_forces_no_language_standard(source_tree):
 def test_a_failing_build_stops_the_install_naming_the_cause_and_the_ways_out(tmp_path, source_tree):
     """A compiler that fails must fail the build (exit != 0) with its first error and both ways out."""
     fake = tmp_path / "fake-cxx"
-    fake.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = "-c" ] && { echo "fake.cpp:1:2: error: synthetic compiler failure"; exit 1; }; done\nexec c++ "$@"\n')
+    fake.write_text(
+        '#!/bin/sh\nfor a in "$@"; do [ "$a" = "-c" ] && { echo "fake.cpp:1:2: error: synthetic compiler failure"; exit 1; }; done\nexec c++ "$@"\n'
+    )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CPIXELCNN_")}
     env.update(CXX=str(fake), CPIXELCNN_CUDA="0", MAX_JOBS="1")
@@ -74,7 +77,9 @@ def test_toolkit_release_is_read_from_nvcc_and_compared_by_major(tmp_path):
 
 
 def test_first_error_quotes_the_compiler():
-    log = "[1/3] c++ -c a.cpp\nFAILED: a.o\ntorch/include/c10/macros.h:5:2: #error C++20 or later compatible compiler is required\nninja: build stopped"
+    log = (
+        "[1/3] c++ -c a.cpp\nFAILED: a.o\ntorch/include/c10/macros.h:5:2: #error C++20 or later compatible compiler is required\nninja: build stopped"
+    )
     assert "C++20 or later" in _toolchain.first_error(log)
 
 

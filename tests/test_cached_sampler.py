@@ -1,4 +1,5 @@
 """The cached incremental sampler gives the naive sampler's images."""
+
 import itertools
 
 import pytest
@@ -126,7 +127,9 @@ from helpers import requires_cuda  # noqa: E402
 def test_emulated_float32_params_match_a_full_forward():
     model = tiny_model(nr_filters=8, nr_resnet=2, nr_logistic_mix=4, dtype=torch.float32)
     labels = torch.tensor([2, 0])
-    images, params = cached_sample(model, labels, 2, 8, 8, draw_noise(2, 3, 8, 8, torch.Generator().manual_seed(4)), return_params=True, engine="cuda-emulated")
+    images, params = cached_sample(
+        model, labels, 2, 8, 8, draw_noise(2, 3, 8, 8, torch.Generator().manual_seed(4)), return_params=True, engine="cuda-emulated"
+    )
     with torch.no_grad():
         full = model(images, labels)
     assert ((params - full).abs().max() / full.abs().max()).item() < 1e-5

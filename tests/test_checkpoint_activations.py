@@ -1,5 +1,6 @@
 """--checkpoint-activations: recomputing the gated resnets in the backward pass gives the same loss
 and gradients (float64, dropout on: the masks are redrawn identically) and keeps fewer activations."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """CIFAR-10/100 loaders on files written in exactly the published formats (tests/cifar_files.py)."""
+
 import json
 import pickle
 
@@ -86,7 +87,9 @@ def test_holdout_is_reproducible_disjoint_and_complete(tmp_path):
 
 
 def test_missing_files_say_what_to_fetch_and_that_nothing_downloads(tmp_path):
-    with pytest.raises(DataError, match=r"nothing is downloaded: fetch and unpack either cifar-10-batches-py/ .*cifar-10-python.tar.gz.*cifar-10-binary.tar.gz"):
+    with pytest.raises(
+        DataError, match=r"nothing is downloaded: fetch and unpack either cifar-10-batches-py/ .*cifar-10-python.tar.gz.*cifar-10-binary.tar.gz"
+    ):
         load_cifar("cifar10", tmp_path, "train")
     with pytest.raises(DataError, match="has no validation split .* --val-split N"):
         load_cifar("cifar10", tmp_path, "validation")
@@ -156,7 +159,9 @@ def test_train_on_cifar_with_a_held_out_split_then_classify_the_test_split(tmp_p
     assert json.loads(capsys.readouterr().out)["n"] == 3
 
 
-@pytest.mark.parametrize("value, message", [("0", "--val-split must be one of"), ("-3", "--val-split must be one of"), ("abc", "--val-split must be one of")])
+@pytest.mark.parametrize(
+    "value, message", [("0", "--val-split must be one of"), ("-3", "--val-split must be one of"), ("abc", "--val-split must be one of")]
+)
 def test_a_bad_val_split_is_one_line(tmp_path, capsys, value, message):
     from cpixelcnn.cli import main
 

@@ -1,4 +1,5 @@
 """End-to-end CLI runs in a temp dir: train, resume, sample, classify, evaluate, and their errors."""
+
 import json
 import subprocess
 import sys
@@ -48,7 +49,28 @@ def test_complete_writes_original_kept_and_one_completion_per_class(run_dir, tmp
     from PIL import Image
 
     out = tmp_path / "complete.png"
-    assert main(["complete", "--checkpoint", str(run_dir), "--data", "demo", "--split", "validation", "--rows", "3", "--n", "2", "--out", str(out), "--scale", "1"]) == 0
+    assert (
+        main(
+            [
+                "complete",
+                "--checkpoint",
+                str(run_dir),
+                "--data",
+                "demo",
+                "--split",
+                "validation",
+                "--rows",
+                "3",
+                "--n",
+                "2",
+                "--out",
+                str(out),
+                "--scale",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "2 images, top 3 of 8 rows kept, columns: original | kept | stripes, checker, disc, diagonal" in capsys.readouterr().out
     grid = np.asarray(Image.open(out).convert("RGB"))
     assert grid.shape == (2 * 10 + 2, 6 * 10 + 2, 3)  # 2 images x (original, kept, 4 classes), 8x8 tiles, 2 px gaps
@@ -72,7 +94,10 @@ def test_course_layout_end_to_end(tmp_path, capsys):
     data = make_course_layout(tmp_path / "data", size=8)
     run = tmp_path / "run"
     assert main(["train", "--data", str(data), "--out", str(run), "--max-steps", "2", *TRAIN]) == 0
-    assert main(["classify", "--checkpoint", str(run), "--data", str(data), "--split", "test", "--predictions", str(tmp_path / "sub.csv"), "--json"]) == 0
+    assert (
+        main(["classify", "--checkpoint", str(run), "--data", str(data), "--split", "test", "--predictions", str(tmp_path / "sub.csv"), "--json"])
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["accuracy"] is None and result["n"] == 4
     rows = (tmp_path / "sub.csv").read_text().split()
@@ -91,7 +116,10 @@ def test_course_layout_end_to_end(tmp_path, capsys):
         (["train", "--data", "demo", "--out", "NEW", "--batch-size", "0"], "--batch-size must be >= 1"),
         (["train", "--data", "demo", "--out", "NEW", "--amp", "fp8"], "invalid choice"),
         (["evaluate", "--checkpoint", "RUN", "--data", "demo", "--fid-dims", "100"], "invalid choice"),
-        (["complete", "--checkpoint", "RUN", "--data", "demo", "--rows", "9", "--out", "x.png"], r"--rows must be in [0, 8] (the image height), got 9"),
+        (
+            ["complete", "--checkpoint", "RUN", "--data", "demo", "--rows", "9", "--out", "x.png"],
+            r"--rows must be in [0, 8] (the image height), got 9",
+        ),
         (["complete", "--checkpoint", "RUN", "--data", "demo", "--rows", "-1", "--out", "x.png"], r"--rows must be in [0, 8]"),
         (["complete", "--checkpoint", "RUN", "--data", "demo", "--rows", "2", "--n", "0", "--out", "x.png"], "--n and --samples must be >= 1"),
     ],

@@ -1,6 +1,7 @@
 """--compile: a training step with the paper's dropout traces as one graph (no graph breaks), a run
 compiles that graph once (steps, validation, averaged weights and checkpoints cause no recompile),
 and the trainer says what it compiled — or why it could not, and trains eager."""
+
 import pytest
 import torch
 import torch._dynamo as dynamo
@@ -83,7 +84,9 @@ def test_a_compiled_run_computes_what_an_eager_one_does(tmp_path, monkeypatch):
     generator: another draw, not the same one.)"""
     eager = train(TrainConfig(out=str(tmp_path / "eager"), max_steps=4, val_data="none", dropout=0.0, **TINY), log=lambda *a: None)
     _counting_compile(monkeypatch)
-    compiled = train(TrainConfig(out=str(tmp_path / "compiled"), compile=True, max_steps=4, val_data="none", dropout=0.0, **TINY), log=lambda *a: None)
+    compiled = train(
+        TrainConfig(out=str(tmp_path / "compiled"), compile=True, max_steps=4, val_data="none", dropout=0.0, **TINY), log=lambda *a: None
+    )
     assert _losses(compiled) == pytest.approx(_losses(eager), rel=1e-5) and len(_losses(eager)) == 4
 
 

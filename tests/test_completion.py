@@ -1,5 +1,6 @@
 """Image completion: the first n pixels given, the rest sampled — naive, cached and the emulated
 CUDA kernels agree, given pixels are kept exactly, and bad input is refused clearly."""
+
 import pytest
 import torch
 

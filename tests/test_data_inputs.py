@@ -1,5 +1,6 @@
 """Images and labels as the user meant them: bombs and bad files are one line, crop before resize,
 16-bit and EXIF and alpha handled, course CSVs strict, classes never guessed per split, no shadowing."""
+
 import numpy as np
 import pytest
 from PIL import Image

@@ -1,4 +1,5 @@
 """Data layouts, augmentation, and the Fréchet distance against closed forms."""
+
 import math
 
 import pytest

@@ -3,6 +3,7 @@
 No Apple GPU is available here, so the rule is tested with a guard: the model's device (the CPU)
 is declared float64-less, and a dispatch mode fails every float64 tensor created outside the
 package's marked float64 sections while the samplers, the classifier and evaluation run."""
+
 import traceback
 
 import pytest
@@ -30,8 +31,16 @@ class Float64Guard(TorchDispatchMode):
         if not in_float64_math():
             inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
             for t in tree_leaves(out):
-                if isinstance(t, torch.Tensor) and t.dtype == torch.float64 and t.device == self.device and t.untyped_storage().data_ptr() not in inputs:
-                    where = next((f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in reversed(traceback.extract_stack()) if "/cpixelcnn/" in f.filename), "?")
+                if (
+                    isinstance(t, torch.Tensor)
+                    and t.dtype == torch.float64
+                    and t.device == self.device
+                    and t.untyped_storage().data_ptr() not in inputs
+                ):
+                    where = next(
+                        (f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}" for f in reversed(traceback.extract_stack()) if "/cpixelcnn/" in f.filename),
+                        "?",
+                    )
                     self.violations.append(f"{func} at {where}")
         return out
 
@@ -81,7 +90,11 @@ def test_no_float64_on_a_device_without_it(cpu_without_float64, run_dir, tmp_pat
         loglik = class_log_likelihoods(model, to_model_range(images).float())
         predicted, _ = classify(model, images)
         bpd = dataset_bpd(model, images, torch.zeros(6, dtype=torch.long))
-        for argv in (["classify", "--split", "validation"], ["evaluate", "--split", "validation"], ["complete", "--rows", "3", "--n", "2", "--out", str(tmp_path / "c.png")]):
+        for argv in (
+            ["classify", "--split", "validation"],
+            ["evaluate", "--split", "validation"],
+            ["complete", "--rows", "3", "--n", "2", "--out", str(tmp_path / "c.png")],
+        ):
             assert main([argv[0], "--checkpoint", str(run_dir), "--device", "cpu", "--data", "demo", *argv[1:]]) == 0
         assert main(["sample", "--checkpoint", str(run_dir), "--device", "cpu", "--n", "1", "--out", str(tmp_path / "s.png")]) == 0
     assert guard.violations == []
@@ -103,7 +116,9 @@ def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch):
     assert resolve_device("auto") == torch.device("cuda")
 
 
-@pytest.mark.parametrize("name,message", [("mps", "no Apple GPU"), ("cuda", "no CUDA device"), ("tpu", "is not a device"), ("gpu0", "is not a device")])
+@pytest.mark.parametrize(
+    "name,message", [("mps", "no Apple GPU"), ("cuda", "no CUDA device"), ("tpu", "is not a device"), ("gpu0", "is not a device")]
+)
 def test_unavailable_devices_are_one_line_errors(name, message, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(devices, "mps_available", lambda: False)

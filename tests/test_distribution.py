@@ -6,6 +6,7 @@ Building the wheel compiles the extension (minutes on 2 cores), so the test is m
 builds the sdist and the wheel once for its installed-package phase and hands them over in
 $CPIXELCNN_DIST_DIR; this test then checks those very files.
 """
+
 import os
 import subprocess
 import sys
@@ -26,7 +27,9 @@ def _source_modules(source: Path) -> set[str]:
 
 
 def _build(source: Path, out: Path) -> tuple[Path, Path]:
-    subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out), str(source)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(out), str(source)], check=True, capture_output=True, timeout=600
+    )
     (sdist,) = out.glob("cpixelcnn-*.tar.gz")
     # from the sdist, not from the checkout: only what the sdist carries can reach the wheel
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "--wheel-dir", str(out), str(sdist)],

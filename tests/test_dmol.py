@@ -1,4 +1,5 @@
 """The exact DMoL likelihood against a 50-digit mpmath reference, and its invariants."""
+
 import itertools
 import math
 
@@ -259,7 +260,9 @@ def test_dmol_custom_ops_pass_opcheck():
     x = x.detach()
     torch.library.opcheck(torch.ops.cpixelcnn.dmol_log_prob_pixels.default, (x, params, 8))
     lp, lse_mix, lse_logit = torch.ops.cpixelcnn.dmol_log_prob_pixels(x, params.detach(), 8)
-    torch.library.opcheck(torch.ops.cpixelcnn.dmol_log_prob_pixels_backward.default, (x, params.detach(), torch.randn_like(lp), lse_mix, lse_logit, 8))
+    torch.library.opcheck(
+        torch.ops.cpixelcnn.dmol_log_prob_pixels_backward.default, (x, params.detach(), torch.randn_like(lp), lse_mix, lse_logit, 8)
+    )
 
 
 def test_triton_backend_errors_without_a_device(monkeypatch):

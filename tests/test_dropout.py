@@ -1,5 +1,6 @@
 """Element-wise dropout with the cheap CPU mask: keep rate, independence, exact scaling and
 gradient, reproducibility, and the eager reference (torch's dropout)."""
+
 import pytest
 import torch
 import torch.nn.functional as F

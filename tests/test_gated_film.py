@@ -5,7 +5,12 @@ from cpixelcnn.ops.gated_film import gated_film
 
 
 def _inputs(b=2, f=3, h=4, w=5):
-    return torch.randn(b, f, h, w, dtype=torch.float64), torch.randn(b, 2 * f, h, w, dtype=torch.float64), torch.randn(b, 2 * f, dtype=torch.float64), torch.randn(b, 2 * f, dtype=torch.float64)
+    return (
+        torch.randn(b, f, h, w, dtype=torch.float64),
+        torch.randn(b, 2 * f, h, w, dtype=torch.float64),
+        torch.randn(b, 2 * f, dtype=torch.float64),
+        torch.randn(b, 2 * f, dtype=torch.float64),
+    )
 
 
 def test_formula():

@@ -4,6 +4,7 @@ for sm_80/sm_90) within 128 registers and no spills; the CUDA translation units 
 Compilation runs in a subprocess (python -m benchmarks.kernel_resources): this test process runs Triton
 in interpreter mode, where @triton.jit kernels cannot be compiled for a GPU target.
 """
+
 import json
 import os
 import subprocess
@@ -38,7 +39,9 @@ def test_fp32_and_bf16_kernels_for_sm90_within_limits(tmp_path):
     assert all(tuple(e) == kr.FIELDS for e in entries)
     assert _over_limits(entries) == []
     triton = {(e["kernel"], e["dtype"]) for e in entries if e["source"] == "triton"}
-    assert triton == {(k, d) for k in ("dmol_fwd_kernel", "dmol_bwd_kernel", "gated_film_fwd_kernel", "gated_film_bwd_kernel") for d in ("fp32", "bf16")}
+    assert triton == {
+        (k, d) for k in ("dmol_fwd_kernel", "dmol_bwd_kernel", "gated_film_fwd_kernel", "gated_film_bwd_kernel") for d in ("fp32", "bf16")
+    }
     # every (γ, β) variant and tile of the gated kernels, both colour modes of DMoL
     assert len([e for e in entries if e["kernel"].startswith("gated_film")]) == 2 * 3 * 7
     assert {e["constexprs"]["C"] for e in entries if e["kernel"].startswith("dmol")} == {1, 3}

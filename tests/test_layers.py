@@ -5,6 +5,7 @@ run later but still tie the layers together) and compared by layer. The package'
 is the public facade over every layer and is left out; a module reading the version imports
 ``cpixelcnn._version``, not the facade.
 """
+
 from __future__ import annotations
 
 import ast

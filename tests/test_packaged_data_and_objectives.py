@@ -1,5 +1,6 @@
 """Real images from installed packages (digits, textures, micrographs), the conditioning learning
 rate and the optional discriminative term."""
+
 import math
 
 import pytest

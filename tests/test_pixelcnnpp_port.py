@@ -4,6 +4,7 @@ The state dicts are built here with the port's key names and shapes (read from i
 source); weight norm is applied with PyTorch's own ``torch._weight_norm`` (what the port's
 ``weight_norm`` computes), independently of the importer's code.
 """
+
 import pytest
 import torch
 
@@ -17,7 +18,9 @@ ARCHS = [(1, 8, 3, 3, True), (2, 6, 5, 1, False), (3, 4, 10, 3, True)]
 def _port_state_dict(nr_resnet, nr_filters, nr_mix, channels, nin_wn, seed=0):
     gen = torch.Generator().manual_seed(seed)
     shapes = port_state_dict_shapes(nr_resnet, nr_filters, nr_mix, channels, nin_weight_norm=nin_wn)
-    return {k: torch.randn(s, generator=gen) * (0.3 if k.endswith("bias") else 1.0) + (1.0 if k.endswith("weight_g") else 0.0) for k, s in shapes.items()}
+    return {
+        k: torch.randn(s, generator=gen) * (0.3 if k.endswith("bias") else 1.0) + (1.0 if k.endswith("weight_g") else 0.0) for k, s in shapes.items()
+    }
 
 
 def test_port_key_names_and_shapes_spot_check():
@@ -74,7 +77,10 @@ def test_weight_norm_choice_does_not_change_outputs_and_prefixes_are_accepted():
     a = import_pixelcnnpp(sd)(x, None)
     b = import_pixelcnnpp(sd, weight_norm=False)(x, None)
     c = import_pixelcnnpp({"state_dict": {f"module.{k}": v for k, v in sd.items()}})(x, None)
-    renamed = {k.replace(".weight_g", ".parametrizations.weight.original0").replace(".weight_v", ".parametrizations.weight.original1"): v for k, v in sd.items()}
+    renamed = {
+        k.replace(".weight_g", ".parametrizations.weight.original0").replace(".weight_v", ".parametrizations.weight.original1"): v
+        for k, v in sd.items()
+    }
     d = import_pixelcnnpp(renamed)(x, None)
     assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
     assert torch.equal(a, c) and torch.equal(a, d)
@@ -99,7 +105,10 @@ def test_file_round_trip_and_cli(tmp_path):
         (lambda sd: sd.pop("up_layers.1.u_stream.0.conv_out.conv.weight_g"), "missing key 'up_layers.1.u_stream.0.conv_out.conv.weight_g'"),
         (lambda sd: sd.pop("nin_out.lin_a.bias"), "missing key 'nin_out.lin_a.bias'"),
         (lambda sd: sd.__setitem__("extra_layer.weight", torch.zeros(1)), "unexpected key 'extra_layer.weight'"),
-        (lambda sd: sd.__setitem__("down_layers.0.ul_stream.0.nin_skip.lin_a.weight_v", torch.zeros(8, 7)), "shape mismatch at 'down_layers.0.ul_stream.0.nin_skip.lin_a.weight_v'"),
+        (
+            lambda sd: sd.__setitem__("down_layers.0.ul_stream.0.nin_skip.lin_a.weight_v", torch.zeros(8, 7)),
+            "shape mismatch at 'down_layers.0.ul_stream.0.nin_skip.lin_a.weight_v'",
+        ),
         (lambda sd: sd.__setitem__("u_init.conv.weight_v", torch.zeros(8, 3, 2, 3)), "image channels"),
     ],
 )

@@ -1,4 +1,5 @@
 """--preset: the paper's recipe fills in what the command line leaves out, and says what it set."""
+
 import json
 
 import pytest

@@ -8,6 +8,7 @@ Measured with this recipe (1/32/5, batch 32, lr 2e-3, 300 steps, the CLI's defau
 dropout 0.5 —, 2-core CPU, seeds 0-4): see QUALITY_FLOOR's comment. The thresholds sit about one
 standard deviation of a seed below the measured worst and mean.
 """
+
 import pytest
 
 pytest.importorskip("sklearn")

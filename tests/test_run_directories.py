@@ -1,5 +1,6 @@
 """Run directories are owned and locked: nothing of the user's is deleted or overwritten, one
 writer per run, resume tells a corrupt checkpoint from trouble around it, writes are durable."""
+
 import json
 import os
 import subprocess
@@ -17,7 +18,22 @@ from cpixelcnn.io import atomic_write_bytes
 from cpixelcnn.rundir import LOCK_NAME, MARKER_NAME, RunLock, is_run
 from cpixelcnn.train import TrainConfig, train
 
-TINY_ARGS = ["--data", "demo", "--image-size", "8", "--nr-resnet", "1", "--nr-filters", "6", "--nr-mix", "2", "--batch-size", "8", "--val-data", "none"]
+TINY_ARGS = [
+    "--data",
+    "demo",
+    "--image-size",
+    "8",
+    "--nr-resnet",
+    "1",
+    "--nr-filters",
+    "6",
+    "--nr-mix",
+    "2",
+    "--batch-size",
+    "8",
+    "--val-data",
+    "none",
+]
 TINY = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=6, nr_logistic_mix=2, batch_size=8, val_data="none")
 
 

@@ -1,5 +1,6 @@
 """Likelihood maps, per-image scores, likelihood ratios and AUROC (cpixelcnn.scoring), and the
 evaluate --heatmap / score commands."""
+
 import csv
 import io
 import json
@@ -104,7 +105,9 @@ def test_evaluate_writes_a_likelihood_map(two_runs, tmp_path, capsys):
     assert result["heatmap"] == str(out)
     with Image.open(out) as img:
         assert img.height > img.width  # three rows of (image | map)
-    assert main(["evaluate", "--checkpoint", str(two_runs / "model"), "--data", "demo", "--heatmap", str(tmp_path / "x.png"), "--heatmap-n", "0"]) == 2
+    assert (
+        main(["evaluate", "--checkpoint", str(two_runs / "model"), "--data", "demo", "--heatmap", str(tmp_path / "x.png"), "--heatmap-n", "0"]) == 2
+    )
 
 
 def test_score_with_a_background_model_as_csv_and_json(two_runs, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """Sampling temperature: mixture logits / T and logistic scales × T, sampled exactly on the bit grid;
 T = 1 is the untempered sampler bit for bit; naive, cached CPU and the emulated CUDA kernels agree
 at any T, for sampling and for completion."""
+
 import math
 
 import pytest
@@ -124,7 +125,26 @@ def test_the_sample_and_complete_commands_take_a_temperature(tmp_path, capsys):
     assert main(["train", "--data", "demo", "--out", str(run), "--image-size", "8", "--nr-resnet", "1", "--nr-filters", "4", "--nr-mix", "2",
                  "--batch-size", "8", "--max-steps", "1"]) == 0  # fmt: skip
     assert main(["sample", "--checkpoint", str(run), "--n", "1", "--temperature", "0.7", "--out", str(tmp_path / "s.png")]) == 0
-    assert main(["complete", "--checkpoint", str(run), "--data", "demo", "--rows", "4", "--n", "1", "--temperature", "0.7", "--out", str(tmp_path / "c.png")]) == 0
+    assert (
+        main(
+            [
+                "complete",
+                "--checkpoint",
+                str(run),
+                "--data",
+                "demo",
+                "--rows",
+                "4",
+                "--n",
+                "1",
+                "--temperature",
+                "0.7",
+                "--out",
+                str(tmp_path / "c.png"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "s.png").stat().st_size > 0 and (tmp_path / "c.png").stat().st_size > 0
     capsys.readouterr()
     assert main(["sample", "--checkpoint", str(run), "--temperature", "0", "--out", str(tmp_path / "z.png")]) == 2

@@ -1,4 +1,5 @@
 """Training: exact resume, Ctrl-C checkpoints, data parallel equals single process."""
+
 import json
 import os
 import subprocess
@@ -105,14 +106,37 @@ def test_refuses_to_overwrite_a_run(tmp_path):
 @pytest.mark.slow
 def test_two_process_data_parallel_equals_single_process(tmp_path):
     """torchrun + gloo on CPU, global batch 8 = 2 × 4: the same weights as one process with batch 8."""
-    common = ["--data", "demo", "--image-size", "8", "--nr-resnet", "1", "--nr-filters", "6", "--nr-mix", "2", "--dropout", "0", "--batch-size", "8", "--max-steps", "3", "--device", "cpu", "--log-every", "1"]
+    common = [
+        "--data",
+        "demo",
+        "--image-size",
+        "8",
+        "--nr-resnet",
+        "1",
+        "--nr-filters",
+        "6",
+        "--nr-mix",
+        "2",
+        "--dropout",
+        "0",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "3",
+        "--device",
+        "cpu",
+        "--log-every",
+        "1",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     ddp = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "cpixelcnn", "train", "--out", str(tmp_path / "ddp"), *common],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, "-m", "cpixelcnn", "train", "--out", str(tmp_path / "single"), *common], capture_output=True, text=True, env=env, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "cpixelcnn", "train", "--out", str(tmp_path / "single"), *common], capture_output=True, text=True, env=env, timeout=300
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
     assert a.keys() == b.keys()
@@ -162,7 +186,11 @@ def test_a_non_finite_step_is_skipped_and_touches_nothing(tmp_path):
 
 def test_too_many_consecutive_non_finite_steps_stop_training(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"3 consecutive steps up to step 4 .* the last checkpoint \(step 0\)"):
-        train(TrainConfig(out=str(tmp_path / "run"), max_steps=10, max_skipped=3, **TINY), log=lambda *a: None, loss=loss_that(nan_at=set(range(2, 100))))
+        train(
+            TrainConfig(out=str(tmp_path / "run"), max_steps=10, max_skipped=3, **TINY),
+            log=lambda *a: None,
+            loss=loss_that(nan_at=set(range(2, 100))),
+        )
 
 
 def test_save_refuses_non_finite_weights(tmp_path):

@@ -1,5 +1,6 @@
 """Training left alone for a day: validation and RUN/best/, crash-safe checkpoints (kill -9, torn
 metrics, unreadable checkpoints, a full disk), the progress line and the training curve."""
+
 import errno
 import json
 import os
@@ -116,7 +117,9 @@ def test_a_validation_set_with_other_classes_is_one_line(tmp_path, capsys):
     other = make_folders(tmp_path / "other", classes=("cats", "dogs"), n=2, size=8)
     assert main(["train", "--out", str(tmp_path / "run"), "--max-steps", "1", "--val-data", str(other), *TINY_ARGS]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("cpixelcnn: error: the validation set") and "(cats, dogs) that differ from the training set's" in err[0]
+    assert (
+        len(err) == 1 and err[0].startswith("cpixelcnn: error: the validation set") and "(cats, dogs) that differ from the training set's" in err[0]
+    )
 
 
 @pytest.mark.slow
@@ -147,9 +150,13 @@ def test_kill_9_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_pa
     (run / ".checkpoint.safetensors.abc123.tmp").write_bytes(b"half a file")
     (run / "checkpoints" / ".step-000099999.xyz.tmp").mkdir()
 
-    resumed = subprocess.run([sys.executable, "-m", "cpixelcnn", "train", "--out", str(run), "--resume", *argv], capture_output=True, text=True, env=env, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "cpixelcnn", "train", "--out", str(run), "--resume", *argv], capture_output=True, text=True, env=env, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    straight = subprocess.run([sys.executable, "-m", "cpixelcnn", "train", "--out", str(tmp_path / "straight"), *argv], capture_output=True, env=env, timeout=300)
+    straight = subprocess.run(
+        [sys.executable, "-m", "cpixelcnn", "train", "--out", str(tmp_path / "straight"), *argv], capture_output=True, env=env, timeout=300
+    )
     assert straight.returncode == 0  # same thread count as the killed run: the same float sums
     assert _same_weights(run / "checkpoint.safetensors", tmp_path / "straight" / "checkpoint.safetensors")
     assert _same_weights(run / "ema.safetensors", tmp_path / "straight" / "ema.safetensors")
@@ -159,7 +166,10 @@ def test_kill_9_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_pa
 
 
 def _train_to(run, steps, **kw):
-    train(TrainConfig(out=str(run), max_steps=steps, resume=(Path(run) / "config.json").exists(), val_data="none", **(TINY | dict(dropout=0.2) | kw)), **quiet)
+    train(
+        TrainConfig(out=str(run), max_steps=steps, resume=(Path(run) / "config.json").exists(), val_data="none", **(TINY | dict(dropout=0.2) | kw)),
+        **quiet,
+    )
 
 
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):

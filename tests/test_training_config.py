@@ -1,5 +1,6 @@
 """Each training setting is declared once (cpixelcnn/training/config.py): the command line is
 generated from it, and the CLI and the API check it alike."""
+
 import dataclasses
 
 import pytest
@@ -53,7 +54,9 @@ def test_merging_with_a_saved_run_returns_a_new_checked_config():
     cfg = TrainConfig(data="demo", out="run", lr=5e-3, nr_resnet=2, epochs=3, resume=True)
     saved = dataclasses.asdict(TrainConfig(data="digits", out="old", lr=1e-3, epochs=1, image_size=8))
     model = dataclasses.asdict(ModelConfig(nr_resnet=1, in_channels=1)) | {"num_classes": 10, "bits": 8}
-    with pytest.raises(ValueError, match=r"--data demo \(run: digits\), --lr 0.005 \(run: 0.001\), --nr-resnet 2 \(run: 1\): these settings cannot change"):
+    with pytest.raises(
+        ValueError, match=r"--data demo \(run: digits\), --lr 0.005 \(run: 0.001\), --nr-resnet 2 \(run: 1\): these settings cannot change"
+    ):
         merged_with_saved(cfg, saved, model)  # asked for (not at their defaults) and different: refused
     merged = merged_with_saved(cfg, saved, model, asked={"epochs", "out"})  # the caller wrote only these: the rest is the run's
     assert merged is not cfg and cfg.lr == 5e-3 and cfg.data == "demo"

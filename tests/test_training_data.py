@@ -1,5 +1,6 @@
 """The training order: DistributedSampler shuffles by default; --balanced-batches deals every batch
 with equal numbers of images per class, on every rank, reproducibly per (seed, epoch)."""
+
 import torch
 
 from cpixelcnn.data import Dataset
@@ -39,7 +40,9 @@ def test_every_ranks_share_of_every_batch_is_balanced_and_the_ranks_cover_the_ba
 def test_training_with_balanced_batches_runs_and_resumes_exactly(tmp_path):
     from cpixelcnn.training import TrainConfig, train
 
-    tiny = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=4, nr_logistic_mix=2, batch_size=8, balanced_batches=True, log_every=1, val_data="none")
+    tiny = dict(
+        data="demo", image_size=8, nr_resnet=1, nr_filters=4, nr_logistic_mix=2, batch_size=8, balanced_batches=True, log_every=1, val_data="none"
+    )
     whole = train(TrainConfig(out=str(tmp_path / "whole"), max_steps=4, **tiny), log=lambda *a: None)
     train(TrainConfig(out=str(tmp_path / "split"), max_steps=2, **tiny), log=lambda *a: None)
     resumed = train(TrainConfig(out=str(tmp_path / "split"), max_steps=4, resume=True, **tiny), log=lambda *a: None)

@@ -1,4 +1,5 @@
 """The whole model through the Triton kernels equals the eager reference (interpreter on CPU)."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Perturbations of uint8 training images: the training augmentation and the likelihood-ratio mutation."""
+
 from __future__ import annotations
 
 import torch

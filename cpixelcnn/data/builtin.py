@@ -9,6 +9,7 @@ classifier has to use shape, not colour statistics:
 - ``disc``: a filled disc on a background
 - ``diagonal``: a two-colour split along a diagonal
 """
+
 from __future__ import annotations
 
 import numpy as np

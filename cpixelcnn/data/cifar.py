@@ -11,6 +11,7 @@
 order. Splits, labels and class names are the published ones (CIFAR-100: fine labels, or the 20
 coarse superclasses with ``cifar100-coarse:``). Nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -70,7 +71,9 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as f:
             obj = SafeUnpickler(f, encoding="bytes").load()
     except pickle.UnpicklingError as err:
-        raise DataError(f"{path} is not a plain CIFAR pickle: it {err}" if "refuses" in str(err) else f"{path} is not a CIFAR pickle: {err}") from None
+        raise DataError(
+            f"{path} is not a plain CIFAR pickle: it {err}" if "refuses" in str(err) else f"{path} is not a CIFAR pickle: {err}"
+        ) from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, OverflowError) as err:
         raise DataError(f"{path} is not a CIFAR pickle: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
     if not isinstance(obj, dict):
@@ -147,7 +150,9 @@ def _locate(kind: str, root: Path) -> tuple[str, Path]:
                 return fmt, candidate
     wanted = "; ".join(f"{folder}/ ({', '.join(splits['train'] + splits['test'])}) from {archive}"
                        for folder, archive, splits, _ in _FORMATS[base].values())  # fmt: skip
-    raise DataError(f"no {base.upper().replace('CIFAR', 'CIFAR-')} files in {root}; nothing is downloaded: fetch and unpack either {wanted} from {URL}")
+    raise DataError(
+        f"no {base.upper().replace('CIFAR', 'CIFAR-')} files in {root}; nothing is downloaded: fetch and unpack either {wanted} from {URL}"
+    )
 
 
 def load_cifar(kind: str, root: str | Path, split: str):
@@ -191,4 +196,8 @@ HELP = {
     "cifar100-coarse": "CIFAR-100's published files in DIR: the 20 coarse superclasses, train/test",
 }
 for _kind in KINDS:
-    register(DataFormat(_kind, "prefix", f"{_kind}:DIR", HELP[_kind], lambda r, kind=_kind: _load(kind, r), lambda source, split: split in ("train", "test")))
+    register(
+        DataFormat(
+            _kind, "prefix", f"{_kind}:DIR", HELP[_kind], lambda r, kind=_kind: _load(kind, r), lambda source, split: split in ("train", "test")
+        )
+    )

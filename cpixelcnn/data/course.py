@@ -1,5 +1,6 @@
 """The CPEN 455 course layout: ``root/<split>.csv`` (no header; rows ``0000000.jpg,1``), images in
 ``root/<split>/``, class names in ``classes.txt`` or counted on the training split."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -92,7 +93,9 @@ def load_course_split(root: str | Path, split: str, size: int = 32, channels: in
     names = course_class_names(root, class_names)
     for name, label in rows:
         if label >= len(names):
-            raise DataError(f"{csv_path}: {name} has label {label}, outside 0..{len(names) - 1} (the classes: {', '.join(names[:8])}{'…' if len(names) > 8 else ''})")
+            raise DataError(
+                f"{csv_path}: {name} has label {label}, outside 0..{len(names) - 1} (the classes: {', '.join(names[:8])}{'…' if len(names) > 8 else ''})"
+            )
     images = [load_image(root / split / name, size, channels) for name, _ in rows]
     labels = torch.tensor([lbl for _, lbl in rows], dtype=torch.long)
     return Dataset(torch.from_numpy(np.stack(images)), labels, names, [n for n, _ in rows], layout="course")

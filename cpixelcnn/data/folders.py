@@ -1,4 +1,5 @@
 """An image-folder tree: ``root/<class name>/*.png|jpg`` (classes sorted by name)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Reading one image file as the model sees it: orientation, bit depth, transparency, the centred
 square and the size; every failure is a one-line :class:`DataError` naming the file."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,7 +51,9 @@ def load_image(path: Path, size: int, channels: int) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise DataError(f"image {path} is {img.width}x{img.height} pixels, more than the {MAX_IMAGE_PIXELS:,} allowed (a decompression bomb?)")
+                    raise DataError(
+                        f"image {path} is {img.width}x{img.height} pixels, more than the {MAX_IMAGE_PIXELS:,} allowed (a decompression bomb?)"
+                    )
                 img = ImageOps.exif_transpose(img)
                 img = _flatten_alpha(_to_8bit(img))
                 img = img.convert("RGB" if channels == 3 else "L")
@@ -64,6 +67,14 @@ def load_image(path: Path, size: int, channels: int) -> np.ndarray:
                 arr = np.asarray(img, dtype=np.uint8)
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as err:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+        MemoryError,
+    ) as err:
         raise DataError(f"cannot read image {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)

@@ -12,6 +12,7 @@ each photograph's rows, validation and test tiles from two disjoint bands below 
 patches never overlap a training patch. Every class gets the same number of tiles per split (the
 smallest photograph's count), chosen by a fixed random draw. Needs ``pip install 'cpixelcnn[real-data]'``.
 """
+
 from __future__ import annotations
 
 import numpy as np

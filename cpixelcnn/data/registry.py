@@ -10,6 +10,7 @@ A ``--data`` value is one of
 A new format is one module that calls :func:`register` and one import line in ``data/__init__.py``;
 the command line's help and error texts come from here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,7 +85,9 @@ def resolve(data: str) -> tuple[DataFormat, str]:
     builtin = data.removeprefix("builtin:")
     kind, colon, rest = data.partition(":")
     if data == builtin and builtin in _named("builtin") and Path(data).is_dir():
-        raise DataError(f"--data {data} is both a built-in data set and a folder here: write ./{data} for the folder or builtin:{data} for the built-in set")
+        raise DataError(
+            f"--data {data} is both a built-in data set and a folder here: write ./{data} for the folder or builtin:{data} for the built-in set"
+        )
     if colon and kind in _named("prefix"):
         return FORMATS[kind], rest
     if builtin in _named("builtin"):

@@ -1,5 +1,6 @@
 """The types every data format shares: :class:`Dataset`, :class:`DataError`, the split names and
 the two conversions between stored uint8 images and the model's [-1, 1] range."""
+
 from __future__ import annotations
 
 import torch

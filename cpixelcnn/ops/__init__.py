@@ -1,4 +1,5 @@
 """Ops with an eager reference and a backend switch: one op, one module."""
+
 from cpixelcnn.ops.backend import BACKENDS, check_backend, resolve_backend
 from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
 from cpixelcnn.ops.gated_film import gated_film

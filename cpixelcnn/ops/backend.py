@@ -7,6 +7,7 @@ self-check on that GPU, else eager. The verdict comes from :mod:`cpixelcnn.trust
 remembered), which registers itself here when the package is imported: the dispatcher never
 imports the self-checks, which build models and sample (a layer above the ops).
 """
+
 from __future__ import annotations
 
 import os

@@ -21,6 +21,7 @@ and the highest the whole upper tail. Interior bins use
 with ``a - b = 2δ / s`` formed in log space, so nothing cancels and nothing is clipped (the
 original code's ``1e-5`` mid-point shortcut is not used). Log-scales are clamped below at -7.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,8 +79,7 @@ def quantize_to_grid(x: torch.Tensor, bits: int, check: bool = True) -> tuple[to
             raise ValueError("x has values outside [-1, 1] (or NaN/inf); the likelihood is defined on [-1, 1]")
         if off_grid:
             raise ValueError(
-                f"x has values off the {bits}-bit grid of [-1, 1] (levels -1 + 2k/{levels - 1}); "
-                "quantize the data first, e.g. x = uint8 / 127.5 - 1"
+                f"x has values off the {bits}-bit grid of [-1, 1] (levels -1 + 2k/{levels - 1}); quantize the data first, e.g. x = uint8 / 127.5 - 1"
             )
     index = index.clamp(0, levels - 1)
     return index, index / scale - 1.0
@@ -144,9 +144,7 @@ def _check_pair(x: torch.Tensor, params: torch.Tensor) -> None:
         raise TypeError(f"x and params must be floating point, got {x.dtype} and {params.dtype}")
     params_per_mixture(x.shape[1])
     if params.shape[0] != x.shape[0] or params.shape[2:] != x.shape[2:]:
-        raise ValueError(
-            f"params {tuple(params.shape)} do not match x {tuple(x.shape)}: batch and H, W must agree"
-        )
+        raise ValueError(f"params {tuple(params.shape)} do not match x {tuple(x.shape)}: batch and H, W must agree")
     num_mixtures(x.shape[1], params.shape[1])
 
 
@@ -190,7 +188,9 @@ def _(x, params, bits):
 
 
 @torch.library.custom_op("cpixelcnn::dmol_log_prob_pixels_backward", mutates_args=())
-def _dmol_pixels_backward_op(x: torch.Tensor, params: torch.Tensor, grad: torch.Tensor, lse_mix: torch.Tensor, lse_logit: torch.Tensor, bits: int) -> torch.Tensor:
+def _dmol_pixels_backward_op(
+    x: torch.Tensor, params: torch.Tensor, grad: torch.Tensor, lse_mix: torch.Tensor, lse_logit: torch.Tensor, bits: int
+) -> torch.Tensor:
     from cpixelcnn.kernels.dmol import dmol_backward
 
     return dmol_backward(x, params, grad, lse_mix, lse_logit, bits)
@@ -226,7 +226,9 @@ def dmol_log_prob_triton(x: torch.Tensor, params: torch.Tensor, bits: int = 8, p
     return per_pixel_lp if per_pixel else per_pixel_lp.sum(dim=(1, 2))
 
 
-def dmol_log_prob(x: torch.Tensor, params: torch.Tensor, bits: int = 8, backend: str = "eager", per_pixel: bool = False, check: bool = True) -> torch.Tensor:
+def dmol_log_prob(
+    x: torch.Tensor, params: torch.Tensor, bits: int = 8, backend: str = "eager", per_pixel: bool = False, check: bool = True
+) -> torch.Tensor:
     """Exact log-likelihood in nats of images under a discretized logistic mixture.
 
     x: (B, C, H, W), C in {1, 3}, values on the 2^bits grid of [-1, 1] (``uint8 / 127.5 - 1``

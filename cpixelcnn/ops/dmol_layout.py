@@ -6,6 +6,7 @@ params (B, n_out, H, W), n_out = K · params_per_mixture(C): first the K mixture
 colour c its roles — mean, log-scale and (RGB only) the autoregressive colour coefficient — each
 K channels: channel ``slot(c, role, k, K, C)`` holds component k's value.
 """
+
 from __future__ import annotations
 
 import math

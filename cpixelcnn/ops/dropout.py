@@ -14,6 +14,7 @@ default generator, so ``torch.manual_seed`` makes a step reproducible.
 CPU tensors, torch's fused dropout elsewhere. Dropout has no Triton kernel (torch's fused one is
 already a single pass on a GPU), so ``"triton"`` takes that same fast path.
 """
+
 from __future__ import annotations
 
 import torch

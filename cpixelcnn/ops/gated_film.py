@@ -8,6 +8,7 @@
 
 Every caller goes through :func:`gated_film`, so the fused Triton kernel replaces exactly one function.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -62,7 +63,9 @@ def _(x, h, gamma, beta):
 
 
 @torch.library.custom_op("cpixelcnn::gated_film_backward", mutates_args=())
-def _gated_film_backward_op(grad: torch.Tensor, h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _gated_film_backward_op(
+    grad: torch.Tensor, h: torch.Tensor, gamma: Optional[torch.Tensor], beta: Optional[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """d(h), d(gamma), d(beta); an absent gamma or beta gets an empty (0,) gradient."""
     from cpixelcnn.kernels.gated_film import gated_film_backward
 
@@ -76,7 +79,11 @@ def _or_empty(t: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
 
 @_gated_film_backward_op.register_fake
 def _(grad, h, gamma, beta):
-    return torch.empty_like(h), (torch.empty_like(gamma) if gamma is not None else h.new_empty((0,))), (torch.empty_like(beta) if beta is not None else h.new_empty((0,)))
+    return (
+        torch.empty_like(h),
+        (torch.empty_like(gamma) if gamma is not None else h.new_empty((0,))),
+        (torch.empty_like(beta) if beta is not None else h.new_empty((0,))),
+    )
 
 
 def _gated_film_setup_context(ctx, inputs, output):
@@ -101,7 +108,9 @@ def gated_film_triton(x: torch.Tensor, h: torch.Tensor, gamma: torch.Tensor | No
     )
 
 
-def gated_film(x: torch.Tensor, h: torch.Tensor, gamma: torch.Tensor | None = None, beta: torch.Tensor | None = None, backend: str = "eager") -> torch.Tensor:
+def gated_film(
+    x: torch.Tensor, h: torch.Tensor, gamma: torch.Tensor | None = None, beta: torch.Tensor | None = None, backend: str = "eager"
+) -> torch.Tensor:
     """``x + (γ_a·a + β_a)·σ(γ_b·b + β_b)`` with (a, b) = h.chunk(2, dim=1).
 
     x: (B, F, H, W) residual input; h: (B, 2F, H, W) output of the block's last conv;

@@ -29,6 +29,7 @@ run stands), ``objectives`` (loss, parameter groups, finite-step guard), ``avera
 ``distributed`` (ranks), ``data`` (the images and their order), ``errors``, ``trainer`` (the loop),
 ``run`` (``train``: the run directory's owner).
 """
+
 from cpixelcnn.training.averaging import PolyakAverage
 from cpixelcnn.training.config import ModelConfig, TrainConfig
 from cpixelcnn.training.errors import CheckpointWriteFailed, TrainingDiverged, TrainingInterrupted

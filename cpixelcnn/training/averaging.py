@@ -1,4 +1,5 @@
 """Polyak averaging of the weights (PixelCNN++ evaluates and samples with the average)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,6 +1,7 @@
 """Resuming: the newest checkpoint that opens cleanly (damaged ones are set aside), and the
 metrics history up to it. Writing a checkpoint is ``checkpoint.write_checkpoint``; every run-file
 name is defined in ``cpixelcnn.rundir``."""
+
 from __future__ import annotations
 
 import json
@@ -95,7 +96,9 @@ def resume_point(run_dir: Path, device: torch.device, writer: bool, say) -> Resu
                 os.rename(source, set_aside_name(source))
             continue
         if problems:
-            say(f"warning: newest checkpoint unreadable ({'; '.join(problems)}); set aside, resuming from {source.name} (step {point.config.get('step')})")
+            say(
+                f"warning: newest checkpoint unreadable ({'; '.join(problems)}); set aside, resuming from {source.name} (step {point.config.get('step')})"
+            )
         if writer and source != run_dir:
             publish_checkpoint(run_dir, source)
         return point

@@ -6,6 +6,7 @@ dataclasses below. ``add_arguments`` generates ``cpixelcnn train``'s options fro
 the data, optimisation, validation and bookkeeping settings (flat, so ``TrainConfig(nr_resnet=1)``
 keeps working).
 """
+
 from __future__ import annotations
 
 import argparse

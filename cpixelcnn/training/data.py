@@ -2,6 +2,7 @@
 epoch by a DistributedSampler seeded by (seed, epoch) and split evenly over the ranks — or, with
 ``balanced``, dealt class by class so that every batch holds (as nearly as the counts allow) the
 same number of images of each class."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

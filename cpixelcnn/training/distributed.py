@@ -1,5 +1,6 @@
 """One process or many (torchrun): the ranks, the device of this rank, and the few decisions all
 ranks must agree on (whether a step is finite, whether the time limit is reached)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """What ends a run early, each with the state of the run directory in its message."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """What training minimises and how: the likelihood loss (with the optional discriminative term),
 the Adam parameter groups and schedule, and the finite-step guard (with gradient clipping)."""
+
 from __future__ import annotations
 
 import functools

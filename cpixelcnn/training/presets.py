@@ -6,6 +6,7 @@ openai/pixel-cnn's ``train.py``): 5 gated resnets per stage, 160 filters, 10 log
 GPU × 8 GPUs = 128, Polyak averaging 0.9995, 32×32 RGB. Not reproduced: data-dependent
 initialisation and weight normalisation (this package initialises FiLM neutrally instead).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,6 +1,7 @@
 """What a run tells its user: a progress bar (tqdm.auto — a terminal bar, a widget in notebooks; a
 plain line every ``log_every`` steps when stderr is a file), metrics.jsonl, curve.png and,
 optionally, Weights & Biases. ``advance`` after each step, ``report`` for each record."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,9 @@ BAR_FORMAT = "{l_bar}{bar}| step {n_fmt}/{total_fmt} {elapsed} elapsed, {remaini
 
 
 class Reporter:
-    def __init__(self, run_dir: Path, *, writer: bool, first_step: int, total: int, log_every: int, history: list[dict], wandb_config: dict | None = None):
+    def __init__(
+        self, run_dir: Path, *, writer: bool, first_step: int, total: int, log_every: int, history: list[dict], wandb_config: dict | None = None
+    ):
         """``writer``: this process writes files and shows progress (rank 0); ``history``: the
         records so far (a resumed run's); ``wandb_config``: log to W&B with this config (None: don't)."""
         self.run_dir, self.writer, self.total, self.log_every, self.history = run_dir, writer, total, log_every, history

@@ -1,6 +1,7 @@
 """``train``: one run of the Trainer in a run directory it owns — claimed (or required, on
 ``--resume``) and locked by rank 0 for the whole run, the process group set up and torn down,
 and a directory this call created removed again if training fails before writing anything."""
+
 from __future__ import annotations
 
 import shutil

@@ -1,6 +1,7 @@
 """Where a run stands: step, epoch, position in the epoch, skipped steps, Polyak updates and the
 best validation record — kept, saved and restored as one unit (in training_state.pt, beside the
 optimizer and schedule states)."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -6,6 +6,7 @@ Determinism: the data order of epoch e is a permutation seeded by (seed, e), and
 reseeds dropout and augmentation from (seed, step, rank); with the saved optimizer state and
 TrainingState, ``--resume`` continues to exactly the loss sequence of an uninterrupted run on CPU.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -282,7 +283,9 @@ class Trainer:
     # -- beginning and end -------------------------------------------------------------------------
 
     def _announce(self) -> None:
-        self.say(start_line(self.cfg, self.model, self.class_names, len(self.data), self.val, self.ranks.world, self.device, self.state.step, self.total))
+        self.say(
+            start_line(self.cfg, self.model, self.class_names, len(self.data), self.val, self.ranks.world, self.device, self.state.step, self.total)
+        )
 
     def _finish(self) -> dict:
         self.reporter.close()

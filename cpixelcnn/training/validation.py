@@ -1,4 +1,5 @@
 """Validation: the held-out images, their figures (bits/dim, Bayes accuracy), and which record is best."""
+
 from __future__ import annotations
 
 import torch
@@ -25,7 +26,9 @@ def validation_set(source: str, cfg, class_names: list[str]) -> Dataset | None:
     split = "validation" if cfg.holdout else cfg.val_split
     val = load_dataset(source, split, cfg.image_size, cfg.in_channels, seed=cfg.seed, holdout=cfg.holdout)
     if sorted(val.class_names) != sorted(class_names):
-        raise ValueError(f"the validation set {source} has classes ({', '.join(val.class_names)}) that differ from the training set's ({', '.join(class_names)})")
+        raise ValueError(
+            f"the validation set {source} has classes ({', '.join(val.class_names)}) that differ from the training set's ({', '.join(class_names)})"
+        )
     if not val.has_labels:
         raise ValueError(f"the {cfg.val_split} split of {source} has images without labels; validation needs them")
     labels = torch.tensor([class_names.index(val.class_names[i]) for i in val.labels.tolist()], dtype=torch.long)
