@@ -45,7 +45,7 @@ def scored_sets(limit: int) -> dict[str, torch.Tensor]:
 
 
 def one_seed(task: str, seed: int, steps: int, sets: dict[str, torch.Tensor], root: Path) -> list[dict]:
-    from cpixelcnn.checkpoint import load_run
+    from cpixelcnn.rundir import load_run
     from cpixelcnn.scoring import auroc, score_images
     from cpixelcnn.training import TrainConfig, train
 

@@ -3,11 +3,11 @@
 from cpixelcnn import trust as _trust  # noqa: F401  (registers the fast-path verdicts with the op dispatcher)
 from cpixelcnn._extension import extension_available
 from cpixelcnn._version import __version__  # noqa: F401  (public: cpixelcnn.__version__)
-from cpixelcnn.checkpoint import load_run, save_run
 from cpixelcnn.classifier import class_log_likelihoods, classify
 from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
 from cpixelcnn.pixelcnnpp_port import import_pixelcnnpp
+from cpixelcnn.rundir import load_run, save_run
 from cpixelcnn.sampling import sample
 
 __all__ = [

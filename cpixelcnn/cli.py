@@ -19,8 +19,8 @@ DATA_HELP = data_help()
 
 
 def _load(run_dir: str, device: str = "cpu", backend: str | None = None, use_ema: bool = True):
-    from cpixelcnn.checkpoint import load_run
     from cpixelcnn.devices import resolve_device
+    from cpixelcnn.rundir import load_run
 
     model, config = load_run(run_dir, map_location=resolve_device(device), use_ema=use_ema)
     if backend:
@@ -270,9 +270,8 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_import(args) -> int:
-    from cpixelcnn.checkpoint import save_run
     from cpixelcnn.pixelcnnpp_port import PORT_NOTE, import_pixelcnnpp
-    from cpixelcnn.rundir import RunDirError, RunLock, claim, is_run, replace_run
+    from cpixelcnn.rundir import RunDirError, RunLock, claim, is_run, replace_run, save_run
 
     out = Path(args.out)
     if out.is_dir() and any(out.iterdir()):

@@ -195,7 +195,7 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> dict:
     if not blocks:
         raise PortImportError("missing key 'up_layers.0.u_stream.0.conv_input.conv.weight_v'")
     # names are checked before any shape is computed from them: block indices 0..n-1, n and widths bounded
-    from cpixelcnn.checkpoint import MODEL_LIMITS
+    from cpixelcnn.rundir import MODEL_LIMITS
 
     if max(blocks) + 1 != len(blocks) or len(blocks) > MODEL_LIMITS["nr_resnet"][1]:
         bad = max(blocks) if max(blocks) + 1 != len(blocks) else min(b for b in blocks if b >= MODEL_LIMITS["nr_resnet"][1])

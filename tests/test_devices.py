@@ -12,9 +12,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import cpixelcnn.devices as devices
-from cpixelcnn.checkpoint import save_run
 from cpixelcnn.cli import main
 from cpixelcnn.devices import float64_math, in_float64_math, resolve_device
+from cpixelcnn.rundir import save_run
 
 
 class Float64Guard(TorchDispatchMode):

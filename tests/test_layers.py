@@ -22,7 +22,7 @@ LAYERS = {
     "ops and data": ["ops", "ops.*", "kernels", "kernels.*", "data", "data.*"],
     "model": ["layers", "model"],
     "sampling and classification": ["cached", "sampling", "classifier", "metrics", "scoring", "selfcheck", "trust"],
-    "training and run files": ["rundir", "checkpoint", "pixelcnnpp_port", "training", "training.*", "train"],
+    "training and run files": ["rundir", "rundir.*", "checkpoint", "pixelcnnpp_port", "training", "training.*", "train"],
     "commands": ["cli", "demo", "doctor", "bench", "__main__"],
 }
 

@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from cpixelcnn.checkpoint import load_run  # noqa: E402
 from cpixelcnn.classifier import classify  # noqa: E402
 from cpixelcnn.data import load_dataset  # noqa: E402
+from cpixelcnn.rundir import load_run  # noqa: E402
 from cpixelcnn.train import TrainConfig, train  # noqa: E402
 
 SEEDS = (0, 1, 2)

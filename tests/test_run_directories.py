@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from cpixelcnn import load_run
-from cpixelcnn.checkpoint import checkpoint_dirs
 from cpixelcnn.cli import main
 from cpixelcnn.io import atomic_write_bytes
-from cpixelcnn.rundir import LOCK_NAME, MARKER_NAME, RunLock, is_run
+from cpixelcnn.rundir import LOCK_NAME, MARKER_NAME, RunLock, checkpoint_dirs, is_run
 from cpixelcnn.train import TrainConfig, train
 
 TINY_ARGS = [

@@ -213,7 +213,7 @@ def test_divergence_from_the_command_line_is_one_line_and_leaves_loadable_checkp
     assert proc.returncode == 2, proc.stderr[-2000:]
     error = [line for line in proc.stderr.splitlines() if line.startswith("cpixelcnn: error:")]
     assert len(error) == 1 and "training diverged: 5 consecutive steps" in error[0], proc.stderr[-2000:]
-    from cpixelcnn.checkpoint import checkpoint_dirs
+    from cpixelcnn.rundir import checkpoint_dirs
 
     for directory in [tmp_path / "run", *checkpoint_dirs(tmp_path / "run")]:  # every checkpoint the run keeps
         for use_ema in (False, True):
@@ -293,7 +293,7 @@ def test_polyak_average_warms_up_like_tensorflow():
 def test_the_time_limit_and_checkpoint_interval_follow_the_injected_clock(tmp_path):
     """A clock passed to train (the Trainer's constructor) that moves one second per reading: the
     60-second budget ends the run long before max_steps, and 15-second checkpoints are written on the way."""
-    from cpixelcnn.checkpoint import checkpoint_dirs
+    from cpixelcnn.rundir import checkpoint_dirs
 
     now = [0.0]
 

@@ -4,12 +4,11 @@ optionally, Weights & Biases. ``advance`` after each step, ``report`` for each r
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
-from cpixelcnn.rundir import BEST_DIR, CURVE_NAME, METRICS_NAME
+from cpixelcnn.rundir import BEST_DIR, CURVE_NAME, append_metrics
 from cpixelcnn.sampling import write_sample_grid
 
 BAR_FORMAT = "{l_bar}{bar}| step {n_fmt}/{total_fmt} {elapsed} elapsed, {remaining} left{postfix}"
@@ -42,8 +41,7 @@ class Reporter:
         self.history.append(record)
         if not self.writer:
             return
-        with open(self.run_dir / METRICS_NAME, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_metrics(self.run_dir, record)
         if self.wandb is not None:
             self.wandb.log({k: v for k, v in record.items() if v is not None}, step=record.get("step"))
         if "val_bpd" in record:

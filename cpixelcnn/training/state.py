@@ -5,14 +5,10 @@ optimizer and schedule states)."""
 from __future__ import annotations
 
 import dataclasses
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from cpixelcnn.io import atomic_write_bytes
-from cpixelcnn.rundir import STATE_NAME
+from cpixelcnn.rundir import write_state
 
 
 @dataclass
@@ -27,9 +23,7 @@ class TrainingState:
 
 def save_state(directory: Path, state: TrainingState, optimizer, scheduler) -> None:
     """training_state.pt: the optimizer and schedule states and the training state's fields (at the top level)."""
-    buf = io.BytesIO()
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **dataclasses.asdict(state)}, buf)
-    atomic_write_bytes(directory / STATE_NAME, buf.getvalue())
+    write_state(directory, {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **dataclasses.asdict(state)})
 
 
 def restore_state(saved: dict, history: list[dict], best: dict | None) -> TrainingState:

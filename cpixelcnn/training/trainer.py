@@ -16,12 +16,21 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.checkpoint import save_run, save_weights, write_best, write_checkpoint
 from cpixelcnn.data import augment, mutate, to_model_range
 from cpixelcnn.model import ConditionalPixelCNN
-from cpixelcnn.rundir import CHECKPOINTS_DIR, EMA_NAME, SAMPLES_DIR
+from cpixelcnn.rundir import (
+    CHECKPOINTS_DIR,
+    EMA_NAME,
+    SAMPLES_DIR,
+    open_run,
+    read_best,
+    read_metrics,
+    save_run,
+    save_weights,
+    write_best,
+    write_checkpoint,
+)
 from cpixelcnn.training.averaging import PolyakAverage
-from cpixelcnn.training.checkpoints import open_run, read_best, read_metrics
 from cpixelcnn.training.config import TrainConfig, merged_with_saved
 from cpixelcnn.training.data import load_training_data
 from cpixelcnn.training.distributed import Ranks

@@ -19,24 +19,7 @@ import socket
 import time
 from pathlib import Path
 
-# Every file and folder of a run directory, named once (the training package's docstring says what each holds).
-MARKER_NAME = ".cpixelcnn-run"
-LOCK_NAME = ".lock"
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "checkpoint.safetensors"
-EMA_NAME = "ema.safetensors"  # Polyak-averaged weights (training with --ema)
-STATE_NAME = "training_state.pt"
-METRICS_NAME = "metrics.jsonl"
-CURVE_NAME = "curve.png"
-CHECKPOINTS_DIR = "checkpoints"
-BEST_DIR = "best"
-SAMPLES_DIR = "samples"
-MARKER_FORMAT = "cpixelcnn-run"
-MARKER_VERSION = 1
-
-
-class RunDirError(ValueError):
-    """A directory that a command may not write into, or a run another process is writing."""
+from cpixelcnn.rundir.layout import CONFIG_NAME, LOCK_NAME, MARKER_FORMAT, MARKER_NAME, MARKER_VERSION, RunDirError
 
 
 def _legacy_run(run_dir: Path) -> bool:

@@ -1,6 +1,6 @@
-"""Resuming: the newest checkpoint that opens cleanly (damaged ones are set aside), and the
-metrics history up to it. Writing a checkpoint is ``checkpoint.write_checkpoint``; every run-file
-name is defined in ``cpixelcnn.rundir``."""
+"""Checkpoints: writing one whole (or not at all) and pointing the run directory at it; the best
+weights; and resuming — the newest checkpoint that opens cleanly (damaged ones are set aside) and
+the metrics history up to it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,116 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.checkpoint import checkpoint_dirs, is_transient, load_run, non_finite_tensor, publish_checkpoint, read_config, remove_stray_files
-from cpixelcnn.io import atomic_write_bytes
+from cpixelcnn.io import atomic_write_bytes, fsync_path, new_temp_dir
 from cpixelcnn.model import ConditionalPixelCNN
-from cpixelcnn.rundir import BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, METRICS_NAME, STATE_NAME, WEIGHTS_NAME
+from cpixelcnn.rundir.files import is_transient, load_run, non_finite_tensor, read_config, read_state
+from cpixelcnn.rundir.layout import BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, METRICS_NAME, STATE_NAME, WEIGHTS_NAME
+
+# ``RUN/checkpoints/step-NNNNNNNNN/`` (config.json, checkpoint.safetensors, ema.safetensors when
+# averaging, training_state.pt). Each is filled in a temporary directory and renamed into place, so
+# one either exists whole or not at all; the run directory's own files are then hard links to the
+# newest (what sample/classify/evaluate load). ``RUN/best/`` is swapped in the same way.
+
+KEEP_CHECKPOINTS = 2
+PUBLISHED = (CONFIG_NAME, WEIGHTS_NAME, EMA_NAME, STATE_NAME)
+
+
+def checkpoint_dirs(run_dir: str | os.PathLike) -> list[Path]:
+    """The run's complete checkpoints, newest first."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    found = [p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def _fill_dir(parent: Path, name: str, fill) -> Path:
+    """Run ``fill(tmp_dir)`` in a fresh hidden directory of ``parent``, then rename it to ``name``
+    (replacing an older one of that name). On any failure the temporary directory is removed and
+    the old ``name`` is untouched."""
+    import shutil
+
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = new_temp_dir(parent, f".{name}.")
+    final = parent / name
+    try:
+        fill(tmp)
+        for f in tmp.iterdir():
+            fsync_path(f)
+        fsync_path(tmp)
+        if final.exists():  # directories cannot be replaced in one rename: move the old one aside first
+            old = new_temp_dir(parent, f".{name}.old.")
+            os.rename(final, old / name)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        fsync_path(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def write_checkpoint(run_dir: str | os.PathLike, step: int, fill) -> Path:
+    """A new checkpoint ``RUN/checkpoints/step-<step>`` filled by ``fill(directory)``; then the run
+    directory's files point at it and checkpoints beyond the newest KEEP_CHECKPOINTS are removed."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    final = _fill_dir(run_dir / CHECKPOINTS_DIR, f"step-{step:09d}", fill)
+    publish_checkpoint(run_dir, final)
+    for old in checkpoint_dirs(run_dir)[KEEP_CHECKPOINTS:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def publish_checkpoint(run_dir: Path, checkpoint: Path) -> None:
+    """Make ``run_dir``'s config/weights/state files those of ``checkpoint`` (hard links; copies
+    where the file system has none), each replaced atomically."""
+    import shutil
+
+    for name in PUBLISHED:
+        source, target = checkpoint / name, run_dir / name
+        if not source.exists():
+            target.unlink(missing_ok=True)  # e.g. no ema.safetensors in this checkpoint
+            continue
+        if target.exists() and os.path.samefile(source, target):  # rename() between two links of one file does nothing
+            continue
+        tmp = run_dir / f".{name}.{os.getpid()}.link.tmp"  # the run's lock makes this process its only writer
+        Path(tmp).unlink(missing_ok=True)
+        try:
+            try:
+                os.link(source, tmp)
+            except OSError:
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    fsync_path(run_dir)
+
+
+def write_best(run_dir: str | os.PathLike, fill) -> Path:
+    """Replace ``RUN/best/`` by a directory filled by ``fill(directory)`` (whole or not at all)."""
+    return _fill_dir(Path(run_dir), BEST_DIR, fill)
+
+
+def remove_stray_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files and directories a killed writer leaves (``.<name>.*.tmp``) in the
+    run directory and its checkpoint folder; a ``best/`` caught mid-swap is restored first."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if not (run_dir / BEST_DIR).exists():  # killed between moving the old best aside and renaming the new one in
+        for old in run_dir.glob(f".{BEST_DIR}.old.*.tmp"):
+            if (old / BEST_DIR / CONFIG_NAME).is_file():
+                os.rename(old / BEST_DIR, run_dir / BEST_DIR)
+                break
+    removed = []
+    for folder in (run_dir, run_dir / CHECKPOINTS_DIR):
+        for path in folder.glob(".*.tmp") if folder.is_dir() else []:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 @dataclass
@@ -43,14 +149,7 @@ def open_checkpoint(source: Path, device: torch.device) -> ResumePoint:
         name = non_finite_tensor(state)
         if name is not None:
             raise ValueError(f"tensor {label}{name!r} has non-finite values")
-    try:
-        state = torch.load(source / STATE_NAME, map_location=device, weights_only=True)
-    except Exception as err:  # torch's messages for a damaged file run to several lines
-        if is_transient(err):
-            raise
-        raise ValueError(f"{STATE_NAME} cannot be read ({type(err).__name__})") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{STATE_NAME} holds no training state")
+    state = read_state(source, device)
     if state.get("step") != config.get("step"):
         raise ValueError(f"weights (step {config.get('step')}) and {STATE_NAME} (step {state.get('step')}) disagree")
     return ResumePoint(source, config, model, state, ema)

@@ -1,0 +1,224 @@
+"""The files of a run (or of one of its checkpoints): ``config.json`` (model config, class names),
+``checkpoint.safetensors`` and ``ema.safetensors`` (weights), ``training_state.pt`` (optimizer,
+schedule and progress, for resuming) and ``metrics.jsonl``.
+
+Weights are stored with safetensors (no pickle: loading a checkpoint cannot run code); the
+training state is read with ``torch.load(weights_only=True)``. Every file but the appended metrics
+is written to a temp file and renamed, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from cpixelcnn.io import atomic_write_bytes, atomic_write_json
+from cpixelcnn.model import ConditionalPixelCNN
+from cpixelcnn.rundir.layout import CONFIG_NAME, EMA_NAME, METRICS_NAME, STATE_NAME, WEIGHTS_NAME
+
+FORMAT_VERSION = 1
+
+
+def save_run(run_dir: str | os.PathLike, model: ConditionalPixelCNN, class_names: list[str] | None = None, extra: dict | None = None) -> Path:
+    """Write ``model``'s config and weights into ``run_dir`` (created if needed)."""
+    run_dir = Path(run_dir)
+    if class_names is not None and model.num_classes and len(class_names) != model.num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
+    save_weights(run_dir / WEIGHTS_NAME, model.state_dict())
+    config = {"format_version": FORMAT_VERSION, "model": model.config, "class_names": class_names or [f"Class{i}" for i in range(model.num_classes)]}
+    if extra:
+        config.update(extra)
+    atomic_write_json(run_dir / CONFIG_NAME, config)
+    return run_dir
+
+
+# Upper bounds on a model configuration read from a file, checked before anything is allocated:
+# far above any published PixelCNN++ (5/160/10), far below what would exhaust memory by accident.
+MODEL_LIMITS = {"in_channels": (1, 3), "num_classes": (0, 10_000), "nr_resnet": (1, 64), "nr_filters": (1, 2048), "nr_logistic_mix": (1, 256),
+                "embedding_dim": (1, 4096), "film_hidden": (1, 4096), "bits": (1, 16)}  # fmt: skip
+MODEL_STRINGS = {"conditioning", "fusion", "embedding", "backend"}
+MAX_PARAMETERS = 2_000_000_000
+MAX_CONFIG_BYTES = 10_000_000
+
+
+def estimated_parameters(model: dict) -> int:
+    """An upper estimate of a configuration's parameter count (no allocation): gated resnets × their
+    convs (2F→F, 2F→2F at 2×3 taps, a 4F→F skip nin), plus the conditioning heads and output."""
+    n, f = model.get("nr_resnet", 5), model.get("nr_filters", 160)
+    blocks = 2 * (3 * n + n + 2 * (n + 1))
+    per_block = 6 * (2 * f * f + 4 * f * f) + 4 * f * f + 8 * f * model.get("film_hidden", 64)
+    classes = model.get("num_classes", 4)
+    return blocks * per_block + classes * max(model.get("embedding_dim") or classes, 1) * 2 + 20 * f * (10 * model.get("nr_logistic_mix", 10))
+
+
+def check_config(config, path) -> dict:
+    """A run's config.json, checked before anything is built: required keys and their types, the
+    model's settings within MODEL_LIMITS, one class name per class. One-line ValueError otherwise."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    model = config.get("model")
+    if not isinstance(model, dict):
+        raise ValueError(f"{path} has no 'model' section")
+    import inspect
+
+    allowed = set(inspect.signature(ConditionalPixelCNN.__init__).parameters) - {"self"}
+    for key, value in model.items():
+        if key not in allowed:
+            raise ValueError(f"{path}: unknown model setting {key!r}")
+        if key in MODEL_LIMITS and not (key == "embedding_dim" and value is None):
+            low, high = MODEL_LIMITS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{path}: model setting {key} must be an integer in [{low}, {high}], got {value!r}")
+        if key in MODEL_STRINGS and not isinstance(value, str):
+            raise ValueError(f"{path}: model setting {key} must be a string, got {value!r}")
+        if key == "dropout" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
+            raise ValueError(f"{path}: model setting dropout must be a number in [0, 1), got {value!r}")
+        if key == "weight_norm" and not isinstance(value, bool):
+            raise ValueError(f"{path}: model setting weight_norm must be true or false, got {value!r}")
+    if estimated_parameters(model) > MAX_PARAMETERS:
+        raise ValueError(
+            f"{path}: the model would have about {estimated_parameters(model):,} parameters, more than {MAX_PARAMETERS:,}; the file is not a sensible run"
+        )
+    names = config.get("class_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{path}: 'class_names' must be a list of strings")
+    classes = model.get("num_classes", 4)
+    if classes and len(names) != classes:
+        raise ValueError(f"{path}: {len(names)} class names for a model with {classes} classes")
+    for key in ("train", "best"):
+        if key in config and not isinstance(config[key], dict):
+            raise ValueError(f"{path}: {key!r} must be an object, got {type(config[key]).__name__}")
+    if "step" in config and (isinstance(config["step"], bool) or not isinstance(config["step"], int) or config["step"] < 0):
+        raise ValueError(f"{path}: 'step' must be an integer >= 0, got {config['step']!r}")
+    return config
+
+
+def read_config(run_dir: str | os.PathLike) -> dict:
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a cpixelcnn run directory (no {CONFIG_NAME})")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path} is {path.stat().st_size:,} bytes, too large to be a run's config")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{path} is not valid JSON: {str(err).splitlines()[0]}") from None
+    return check_config(config, path)
+
+
+def _check_weights_header(weights: Path, config: dict) -> None:
+    """The safetensors header (names, shapes) against the model the config describes, built on the
+    meta device: a mismatch is one line before any real tensor is allocated."""
+    from safetensors import SafetensorError, safe_open
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in ConditionalPixelCNN(**config["model"]).state_dict().items()}
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, FileNotFoundError) as err:
+        raise ValueError(f"{weights} cannot be read: {err}") from None
+    for key, shape in expected.items():
+        if key not in found:
+            raise ValueError(f"{weights} does not fit the config: missing tensor {key!r}")
+        if found[key] != shape:
+            raise ValueError(f"{weights} does not fit the config: {key} has shape {list(found[key])}, the config needs {list(shape)}")
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise ValueError(f"{weights} does not fit the config: unexpected tensor {extra[0]!r}")
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether an error reading a file is trouble around it (memory, permissions, I/O, a busy GPU)
+    rather than a defect of the file itself: such a file must not be set aside as corrupt."""
+    if isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(err, OSError) and not isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError))
+
+
+def non_finite_tensor(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor of ``state`` holding NaN or inf, else None."""
+    return next((name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+
+
+def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> Path:
+    """A state dict as safetensors, atomically. Refuses (ValueError naming the tensor) weights with
+    NaN or inf: a diverged model must never replace a good checkpoint."""
+    from safetensors.torch import save
+
+    name = non_finite_tensor(state)
+    if name is not None:
+        raise ValueError(f"refusing to save {Path(path).name}: tensor {name!r} has non-finite values (NaN or inf)")
+
+    return atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in state.items()}))
+
+
+def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu", use_ema: bool = True) -> tuple[ConditionalPixelCNN, dict]:
+    """Rebuild the model of a run directory with its weights. Returns (model in eval mode, config).
+
+    With ``use_ema`` (default) the Polyak-averaged weights are used when the run has them, as
+    PixelCNN++ does for evaluation and sampling; ``config["weights"]`` says which were loaded."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config = read_config(run_dir)
+    weights = Path(run_dir) / WEIGHTS_NAME
+    if use_ema and (Path(run_dir) / EMA_NAME).is_file():
+        weights = Path(run_dir) / EMA_NAME
+    config["weights"] = weights.name
+    if not weights.is_file():
+        raise FileNotFoundError(f"{run_dir} has no {WEIGHTS_NAME}")
+    try:
+        _check_weights_header(weights, config)
+        model = ConditionalPixelCNN(**config["model"])
+    except TypeError as err:
+        raise ValueError(f"{run_dir}/{CONFIG_NAME}: bad model config ({err})") from None
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, FileNotFoundError) as err:  # a damaged or missing file; other OS errors (permissions, I/O) pass as they are
+        raise ValueError(f"{weights} cannot be read: {err}") from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches: keep the first line torch gives
+        detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).splitlines()[0])
+        raise ValueError(f"{weights} does not fit the config: {detail}") from None
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        raise ValueError(f"{weights} does not fit the config: {'missing' if missing else 'unexpected'} tensor {first!r}")
+    return model.to(map_location).eval(), config
+
+
+# -- the training state and the metrics ------------------------------------------------------------
+
+
+def write_state(directory: str | os.PathLike, state: dict) -> Path:
+    """``training_state.pt``: a dict of tensors, numbers and the optimizer and schedule states."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return atomic_write_bytes(Path(directory) / STATE_NAME, buf.getvalue())
+
+
+def read_state(directory: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+    """The dict in ``training_state.pt`` (weights-only load); a damaged file is a one-line ValueError,
+    trouble reading it (memory, permissions, I/O) is raised as it is."""
+    path = Path(directory) / STATE_NAME
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch's messages for a damaged file run to several lines
+        if is_transient(err):
+            raise
+        raise ValueError(f"{STATE_NAME} cannot be read ({type(err).__name__})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{STATE_NAME} holds no training state")
+    return state
+
+
+def append_metrics(run_dir: str | os.PathLike, record: dict) -> None:
+    """One JSON line at the end of ``metrics.jsonl`` (a line torn by a kill is dropped on resume)."""
+    with open(Path(run_dir) / METRICS_NAME, "a") as f:
+        f.write(json.dumps(record) + "\n")
