@@ -330,3 +330,12 @@ def test_one_resume_rule_for_the_command_line_and_the_api(tmp_path, capsys):
     assert len(_losses(run)) == steps_before + 2
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["nr_filters"] == 6 and config["train"]["batch_size"] == 8
+
+
+def test_training_leaves_the_callers_config_as_it_was(tmp_path):
+    import dataclasses
+
+    cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=1, **TINY)
+    before = dataclasses.asdict(cfg)
+    train(cfg, log=lambda *a: None)
+    assert dataclasses.asdict(cfg) == before and cfg.val_data is None and cfg.keep_best is None

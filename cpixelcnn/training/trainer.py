@@ -60,11 +60,19 @@ class Trainer:
     def setup(self) -> None:
         self.device = self.ranks.device(self.cfg.device)
         point = self._model_and_config()
-        self._training_data()
+        self.train_data = load_training_data(self.cfg, self.class_names, self.ranks)
+        self.data, self.steps_per_epoch = self.train_data.images, self.train_data.steps_per_epoch
+        if self.model is None:
+            self.model, self.class_names = self._new_model(len(self.data.class_names)), self.data.class_names
+        self.model.checkpoint_activations = self.cfg.checkpoint_activations
         self.model = self.model.to(self.device)
-        cfg = self.cfg
+        # the settings left to be decided by the data and the model, resolved in a copy (the caller's config is theirs)
+        cfg = self.cfg = dataclasses.replace(
+            self.cfg,
+            val_data=validation_source(self.cfg.data, self.cfg.split, self.cfg.val_data, self.cfg.val_split),
+            keep_best=self.cfg.keep_best or ("accuracy" if self.model.num_classes else "bpd"),
+        )
         self.val = validation_set(cfg.val_data, cfg, self.class_names)
-        cfg.keep_best = cfg.keep_best or ("accuracy" if self.model.num_classes else "bpd")
         self.total = cfg.epochs * self.steps_per_epoch if cfg.max_steps is None else cfg.max_steps
         self.optimizer, self.scheduler = optimizer_and_schedule(self.model, cfg, self.total)
         history = read_metrics(self.run_dir, point.state["step"], rewrite=self.ranks.is_main) if point else []
@@ -96,16 +104,9 @@ class Trainer:
             self.cfg = merged_with_saved(self.cfg, point.config.get("train", {}), self.model.config, self.ranks.world, self.asked)  # checked again
         return point
 
-    def _training_data(self) -> None:
-        cfg = self.cfg
-        self.train_data = load_training_data(cfg, self.class_names, self.ranks)
-        self.data, self.steps_per_epoch = self.train_data.images, self.train_data.steps_per_epoch
-        if self.model is None:
-            torch.manual_seed(cfg.seed)
-            self.model = ConditionalPixelCNN.from_config(cfg.model_config, num_classes=len(self.data.class_names), backend=cfg.backend)
-            self.class_names = self.data.class_names
-        self.model.checkpoint_activations = cfg.checkpoint_activations
-        cfg.val_data = validation_source(cfg.data, cfg.split, cfg.val_data, cfg.val_split)
+    def _new_model(self, num_classes: int) -> ConditionalPixelCNN:
+        torch.manual_seed(self.cfg.seed)
+        return ConditionalPixelCNN.from_config(self.cfg.model_config, num_classes=num_classes, backend=self.cfg.backend)
 
     # -- the loop ----------------------------------------------------------------------------------
 
