@@ -76,3 +76,41 @@ def classify(model, x: torch.Tensor, max_batch: int = 256) -> tuple[torch.Tensor
     """
     log_likelihoods = class_log_likelihoods(model, x, max_batch=max_batch)
     return log_likelihoods.argmax(dim=1), log_likelihoods
+
+
+def classification_report(predicted: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
+    """Accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+    n = len(class_names)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    confusion.index_put_((labels.long(), predicted.long()), torch.ones_like(labels, dtype=torch.long), accumulate=True)
+    per_class = {name: (confusion[c, c] / confusion[c].sum()).item() if confusion[c].sum() else None for c, name in enumerate(class_names)}
+    return {
+        "accuracy": (predicted == labels).sum().item() / max(1, labels.shape[0]),
+        "n": int(labels.shape[0]),
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def classify_dataset(model, data, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+    """Bayes-classify a :class:`~cpixelcnn.data.Dataset` (``batch_size`` images per forward pass, each
+    with every class): (predicted (N,), log-likelihoods (N, K), the :func:`classification_report`
+    when the data are labelled, else None)."""
+    if getattr(model, "num_classes", 0) < 1:
+        raise ValueError("the model is unconditional: it cannot classify")
+    predicted, loglik = classify(model, data.images, max_batch=batch_size * model.num_classes)
+    report = classification_report(predicted, data.labels, data.class_names) if data.has_labels else None
+    return predicted, loglik, report
+
+
+def predictions_csv(data, predicted: torch.Tensor, loglik: torch.Tensor, class_names: list[str]) -> str:
+    """The predictions as CSV: for the course layout ``file,label`` rows ready to submit; otherwise a
+    header and ``file,predicted,class,loglik_<class>…`` rows."""
+    if data.layout == "course":
+        lines = [f"{f},{int(p)}" for f, p in zip(data.files, predicted)]
+    else:
+        lines = ["file,predicted,class," + ",".join(f"loglik_{n}" for n in class_names)]
+        lines += [
+            f"{f},{int(p)},{class_names[int(p)]}," + ",".join(f"{v:.4f}" for v in row.tolist()) for f, p, row in zip(data.files, predicted, loglik)
+        ]
+    return "\n".join(lines) + "\n"

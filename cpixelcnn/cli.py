@@ -70,11 +70,9 @@ def _cmd_sample(args) -> int:
 def _cmd_complete(args) -> int:
     """Keep the top rows of data images and let the model complete them: once per class
     (conditional) or --samples times (unconditional). Grid row per image: original | kept | completions."""
-    import torch
-
     from cpixelcnn.data import load_dataset, to_model_range, to_uint8
     from cpixelcnn.io import image_grid, save_png
-    from cpixelcnn.sampling import sample
+    from cpixelcnn.sampling import complete_images
 
     model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
     size = _image_size(config)
@@ -84,99 +82,56 @@ def _cmd_complete(args) -> int:
         raise ValueError(f"--n and --samples must be >= 1 (and at most 10000 and 1000), got {args.n} and {args.samples}")
     names = config["class_names"]
     data = load_dataset(args.data, args.split, size, model.in_channels, class_names=names if model.num_classes else None)
-    originals = to_model_range(data.images[: args.n])
-    n = originals.shape[0]
-    per_image = model.num_classes or args.samples
-    labels = torch.arange(model.num_classes).repeat(n) if model.num_classes else None
-    completions = sample(model, labels, image_size=(size, size), method=args.method, engine=args.engine, generator=torch.Generator().manual_seed(args.seed),
-                         batch_size=None if model.num_classes else n * per_image,
-                         prefix=originals.repeat_interleave(per_image, dim=0), prefix_pixels=args.rows * size,
-                         temperature=args.temperature).cpu()  # fmt: skip
-    kept = originals.clone()
-    kept[:, :, args.rows :] = 0.0  # mid grey where the model has to fill in
-    tiles = torch.cat([originals[:, None], kept[:, None], completions.view(n, per_image, *originals.shape[1:]).to(originals.dtype)], dim=1)
-    path = save_png(args.out, image_grid(to_uint8(tiles.flatten(0, 1)), nrow=2 + per_image), scale=args.scale)
-    columns = ", ".join(names) if model.num_classes else f"{per_image} samples"
-    print(f"{n} images, top {args.rows} of {size} rows kept, columns: original | kept | {columns} -> {path}")
+    tiles = complete_images(model, to_model_range(data.images[: args.n]), args.rows, args.samples, args.seed, method=args.method, engine=args.engine,
+                            temperature=args.temperature)  # fmt: skip
+    path = save_png(args.out, image_grid(to_uint8(tiles.flatten(0, 1)), nrow=tiles.shape[1]), scale=args.scale)
+    columns = ", ".join(names) if model.num_classes else f"{tiles.shape[1] - 2} samples"
+    print(f"{tiles.shape[0]} images, top {args.rows} of {size} rows kept, columns: original | kept | {columns} -> {path}")
     return 0
 
 
-def _classify_split(args):
-    from cpixelcnn.classifier import classify
+def _cmd_classify(args) -> int:
+    from cpixelcnn.classifier import classify_dataset, predictions_csv
     from cpixelcnn.data import load_dataset
+    from cpixelcnn.io import atomic_write_bytes
 
     model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
     if model.num_classes == 0:
         raise ValueError(f"{args.checkpoint} holds an unconditional model: it cannot classify")
-    data = load_dataset(args.data, args.split, _image_size(config), model.in_channels, class_names=config["class_names"])
-    predicted, loglik = classify(model, data.images, max_batch=args.batch_size * model.num_classes)
-    return model, config, data, predicted, loglik
-
-
-def _write_predictions(path: str, data, predicted, loglik, names) -> None:
-    from cpixelcnn.io import atomic_write_bytes
-
-    lines = []
-    if data.layout == "course":  # ready to submit: file,label
-        lines = [f"{f},{int(p)}" for f, p in zip(data.files, predicted)]
-    else:
-        lines = ["file,predicted,class," + ",".join(f"loglik_{n}" for n in names)]
-        lines += [f"{f},{int(p)},{names[int(p)]}," + ",".join(f"{v:.4f}" for v in row.tolist()) for f, p, row in zip(data.files, predicted, loglik)]
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
-
-
-def _cmd_classify(args) -> int:
-    from cpixelcnn.metrics import classification_report
-
-    model, config, data, predicted, loglik = _classify_split(args)
     names = config["class_names"]
+    data = load_dataset(args.data, args.split, _image_size(config), model.in_channels, class_names=names)
+    predicted, loglik, report = classify_dataset(model, data, args.batch_size)
     out = args.predictions or str(Path(args.checkpoint) / f"predictions_{args.split}.csv")
-    _write_predictions(out, data, predicted, loglik, names)
-    result = {"n": len(data), "predictions": out, "accuracy": None, "per_class_accuracy": None}
-    if data.has_labels:
-        result.update(classification_report(predicted, data.labels, names))
+    atomic_write_bytes(out, predictions_csv(data, predicted, loglik, names).encode())
+    result = {"n": len(data), "predictions": out, "accuracy": None, "per_class_accuracy": None, **(report or {})}
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"classified {len(data)} images -> {out}")
-    if data.has_labels:
-        print(f"accuracy {result['accuracy']:.2%}")
-        width = max(len(n) for n in names)
-        print(" " * (width + 2) + " ".join(f"{n[:8]:>8}" for n in names) + "   (rows: true, columns: predicted)")
-        for name, row in zip(names, result["confusion_matrix"]):
-            print(f"{name:>{width}}  " + " ".join(f"{v:>8d}" for v in row))
-    else:
+    if report is None:
         print("labels unknown for this split: no accuracy")
+        return 0
+    print(f"accuracy {result['accuracy']:.2%}")
+    width = max(len(n) for n in names)
+    print(" " * (width + 2) + " ".join(f"{n[:8]:>8}" for n in names) + "   (rows: true, columns: predicted)")
+    for name, row in zip(names, result["confusion_matrix"]):
+        print(f"{name:>{width}}  " + " ".join(f"{v:>8d}" for v in row))
     return 0
 
 
 def _cmd_evaluate(args) -> int:
-    from cpixelcnn.classifier import classify
-    from cpixelcnn.data import load_dataset, to_uint8
-    from cpixelcnn.metrics import FIDUnavailable, classification_report, dataset_bpd, fid
-    from cpixelcnn.sampling import per_class_samples
+    from cpixelcnn.data import load_dataset
+    from cpixelcnn.metrics import evaluate_dataset
+    from cpixelcnn.scoring import likelihood_map
 
     model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
     names = config["class_names"]
     data = load_dataset(args.data, args.split, _image_size(config), model.in_channels, class_names=names if model.num_classes else None)
-    result = {"n": len(data), "bpd": None, "accuracy": None, "fid": None}
-    if model.num_classes and not data.has_labels:
-        print("labels unknown for this split: no bpd or accuracy (they need the true class)", file=sys.stderr)
-    else:
-        result["bpd"] = dataset_bpd(model, data.images, data.labels if model.num_classes else None, batch_size=args.batch_size)
-        if model.num_classes:
-            predicted, _ = classify(model, data.images, max_batch=args.batch_size * model.num_classes)
-            report = classification_report(predicted, data.labels, names)
-            result.update(accuracy=report["accuracy"], per_class_accuracy=report["per_class_accuracy"])
-    if args.fid:
-        try:
-            fake = per_class_samples(model, args.fid_samples_per_class, _image_size(config), seed=args.seed)
-            result["fid"] = fid(data.images, to_uint8(fake), dims=args.fid_dims, device=next(model.parameters()).device)
-            result["fid_dims"] = args.fid_dims
-        except FIDUnavailable as err:
-            print(f"cpixelcnn: no FID: {err}", file=sys.stderr)
+    result, notes = evaluate_dataset(model, data, args.batch_size, args.fid_samples_per_class if args.fid else 0, args.fid_dims, args.seed)
+    for note in notes:
+        print(note, file=sys.stderr)
     if args.heatmap:
-        result["heatmap"] = _likelihood_map(model, data, names, args)
+        result["heatmap"] = str(likelihood_map(args.heatmap, model, data, names, args.heatmap_n, args.batch_size))
     if args.json:
         print(json.dumps(result))
     else:
@@ -186,66 +141,23 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _likelihood_map(model, data, names: list[str], args) -> str:
-    """Write evaluate's --heatmap figure: the first --heatmap-n images and their bits per pixel
-    (under their true class, or the Bayes class when the split has no labels)."""
-    from cpixelcnn.classifier import classify
-    from cpixelcnn.plot import likelihood_map_png
-    from cpixelcnn.scoring import pixel_bits
-
-    if args.heatmap_n < 1:
-        raise ValueError(f"--heatmap-n must be >= 1, got {args.heatmap_n}")
-    images = data.images[: args.heatmap_n]
-    labels = None
-    if model.num_classes:
-        labels = data.labels[: len(images)] if data.has_labels else classify(model, images, max_batch=args.batch_size * model.num_classes)[0]
-    bits = pixel_bits(model, images, labels, batch_size=args.batch_size)
-    dims = images[0].numel()
-    captions = [f"{data.files[i]}\n{names[int(labels[i])] + ', ' if labels is not None else ''}{float(bits[i].sum()) / dims:.2f} bits/dim"
-                for i in range(len(images))]  # fmt: skip
-    return str(likelihood_map_png(args.heatmap, images, bits, captions))
-
-
 def _cmd_score(args) -> int:
     from cpixelcnn.data import load_dataset
-    from cpixelcnn.scoring import score_images
+    from cpixelcnn.io import atomic_write_bytes
+    from cpixelcnn.scoring import score_dataset, scores_csv, scores_summary
 
     model, config = _load(args.checkpoint, args.device, args.backend, not args.no_ema)
     background = _load(args.background, args.device, args.backend, not args.no_ema)[0] if args.background else None
     data = load_dataset(args.data, args.split, _image_size(config), model.in_channels)
-    scores = score_images(model, data.images, background=background, batch_size=args.batch_size)
-    names = config["class_names"]
-    rows = []
-    for i in range(len(data)):
-        row = {"file": data.files[i], "label": data.class_names[int(data.labels[i])] if data.labels[i] >= 0 else ""}
-        row.update({key: values[i] for key, values in scores.items()})
-        if "bayes_class" in row:
-            row["bayes_class"] = names[row["bayes_class"]]
-        rows.append(row)
+    rows = score_dataset(model, data, config["class_names"], background, args.batch_size)
     if args.json:
-        summary = {f"mean_{key}": sum(values) / len(values) for key, values in scores.items() if key != "bayes_class"}
-        print(json.dumps({"n": len(rows), "summary": summary, "rows": rows}))
-    if args.out or not args.json:
-        text = _csv(rows)
-        if args.out:
-            from cpixelcnn.io import atomic_write_bytes
-
-            atomic_write_bytes(args.out, text.encode())
-            print(f"scores of {len(rows)} images -> {args.out}", file=sys.stderr)
-        else:
-            sys.stdout.write(text)
+        print(json.dumps({"n": len(rows), "summary": scores_summary(rows), "rows": rows}))
+    if args.out:
+        atomic_write_bytes(args.out, scores_csv(rows).encode())
+        print(f"scores of {len(rows)} images -> {args.out}", file=sys.stderr)
+    elif not args.json:
+        sys.stdout.write(scores_csv(rows))
     return 0
-
-
-def _csv(rows: list[dict]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
-    return buf.getvalue()
 
 
 def _cmd_demo(args) -> int:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.classifier import classify
+from cpixelcnn.classifier import classification_report, classify
 from cpixelcnn.data import load_dataset, to_uint8
 from cpixelcnn.io import atomic_write_json
-from cpixelcnn.metrics import classification_report, dataset_bpd
+from cpixelcnn.metrics import dataset_bpd
 from cpixelcnn.rundir import RunLock, claim, is_run, load_run
 from cpixelcnn.sampling import fastest_method, write_sample_grid
 from cpixelcnn.training import TrainConfig, train

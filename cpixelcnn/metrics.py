@@ -16,9 +16,11 @@ import os
 import torch
 from torch.nn.utils import parametrize
 
-from cpixelcnn.classifier import as_model_input
+from cpixelcnn.classifier import as_model_input, classification_report, classify_dataset  # noqa: F401  (the report: with its figures)
+from cpixelcnn.data.types import to_uint8
 from cpixelcnn.devices import float64_math, to_float64
 from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
+from cpixelcnn.sampling import per_class_samples
 
 
 class FIDUnavailable(RuntimeError):
@@ -43,20 +45,6 @@ def dataset_bpd(model, images: torch.Tensor, labels: torch.Tensor | None, batch_
     finally:
         model.train(was_training)
     return total / images.shape[0]
-
-
-def classification_report(predicted: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
-    """Accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
-    n = len(class_names)
-    confusion = torch.zeros(n, n, dtype=torch.long)
-    confusion.index_put_((labels.long(), predicted.long()), torch.ones_like(labels, dtype=torch.long), accumulate=True)
-    per_class = {name: (confusion[c, c] / confusion[c].sum()).item() if confusion[c].sum() else None for c, name in enumerate(class_names)}
-    return {
-        "accuracy": (predicted == labels).sum().item() / max(1, labels.shape[0]),
-        "n": int(labels.shape[0]),
-        "per_class_accuracy": per_class,
-        "confusion_matrix": confusion.tolist(),
-    }
 
 
 def _sym_sqrt(matrix: torch.Tensor) -> torch.Tensor:
@@ -133,3 +121,26 @@ def fid(real_uint8: torch.Tensor, fake_uint8: torch.Tensor, dims: int = 192, dev
     """FID between two sets of uint8 images (N, C, H, W) with Inception features of ``dims``."""
     extract = inception_extractor(dims, device)
     return frechet_distance(*feature_statistics(extract(real_uint8)), *feature_statistics(extract(fake_uint8)))
+
+
+def evaluate_dataset(model, data, batch_size: int = 64, fid_samples_per_class: int = 0, fid_dims: int = 192, seed: int = 0) -> tuple[dict, list[str]]:
+    """``cpixelcnn evaluate``'s figures on a :class:`~cpixelcnn.data.Dataset`: bits/dim and (for a
+    conditional model) Bayes accuracy when the data are labelled; FID of
+    ``fid_samples_per_class`` samples per class against the data when asked (0: no FID).
+    Returns (result: n, bpd, accuracy, per_class_accuracy, fid, fid_dims; notes for the user)."""
+    result, notes = {"n": len(data), "bpd": None, "accuracy": None, "fid": None}, []
+    if model.num_classes and not data.has_labels:
+        notes.append("labels unknown for this split: no bpd or accuracy (they need the true class)")
+    else:
+        result["bpd"] = dataset_bpd(model, data.images, data.labels if model.num_classes else None, batch_size=batch_size)
+        if model.num_classes:
+            report = classify_dataset(model, data, batch_size)[2]
+            result.update(accuracy=report["accuracy"], per_class_accuracy=report["per_class_accuracy"])
+    if fid_samples_per_class:
+        try:
+            fake = per_class_samples(model, fid_samples_per_class, tuple(data.images.shape[-2:]), seed=seed)
+            result["fid"] = fid(data.images, to_uint8(fake), dims=fid_dims, device=next(model.parameters()).device)
+            result["fid_dims"] = fid_dims
+        except FIDUnavailable as err:
+            notes.append(f"cpixelcnn: no FID: {err}")
+    return result, notes

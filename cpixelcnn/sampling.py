@@ -271,3 +271,23 @@ def write_sample_grid(path, model, n: int, image_size: int | tuple[int, int], cl
     images = per_class_samples(model, n, image_size, classes, seed, **options)
     nrow = n if model.num_classes else min(n, 8)
     return save_png(path, image_grid(to_uint8(images), nrow=nrow), scale=scale), images
+
+
+def complete_images(model, originals: torch.Tensor, rows: int, samples: int = 4, seed: int = 0, **options) -> torch.Tensor:
+    """Keep the top ``rows`` rows of ``originals`` (N, C, H, W on the grid) and let the model draw
+    the rest: once per class (conditional) or ``samples`` times (unconditional). Returns tiles
+    (N, 2 + K, C, H, W) on the host: original | kept (mid grey below the kept rows) | K completions.
+    ``options`` go to :func:`sample` (``method``, ``engine``, ``temperature``)."""
+    n, _, height, width = originals.shape
+    if not 0 <= rows <= height:
+        raise ValueError(f"rows must be in [0, {height}] (the image height), got {rows}")
+    per_image = model.num_classes or samples
+    labels = torch.arange(model.num_classes).repeat(n) if model.num_classes else None
+    options.setdefault("method", "auto")
+    completions = sample(model, labels, image_size=(height, width), generator=torch.Generator().manual_seed(seed),
+                         batch_size=None if model.num_classes else n * per_image, prefix=originals.repeat_interleave(per_image, dim=0),
+                         prefix_pixels=rows * width, **options).cpu()  # fmt: skip
+    originals = originals.cpu()
+    kept = originals.clone()
+    kept[:, :, rows:] = 0.0
+    return torch.cat([originals[:, None], kept[:, None], completions.view(n, per_image, *originals.shape[1:]).to(originals.dtype)], dim=1)

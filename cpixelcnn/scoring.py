@@ -16,9 +16,10 @@ import math
 import torch
 from torch.nn.utils import parametrize
 
-from cpixelcnn.classifier import as_model_input, class_log_likelihoods
+from cpixelcnn.classifier import as_model_input, class_log_likelihoods, classify
 from cpixelcnn.devices import float64_math, to_float64
 from cpixelcnn.ops.dmol import dmol_log_prob
+from cpixelcnn.plot import likelihood_map_png
 
 LN2 = math.log(2.0)
 
@@ -101,3 +102,53 @@ def auroc(in_scores, out_scores) -> float:
     mean_rank = torch.zeros(len(unique), dtype=torch.float64).index_add_(0, inverse, ranks) / torch.bincount(inverse, minlength=len(unique))
     u = mean_rank[inverse[len(a) :]].sum() - len(b) * (len(b) + 1) / 2
     return float(u / (len(a) * len(b)))
+
+
+def likelihood_map(path, model, data, class_names: list[str], n: int = 8, batch_size: int = 64):
+    """A figure of the first ``n`` images of ``data`` beside their bits per pixel (under their true
+    class, or the Bayes class when the data have no labels) with each image's bits/dim; its path."""
+    if n < 1:
+        raise ValueError(f"--heatmap-n must be >= 1, got {n}")
+    images = data.images[:n]
+    labels = None
+    if model.num_classes:
+        labels = data.labels[: len(images)] if data.has_labels else classify(model, images, max_batch=batch_size * model.num_classes)[0]
+    bits = pixel_bits(model, images, labels, batch_size=batch_size)
+    dims = images[0].numel()
+    captions = [
+        f"{data.files[i]}\n{class_names[int(labels[i])] + ', ' if labels is not None else ''}{float(bits[i].sum()) / dims:.2f} bits/dim"
+        for i in range(len(images))
+    ]
+    return likelihood_map_png(path, images, bits, captions)
+
+
+def score_dataset(model, data, class_names: list[str], background=None, batch_size: int = 64) -> list[dict]:
+    """:func:`score_images` of a :class:`~cpixelcnn.data.Dataset` as one row per image: file, label
+    (its name, or empty), the scores, and the Bayes class by name."""
+    scores = score_images(model, data.images, background=background, batch_size=batch_size)
+    rows = []
+    for i in range(len(data)):
+        row = {"file": data.files[i], "label": data.class_names[int(data.labels[i])] if data.labels[i] >= 0 else ""}
+        row.update({key: values[i] for key, values in scores.items()})
+        if "bayes_class" in row:
+            row["bayes_class"] = class_names[row["bayes_class"]]
+        rows.append(row)
+    return rows
+
+
+def scores_summary(rows: list[dict]) -> dict:
+    """The mean of every numeric score over the rows (``mean_bpd``, ``mean_llr_bpd``, …)."""
+    keys = [k for k, v in rows[0].items() if isinstance(v, float)] if rows else []
+    return {f"mean_{key}": sum(r[key] for r in rows) / len(rows) for key in keys}
+
+
+def scores_csv(rows: list[dict]) -> str:
+    """The rows as CSV (header from the first row; floats with 6 decimals)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
+    return buf.getvalue()

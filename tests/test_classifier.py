@@ -48,3 +48,21 @@ def test_uint8_images_and_grid_images_are_one_convention():
         classify(model, images[:, :1])
     with pytest.raises(ValueError, match="off the 5-bit grid"):  # 8-bit data on a 5-bit model is quantized first, as for float input
         classify(tiny_model(num_classes=3, bits=5), torch.full((1, 3, 4, 5), 1, dtype=torch.uint8))
+
+
+def test_classify_dataset_and_its_predictions_file():
+    from cpixelcnn.classifier import classify_dataset, predictions_csv
+    from cpixelcnn.data import Dataset
+
+    model = tiny_model(num_classes=3)
+    images = torch.randint(0, 256, (5, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    labelled = Dataset(images, torch.tensor([0, 1, 2, 0, 1]), ["a", "b", "c"], layout="folders")
+    predicted, loglik, report = classify_dataset(model, labelled, batch_size=2)
+    assert torch.equal(predicted, classify(model, images)[0]) and report["n"] == 5 and sum(map(sum, report["confusion_matrix"])) == 5
+    lines = predictions_csv(labelled, predicted, loglik, ["a", "b", "c"]).splitlines()
+    assert lines[0] == "file,predicted,class,loglik_a,loglik_b,loglik_c" and len(lines) == 6
+    unlabelled = Dataset(images, torch.full((5,), -1), ["a", "b", "c"], layout="course")
+    assert classify_dataset(model, unlabelled)[2] is None
+    assert predictions_csv(unlabelled, predicted, loglik, ["a", "b", "c"]).splitlines()[0] == f"0000000,{int(predicted[0])}"
+    with pytest.raises(ValueError, match="unconditional"):
+        classify_dataset(tiny_model(num_classes=0), labelled)
