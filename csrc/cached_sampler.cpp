@@ -252,171 +252,192 @@ inline std::pair<int64_t, int64_t> share(int64_t n, int tid, int team) { return 
 constexpr int kMaxTaps = 16;  // kh * kw of any op (the model's largest is 2 x 3)
 
 template <typename T>
+using Op = StepOp<T>;  // one op of the plan: its desc (type, mode, transform, kernel), nodes, parameters, schedule
+
+// The CPU engine: the plan every engine consumes (make_plan), plus what only the CPU loop keeps —
+// weights with whole-vector columns, the nodes it holds as rings, each op's input window — and
+// the schedule its dry run lays out.
+template <typename T>
 struct Runner {
+  const Plan<T>* plan = nullptr;
   int64_t batch = 0;
   int team = 1;
   Tiles<T> tiles;
   std::vector<Node<T>> nodes;
   std::vector<std::vector<T>> held;  // ring storage of the nodes the engine holds
-  std::vector<const int64_t*> spec;
-  std::vector<const T*> weight, bias, gamma, beta;  // weight: (taps·cin, ldw), bias: ldw (zero-padded columns)
+  std::vector<const T*> weight, bias;  // weight: (taps·cin, ldw), bias: ldw (zero-padded columns)
   std::vector<int64_t> ldw;
   std::vector<std::vector<T>> padded;  // owns padded copies where C_out is not a whole number of vectors
-  std::vector<const int32_t*> positions;
-  std::vector<const int64_t*> offsets;
-  std::vector<Window<T>> windows;  // per op
-  std::vector<T> zeros;            // cin_eff zeros: the input of taps outside the map
+  std::vector<Window<T>> windows;      // per op
+  std::vector<T> zeros;                // cin_eff zeros: the input of taps outside the map
 
-  // the plan
-  std::vector<OpStep> work;            // in execution order
-  std::vector<int64_t> step_begin;     // work of step t: [step_begin[t], step_begin[t + 1])
+  // the schedule
+  std::vector<OpStep> work;         // in execution order
+  std::vector<int64_t> step_begin;  // work of step t: [step_begin[t], step_begin[t + 1])
   std::vector<Position> zero_pos, act_pos, fill_pos;
+  int64_t gathered_size = 0;  // the largest rows x K gathered in one (op, step): each thread's cols
+
+  const Op<T>& op_at(int64_t op) const { return plan->ops[static_cast<size_t>(op)]; }
 
   // v <- transform(inputs at (b, y, x)); returns its length
-  int64_t gather(const int64_t* s, int64_t b, int64_t y, int64_t x, T* v) const {
-    const Node<T>& a = nodes[s[cIn0]];
+  int64_t gather(const Op<T>& o, int64_t b, int64_t y, int64_t x, T* v) const {
+    const Node<T>& a = nodes[o.in0];
     const T* pa = a.at(b, y, x);
     int64_t n = a.c;
-    if (s[cMode] == kConcat) {
-      const Node<T>& bn = nodes[s[cIn1]];
+    if (o.desc.mode == kConcat) {
+      const Node<T>& bn = nodes[o.in1];
       const T* pb = bn.at(b, y, x);
       for (int64_t k = 0; k < a.c; ++k) v[k] = pa[k];
       for (int64_t k = 0; k < bn.c; ++k) v[a.c + k] = pb[k];
       n = a.c + bn.c;
-    } else if (s[cMode] == kSum) {
-      const T* pb = nodes[s[cIn1]].at(b, y, x);
+    } else if (o.desc.mode == kSum) {
+      const T* pb = nodes[o.in1].at(b, y, x);
       for (int64_t k = 0; k < n; ++k) v[k] = pa[k] + pb[k];
     } else {
       for (int64_t k = 0; k < n; ++k) v[k] = pa[k];
     }
-    if (s[cTransform] == kElu) {
+    if (o.desc.transform == kElu) {
       elu_any(v, static_cast<T*>(nullptr), n);
-    } else if (s[cTransform] == kConcatElu) {  // [elu(v), elu(-v)]
+    } else if (o.desc.transform == kConcatElu) {  // [elu(v), elu(-v)]
       elu_any(v, v + n, n);
       n *= 2;
     }
     return n;
   }
 
-  static bool has_transform(const int64_t* s) { return s[cType] == kConv && (s[cMode] != kSingle || s[cTransform] != kNone); }
-  int64_t cin_of(const int64_t* s) const { return s[cType] == kConv ? s[cCinEff] : nodes[s[cIn0]].c; }
+  static bool has_transform(const OpDesc& d) { return d.type == kConv && (d.mode != kSingle || d.transform != kNone); }
+  int64_t cin_of(const Op<T>& o) const { return o.desc.type == kConv ? o.desc.cin_eff : nodes[o.in0].c; }
 
   // The input position tap (ki, kj) of output (i, j) reads, or false if it reads zeros.
-  static bool tap_source(const int64_t* s, const Node<T>& in, int64_t i, int64_t j, int64_t ki, int64_t kj, int64_t& y, int64_t& x) {
-    if (s[cType] == kConv) {
-      const int64_t si = i - (s[cShift] == kShiftDown), sj = j - (s[cShift] == kShiftRight);
-      y = si * s[cStride] - s[cPadTop] + ki;
-      x = sj * s[cStride] - s[cPadLeft] + kj;
+  static bool tap_source(const OpDesc& d, const Node<T>& in, int64_t i, int64_t j, int64_t ki, int64_t kj, int64_t& y, int64_t& x) {
+    if (d.type == kConv) {
+      const int64_t si = i - (d.shift == kShiftDown), sj = j - (d.shift == kShiftRight);
+      y = si * d.stride - d.pad_top + ki;
+      x = sj * d.stride - d.pad_left + kj;
       return y >= 0 && y < in.h && x >= 0 && x < in.w;
     }
     // transposed: output (i, j) is the uncropped output (i, j + pad_left); input (yy, xx) / stride
-    const int64_t yy = i - ki, xx = j + s[cPadLeft] - kj, stride = s[cStride];
+    const int64_t yy = i - ki, xx = j + d.pad_left - kj, stride = d.stride;
     if (yy < 0 || xx < 0 || yy % stride != 0 || xx % stride != 0) return false;
     y = yy / stride;
     x = xx / stride;
     return y < in.h && x < in.w;
   }
 
-  // ---- the plan: a dry run over the schedule --------------------------------------------
-  // Returns, per node, the rows of it that must stay resident (read rows vs. rows written so far),
-  // and shrinks each window to the rows of it live at once (its data is allocated afterwards).
-  std::vector<int64_t> build_plan(int64_t steps) {
-    const int64_t n_ops = static_cast<int64_t>(spec.size());
-    std::vector<int64_t> written(nodes.size(), -1), needed(nodes.size(), 1);
-    std::vector<std::vector<int64_t>> row_of(n_ops);  // per windowed op: which row each (slot, column) holds
+  // ---- the schedule: a dry run over the steps ---------------------------------------------
+  // What the dry run tracks: per node the rows written so far and the most rows ever read behind
+  // them; per windowed op which input row each slot holds, the highest row filled, and the rows live at once.
+  struct DryRun {
+    std::vector<int64_t> written, needed;
+    std::vector<std::vector<int64_t>> row_of;
+    std::vector<int64_t> filled, window_rows;
+    void read(int64_t node, int64_t row) { needed[node] = std::max(needed[node], written[node] - row + 1); }
+  };
+
+  // Lays out every step's work. Returns, per node, the rows of it that must stay resident, and
+  // shrinks each window to the rows of it live at once (its data is allocated afterwards).
+  std::vector<int64_t> build_schedule(int64_t steps) {
+    const int64_t n_ops = static_cast<int64_t>(plan->ops.size());
+    DryRun dry{std::vector<int64_t>(nodes.size(), -1), std::vector<int64_t>(nodes.size(), 1), std::vector<std::vector<int64_t>>(n_ops),
+               std::vector<int64_t>(n_ops, -1), std::vector<int64_t>(n_ops, 1)};
     for (int64_t op = 0; op < n_ops; ++op)
-      if (windows[op].rows) row_of[op].assign(static_cast<size_t>(windows[op].rows * windows[op].w), -1);
-    auto read = [&](int64_t node, int64_t row) { needed[node] = std::max(needed[node], written[node] - row + 1); };
-    // the same count for each window: rows from the lowest read to the highest filled so far
-    std::vector<int64_t> filled(static_cast<size_t>(n_ops), -1);
-    std::vector<int64_t> window_rows(static_cast<size_t>(n_ops), 1);
+      if (windows[op].rows) dry.row_of[op].assign(static_cast<size_t>(windows[op].rows * windows[op].w), -1);
     step_begin.assign(1, 0);
     for (int64_t t = 0; t < steps; ++t) {
-      for (int64_t op = 0; op < n_ops; ++op) {
-        const int64_t begin = offsets[op][t], end = offsets[op][t + 1];
-        if (begin == end) continue;
-        const int64_t* s = spec[op];
-        const Node<T>& out = nodes[s[cOut]];
-        OpStep w{static_cast<int32_t>(op), 0, 0, 0, 0, 0, 0, false};
-        w.zero0 = w.zero1 = static_cast<int64_t>(zero_pos.size());
-        w.act0 = static_cast<int64_t>(act_pos.size());
-        w.fill0 = w.fill1 = static_cast<int64_t>(fill_pos.size());
-        int64_t lo = INT64_MAX, hi = -1, out_row = -1;
-        for (int64_t p = begin; p < end; ++p) {
-          const int32_t i = positions[op][p] / static_cast<int32_t>(out.w), j = positions[op][p] % static_cast<int32_t>(out.w);
-          out_row = std::max<int64_t>(out_row, i);
-          if (s[cType] == kConv && ((s[cShift] == kShiftDown && i == 0) || (s[cShift] == kShiftRight && j == 0))) {
-            zero_pos.push_back({i, j});
-            continue;
-          }
-          act_pos.push_back({i, j});
-          lo = std::min<int64_t>(lo, i);
-          hi = std::max<int64_t>(hi, i);
-        }
-        w.zero1 = static_cast<int64_t>(zero_pos.size());
-        w.act1 = static_cast<int64_t>(act_pos.size());
-        if (s[cType] == kAdd || s[cType] == kGated) {
-          for (int64_t a = w.act0; a < w.act1; ++a) {
-            read(s[cIn0], act_pos[a][0]);
-            read(s[cIn1], act_pos[a][0]);
-          }
-        } else {
-          const Node<T>& in = nodes[s[cIn0]];
-          Window<T>& win = windows[op];
-          w.windowed = win.rows > 0 && hi >= lo && (hi - lo) * s[cStride] + s[cKh] <= win.rows;
-          int64_t lowest_read = INT64_MAX;
-          for (int64_t a = w.act0; a < w.act1; ++a) {
-            for (int64_t ki = 0; ki < s[cKh]; ++ki) {
-              for (int64_t kj = 0; kj < s[cKw]; ++kj) {
-                int64_t y, x;
-                if (!tap_source(s, in, act_pos[a][0], act_pos[a][1], ki, kj, y, x)) continue;
-                read(s[cIn0], y);
-                if (s[cMode] != kSingle) read(s[cIn1], y);
-                if (!w.windowed) continue;
-                lowest_read = std::min(lowest_read, y);
-                int64_t& held_row = row_of[op][(y % win.rows) * win.w + x];
-                if (held_row == y) continue;
-                held_row = y;
-                filled[op] = std::max(filled[op], y);
-                fill_pos.push_back({static_cast<int32_t>(y), static_cast<int32_t>(x)});
-              }
-            }
-          }
-          w.fill1 = static_cast<int64_t>(fill_pos.size());
-          if (lowest_read != INT64_MAX) window_rows[op] = std::max(window_rows[op], filled[op] - lowest_read + 1);
-          if (has_transform(s) && !w.windowed) gathered_size = std::max(gathered_size, (w.act1 - w.act0) * batch * s[cKh] * s[cKw] * cin_of(s));
-        }
-        written[s[cOut]] = std::max(written[s[cOut]], out_row);  // after its reads: an op never reads its own output
-        work.push_back(w);
-      }
+      for (int64_t op = 0; op < n_ops; ++op)
+        if (op_at(op).offsets[t] != op_at(op).offsets[t + 1]) schedule_op(op, t, dry);
       step_begin.push_back(static_cast<int64_t>(work.size()));
     }
-    // Planned with kh + 2·stride rows per window; keeping only those live at once leaves the plan
-    // valid: every live row still has its own slot (y mod rows), and no slot is refilled early.
+    // Planned with kh + 2·stride rows per window; keeping only those live at once leaves the
+    // schedule valid: every live row still has its own slot (y mod rows), and no slot is refilled early.
     for (int64_t op = 0; op < n_ops; ++op)
-      if (windows[op].rows) windows[op].rows = std::min(windows[op].rows, window_rows[op]);
-    return needed;
+      if (windows[op].rows) windows[op].rows = std::min(windows[op].rows, dry.window_rows[op]);
+    return dry.needed;
+  }
+
+  // The work of op at step t: its zero, computed and window-fill positions, and the rows it reads.
+  void schedule_op(int64_t op, int64_t t, DryRun& dry) {
+    const Op<T>& o = op_at(op);
+    const OpDesc& d = o.desc;
+    const Node<T>& out = nodes[o.out];
+    OpStep w{static_cast<int32_t>(op), 0, 0, 0, 0, 0, 0, false};
+    w.zero0 = static_cast<int64_t>(zero_pos.size());
+    w.act0 = static_cast<int64_t>(act_pos.size());
+    w.fill0 = w.fill1 = static_cast<int64_t>(fill_pos.size());
+    int64_t lo = INT64_MAX, hi = -1, out_row = -1;
+    for (int64_t p = o.offsets[t]; p < o.offsets[t + 1]; ++p) {
+      const int32_t i = o.positions[p] / static_cast<int32_t>(out.w), j = o.positions[p] % static_cast<int32_t>(out.w);
+      out_row = std::max<int64_t>(out_row, i);
+      if (d.type == kConv && ((d.shift == kShiftDown && i == 0) || (d.shift == kShiftRight && j == 0))) {
+        zero_pos.push_back({i, j});
+        continue;
+      }
+      act_pos.push_back({i, j});
+      lo = std::min<int64_t>(lo, i);
+      hi = std::max<int64_t>(hi, i);
+    }
+    w.zero1 = static_cast<int64_t>(zero_pos.size());
+    w.act1 = static_cast<int64_t>(act_pos.size());
+    if (d.type == kAdd || d.type == kGated) {
+      for (int64_t a = w.act0; a < w.act1; ++a) {
+        dry.read(o.in0, act_pos[a][0]);
+        dry.read(o.in1, act_pos[a][0]);
+      }
+    } else {
+      w.windowed = windows[op].rows > 0 && hi >= lo && (hi - lo) * d.stride + d.kh <= windows[op].rows;
+      schedule_taps(op, w, dry);
+      if (has_transform(d) && !w.windowed) gathered_size = std::max(gathered_size, (w.act1 - w.act0) * batch * d.kh * d.kw * cin_of(o));
+    }
+    dry.written[o.out] = std::max(dry.written[o.out], out_row);  // after its reads: an op never reads its own output
+    work.push_back(w);
+  }
+
+  // A convolution's reads at one step, and the window rows it must fill first.
+  void schedule_taps(int64_t op, OpStep& w, DryRun& dry) {
+    const Op<T>& o = op_at(op);
+    const Node<T>& in = nodes[o.in0];
+    const Window<T>& win = windows[op];
+    int64_t lowest_read = INT64_MAX;
+    for (int64_t a = w.act0; a < w.act1; ++a) {
+      for (int64_t ki = 0; ki < o.desc.kh; ++ki) {
+        for (int64_t kj = 0; kj < o.desc.kw; ++kj) {
+          int64_t y, x;
+          if (!tap_source(o.desc, in, act_pos[a][0], act_pos[a][1], ki, kj, y, x)) continue;
+          dry.read(o.in0, y);
+          if (o.desc.mode != kSingle) dry.read(o.in1, y);
+          if (!w.windowed) continue;
+          lowest_read = std::min(lowest_read, y);
+          int64_t& held_row = dry.row_of[op][(y % win.rows) * win.w + x];
+          if (held_row == y) continue;
+          held_row = y;
+          dry.filled[op] = std::max(dry.filled[op], y);
+          fill_pos.push_back({static_cast<int32_t>(y), static_cast<int32_t>(x)});
+        }
+      }
+    }
+    w.fill1 = static_cast<int64_t>(fill_pos.size());
+    if (lowest_read != INT64_MAX) dry.window_rows[op] = std::max(dry.window_rows[op], dry.filled[op] - lowest_read + 1);
   }
 
   // ---- one op at one step, run by every thread of the team --------------------------------
   void elementwise(const OpStep& w, int tid) {
-    const int64_t* s = spec[w.op];
+    const Op<T>& o = op_at(w.op);
     const auto [q0, q1] = share((w.act1 - w.act0) * batch, tid, team);
     for (int64_t q = q0; q < q1; ++q) {
       const Position& p = act_pos[w.act0 + q / batch];
       const int64_t b = q % batch;
-      const Node<T>& out = nodes[s[cOut]];
-      const T* pa = nodes[s[cIn0]].at(b, p[0], p[1]);
-      const T* pb = nodes[s[cIn1]].at(b, p[0], p[1]);
+      const Node<T>& out = nodes[o.out];
+      const T* pa = nodes[o.in0].at(b, p[0], p[1]);
+      const T* pb = nodes[o.in1].at(b, p[0], p[1]);
       T* po = out.at(b, p[0], p[1]);
       const int64_t f = out.c;
-      if (s[cType] == kAdd) {
+      if (o.desc.type == kAdd) {
         for (int64_t k = 0; k < f; ++k) po[k] = pa[k] + pb[k];
         continue;
       }
       // gated: out = x + (γa·a + βa)·σ(γb·b + βb), h = [a | b] (pa = x, pb = h)
-      const T* g = gamma[w.op] ? gamma[w.op] + b * 2 * f : nullptr;
-      const T* be = beta[w.op] ? beta[w.op] + b * 2 * f : nullptr;
+      const T* g = o.gamma ? o.gamma + b * 2 * f : nullptr;
+      const T* be = o.beta ? o.beta + b * 2 * f : nullptr;
       for (int64_t k = 0; k < f; ++k) {
         T a = pb[k], gate_in = pb[f + k];
         if (g) { a *= g[k]; gate_in *= g[f + k]; }
@@ -438,32 +459,100 @@ struct Runner {
       tap_ids.reserve(kMaxTaps);
     }
   };
-  int64_t gathered_size = 0;  // the largest rows x K gathered in one (op, step): each thread's cols
 
-  void matrix(const OpStep& w, int tid, Barrier& barrier, Scratch& sc) {
-    const int64_t* s = spec[w.op];
-    const Node<T>& out = nodes[s[cOut]];
-    const Node<T>& in = nodes[s[cIn0]];
+  // The shifted-in zero rows/columns and the window fills of a convolution at one step, split
+  // over (position, image); every thread's rows may read every filled position, hence the barrier.
+  void zero_and_fill(const OpStep& w, int tid, Barrier& barrier) {
+    const Op<T>& o = op_at(w.op);
+    const Node<T>& out = nodes[o.out];
     Window<T>& win = windows[w.op];
-    const int64_t n = out.c;
-    {  // shifted-in zero rows/columns and window fills, split over (position, image)
-      const auto [z0, z1] = share((w.zero1 - w.zero0) * batch, tid, team);
-      for (int64_t q = z0; q < z1; ++q) {
-        const Position& p = zero_pos[w.zero0 + q / batch];
-        std::fill_n(out.at(q % batch, p[0], p[1]), n, T(0));
-      }
-      const auto [f0, f1] = share((w.fill1 - w.fill0) * batch, tid, team);
-      for (int64_t q = f0; q < f1; ++q) {
-        const Position& p = fill_pos[w.fill0 + q / batch];
-        gather(s, q % batch, p[0], p[1], win.at(q % batch, p[0], p[1]));
-      }
-      if (w.fill1 > w.fill0) barrier.wait();  // every thread's rows read every filled position
+    const auto [z0, z1] = share((w.zero1 - w.zero0) * batch, tid, team);
+    for (int64_t q = z0; q < z1; ++q) {
+      const Position& p = zero_pos[w.zero0 + q / batch];
+      std::fill_n(out.at(q % batch, p[0], p[1]), out.c, T(0));
     }
+    const auto [f0, f1] = share((w.fill1 - w.fill0) * batch, tid, team);
+    for (int64_t q = f0; q < f1; ++q) {
+      const Position& p = fill_pos[w.fill0 + q / batch];
+      gather(o, q % batch, p[0], p[1], win.at(q % batch, p[0], p[1]));
+    }
+    if (w.fill1 > w.fill0) barrier.wait();
+  }
+
+  // im2col with the transform, for rows [r_begin, r_end) of the (op, step) only: sc.cols holds
+  // gathered_size values, at least this (op, step)'s rows x K (build_schedule).
+  void gather_rows(const OpStep& w, int64_t r_begin, int64_t r_end, Scratch& sc) const {
+    const Op<T>& o = op_at(w.op);
+    const Node<T>& in = nodes[o.in0];
+    const int64_t cin = cin_of(o), kh = o.desc.kh, kw = o.desc.kw, k = kh * kw * cin;
+    for (int64_t r = r_begin; r < r_end; ++r) {
+      const Position& p = act_pos[w.act0 + r / batch];
+      for (int64_t ki = 0; ki < kh; ++ki)
+        for (int64_t kj = 0; kj < kw; ++kj) {
+          int64_t y, x;
+          T* dst = sc.cols.data() + (r - r_begin) * k + (ki * kw + kj) * cin;
+          if (tap_source(o.desc, in, p[0], p[1], ki, kj, y, x)) {
+            gather(o, r % batch, y, x, dst);
+          } else {
+            std::fill_n(dst, cin, T(0));
+          }
+        }
+    }
+  }
+
+  // Each row of the tile [r0, r0 + rt): its tap pointers (sc.a, zeros substituted, only the taps
+  // some row reads, listed in sc.tap_ids) and its output row (sc.c). Returns the number of taps used.
+  int tile_taps(const OpStep& w, int64_t r0, int rt, int64_t r_begin, bool gathered, Scratch& sc) {
+    const Op<T>& o = op_at(w.op);
+    const Node<T>& in = nodes[o.in0];
+    const Node<T>& out = nodes[o.out];
+    Window<T>& win = windows[w.op];
+    const int64_t cin = cin_of(o), kh = o.desc.kh, kw = o.desc.kw, n_taps = kh * kw;
+    const T* src = w.windowed ? win.data.data() : in.data;
+    const int64_t src_stride = w.windowed ? win.image_stride() : in.image_stride();
+    bool used[kMaxTaps] = {}, tap_ok[kMaxTaps];
+    int64_t last = -1, tap_off[kMaxTaps];
+    for (int r = 0; r < rt; ++r) {
+      const int64_t row = r0 + r, b = row % batch, pos = w.act0 + row / batch;
+      const Position& p = act_pos[pos];
+      if (pos != last) {
+        last = pos;
+        for (int64_t tap = 0; tap < n_taps; ++tap) {
+          int64_t y, x;
+          tap_ok[tap] = tap_source(o.desc, in, p[0], p[1], tap / kw, tap % kw, y, x);
+          if (tap_ok[tap]) tap_off[tap] = gathered ? 0 : (w.windowed ? win.offset(y, x) : in.offset(y, x));
+        }
+      }
+      for (int64_t tap = 0; tap < n_taps; ++tap) {
+        const T* ptr = nullptr;
+        if (tap_ok[tap]) ptr = gathered ? sc.cols.data() + (row - r_begin) * n_taps * cin + tap * cin : src + b * src_stride + tap_off[tap];
+        sc.taps[r * kMaxTaps + tap] = ptr;
+        used[tap] = used[tap] || tap_ok[tap];
+      }
+      sc.c[r] = out.at(b, p[0], p[1]);
+    }
+    sc.tap_ids.clear();
+    for (int64_t tap = 0; tap < n_taps; ++tap)
+      if (used[tap]) sc.tap_ids.push_back(static_cast<int>(tap));
+    const int n_used = static_cast<int>(sc.tap_ids.size());
+    for (int r = 0; r < rt; ++r)
+      for (int u = 0; u < n_used; ++u) {
+        const T* ptr = sc.taps[r * kMaxTaps + sc.tap_ids[u]];
+        sc.a[r * n_used + u] = ptr ? ptr : zeros.data();
+      }
+    return n_used;
+  }
+
+  // A convolution at one step: one matrix product (rows: (position, image); columns: output
+  // channels) in the tile kernels, split over row tiles, or over columns when the weights are large.
+  void matrix(const OpStep& w, int tid, Barrier& barrier, Scratch& sc) {
+    const Op<T>& o = op_at(w.op);
+    zero_and_fill(w, tid, barrier);
     const int64_t m = (w.act1 - w.act0) * batch;
     if (m == 0) return;
-    const int64_t cin = cin_of(s), kh = s[cKh], kw = s[cKw], n_taps = kh * kw, lanes = tiles.lanes;
+    const int64_t n = nodes[o.out].c, cin = cin_of(o), n_taps = o.desc.kh * o.desc.kw, lanes = tiles.lanes;
     const int64_t vecs = ldw[w.op] / lanes, tiles_m = (m + tiles.rows - 1) / tiles.rows;
-    const bool gathered = has_transform(s) && !w.windowed;  // each thread gathers its own rows: split rows
+    const bool gathered = has_transform(o.desc) && !w.windowed;  // each thread gathers its own rows: split rows
     const bool big_weights = n_taps * cin * ldw[w.op] * static_cast<int64_t>(sizeof(T)) > (int64_t(1) << 19);
     const bool split_rows = gathered || (tiles_m >= team && (!big_weights || tiles_m >= 4 * team));
     int64_t t0 = 0, t1 = tiles_m, v0 = 0, v1 = vecs;
@@ -474,61 +563,10 @@ struct Runner {
     }
     if (t0 >= t1 || v0 >= v1) return;
     const int64_t r_begin = t0 * tiles.rows, r_end = std::min(m, t1 * tiles.rows);
-    if (gathered) {  // im2col with the transform, for this thread's rows only
-      const int64_t k = n_taps * cin;
-      // sc.cols holds gathered_size values: at least this (op, step)'s rows x K (build_plan)
-      for (int64_t r = r_begin; r < r_end; ++r) {
-        const Position& p = act_pos[w.act0 + r / batch];
-        for (int64_t ki = 0; ki < kh; ++ki)
-          for (int64_t kj = 0; kj < kw; ++kj) {
-            int64_t y, x;
-            T* dst = sc.cols.data() + (r - r_begin) * k + (ki * kw + kj) * cin;
-            if (tap_source(s, in, p[0], p[1], ki, kj, y, x)) {
-              gather(s, r % batch, y, x, dst);
-            } else {
-              std::fill_n(dst, cin, T(0));
-            }
-          }
-      }
-    }
-    const T* src = w.windowed ? win.data.data() : in.data;
-    const int64_t src_stride = w.windowed ? win.image_stride() : in.image_stride();
+    if (gathered) gather_rows(w, r_begin, r_end, sc);
     for (int64_t r0 = r_begin; r0 < r_end; r0 += tiles.rows) {
       const int rt = static_cast<int>(std::min<int64_t>(tiles.rows, r_end - r0));
-      // tap pointers of the tile's rows; the taps read by any row of the tile
-      bool used[kMaxTaps] = {};
-      int64_t last = -1, tap_off[kMaxTaps];
-      bool tap_ok[kMaxTaps];
-      for (int r = 0; r < rt; ++r) {
-        const int64_t row = r0 + r, b = row % batch, pos = w.act0 + row / batch;
-        const Position& p = act_pos[pos];
-        if (pos != last) {
-          last = pos;
-          for (int64_t ki = 0; ki < kh; ++ki)
-            for (int64_t kj = 0; kj < kw; ++kj) {
-              int64_t y, x;
-              const int64_t tap = ki * kw + kj;
-              tap_ok[tap] = tap_source(s, in, p[0], p[1], ki, kj, y, x);
-              if (tap_ok[tap]) tap_off[tap] = gathered ? 0 : (w.windowed ? win.offset(y, x) : in.offset(y, x));
-            }
-        }
-        for (int64_t tap = 0; tap < n_taps; ++tap) {
-          const T* ptr = nullptr;
-          if (tap_ok[tap]) ptr = gathered ? sc.cols.data() + (row - r_begin) * n_taps * cin + tap * cin : src + b * src_stride + tap_off[tap];
-          sc.taps[r * kMaxTaps + tap] = ptr;
-          used[tap] = used[tap] || tap_ok[tap];
-        }
-        sc.c[r] = out.at(b, p[0], p[1]);
-      }
-      sc.tap_ids.clear();
-      for (int64_t tap = 0; tap < n_taps; ++tap)
-        if (used[tap]) sc.tap_ids.push_back(static_cast<int>(tap));
-      const int n_used = static_cast<int>(sc.tap_ids.size());
-      for (int r = 0; r < rt; ++r)
-        for (int u = 0; u < n_used; ++u) {
-          const T* ptr = sc.taps[r * kMaxTaps + sc.tap_ids[u]];
-          sc.a[r * n_used + u] = ptr ? ptr : zeros.data();
-        }
+      const int n_used = tile_taps(w, r0, rt, r_begin, gathered, sc);
       T* c_rows[16];
       for (int64_t v = v0; v < v1; v += tiles.vecs) {
         const int vt = static_cast<int>(std::min<int64_t>(tiles.vecs, v1 - v));
@@ -541,14 +579,14 @@ struct Runner {
   }
 
   // ---- the whole loop, on thread tid of the team -------------------------------------------
-  void run(int tid, Barrier& barrier, Scratch& sc, int64_t input_node, int64_t params_node, int64_t height, int64_t width, int64_t channels, int64_t bits,
-           double temperature, const double* noise, int64_t first_sampled) {
-    std::vector<double> value(static_cast<size_t>(channels));
-    const int64_t n_out = nodes[params_node].c;
-    for (int64_t t = 0; t < height * width; ++t) {
+  void run(int tid, Barrier& barrier, Scratch& sc) {
+    const Plan<T>& pl = *plan;
+    std::vector<double> value(static_cast<size_t>(pl.channels));
+    const int64_t n_out = nodes[pl.params_node].c;
+    for (int64_t t = 0; t < int64_t(pl.height) * pl.width; ++t) {
       for (int64_t k = step_begin[t]; k < step_begin[t + 1]; ++k) {
         const OpStep& w = work[k];
-        const int64_t type = spec[w.op][cType];
+        const int type = op_at(w.op).desc.type;
         if (type == kConv || type == kDeconv) {
           matrix(w, tid, barrier, sc);
         } else {
@@ -556,17 +594,93 @@ struct Runner {
         }
         barrier.wait();  // the next op may read this one's output
       }
-      if (t < first_sampled) continue;  // a given pixel (completion): already in the input cache
-      const int64_t i = t / width, j = t % width;
+      if (t < pl.first_sampled) continue;  // a given pixel (completion): already in the input cache
+      const int64_t i = t / pl.width, j = t % pl.width;
       const auto [b0, b1] = share(batch, tid, team);
       for (int64_t b = b0; b < b1; ++b) {
-        cpixelcnn::sample_one(nodes[params_node].at(b, i, j), n_out, noise + ((b * height + i) * width + j) * (1 + channels), channels, bits,
-                              temperature, value.data());
-        T* x = nodes[input_node].at(b, i, j);
-        for (int64_t c = 0; c < channels; ++c) x[c] = static_cast<T>(value[c]);
+        cpixelcnn::sample_one(nodes[pl.params_node].at(b, i, j), n_out, pl.noise + ((b * pl.height + i) * pl.width + j) * (1 + pl.channels), pl.channels,
+                              pl.bits, pl.temperature, value.data());
+        T* x = nodes[pl.input_node].at(b, i, j);
+        for (int64_t c = 0; c < pl.channels; ++c) x[c] = static_cast<T>(value[c]);
       }
       barrier.wait();
     }
+  }
+
+  // ---- set-up from the plan ----------------------------------------------------------------
+  // Weights with columns padded to whole vectors (zeros), and each transformed convolution's window.
+  void prepare_ops() {
+    const int64_t n_ops = static_cast<int64_t>(plan->ops.size());
+    padded.resize(static_cast<size_t>(2 * n_ops));
+    size_t max_cin = 1;
+    for (int64_t op = 0; op < n_ops; ++op) {
+      const Op<T>& o = op_at(op);
+      const T* w = o.weight;
+      const T* b = o.bias;
+      int64_t ld = 0;
+      if (o.desc.type == kConv || o.desc.type == kDeconv) {
+        const int64_t n = nodes[o.out].c, k = int64_t(o.desc.kh) * o.desc.kw * cin_of(o);
+        ld = (n + tiles.lanes - 1) / tiles.lanes * tiles.lanes;
+        if (ld != n) {
+          auto& pw = padded[2 * op];
+          pw.assign(static_cast<size_t>(k * ld), T(0));
+          for (int64_t row = 0; row < k; ++row) std::copy_n(w + row * n, n, pw.data() + row * ld);
+          w = pw.data();
+        }
+        auto& pb = padded[2 * op + 1];
+        pb.assign(static_cast<size_t>(ld), T(0));
+        std::copy_n(b, n, pb.data());
+        b = pb.data();
+        max_cin = std::max<size_t>(max_cin, static_cast<size_t>(cin_of(o)));
+      }
+      weight.push_back(w);
+      bias.push_back(b);
+      ldw.push_back(ld);
+      Window<T> win;
+      if (has_transform(o.desc)) {  // a transform worth computing once per position
+        win.rows = o.desc.kh + 2 * o.desc.stride;
+        win.w = nodes[o.in0].w;
+        win.c = o.desc.cin_eff;
+      }
+      windows.push_back(std::move(win));
+    }
+    zeros.assign(max_cin, T(0));
+  }
+
+  // After the dry run: the windows' data, and the nodes given with no rows held as rings of the rows they need.
+  void allocate(const std::vector<int64_t>& needed) {
+    for (Window<T>& win : windows) win.data.resize(static_cast<size_t>(batch * win.rows * win.w * win.c));
+    held.resize(nodes.size());
+    for (size_t k = 0; k < nodes.size(); ++k) {
+      Node<T>& node = nodes[k];
+      if (plan->nodes[k].rows != 0) continue;
+      node.rows = std::min(node.h, needed[k]);
+      held[k].assign(static_cast<size_t>(batch * node.rows * node.w * node.c), T(0));
+      node.data = held[k].data();
+    }
+  }
+
+  // Runs the loop on a team of threads (as many as team_size() allows and the system grants).
+  void run_team() {
+    const int wanted = team_size();
+    std::vector<Scratch> scratch;
+    for (int tid = 0; tid < wanted; ++tid) scratch.emplace_back(tiles.rows, gathered_size);
+    Barrier barrier;
+    std::atomic<bool> start{false};
+    std::vector<std::thread> helpers;
+    try {
+      for (int tid = 1; tid < wanted; ++tid)
+        helpers.emplace_back([&, tid] {
+          while (!start.load(std::memory_order_acquire)) std::this_thread::yield();
+          run(tid, barrier, scratch[tid]);
+        });
+    } catch (const std::system_error&) {  // no more threads to be had: the team is those that started
+    }
+    team = 1 + static_cast<int>(helpers.size());
+    barrier.set_size(team);
+    start.store(true, std::memory_order_release);
+    run(0, barrier, scratch[0]);
+    for (auto& h : helpers) h.join();
   }
 };
 
@@ -576,98 +690,26 @@ struct Runner {
 // Returns nothing: the input node holds the samples afterwards.
 void cached_sample(const SamplerInputs& in) {
   check_sampler_inputs(in, c10::kCPU);
-  const auto& nodes = in.nodes;
-  const auto& heights = in.node_heights;
-  const auto& op_spec = in.op_spec;
-  const auto& weights = in.weights;
-  const int64_t input_node = in.input_node, params_node = in.params_node, height = in.height, width = in.width;
-  for (size_t k = 0; k < nodes.size(); ++k)
-    TORCH_CHECK(heights[k] > 0 && (nodes[k].size(1) == heights[k] || (nodes[k].size(1) == 0 && static_cast<int64_t>(k) != input_node &&
-                                                                     static_cast<int64_t>(k) != params_node)),
-                "node ", k, " must have its full height ", heights[k], " (or 0 rows: held by the engine; not the input or params node)");
-  const int64_t n_ops = op_spec.size(0);
-  for (int64_t op = 0; op < n_ops; ++op) {
-    const int64_t* s = op_spec.data_ptr<int64_t>() + op * cCols;
+  for (size_t k = 0; k < in.nodes.size(); ++k) {
+    const bool held = in.nodes[k].size(1) == 0 && static_cast<int64_t>(k) != in.input_node && static_cast<int64_t>(k) != in.params_node;
+    TORCH_CHECK(in.node_heights[k] > 0 && (in.nodes[k].size(1) == in.node_heights[k] || held), "node ", k, " must have its full height ",
+                in.node_heights[k], " (or 0 rows: held by the engine; not the input or params node)");
+  }
+  for (int64_t op = 0; op < in.op_spec.size(0); ++op) {
+    const int64_t* s = in.op_spec.data_ptr<int64_t>() + op * cCols;
     TORCH_CHECK(s[cType] > kDeconv || s[cKh] * s[cKw] <= kMaxTaps, "op ", op, ": more than ", kMaxTaps, " taps");
   }
-  const int64_t batch = nodes[0].size(0);
-  AT_DISPATCH_FLOATING_TYPES(nodes[0].scalar_type(), "cached_sample", [&] {
+  AT_DISPATCH_FLOATING_TYPES(in.nodes[0].scalar_type(), "cached_sample", [&] {
     using T = scalar_t;
+    const Plan<T> plan = make_plan<T>(in);
     Runner<T> r;
-    r.batch = batch;
+    r.plan = &plan;
+    r.batch = plan.batch;
     r.tiles = tiles_for_cpu<T>();
-    size_t max_cin = 1;
-    for (size_t k = 0; k < nodes.size(); ++k)
-      r.nodes.push_back({nodes[k].data_ptr<T>(), nodes[k].size(3), heights[k], nodes[k].size(2), std::max<int64_t>(nodes[k].size(1), 1)});
-    r.padded.resize(static_cast<size_t>(2 * n_ops));
-    for (int64_t op = 0; op < n_ops; ++op) {
-      const int64_t* s = op_spec.data_ptr<int64_t>() + op * cCols;
-      r.spec.push_back(s);
-      r.gamma.push_back(data_or_null<T>(in.gammas[op]));
-      r.beta.push_back(data_or_null<T>(in.betas[op]));
-      r.positions.push_back(in.positions[op].data_ptr<int32_t>());
-      r.offsets.push_back(in.offsets[op].data_ptr<int64_t>());
-      Window<T> win;
-      const T* w = data_or_null<T>(weights[op]);
-      const T* b = data_or_null<T>(in.biases[op]);
-      int64_t ld = 0;
-      if (s[cType] == kConv || s[cType] == kDeconv) {  // columns padded to whole vectors (zeros)
-        const int64_t n = r.nodes[s[cOut]].c, k = weights[op].numel() / n;
-        ld = (n + r.tiles.lanes - 1) / r.tiles.lanes * r.tiles.lanes;
-        if (ld != n) {
-          auto& pw = r.padded[2 * op];
-          pw.assign(static_cast<size_t>(k * ld), T(0));
-          for (int64_t row = 0; row < k; ++row) std::copy_n(w + row * n, n, pw.data() + row * ld);
-          w = pw.data();
-        }
-        auto& pb = r.padded[2 * op + 1];
-        pb.assign(static_cast<size_t>(ld), T(0));
-        std::copy_n(b, n, pb.data());
-        b = pb.data();
-        max_cin = std::max<size_t>(max_cin, static_cast<size_t>(r.cin_of(s)));
-      }
-      r.weight.push_back(w);
-      r.bias.push_back(b);
-      r.ldw.push_back(ld);
-      if (Runner<T>::has_transform(s)) {  // a transform worth computing once per position
-        win.rows = s[cKh] + 2 * s[cStride];
-        win.w = r.nodes[s[cIn0]].w;
-        win.c = s[cCinEff];
-      }
-      r.windows.push_back(std::move(win));
-    }
-    r.zeros.assign(max_cin, T(0));
-    const std::vector<int64_t> needed = r.build_plan(height * width);
-    for (Window<T>& win : r.windows) win.data.resize(static_cast<size_t>(batch * win.rows * win.w * win.c));
-    r.held.resize(nodes.size());
-    for (size_t k = 0; k < nodes.size(); ++k) {
-      if (nodes[k].size(1) != 0) continue;
-      Node<T>& node = r.nodes[k];
-      node.rows = std::min(node.h, needed[k]);
-      r.held[k].assign(static_cast<size_t>(batch * node.rows * node.w * node.c), T(0));
-      node.data = r.held[k].data();
-    }
-    const int wanted = team_size();
-    std::vector<typename Runner<T>::Scratch> scratch;
-    for (int tid = 0; tid < wanted; ++tid) scratch.emplace_back(r.tiles.rows, r.gathered_size);
-    const double* noise_data = in.noise.data_ptr<double>();
-    Barrier barrier;
-    std::atomic<bool> start{false};
-    auto body = [&](int tid) { r.run(tid, barrier, scratch[tid], input_node, params_node, height, width, in.channels, in.bits, in.temperature, noise_data, in.first_sampled); };
-    std::vector<std::thread> helpers;
-    try {
-      for (int tid = 1; tid < wanted; ++tid)
-        helpers.emplace_back([&, tid] {
-          while (!start.load(std::memory_order_acquire)) std::this_thread::yield();
-          body(tid);
-        });
-    } catch (const std::system_error&) {  // no more threads to be had: the team is those that started
-    }
-    r.team = 1 + static_cast<int>(helpers.size());
-    barrier.set_size(r.team);
-    start.store(true, std::memory_order_release);
-    body(0);
-    for (auto& h : helpers) h.join();
+    for (const DevNode<T>& n : plan.nodes) r.nodes.push_back({n.data, n.c, n.h, n.w, std::max(n.rows, 1)});
+    r.prepare_ops();
+    r.allocate(r.build_schedule(int64_t(plan.height) * plan.width));
+    r.run_team();
   });
 }
 

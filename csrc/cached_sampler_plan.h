@@ -80,12 +80,15 @@ const T* data_or_null(const torch::Tensor& t) {
   return (t.defined() && t.numel()) ? t.data_ptr<T>() : nullptr;
 }
 
-// The checked inputs as a lowered::Plan (pointers into the tensors, which must outlive it).
+// The checked inputs as a lowered::Plan (pointers into the tensors, which must outlive it): what every engine consumes.
 template <typename T>
 lowered::Plan<T> make_plan(const SamplerInputs& in) {
   lowered::Plan<T> plan;
-  for (const auto& n : in.nodes)
-    plan.nodes.push_back({n.data_ptr<T>(), static_cast<int>(n.size(3)), static_cast<int>(n.size(1)), static_cast<int>(n.size(2))});
+  for (size_t k = 0; k < in.nodes.size(); ++k) {
+    const auto& n = in.nodes[k];
+    plan.nodes.push_back({n.data_ptr<T>(), static_cast<int>(n.size(3)), static_cast<int>(in.node_heights[k]), static_cast<int>(n.size(2)),
+                          static_cast<int>(n.size(1))});
+  }
   for (int64_t op = 0; op < in.op_spec.size(0); ++op) {
     const int64_t* s = in.op_spec.data_ptr<int64_t>() + op * cCols;
     const lowered::OpDesc desc{static_cast<int>(s[cType]), static_cast<int>(s[cMode]), static_cast<int>(s[cTransform]), static_cast<int>(s[cKh]),

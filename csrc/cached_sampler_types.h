@@ -17,11 +17,12 @@ enum InputMode : int { kSingle = 0, kConcat = 1, kSum = 2 };
 enum Transform : int { kNone = 0, kElu = 1, kConcatElu = 2 };
 enum Shift : int { kNoShift = 0, kShiftDown = 1, kShiftRight = 2 };
 
-// One activation cache: B x H x W x C, channels innermost.
+// One activation cache: B x H x W x C, channels innermost. rows: the rows data holds — h, or 0
+// for a node the CPU engine holds itself (as a ring of the rows its schedule needs).
 template <typename T>
 struct DevNode {
   T* data;
-  int c, h, w;
+  int c, h, w, rows;
   CPIXELCNN_HD T* at(int b, int i, int j) const { return data + ((static_cast<int64_t>(b) * h + i) * w + j) * c; }
 };
 
