@@ -18,6 +18,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _prepare_interpreter() -> str | None:
@@ -142,10 +143,22 @@ def _print(report: dict) -> None:
     print("all checks passed" if report["passed"] else "SOME CHECKS FAILED: the failing fast paths are not used by 'auto'")
 
 
+def brief() -> str:
+    """torch's version, where cpixelcnn comes from, and whether its compiled extension (and its CUDA part) is built."""
+    import torch
+
+    from cpixelcnn import _version
+    from cpixelcnn._extension import _C, IMPORT_ERROR
+
+    built = f"built, CUDA part {'present' if hasattr(_C, 'cached_sample_cuda') else 'absent'}" if _C else f"NOT built ({IMPORT_ERROR})"
+    return f"torch {torch.__version__} | cpixelcnn from {Path(_version.__file__).parent} | compiled extension: {built}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The doctor's options, declared once for ``cpixelcnn doctor`` and ``python -m cpixelcnn.doctor``."""
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="device to check (default: cuda when available, else cpu)")
+    parser.add_argument("--brief", action="store_true", help="one line: torch, where cpixelcnn is imported from, the compiled extension (no checks)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """Check, print the report (text or ``--json``); 0 when every check that ran passed."""
+    if args.brief:
+        print(brief())
+        return 0
     if args.device == "cuda":
         import torch
 

@@ -9,7 +9,7 @@ set -euo pipefail
 SECONDS=0
 EXTRAS=test,gpu-check,real-data . "$(dirname "$0")/setup_env.sh"
 echo "set-up and build: ${SECONDS} s"
-python -c "import cpixelcnn, torch; from cpixelcnn._extension import _C, IMPORT_ERROR; print('torch', torch.__version__, '| cpixelcnn compiled extension:', ('built, CUDA part ' + ('present' if hasattr(_C, 'cached_sample_cuda') else 'absent')) if _C else f'NOT built ({IMPORT_ERROR})')"
+python -m cpixelcnn.doctor --brief
 select=(-m "not slow and not quality")
 args=()
 for arg in "$@"; do
