@@ -17,22 +17,7 @@ from cpixelcnn.io import atomic_write_bytes
 from cpixelcnn.rundir import LOCK_NAME, MARKER_NAME, RunLock, checkpoint_dirs, is_run
 from cpixelcnn.train import TrainConfig, train
 
-TINY_ARGS = [
-    "--data",
-    "demo",
-    "--image-size",
-    "8",
-    "--nr-resnet",
-    "1",
-    "--nr-filters",
-    "6",
-    "--nr-mix",
-    "2",
-    "--batch-size",
-    "8",
-    "--val-data",
-    "none",
-]
+TINY_ARGS = "--data demo --image-size 8 --nr-resnet 1 --nr-filters 6 --nr-mix 2 --batch-size 8 --val-data none".split()
 TINY = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=6, nr_logistic_mix=2, batch_size=8, val_data="none")
 
 
