@@ -11,8 +11,6 @@ from cpixelcnn import data as data_pkg
 from cpixelcnn.bench import benchmark_modules, smoke_arguments
 from cpixelcnn.cli import build_parser, main
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _declared_flags(path: Path) -> set[str]:
     flags = set()

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # Lowest first. A module may import its own layer and those before it. Modules not named here
 # (a new module) fail the test until they are placed.
 LAYERS = {
@@ -35,10 +33,10 @@ def layer_of(module: str) -> int:
     raise AssertionError(f"cpixelcnn.{module} is in no layer of tests/test_layers.py: place it there")
 
 
-def package_modules() -> dict[str, Path]:
-    """'ops.dmol' -> its file, for every module of the package (kernels/ installs as cpixelcnn.kernels)."""
+def package_modules(root: Path) -> dict[str, Path]:
+    """'ops.dmol' -> its file, for every module of the package in the source tree ``root`` (kernels/ installs as cpixelcnn.kernels)."""
     found = {}
-    for top, prefix in ((ROOT / "cpixelcnn", ""), (ROOT / "kernels", "kernels.")):
+    for top, prefix in ((root / "cpixelcnn", ""), (root / "kernels", "kernels.")):
         for path in top.rglob("*.py"):
             parts = path.relative_to(top).with_suffix("").parts
             name = prefix + ".".join(parts)
@@ -70,8 +68,8 @@ def imported(path: Path, module: str, modules: dict[str, Path]) -> set[str]:
     return out
 
 
-def test_every_module_is_placed_and_no_import_runs_upward():
-    modules = package_modules()
+def test_every_module_is_placed_and_no_import_runs_upward(source_tree):
+    modules = package_modules(source_tree)
     assert {"model", "ops.backend", "training.trainer", "cli", "data"} <= set(modules)
     upward = []
     for module, path in sorted(modules.items()):
@@ -85,11 +83,11 @@ def test_every_module_is_placed_and_no_import_runs_upward():
     assert not upward, "imports that run upward:\n" + "\n".join(upward)
 
 
-def test_the_walker_sees_an_upward_import(tmp_path):
+def test_the_walker_sees_an_upward_import(tmp_path, source_tree):
     """The check is not vacuous: a function-level import of the self-checks from an op is caught."""
     op = tmp_path / "backend.py"
     op.write_text("def resolve():\n    from cpixelcnn.selfcheck import run_checks\n    from . import dmol\n")
-    modules = package_modules()
+    modules = package_modules(source_tree)
     found = imported(op, "ops.backend", modules)
     assert found == {"selfcheck", "ops.dmol"}
     assert layer_of("selfcheck") > layer_of("ops.backend")
