@@ -44,6 +44,7 @@ def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch
         quantize_to_grid(x, model.bits)  # the grid check once here, not once per (image, class) pair
     else:
         model.check_inputs(x[:1].to(device).float(), torch.zeros(1, dtype=torch.long, device=device))  # shape and channels
+        quantize_to_grid(as_model_input(torch.unique(x), model), model.bits)  # once, on the (at most 256) levels present
     pairs = x.shape[0] * num_classes
     image_of_pair = torch.arange(pairs, device=device) // num_classes
     class_of_pair = torch.arange(pairs, device=device) % num_classes
@@ -58,7 +59,6 @@ def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch
                 images = x[image_of_pair[idx].to(x.device)]
                 if uint8:  # converted a chunk at a time (a whole data set never sits on the device in float)
                     images = as_model_input(images, model)
-                    quantize_to_grid(images, model.bits)  # a model of fewer bits needs data quantized to its grid
                 params = model(images, class_of_pair[idx])
                 log_prob = dmol_log_prob(images, params, bits=model.bits, backend=model.backend, check=False)
                 with float64_math():

@@ -22,6 +22,7 @@ import torch
 from cpixelcnn.data.types import SPLITS, DataError, Dataset
 
 HOLDOUT_SEED = 0  # held-out images are the same for every training seed
+WHERE = ("builtin", "prefix", "folder")  # how --data names a format, in the order the help lists them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +60,8 @@ FORMATS: dict[str, DataFormat] = {}
 
 
 def register(fmt: DataFormat) -> DataFormat:
-    if fmt.where not in ("builtin", "prefix", "folder"):
-        raise ValueError(f"data format {fmt.name}: where must be builtin, prefix or folder, not {fmt.where!r}")
+    if fmt.where not in WHERE:
+        raise ValueError(f"data format {fmt.name}: where must be one of {', '.join(WHERE)}, not {fmt.where!r}")
     if fmt.name in FORMATS:
         raise ValueError(f"data format {fmt.name!r} is registered twice")
     if (fmt.where == "folder") != (fmt.recognises is not None):
@@ -75,8 +76,7 @@ def _named(where: str) -> list[str]:
 
 def data_help() -> str:
     """One line listing every way to name data, for ``--data``'s help."""
-    kinds = ("builtin", "prefix", "folder")
-    ordered = sorted(FORMATS.values(), key=lambda fmt: (kinds.index(fmt.where), fmt.fallback))
+    ordered = sorted(FORMATS.values(), key=lambda fmt: (WHERE.index(fmt.where), fmt.fallback))
     return ", ".join(fmt.usage for fmt in ordered)
 
 

@@ -33,7 +33,7 @@ def validation_set(source: str, cfg, class_names: list[str]) -> Dataset | None:
         raise ValueError(f"the {cfg.val_split} split of {source} has images without labels; validation needs them")
     labels = torch.tensor([class_names.index(val.class_names[i]) for i in val.labels.tolist()], dtype=torch.long)
     keep = torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.val_limit].sort().values
-    return Dataset(val.images[keep], labels[keep], list(class_names), [val.files[i] for i in keep.tolist()], layout=val.layout)
+    return val.subset(keep, labels, class_names)
 
 
 def validation_figures(model, val: Dataset, batch_size: int) -> dict:
