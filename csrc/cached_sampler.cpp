@@ -653,7 +653,7 @@ struct Runner {
     held.resize(nodes.size());
     for (size_t k = 0; k < nodes.size(); ++k) {
       Node<T>& node = nodes[k];
-      if (plan->nodes[k].rows != 0) continue;
+      if (plan->node_rows[k] != 0) continue;
       node.rows = std::min(node.h, needed[k]);
       held[k].assign(static_cast<size_t>(batch * node.rows * node.w * node.c), T(0));
       node.data = held[k].data();
@@ -706,7 +706,10 @@ void cached_sample(const SamplerInputs& in) {
     r.plan = &plan;
     r.batch = plan.batch;
     r.tiles = tiles_for_cpu<T>();
-    for (const DevNode<T>& n : plan.nodes) r.nodes.push_back({n.data, n.c, n.h, n.w, std::max(n.rows, 1)});
+    for (size_t k = 0; k < plan.nodes.size(); ++k) {
+      const DevNode<T>& n = plan.nodes[k];
+      r.nodes.push_back({n.data, n.c, n.h, n.w, std::max(plan.node_rows[k], 1)});
+    }
     r.prepare_ops();
     r.allocate(r.build_schedule(int64_t(plan.height) * plan.width));
     r.run_team();

@@ -86,8 +86,8 @@ lowered::Plan<T> make_plan(const SamplerInputs& in) {
   lowered::Plan<T> plan;
   for (size_t k = 0; k < in.nodes.size(); ++k) {
     const auto& n = in.nodes[k];
-    plan.nodes.push_back({n.data_ptr<T>(), static_cast<int>(n.size(3)), static_cast<int>(in.node_heights[k]), static_cast<int>(n.size(2)),
-                          static_cast<int>(n.size(1))});
+    plan.nodes.push_back({n.data_ptr<T>(), static_cast<int>(n.size(3)), static_cast<int>(in.node_heights[k]), static_cast<int>(n.size(2))});
+    plan.node_rows.push_back(static_cast<int>(n.size(1)));
   }
   for (int64_t op = 0; op < in.op_spec.size(0); ++op) {
     const int64_t* s = in.op_spec.data_ptr<int64_t>() + op * cCols;

@@ -17,12 +17,12 @@ enum InputMode : int { kSingle = 0, kConcat = 1, kSum = 2 };
 enum Transform : int { kNone = 0, kElu = 1, kConcatElu = 2 };
 enum Shift : int { kNoShift = 0, kShiftDown = 1, kShiftRight = 2 };
 
-// One activation cache: B x H x W x C, channels innermost. rows: the rows data holds — h, or 0
-// for a node the CPU engine holds itself (as a ring of the rows its schedule needs).
+// One activation cache: B x H x W x C, channels innermost. (Passed to every kernel by value:
+// a field here costs registers on the GPU, so what only the CPU engine needs lives in Plan.)
 template <typename T>
 struct DevNode {
   T* data;
-  int c, h, w, rows;
+  int c, h, w;
   CPIXELCNN_HD T* at(int b, int i, int j) const { return data + ((static_cast<int64_t>(b) * h + i) * w + j) * c; }
 };
 
@@ -44,6 +44,7 @@ struct StepOp {
 template <typename T>
 struct Plan {
   std::vector<DevNode<T>> nodes;  // activation caches, device memory
+  std::vector<int> node_rows;     // rows each node's tensor holds: its h, or 0 for a node the CPU engine holds itself
   std::vector<StepOp<T>> ops;
   int input_node, params_node, height, width, channels, bits, batch;
   int first_sampled;    // pixels before it (raster order) are given (image completion), not sampled
