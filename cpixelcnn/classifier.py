@@ -1,11 +1,14 @@
-"""Bayes classification with a class-conditional PixelCNN++ and a uniform prior: the one classifier
-the command line, the demo, validation, scoring and the Python API use.
+"""Bayes classification with a class-conditional PixelCNN++ (a uniform prior) or per-class models
+(:class:`~cpixelcnn.per_class.PerClassPixelCNN`, the training data's class priors): the one
+classifier the command line, the demo, validation, scoring and the Python API use.
 
 Input convention, everywhere: images (N, C, H, W) either uint8 (as data sets hold them; converted
 to the model's float dtype chunk by chunk) or floating point already on the model's 2^bits grid of
 [-1, 1]. Log-likelihoods are float64, in nats, on the host."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.nn.utils import parametrize
@@ -68,14 +71,25 @@ def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch
     return out.view(x.shape[0], num_classes)
 
 
+def class_log_priors(model) -> torch.Tensor:
+    """log π_c (num_classes,) float64 on the host: the model's own priors (per-class models: the
+    training data's class frequencies), else uniform."""
+    priors = getattr(model, "class_log_priors", None)
+    if priors is not None:
+        return priors.to(torch.float64).cpu()
+    return torch.full((model.num_classes,), -math.log(model.num_classes), dtype=torch.float64)
+
+
 def classify(model, x: torch.Tensor, max_batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bayes rule with a uniform prior: argmax_c log p(x | c).
+    """Bayes rule: argmax_c log p(x | c) + log π_c (:func:`class_log_priors`: uniform for a
+    class-conditional model, the training data's for per-class models).
 
     x: (B, C, H, W), uint8 or on the model's bit grid of [-1, 1] (module docstring).
-    Returns (predicted labels (B,) int64, log-likelihoods (B, num_classes) float64 in nats), on the host.
+    Returns (predicted labels (B,) int64, log-likelihoods log p(x | c) (B, num_classes) float64 in nats), on the host.
     """
     log_likelihoods = class_log_likelihoods(model, x, max_batch=max_batch)
-    return log_likelihoods.argmax(dim=1), log_likelihoods
+    with float64_math():
+        return (log_likelihoods + class_log_priors(model)).argmax(dim=1), log_likelihoods
 
 
 def classification_report(predicted: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:

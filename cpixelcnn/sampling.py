@@ -29,6 +29,7 @@ kernels, or those kernels emulated on the CPU; ``auto`` picks by the model's dev
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -40,6 +41,7 @@ from cpixelcnn.devices import float64_math, supports_float64, to_float64
 from cpixelcnn.io import image_grid, save_png
 from cpixelcnn.ops.dmol import grid_levels
 from cpixelcnn.ops.dmol_layout import COEFF, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour
+from cpixelcnn.per_class import PerClassPixelCNN
 
 METHODS = ("auto", "naive", "cached")
 MAX_TEMPERATURE = 100.0
@@ -211,7 +213,20 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
     if labels is not None:
         labels = labels.to(device)
         model.check_inputs(torch.zeros(batch, channels, 1, 1, device=device, dtype=dtype), labels)
+    draw = functools.partial(_draw, height=height, width=width, prefix_pixels=prefix_pixels, temperature=temperature, method=method, engine=engine)
+    if not isinstance(model, PerClassPixelCNN):
+        return draw(model, labels, noise, given)
+    x = torch.empty(batch, channels, height, width, device=device, dtype=dtype)
+    for c in labels.unique().tolist():  # each class's images from its member, with the random numbers of their places in the batch
+        rows = (labels == c).nonzero()[:, 0]
+        x[rows] = draw(model.members[c], None, noise[rows.to(noise.device)], None if given is None else given[rows.to(given.device)]).to(dtype)
+    return x
 
+
+def _draw(model, labels, noise, given, *, height, width, prefix_pixels, temperature, method, engine) -> torch.Tensor:
+    """One model's images (``labels``: (B,) or None) from the drawn ``noise``, by ``method``, in eval mode."""
+    batch, channels = noise.shape[0], model.in_channels
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     was_training = model.training
     model.eval()
     try:
@@ -221,10 +236,9 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
             return cached_sample(model, labels, batch, height, width, noise, prefix=given, prefix_pixels=prefix_pixels, temperature=temperature,
                                  engine=engine)  # fmt: skip
         with parametrize.cached():  # weight-norm weights computed once, not once per pixel
-            x = _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given, prefix_pixels, temperature)
+            return _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given, prefix_pixels, temperature)
     finally:
         model.train(was_training)
-    return x
 
 
 def check_temperature(temperature) -> float:

@@ -2,9 +2,9 @@
 margin, and likelihood ratios against a background model (Ren et al. 2019) for out-of-distribution
 detection.
 
-For a class-conditional model the score of an image is its likelihood under the uniform mixture of
-the classes, log p(x) = logsumexp_c log p(x | c) − log K: no label is needed, as for any image a
-detector is shown. The likelihood ratio is LLR(x) = log p(x) − log p_background(x), reported in
+For a class-conditional model the score of an image is its likelihood under the mixture of the
+classes, log p(x) = logsumexp_c log p(x | c) + log π_c (uniform π_c = 1/K; per-class models: the
+training data's class frequencies): no label is needed, as for any image a detector is shown. The likelihood ratio is LLR(x) = log p(x) − log p_background(x), reported in
 bits per dimension as ``bpd_background − bpd`` (higher: more like the training data, beyond what
 the background model's generic statistics explain).
 """
@@ -16,7 +16,7 @@ import math
 import torch
 from torch.nn.utils import parametrize
 
-from cpixelcnn.classifier import as_model_input, class_log_likelihoods, classify
+from cpixelcnn.classifier import as_model_input, class_log_likelihoods, class_log_priors, classify
 from cpixelcnn.devices import float64_math, to_float64
 from cpixelcnn.ops.dmol import dmol_log_prob
 from cpixelcnn.plot import likelihood_map_png
@@ -27,11 +27,11 @@ LN2 = math.log(2.0)
 @torch.no_grad()
 def image_log_likelihoods(model, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 images (N, C, H, W) → (log p(x) (N,) in nats, float64 on the host; log p(x | c) (N, K)
-    or None for an unconditional model). Conditional: p(x) = mean_c p(x | c)."""
+    or None for an unconditional model). Conditional: p(x) = Σ_c π_c p(x | c)."""
     if model.num_classes:
         per_class = class_log_likelihoods(model, images, max_batch=batch_size * model.num_classes)
         with float64_math():
-            return torch.logsumexp(per_class, dim=1) - math.log(model.num_classes), per_class
+            return torch.logsumexp(per_class + class_log_priors(model), dim=1), per_class
     with float64_math():
         return -pixel_bits(model, images, None, batch_size).sum((1, 2)) * LN2, None
 

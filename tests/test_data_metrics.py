@@ -44,8 +44,11 @@ def test_image_folders_and_their_errors(tmp_path):
     (root / "empty" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot read image .*broken.png"):
         load_dataset(str(root), size=8)
-    with pytest.raises(DataError, match="no class folders"):
-        load_dataset(str(tmp_path / "data" / "cats"), size=8)
+    unlabelled = load_dataset(str(tmp_path / "data" / "cats"), size=8)  # images without class folders: unlabelled
+    assert len(unlabelled) == 3 and not unlabelled.has_labels and unlabelled.files == ["0.png", "1.png", "2.png"]
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(DataError, match="no class folders and no images"):
+        load_dataset(str(tmp_path / "nothing"), size=8)
     with pytest.raises(DataError, match="split must be one of"):
         load_dataset("demo", "holdout")
 

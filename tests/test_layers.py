@@ -18,7 +18,7 @@ import pytest
 LAYERS = {
     "base": ["_version", "_C", "_extension", "_toolchain", "notices", "io", "limits", "devices", "plot"],
     "ops and data": ["ops", "ops.*", "kernels", "kernels.*", "data", "data.*"],
-    "model": ["layers", "model"],
+    "model": ["layers", "model", "per_class"],
     "sampling and classification": ["cached", "sampling", "classifier", "metrics", "scoring", "selfcheck", "trust"],
     "training and run files": ["rundir", "rundir.*", "checkpoint", "pixelcnnpp_port", "training", "training.*", "train"],
     "commands": ["cli", "demo", "doctor", "bench", "__main__"],

@@ -104,9 +104,11 @@ def test_refuses_to_overwrite_a_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_data_parallel_equals_single_process(tmp_path):
+@pytest.mark.parametrize("kind", [[], ["--unconditional"]], ids=["conditional", "unconditional"])
+def test_two_process_data_parallel_equals_single_process(tmp_path, kind):
     """torchrun + gloo on CPU, global batch 8 = 2 × 4: the same weights as one process with batch 8."""
     common = "--data demo --image-size 8 --nr-resnet 1 --nr-filters 6 --nr-mix 2 --dropout 0 --batch-size 8 --max-steps 3 --device cpu --log-every 1".split()
+    common += kind
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     ddp = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m", "cpixelcnn", "train", "--out", str(tmp_path / "ddp"), *common],

@@ -26,10 +26,13 @@ from cpixelcnn.rundir.files import (
     MODEL_LIMITS,
     append_metrics,
     check_config,
+    is_per_class_run,
     load_run,
+    member_folder,
     non_finite_tensor,
     read_config,
     read_state,
+    save_per_class_config,
     save_run,
     save_weights,
     write_state,
@@ -42,6 +45,7 @@ from cpixelcnn.rundir.layout import (
     EMA_NAME,
     LOCK_NAME,
     MARKER_NAME,
+    MEMBERS_DIR,
     METRICS_NAME,
     SAMPLES_DIR,
     STATE_NAME,
@@ -51,9 +55,9 @@ from cpixelcnn.rundir.layout import (
 from cpixelcnn.rundir.ownership import RunLock, claim, is_run, kind_of, replace_run, require_run
 
 __all__ = [
-    "BEST_DIR", "CHECKPOINTS_DIR", "CONFIG_NAME", "CURVE_NAME", "EMA_NAME", "LOCK_NAME", "MARKER_NAME", "METRICS_NAME", "SAMPLES_DIR",
+    "BEST_DIR", "CHECKPOINTS_DIR", "CONFIG_NAME", "CURVE_NAME", "EMA_NAME", "LOCK_NAME", "MARKER_NAME", "MEMBERS_DIR", "METRICS_NAME", "SAMPLES_DIR",
     "STATE_NAME", "WEIGHTS_NAME", "RunDirError", "RunLock", "claim", "is_run", "kind_of", "replace_run", "require_run",
-    "FORMAT_VERSION", "MODEL_LIMITS", "save_run", "load_run", "read_config", "check_config", "save_weights", "non_finite_tensor",
+    "FORMAT_VERSION", "MODEL_LIMITS", "save_run", "load_run", "save_per_class_config", "is_per_class_run", "member_folder", "read_config", "check_config", "save_weights", "non_finite_tensor",
     "write_state", "read_state", "append_metrics", "KEEP_CHECKPOINTS", "ResumePoint", "checkpoint_dirs", "write_checkpoint",
     "publish_checkpoint", "write_best", "remove_stray_files", "open_run", "read_metrics", "read_best",
 ]  # fmt: skip

@@ -17,7 +17,7 @@ import torch
 
 from cpixelcnn.io import atomic_write_bytes, atomic_write_json
 from cpixelcnn.model import ConditionalPixelCNN
-from cpixelcnn.rundir.layout import CONFIG_NAME, EMA_NAME, METRICS_NAME, STATE_NAME, WEIGHTS_NAME
+from cpixelcnn.rundir.layout import CONFIG_NAME, EMA_NAME, MEMBERS_DIR, METRICS_NAME, STATE_NAME, WEIGHTS_NAME
 
 FORMAT_VERSION = 1
 
@@ -88,12 +88,53 @@ def check_config(config, path) -> dict:
     classes = model.get("num_classes", 4)
     if classes and len(names) != classes:
         raise ValueError(f"{path}: {len(names)} class names for a model with {classes} classes")
+    if "per_class" in config:
+        _check_per_class(config, path)
     for key in ("train", "best"):
         if key in config and not isinstance(config[key], dict):
             raise ValueError(f"{path}: {key!r} must be an object, got {type(config[key]).__name__}")
     if "step" in config and (isinstance(config["step"], bool) or not isinstance(config["step"], int) or config["step"] < 0):
         raise ValueError(f"{path}: 'step' must be an integer >= 0, got {config['step']!r}")
     return config
+
+
+def _check_per_class(config: dict, path) -> None:
+    """A per-class run's section: one member folder (``members/NN``) and one positive count per class."""
+    section, names = config["per_class"], config["class_names"]
+    if not isinstance(section, dict) or not isinstance(section.get("members"), list) or not isinstance(section.get("class_counts"), list):
+        raise ValueError(f"{path}: 'per_class' must be an object with 'members' and 'class_counts' lists")
+    members, counts = section["members"], section["class_counts"]
+    if not len(members) == len(counts) == len(names) >= 2:
+        raise ValueError(f"{path}: a per-class run needs one member and one class count per class (at least 2), got {len(members)}, {len(counts)} "
+                         f"for {len(names)} classes")  # fmt: skip
+    if any(not isinstance(m, str) or m != member_folder(i) for i, m in enumerate(members)):
+        raise ValueError(f"{path}: per-class members must be {member_folder(0)}, {member_folder(1)}, ...; got {members[:3]}")
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
+        raise ValueError(f"{path}: per-class class counts must be positive integers, got {counts[:8]}")
+    if config["model"].get("num_classes", 4) != 0:
+        raise ValueError(f"{path}: the members of a per-class run are unconditional (model num_classes 0)")
+
+
+def member_folder(index: int) -> str:
+    """The folder of a per-class run's member ``index``, relative to the run."""
+    return f"{MEMBERS_DIR}/{index:02d}"
+
+
+def save_per_class_config(run_dir: str | os.PathLike, model_config: dict, class_names: list[str], class_counts: list[int], extra: dict) -> Path:
+    """A per-class run's config.json: the members' model config, the classes, their members and training counts."""
+    members = [member_folder(i) for i in range(len(class_names))]
+    config = {"format_version": FORMAT_VERSION, "model": model_config, "class_names": list(class_names),
+              "per_class": {"members": members, "class_counts": list(class_counts)}, **extra}  # fmt: skip
+    check_config(config, Path(run_dir) / CONFIG_NAME)
+    return atomic_write_json(Path(run_dir) / CONFIG_NAME, config)
+
+
+def is_per_class_run(run_dir: str | os.PathLike) -> bool:
+    """Whether ``run_dir`` holds a per-class run (its config.json says so)."""
+    try:
+        return "per_class" in read_config(run_dir)
+    except (OSError, ValueError):
+        return False
 
 
 def read_config(run_dir: str | os.PathLike) -> dict:
@@ -165,6 +206,8 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
     from safetensors.torch import load_file
 
     config = read_config(run_dir)
+    if "per_class" in config:
+        return _load_per_class(run_dir, config, map_location, use_ema)
     weights = Path(run_dir) / WEIGHTS_NAME
     if use_ema and (Path(run_dir) / EMA_NAME).is_file():
         weights = Path(run_dir) / EMA_NAME
@@ -188,6 +231,27 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
     if missing or unexpected:
         first = (missing or unexpected)[0]
         raise ValueError(f"{weights} does not fit the config: {'missing' if missing else 'unexpected'} tensor {first!r}")
+    return model.to(map_location).eval(), config
+
+
+def _load_per_class(run_dir, config: dict, map_location, use_ema: bool):
+    """A per-class run as one :class:`~cpixelcnn.per_class.PerClassPixelCNN` of its members' (averaged) weights."""
+    from cpixelcnn.per_class import PerClassPixelCNN
+
+    members = []
+    for name, folder in zip(config["class_names"], config["per_class"]["members"]):
+        if not (Path(run_dir) / folder / CONFIG_NAME).is_file():
+            raise ValueError(f"{run_dir}: the model of class {name} ({folder}) has not been trained yet; continue the run with "
+                             f"`cpixelcnn train --resume --out {run_dir}`")  # fmt: skip
+        member, member_config = load_run(Path(run_dir) / folder, map_location, use_ema)
+        if member.num_classes:
+            raise ValueError(f"{run_dir}/{folder} holds a class-conditional model; a per-class run's members are unconditional")
+        members.append(member)
+        config["weights"] = member_config["weights"]
+    try:
+        model = PerClassPixelCNN(members, config["per_class"]["class_counts"])
+    except ValueError as err:
+        raise ValueError(f"{run_dir}: {err}") from None
     return model.to(map_location).eval(), config
 
 

@@ -13,6 +13,13 @@
       best/                   the best validated weights (with validation)
       metrics.jsonl           one JSON record per line: training windows, epochs, validation
       curve.png, samples/     the training curve and per-epoch sample grids
+
+A per-class run (``train --per-class``) holds one such run per class instead of weights::
+
+    RUN/
+      .cpixelcnn-run, .lock   as above: one writer for the whole run
+      config.json             the members' model config, class names, "per_class": member folders and class counts
+      members/NN/             the unconditional model of class NN: a complete run directory (as above)
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ CURVE_NAME = "curve.png"
 CHECKPOINTS_DIR = "checkpoints"
 BEST_DIR = "best"
 SAMPLES_DIR = "samples"
+MEMBERS_DIR = "members"  # a per-class run's members, one run directory per class
 MARKER_FORMAT = "cpixelcnn-run"
 MARKER_VERSION = 1
 

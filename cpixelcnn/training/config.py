@@ -55,6 +55,13 @@ class TrainConfig(ModelConfig):
                         fixed_on_resume=True)  # fmt: skip
     out: str = setting(help="run directory")
     split: str = setting("train", "split of --data to train on", fixed_on_resume=True)
+    unconditional: bool = setting(False, "train an unconditional model p(x) (the paper's; labels, if any, are ignored): the default for images "
+                                  "without labels (a folder with no class sub-folders)", fixed_on_resume=True)  # fmt: skip
+    only_class: str | None = setting(None, "train an unconditional model of this class's images of --data only", metavar="CLASS",
+                                     fixed_on_resume=True)  # fmt: skip
+    per_class: bool = setting(False, "train one unconditional model per class into RUN/members/ (a Bayes classifier with the training "
+                              "data's class priors); the budget (--max-steps, --max-time) is split over the classes by their image "
+                              "counts, --epochs is each member's", fixed_on_resume=True)  # fmt: skip
     epochs: int = setting(1, "passes over the data (--max-steps overrides)")
     max_steps: int | None = setting(None, "stop after this many steps")
     max_seconds: float | None = setting(None, "stop (and checkpoint) after this many seconds of training", flag="--max-time", check="positive",
@@ -148,6 +155,7 @@ def check(cfg: ModelConfig, world_size: int = 1) -> None:
         _check_field(f, getattr(cfg, f.name))
     if isinstance(cfg, TrainConfig):
         _check_holdout(cfg)
+        _check_kind(cfg)
     if isinstance(cfg, TrainConfig) and cfg.batch_size % world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must divide evenly over {world_size} processes")
 
@@ -161,6 +169,18 @@ def _check_holdout(cfg: TrainConfig) -> None:
         raise ValueError(f"--val-split {cfg.holdout} holds images of the training split out; it needs --split train, got {cfg.split!r}")
     if cfg.holdout and cfg.val_data not in (None, "none", cfg.data):
         raise ValueError(f"--val-split {cfg.holdout} holds images of --data out; it cannot validate on another --val-data ({cfg.val_data})")
+
+
+def _check_kind(cfg: TrainConfig) -> None:
+    """The kind of model asked for (conditional, unconditional, one class's, per-class) against the settings that need classes."""
+    kinds = [flag for flag, on in (("--per-class", cfg.per_class), ("--unconditional", cfg.unconditional), ("--only-class", cfg.only_class is not None))
+             if on]  # fmt: skip
+    if len(kinds) > 1:
+        raise ValueError(f"{' and '.join(kinds)} ask for different models: give one of them")
+    needs_classes = [flag for flag, on in (("--discriminative", cfg.discriminative > 0), ("--balanced-batches", cfg.balanced_batches),
+                                           ("--keep-best accuracy", cfg.keep_best == "accuracy")) if on]  # fmt: skip
+    if kinds and needs_classes:
+        raise ValueError(f"{needs_classes[0]} needs a class-conditional model; {kinds[0]} trains unconditional ones")
 
 
 def fixed_on_resume() -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""The training images and their order: a labelled split with at least two classes, shuffled per
+"""The training images and their order: a labelled split with at least two classes (or, for an
+unconditional model, any images, their labels dropped), shuffled per
 epoch by a DistributedSampler seeded by (seed, epoch) and split evenly over the ranks — or, with
 ``balanced``, dealt class by class so that every batch holds (as nearly as the counts allow) the
 same number of images of each class."""
@@ -50,18 +51,39 @@ def balanced_order(labels: torch.Tensor, generator: torch.Generator) -> list[int
     return order
 
 
-def load_training_data(cfg, class_names: list[str] | None, ranks) -> TrainingData:
-    """``cfg.split`` of ``cfg.data`` (less the ``--val-split N`` held out), labelled in ``class_names``' order when given (a resumed run's)."""
-    data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=class_names, seed=cfg.seed,
-                        holdout=cfg.holdout)  # fmt: skip
+def class_images(data: Dataset, name: str, source: str) -> Dataset:
+    """The images of class ``name`` of ``data`` (read from ``source``), unlabelled: one member's data."""
     if not data.has_labels:
-        raise ValueError(f"the {cfg.split} split of {cfg.data} has images without labels; training needs labels")
-    if len(data.class_names) < 2:
-        raise ValueError(f"{cfg.data} has a single class ({data.class_names[0]}); a class-conditional model needs at least 2")
+        raise ValueError(f"--only-class {name}: {source} has images without labels")
+    if name not in data.class_names:
+        raise ValueError(f"--only-class {name}: {source} has no class {name!r} ({', '.join(data.class_names[:8])})")
+    keep = (data.labels == data.class_names.index(name)).nonzero()[:, 0]
+    return data.subset(keep, torch.full_like(data.labels, -1), [])
+
+
+def trains_unconditional(cfg, data: Dataset) -> bool:
+    """Whether ``data`` trains an unconditional model: asked for (--unconditional, --only-class), or images without labels."""
+    return cfg.unconditional or cfg.only_class is not None or not data.has_labels
+
+
+def load_training_data(cfg, class_names: list[str] | None, ranks) -> TrainingData:
+    """``cfg.split`` of ``cfg.data`` (less the ``--val-split N`` held out), labelled in ``class_names``' order when
+    given (a resumed conditional run's); for an unconditional model the labels are dropped (-1)."""
+    unconditional = cfg.unconditional or cfg.only_class is not None
+    data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=None if unconditional else class_names, seed=cfg.seed,
+                        holdout=cfg.holdout)  # fmt: skip
+    if cfg.only_class is not None:
+        data = class_images(data, cfg.only_class, cfg.data)
+    elif trains_unconditional(cfg, data):
+        data = data.subset(torch.arange(len(data)), torch.full_like(data.labels, -1), [])
+    elif len(data.class_names) < 2:
+        raise ValueError(f"{cfg.data} has a single class ({data.class_names[0]}); a class-conditional model needs at least 2: "
+                         "train an unconditional model of it with --unconditional")  # fmt: skip
     per_rank = cfg.batch_size // ranks.world
     sampler = torch.utils.data.DistributedSampler(range(len(data)), num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=cfg.seed,
                                                   drop_last=True)  # fmt: skip
     steps_per_epoch = len(sampler) // per_rank
     if steps_per_epoch < 1:
-        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(data)} training images")
+        what = f"the {len(data)} training images" + (f" of class {cfg.only_class}" if cfg.only_class is not None else "")
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than {what}")
     return TrainingData(data, sampler, per_rank, steps_per_epoch, balanced=cfg.balanced_batches)

@@ -1,10 +1,12 @@
 """Named training recipes: a preset fills in the settings the command line leaves out.
 
-``pixelcnnpp-cifar10`` is the paper's recipe (Salimans et al. 2017, and the defaults of
-openai/pixel-cnn's ``train.py``): 5 gated resnets per stage, 160 filters, 10 logistics, dropout
-0.5, Adam at 1e-3 (β = 0.95, 0.9995, as every run here) decayed ×0.999995 per step, batch 16 per
-GPU × 8 GPUs = 128, Polyak averaging 0.9995, 32×32 RGB. Not reproduced: data-dependent
-initialisation and weight normalisation (this package initialises FiLM neutrally instead).
+``pixelcnnpp-cifar10`` is the paper's model and recipe (Salimans et al. 2017, and the defaults of
+openai/pixel-cnn's ``train.py``): an unconditional model (what the 2.92 bits/dim on CIFAR-10 refers
+to), 5 gated resnets per stage, 160 filters, 10 logistics, dropout 0.5, Adam at 1e-3 (β = 0.95,
+0.9995, as every run here) decayed ×0.999995 per step, batch 16 per GPU × 8 GPUs = 128, Polyak
+averaging 0.9995, 32×32 RGB. ``pixelcnnpp-cifar10-conditional`` is the same recipe for this
+package's class-conditional model (FiLM, initialised neutral). Not reproduced: data-dependent
+initialisation (weight normalisation is kept).
 """
 
 from __future__ import annotations
@@ -21,20 +23,23 @@ class Preset:
     settings: dict
 
 
+_PAPER = dict(nr_resnet=5, nr_filters=160, nr_logistic_mix=10, dropout=0.5, lr=1e-3, lr_decay=0.999995, batch_size=128, ema=0.9995, image_size=32,
+              in_channels=3)  # fmt: skip
 PRESETS = {
-    "pixelcnnpp-cifar10": Preset(
-        "PixelCNN++ on CIFAR-10 as published (Salimans et al. 2017; openai/pixel-cnn's train.py)",
-        dict(nr_resnet=5, nr_filters=160, nr_logistic_mix=10, dropout=0.5, lr=1e-3, lr_decay=0.999995, batch_size=128, ema=0.9995,
-             image_size=32, in_channels=3),
-    ),
+    "pixelcnnpp-cifar10": Preset("the paper's unconditional PixelCNN++ on CIFAR-10 (Salimans et al. 2017; openai/pixel-cnn's train.py)",
+                                 _PAPER | dict(unconditional=True)),
+    "pixelcnnpp-cifar10-conditional": Preset("the paper's recipe for a class-conditional PixelCNN++ (FiLM)", _PAPER),
 }  # fmt: skip
+# Settings that choose another kind of model than a preset's --unconditional: given, they keep the preset from setting it.
+OTHER_KINDS = {"per_class", "only_class"}
 
 
 def preset_settings(name: str, given: set[str] | dict) -> dict:
     """The settings preset ``name`` fills in: all of its own except those in ``given`` (set by the user)."""
     if name not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
-    return {key: value for key, value in PRESETS[name].settings.items() if key not in given}
+    skip = set(given) | ({"unconditional"} if OTHER_KINDS & set(given) else set())
+    return {key: value for key, value in PRESETS[name].settings.items() if key not in skip}
 
 
 def describe(name: str, filled: dict, given: set[str]) -> str:

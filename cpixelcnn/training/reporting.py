@@ -114,15 +114,15 @@ def sample_grid(model, cfg, path: Path) -> Path:
     return write_sample_grid(path, model, cfg.samples_per_class, cfg.image_size, seed=cfg.seed, scale=2)[0]
 
 
-def start_line(cfg, model, class_names: list[str], n_images: int, val, world: int, device, step: int, total: int) -> str:
-    """What is about to be trained, on what, for how long, validated how."""
+def start_line(cfg, model, kind: str, n_images: int, val, world: int, device, step: int, total: int) -> str:
+    """What is about to be trained (``kind``: the model in words), on what, for how long, validated how."""
     limit = f"steps {step}->{total}" + (f" or {cfg.max_seconds:g} s, whichever comes first" if cfg.max_seconds else "")
     validation = "; no validation"
     if val:
         split = f"{cfg.holdout} held-out training images" if cfg.holdout else cfg.val_split
         validation = f"; validating on {len(val)} images of {cfg.val_data} ({split}) every {cfg.val_every} epoch(s), best by {cfg.keep_best}"
     shape = f"{cfg.image_size}x{cfg.image_size} {'RGB' if cfg.in_channels == 3 else 'grey'}"  # what --image-size made of the data
-    return (f"training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter model on {n_images} {shape} images ({', '.join(class_names)}), "
+    return (f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter {kind} on {n_images} {shape} images, "
             f"{world} process(es), {device}, backend {cfg.backend}, {limit}{validation}")  # fmt: skip
 
 

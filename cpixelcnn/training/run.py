@@ -9,15 +9,16 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.rundir import LOCK_NAME, MARKER_NAME, RunLock, claim, require_run
+from cpixelcnn.rundir import LOCK_NAME, MARKER_NAME, RunLock, claim, is_per_class_run, require_run
 from cpixelcnn.training.config import TrainConfig, check
 from cpixelcnn.training.distributed import Ranks
+from cpixelcnn.training.per_class import train_per_class
 from cpixelcnn.training.trainer import Trainer
 
 
 def train(cfg: TrainConfig, log=print, asked: set[str] | None = None, **hooks) -> dict:
     """Train as configured; returns a summary dict (steps, final bits/dim, run directory, history,
-    best record). On ``cfg.resume`` a fixed setting asked for with another value than the run's is
+    best record; a per-class run's also its members'). On ``cfg.resume`` a fixed setting asked for with another value than the run's is
     refused (``asked``: the settings the caller wrote; default: those not at their defaults).
     ``hooks``: the Trainer's injectable behaviour (``loss``, ``clock``, ``save_weights``)."""
     ranks = Ranks()
@@ -30,7 +31,10 @@ def train(cfg: TrainConfig, log=print, asked: set[str] | None = None, **hooks) -
     if ranks.active and not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo")
     try:
-        result = Trainer(cfg, log, ranks=ranks, asked=asked, **hooks).fit()
+        if cfg.per_class or (cfg.resume and is_per_class_run(cfg.out)):
+            result = train_per_class(cfg, log, ranks, asked, **hooks)
+        else:
+            result = Trainer(cfg, log, ranks=ranks, asked=asked, **hooks).fit()
         if ranks.active:  # rank 0 still writes the last checkpoint and plot: tear the group down together
             torch.distributed.barrier()
         return result

@@ -62,13 +62,15 @@ class Trainer:
         point = self._model_and_config()
         self.train_data = load_training_data(self.cfg, self.class_names, self.ranks)
         self.data, self.steps_per_epoch = self.train_data.images, self.train_data.steps_per_epoch
-        if self.model is None:
+        if self.model is None:  # unconditional data come without class names: a model of 0 classes
             self.model, self.class_names = self._new_model(len(self.data.class_names)), self.data.class_names
         self.model.checkpoint_activations = self.cfg.checkpoint_activations
         self.model = self.model.to(self.device)
+        self.kind = model_kind(self.cfg, self.model, self.class_names)
         # the settings left to be decided by the data and the model, resolved in a copy (the caller's config is theirs)
         cfg = self.cfg = dataclasses.replace(
             self.cfg,
+            unconditional=self.cfg.unconditional or (self.model.num_classes == 0 and self.cfg.only_class is None),
             val_data=validation_source(self.cfg.data, self.cfg.split, self.cfg.val_data, self.cfg.val_split),
             keep_best=self.cfg.keep_best or ("accuracy" if self.model.num_classes else "bpd"),
         )
@@ -157,7 +159,8 @@ class Trainer:
         if cfg.augment or cfg.mutation_rate:
             generator = torch.Generator().manual_seed(cfg.seed * 7_919 + state.step * ranks.world + ranks.rank)
             images = mutate(augment(images, generator) if cfg.augment else images, cfg.mutation_rate, generator)
-        x, y = to_model_range(images).to(self.device), self.data.labels[batch].to(self.device)
+        x = to_model_range(images).to(self.device)
+        y = self.data.labels[batch].to(self.device) if self.model.num_classes else None
         loss = self._first_compiled_step(x, y) if self.compile_pending else self._loss_and_gradients(x, y)
         finite = finite_step(loss, self.model, cfg.grad_clip, ranks)
         if finite:
@@ -293,9 +296,7 @@ class Trainer:
     # -- beginning and end -------------------------------------------------------------------------
 
     def _announce(self) -> None:
-        self.say(
-            start_line(self.cfg, self.model, self.class_names, len(self.data), self.val, self.ranks.world, self.device, self.state.step, self.total)
-        )
+        self.say(start_line(self.cfg, self.model, self.kind, len(self.data), self.val, self.ranks.world, self.device, self.state.step, self.total))
 
     def _finish(self) -> dict:
         self.reporter.close()
@@ -305,6 +306,17 @@ class Trainer:
         final = points[-1] if points else float("nan")
         self.say(end_line(self.state.step, final, latest_validation(history), self.run_dir))
         return dict(steps=self.state.step, train_bpd=final, run_dir=str(self.run_dir), history=history, best=self.state.best)
+
+
+def model_kind(cfg: TrainConfig, model: ConditionalPixelCNN, class_names: list[str]) -> str:
+    """What is trained, in words: the classes of a conditional model, or why it is unconditional."""
+    if model.num_classes:
+        return f"class-conditional model ({', '.join(class_names)})"
+    if cfg.only_class is not None:
+        return f"unconditional model of class {cfg.only_class}"
+    if cfg.unconditional:
+        return "unconditional model (--unconditional: labels, if any, are ignored)"
+    return f"unconditional model ({cfg.data} has no class labels; --unconditional says so explicitly)"
 
 
 def _compiled_graph_count() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from cpixelcnn.data import Dataset, has_split, load_dataset
+from cpixelcnn.training.data import class_images
 
 
 def validation_source(data: str, split: str, val_data: str | None, val_split: str) -> str:
@@ -20,18 +21,23 @@ def validation_source(data: str, split: str, val_data: str | None, val_split: st
 
 def validation_set(source: str, cfg, class_names: list[str]) -> Dataset | None:
     """The held-out images validated on (at most ``cfg.val_limit``, a fixed random subset),
-    labelled in the training set's class order; None for ``source == "none"``."""
+    labelled in the training set's class order (``class_names``; empty for an unconditional model,
+    whose images go unlabelled — those of ``cfg.only_class`` for one class's model); None for ``source == "none"``."""
     if source == "none":
         return None
     split = "validation" if cfg.holdout else cfg.val_split
     val = load_dataset(source, split, cfg.image_size, cfg.in_channels, seed=cfg.seed, holdout=cfg.holdout)
-    if sorted(val.class_names) != sorted(class_names):
-        raise ValueError(
-            f"the validation set {source} has classes ({', '.join(val.class_names)}) that differ from the training set's ({', '.join(class_names)})"
-        )
-    if not val.has_labels:
-        raise ValueError(f"the {cfg.val_split} split of {source} has images without labels; validation needs them")
-    labels = torch.tensor([class_names.index(val.class_names[i]) for i in val.labels.tolist()], dtype=torch.long)
+    if cfg.only_class is not None:
+        val = class_images(val, cfg.only_class, source)
+    if not class_names:  # an unconditional model: bits/dim only
+        labels = torch.full((len(val),), -1, dtype=torch.long)
+    else:
+        if sorted(val.class_names) != sorted(class_names):
+            raise ValueError(f"the validation set {source} has classes ({', '.join(val.class_names)}) that differ from the training set's "
+                             f"({', '.join(class_names)})")  # fmt: skip
+        if not val.has_labels:
+            raise ValueError(f"the {cfg.val_split} split of {source} has images without labels; validation needs them")
+        labels = torch.tensor([class_names.index(val.class_names[i]) for i in val.labels.tolist()], dtype=torch.long)
     keep = torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.val_limit].sort().values
     return val.subset(keep, labels, class_names)
 

@@ -1,0 +1,95 @@
+"""``train --per-class``: one unconditional model per class, trained one after another into
+``RUN/members/NN`` (each an ordinary run directory of ``--only-class``, resumable on its own terms),
+under the one lock of RUN. Together they are a Bayes classifier with the training data's class priors
+(:class:`~cpixelcnn.per_class.PerClassPixelCNN`, loaded by ``load_run``).
+
+The budget is the run's: ``--max-steps`` and ``--max-time`` are split over the classes in
+proportion to their training images (largest remainders, so the steps add up), ``--epochs`` is
+each member's passes over its own images — in all, as many steps as a conditional model takes for
+those epochs of the whole data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from cpixelcnn.data import load_dataset
+from cpixelcnn.model import ConditionalPixelCNN
+from cpixelcnn.rundir import CONFIG_NAME, claim, member_folder, read_config, save_per_class_config
+from cpixelcnn.training.config import TrainConfig, merged_with_saved
+from cpixelcnn.training.trainer import Trainer
+
+
+def split_by_counts(total: int, counts: list[int]) -> list[int]:
+    """``total`` split in proportion to ``counts`` by largest remainders: integers that add up to ``total``."""
+    whole = sum(counts)
+    shares = [total * n / whole for n in counts]
+    parts = [int(s) for s in shares]
+    for k in sorted(range(len(counts)), key=lambda k: parts[k] - shares[k])[: total - sum(parts)]:
+        parts[k] += 1
+    return parts
+
+
+def member_budgets(cfg: TrainConfig, counts: list[int], world: int) -> tuple[list[int | None], list[float | None], str]:
+    """Each member's --max-steps and --max-time, and the start line's words for the split."""
+    names = ", ".join(f"{n}" for n in counts)
+    if cfg.max_steps is not None:
+        steps = split_by_counts(cfg.max_steps, counts)
+        if min(steps) < 1:
+            raise ValueError(f"--max-steps {cfg.max_steps} leaves a class without a step: give at least one step per class ({len(counts)})")
+        words = f"--max-steps {cfg.max_steps} split by class size: {', '.join(map(str, steps))} steps"
+    else:
+        per_epoch = [(n // world) // (cfg.batch_size // world) for n in counts]
+        steps = [None] * len(counts)
+        words = f"--epochs {cfg.epochs} of each class's images: {', '.join(str(cfg.epochs * s) for s in per_epoch)} steps"
+    seconds = [None] * len(counts)
+    if cfg.max_seconds is not None:
+        seconds = [cfg.max_seconds * n / sum(counts) for n in counts]
+        words += f", --max-time {cfg.max_seconds:g} s split the same way: {', '.join(f'{s:.0f}' for s in seconds)} s"
+    return steps, seconds, f"{words} (class sizes {names})"
+
+
+def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None, **hooks) -> dict:
+    """Train (or, with ``cfg.resume``, continue) every member of the per-class run ``cfg.out``, which the caller owns and has locked."""
+    run_dir = Path(cfg.out)
+    say = log if ranks.is_main else (lambda *a, **k: None)
+    saved = read_config(run_dir) if cfg.resume else None
+    if saved is not None:
+        cfg = merged_with_saved(cfg, saved.get("train", {}), saved["model"], ranks.world, asked)
+        cfg = dataclasses.replace(cfg, per_class=True)
+    elif (run_dir / CONFIG_NAME).exists():
+        raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+    data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=saved["class_names"] if saved else None, seed=cfg.seed,
+                        holdout=cfg.holdout)  # fmt: skip
+    if not data.has_labels:
+        raise ValueError(f"--per-class trains one model per class: the {cfg.split} split of {cfg.data} has images without labels")
+    names = data.class_names
+    counts = [int((data.labels == c).sum()) for c in range(len(names))]
+    if len(names) < 2 or min(counts) < 1:
+        raise ValueError(f"--per-class needs at least 2 classes with images; {cfg.data} has {', '.join(f'{n}: {c}' for n, c in zip(names, counts))}")
+    small = next((n for n, c in zip(names, counts) if (c // ranks.world) < cfg.batch_size // ranks.world), None)
+    if small is not None:
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {counts[names.index(small)]} training images of class {small}")
+    steps, seconds, budget = member_budgets(cfg, counts, ranks.world)
+    if ranks.is_main and saved is None:
+        with torch.device("meta"):
+            model_config = ConditionalPixelCNN.from_config(cfg.model_config, num_classes=0).config
+        save_per_class_config(run_dir, model_config, names, counts, {"train": dataclasses.asdict(cfg) | {"resume": False}})
+    say(f"per-class run: {len(names)} unconditional models ({', '.join(names)}) into {run_dir}, one after another; {budget}")
+    results = []
+    for k, name in enumerate(names):
+        member = run_dir / member_folder(k)
+        resume = (member / CONFIG_NAME).is_file()
+        if ranks.is_main and not resume:
+            claim(member, "train")
+        member_cfg = dataclasses.replace(cfg, out=str(member), per_class=False, only_class=name, max_steps=steps[k], max_seconds=seconds[k],
+                                         resume=resume)  # fmt: skip
+        say(f"class {k + 1}/{len(names)}: {name}" + (" (continuing)" if resume else ""))
+        results.append(Trainer(member_cfg, log, ranks=ranks, **hooks).fit())
+    total = sum(r["steps"] for r in results)
+    say(f"done: per-class run of {len(names)} models, {total} steps in all; classify with `cpixelcnn classify {run_dir} --data ...`")
+    return dict(steps=total, run_dir=str(run_dir), members=results, class_names=names, class_counts=counts, history=[], best=None,
+                train_bpd=sum(r["train_bpd"] * r["steps"] for r in results) / max(total, 1))  # fmt: skip
