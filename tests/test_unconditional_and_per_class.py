@@ -129,6 +129,21 @@ def test_a_folder_of_images_without_classes_trains_an_unconditional_model(tmp_pa
     assert "images without labels" in _error_line(capsys)
 
 
+def test_a_conditional_run_does_not_resume_on_images_without_labels(tmp_path, capsys):
+    import shutil
+
+    folder = make_folders(tmp_path / "data", n=4, size=8)
+    args = ["--data", str(folder), "--image-size", "8", "--nr-resnet", "1", "--nr-filters", "4", "--nr-mix", "2", "--batch-size", "4"]
+    assert main(["train", "--out", str(tmp_path / "run"), "--max-steps", "1", *args]) == 0
+    for image in folder.glob("*/*.png"):  # the same folder, its images now without class folders
+        shutil.move(image, folder / f"{image.parent.name}-{image.name}")
+    for sub in ("cats", "dogs"):
+        (folder / sub).rmdir()
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "run"), "--max-steps", "2", "--resume", *args]) == 2
+    assert "has images without labels; this run's model is class-conditional" in _error_line(capsys)
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

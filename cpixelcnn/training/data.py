@@ -75,6 +75,8 @@ def load_training_data(cfg, class_names: list[str] | None, ranks) -> TrainingDat
     if cfg.only_class is not None:
         data = class_images(data, cfg.only_class, cfg.data)
     elif trains_unconditional(cfg, data):
+        if class_names:  # a resumed class-conditional run
+            raise ValueError(f"the {cfg.split} split of {cfg.data} has images without labels; this run's model is class-conditional")
         data = data.subset(torch.arange(len(data)), torch.full_like(data.labels, -1), [])
     elif len(data.class_names) < 2:
         raise ValueError(f"{cfg.data} has a single class ({data.class_names[0]}); a class-conditional model needs at least 2: "
