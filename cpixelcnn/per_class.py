@@ -62,12 +62,17 @@ class PerClassPixelCNN(nn.Module):
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes - 1}]")
 
+    @staticmethod
+    def class_rows(labels: torch.Tensor):
+        """(class, the batch rows (K,) of that class) for every class present in ``labels`` (B,)."""
+        for c in labels.unique().tolist():
+            yield c, (labels == c).nonzero()[:, 0]
+
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """x (B, C, H, W) in [-1, 1], labels (B,) → each image's mixture parameters under its class's member (B, P, H, W)."""
         self.check_inputs(x, labels)
         out = None
-        for c in labels.unique().tolist():
-            rows = (labels == c).nonzero()[:, 0]
+        for c, rows in self.class_rows(labels):
             params = self.members[c](x[rows], None)
             if out is None:
                 out = params.new_empty((x.shape[0], *params.shape[1:]))

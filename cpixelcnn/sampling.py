@@ -217,8 +217,7 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
     if not isinstance(model, PerClassPixelCNN):
         return draw(model, labels, noise, given)
     x = torch.empty(batch, channels, height, width, device=device, dtype=dtype)
-    for c in labels.unique().tolist():  # each class's images from its member, with the random numbers of their places in the batch
-        rows = (labels == c).nonzero()[:, 0]
+    for c, rows in model.class_rows(labels):  # each class's images from its member, with the random numbers of their places in the batch
         x[rows] = draw(model.members[c], None, noise[rows.to(noise.device)], None if given is None else given[rows.to(given.device)]).to(dtype)
     return x
 

@@ -152,11 +152,12 @@ def test_a_conditional_run_does_not_resume_on_images_without_labels(tmp_path, ca
         (dict(per_class=True, balanced_batches=True), "--balanced-batches needs a class-conditional model"),
         (dict(only_class="disc", keep_best="accuracy"), "--keep-best accuracy needs a class-conditional model"),
         (dict(only_class="nope"), "--only-class nope: demo has no class 'nope'"),
+        (dict(per_class=True, batch_size=400), "--batch-size 400 is larger than the 300 training images of class stripes"),
     ],
 )
 def test_settings_that_need_classes_are_refused_in_one_line(tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
-        train(TrainConfig(out=str(tmp_path / "run"), max_steps=1, val_data="none", **TINY, **extra), log=_quiet)
+        train(TrainConfig(out=str(tmp_path / "run"), max_steps=1, val_data="none", **(TINY | extra)), log=_quiet)
     assert not (tmp_path / "run").exists()
 
 
@@ -196,6 +197,7 @@ def test_per_class_run_trains_one_model_per_class_and_classifies_by_bayes_with_p
     assert main(["train", "--out", str(run), "--per-class", "--max-steps", "8", "--val-split", "40", *TINY_ARGS]) == 0
     out = capsys.readouterr().out
     assert "per-class run: 4 unconditional models (stripes, checker, disc, diagonal)" in out and "--max-steps 8 split by class size" in out
+    assert f"classify with `cpixelcnn classify --checkpoint {run} --data" in out  # the hint is a command that runs
     config = json.loads((run / "config.json").read_text())
     assert config["per_class"]["members"] == ["members/00", "members/01", "members/02", "members/03"]
     counts = config["per_class"]["class_counts"]

@@ -61,11 +61,6 @@ def class_images(data: Dataset, name: str, source: str) -> Dataset:
     return data.subset(keep, torch.full_like(data.labels, -1), [])
 
 
-def trains_unconditional(cfg, data: Dataset) -> bool:
-    """Whether ``data`` trains an unconditional model: asked for (--unconditional, --only-class), or images without labels."""
-    return cfg.unconditional or cfg.only_class is not None or not data.has_labels
-
-
 def load_training_data(cfg, class_names: list[str] | None, ranks) -> TrainingData:
     """``cfg.split`` of ``cfg.data`` (less the ``--val-split N`` held out), labelled in ``class_names``' order when
     given (a resumed conditional run's); for an unconditional model the labels are dropped (-1)."""
@@ -74,7 +69,7 @@ def load_training_data(cfg, class_names: list[str] | None, ranks) -> TrainingDat
                         holdout=cfg.holdout)  # fmt: skip
     if cfg.only_class is not None:
         data = class_images(data, cfg.only_class, cfg.data)
-    elif trains_unconditional(cfg, data):
+    elif unconditional or not data.has_labels:  # asked for, or images without labels
         if class_names:  # a resumed class-conditional run
             raise ValueError(f"the {cfg.split} split of {cfg.data} has images without labels; this run's model is class-conditional")
         data = data.subset(torch.arange(len(data)), torch.full_like(data.labels, -1), [])

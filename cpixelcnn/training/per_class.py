@@ -33,23 +33,21 @@ def split_by_counts(total: int, counts: list[int]) -> list[int]:
     return parts
 
 
-def member_budgets(cfg: TrainConfig, counts: list[int], world: int) -> tuple[list[int | None], list[float | None], str]:
-    """Each member's --max-steps and --max-time, and the start line's words for the split."""
-    names = ", ".join(f"{n}" for n in counts)
+def member_budgets(cfg: TrainConfig, counts: list[int], per_epoch: list[int]) -> tuple[list[int | None], list[float | None], str]:
+    """Each member's --max-steps and --max-time, and the start line's words for the split (``per_epoch``: each member's steps per epoch)."""
     if cfg.max_steps is not None:
         steps = split_by_counts(cfg.max_steps, counts)
         if min(steps) < 1:
             raise ValueError(f"--max-steps {cfg.max_steps} leaves a class without a step: give at least one step per class ({len(counts)})")
         words = f"--max-steps {cfg.max_steps} split by class size: {', '.join(map(str, steps))} steps"
     else:
-        per_epoch = [(n // world) // (cfg.batch_size // world) for n in counts]
         steps = [None] * len(counts)
         words = f"--epochs {cfg.epochs} of each class's images: {', '.join(str(cfg.epochs * s) for s in per_epoch)} steps"
     seconds = [None] * len(counts)
     if cfg.max_seconds is not None:
         seconds = [cfg.max_seconds * n / sum(counts) for n in counts]
         words += f", --max-time {cfg.max_seconds:g} s split the same way: {', '.join(f'{s:.0f}' for s in seconds)} s"
-    return steps, seconds, f"{words} (class sizes {names})"
+    return steps, seconds, f"{words} (class sizes {', '.join(map(str, counts))})"
 
 
 def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None, **hooks) -> dict:
@@ -70,10 +68,11 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
     counts = [int((data.labels == c).sum()) for c in range(len(names))]
     if len(names) < 2 or min(counts) < 1:
         raise ValueError(f"--per-class needs at least 2 classes with images; {cfg.data} has {', '.join(f'{n}: {c}' for n, c in zip(names, counts))}")
-    small = next((n for n, c in zip(names, counts) if (c // ranks.world) < cfg.batch_size // ranks.world), None)
-    if small is not None:
-        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {counts[names.index(small)]} training images of class {small}")
-    steps, seconds, budget = member_budgets(cfg, counts, ranks.world)
+    per_epoch = [(n // ranks.world) // (cfg.batch_size // ranks.world) for n in counts]  # as each member's sampler deals them
+    if min(per_epoch) < 1:  # refused before the run's config is written (each member would refuse it too, later)
+        small = per_epoch.index(0)
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {counts[small]} training images of class {names[small]}")
+    steps, seconds, budget = member_budgets(cfg, counts, per_epoch)
     if ranks.is_main and saved is None:
         with torch.device("meta"):
             model_config = ConditionalPixelCNN.from_config(cfg.model_config, num_classes=0).config
@@ -90,6 +89,6 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
         say(f"class {k + 1}/{len(names)}: {name}" + (" (continuing)" if resume else ""))
         results.append(Trainer(member_cfg, log, ranks=ranks, **hooks).fit())
     total = sum(r["steps"] for r in results)
-    say(f"done: per-class run of {len(names)} models, {total} steps in all; classify with `cpixelcnn classify {run_dir} --data ...`")
+    say(f"done: per-class run of {len(names)} models, {total} steps in all; classify with `cpixelcnn classify --checkpoint {run_dir} --data ...`")
     return dict(steps=total, run_dir=str(run_dir), members=results, class_names=names, class_counts=counts, history=[], best=None,
                 train_bpd=sum(r["train_bpd"] * r["steps"] for r in results) / max(total, 1))  # fmt: skip
