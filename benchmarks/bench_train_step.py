@@ -8,7 +8,8 @@ Variants: eager, torch.compile(eager), Triton kernels, torch.compile + Triton.
         # ours with torch's dropout, ours under torch.compile, and the PyTorch port eager and under
         # torch.compile (pclucas14/pixel-cnn-pp checked out in DIR; channel-wise Dropout2d) —
         # interleaved rounds; each compiled variant's graph count and compile time (its first step
-        # less a timed one).
+        # less a timed one; compiled cold: the compiler's on-disk cache is a fresh folder unless
+        # TORCHINDUCTOR_CACHE_DIR is set).
         # The port's utils.py has one Python 2 line (`print e`): make it `print(e)` in the scratch copy.
 """
 
@@ -134,7 +135,12 @@ def _port_step(port_dir: str, x, arch: dict, use_compile: bool = False):
 def cpu_main(args) -> int:
     """Median seconds per training step of each variant over interleaved rounds (noisy machines:
     the ratio to the port is the figure)."""
+    import os
     import statistics
+    import tempfile
+
+    if not args.no_compile and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # compile times are cold compiles
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-train-step-inductor-")
 
     import torch
 

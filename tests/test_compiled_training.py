@@ -1,6 +1,7 @@
 """--compile: a training step with the paper's dropout traces as one graph (no graph breaks), a run
 compiles that graph once (steps, validation, averaged weights and checkpoints cause no recompile),
-and the trainer says what it compiled — or why it could not, and trains eager."""
+compiled steps compute the eager losses (the same dropout masks, also when checkpointed), and the
+trainer says what it compiled — or why it could not, and trains eager."""
 
 import pytest
 import torch
@@ -79,15 +80,79 @@ def test_a_compiled_run_compiles_its_step_once(tmp_path, monkeypatch):
 
 
 def test_a_compiled_run_computes_what_an_eager_one_does(tmp_path, monkeypatch):
-    """Without dropout the compiled step is the eager step: the same losses, step by step. (With
-    dropout the compiled graph draws its own masks, with the same keep rate, from the same seeded
-    generator: another draw, not the same one.)"""
-    eager = train(TrainConfig(out=str(tmp_path / "eager"), max_steps=4, val_data="none", dropout=0.0, **TINY), log=lambda *a: None)
+    """With the paper's dropout the compiled step is the eager step: the dropout masks come from the
+    same traced operator, in the same order, from the same seeded generator — the same losses."""
+    eager = train(TrainConfig(out=str(tmp_path / "eager"), max_steps=4, val_data="none", dropout=0.5, **TINY), log=lambda *a: None)
     _counting_compile(monkeypatch)
     compiled = train(
-        TrainConfig(out=str(tmp_path / "compiled"), compile=True, max_steps=4, val_data="none", dropout=0.0, **TINY), log=lambda *a: None
+        TrainConfig(out=str(tmp_path / "compiled"), compile=True, max_steps=4, val_data="none", dropout=0.5, **TINY), log=lambda *a: None
     )
     assert _losses(compiled) == pytest.approx(_losses(eager), rel=1e-5) and len(_losses(eager)) == 4
+
+
+def _tiny_model(checkpointed: bool, seed: int = 0) -> ConditionalPixelCNN:
+    torch.manual_seed(seed)
+    model = ConditionalPixelCNN(in_channels=3, num_classes=4, nr_resnet=1, nr_filters=8, nr_logistic_mix=2, dropout=0.5).train()
+    model.checkpoint_activations = checkpointed
+    return model
+
+
+def _loss_and_gradients(model, forward, x, y, seed):
+    torch.manual_seed(seed)
+    loss = likelihood_loss(forward, model, x, y, 0.0, "auto")
+    grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+    return loss.detach(), grads
+
+
+def test_compiled_and_checkpointed_the_dropout_masks_of_the_recomputation_are_the_forward_ones():
+    """Under torch.compile with checkpointed activations the backward recomputes each gated resnet;
+    its dropout masks must be the forward's (the mask operator is replayed from the saved generator
+    state), or the gradients would be another network's. Compared with the eager, stored step."""
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    x = torch.round((x + 1) * 127.5) / 127.5 - 1
+    y = torch.tensor([0, 3])
+    reference = _tiny_model(checkpointed=False)
+    expected_loss, expected_grads = _loss_and_gradients(reference, reference, x, y, seed=5)
+    model = _tiny_model(checkpointed=True)
+    dynamo.reset()
+    loss, grads = _loss_and_gradients(model, torch.compile(model, backend="aot_eager"), x, y, seed=5)
+    assert torch.allclose(loss, expected_loss, rtol=1e-5)
+    for got, want in zip(grads, expected_grads):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_inductor_compiles_the_step_with_dropout_and_computes_the_eager_losses():
+    """The real compiler (inductor, C++ on the CPU): three Adam steps with dropout 0.5 give the eager
+    losses, and the generated code draws no random numbers of its own (the masks are the cheap ones)."""
+    from torch._inductor.utils import run_and_get_code
+
+    x = torch.round((torch.rand(4, 3, 8, 8) * 2) * 127.5) / 127.5 - 1
+    y = torch.tensor([0, 1, 2, 3])
+    losses = {}
+    for name in ("eager", "inductor"):
+        model = _tiny_model(checkpointed=False)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        dynamo.reset()
+        forward = torch.compile(model) if name == "inductor" else model
+        torch.manual_seed(9)
+        losses[name] = []
+        for step in range(3):
+
+            def train_step():
+                loss = likelihood_loss(forward, model, x, y, 0.0, "auto")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                return loss.item()
+
+            if name == "inductor" and step == 0:
+                loss, code = run_and_get_code(train_step)
+                assert "dropout_keep_mask" in "".join(code) and "normalized_rand" not in "".join(code)
+                losses[name].append(loss)
+            else:
+                losses[name].append(train_step())
+    assert losses["inductor"] == pytest.approx(losses["eager"], rel=1e-4)
 
 
 def test_a_model_the_compiler_refuses_trains_eager_saying_why(tmp_path, monkeypatch):
