@@ -66,7 +66,7 @@ def test_bad_probability(p):
         dropout(torch.ones(3), 0.5, backend="cuda")
 
 
-def _traced_ops(fn, *args):
+def _traced_ops(fn):
     """fn under torch.compile through AOT autograd with inductor's partitioner (which merges common
     subexpressions), and the list the operators of its forward graph will be recorded in."""
     import torch._dynamo as dynamo
