@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cpixelcnn.ops.dropout import Dropout, dropout, keep_mask
+from cpixelcnn.ops.dropout import Dropout, bits_per_element, dropout, keep_mask
 
 
 @pytest.mark.parametrize("shape", [(257, 63, 65), (5, 63, 17, 19)])
-@pytest.mark.parametrize("p", [0.1, 0.5, 0.73, 0.95])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.25, 3 / 16, 154 / 256, 0.73, 0.95])  # 16, 1, 2, 4, 8, 16, 16 bits an element
 def test_keep_rate_and_independence(p, shape):
     torch.manual_seed(3)
     mask = keep_mask(shape, p)  # odd sizes: the last 64-bit word is partly used
@@ -18,12 +18,18 @@ def test_keep_rate_and_independence(p, shape):
     rate = mask.double().mean().item()
     expected = 1 - round(p * 65536) / 65536
     assert abs(rate - expected) < 5 * (expected * (1 - expected) / n) ** 0.5
-    # in the order of the draws (channels last for 4-D shapes), neighbours share a 64-bit word
-    # (lags 1-3) or not: no correlation either way
+    # in the order of the draws (channels last for 4-D shapes), neighbours share a byte, a 64-bit
+    # word or neither: no correlation either way
     flat = (mask.permute(0, 2, 3, 1) if len(shape) == 4 else mask).flatten().double()
-    for lag in (1, 2, 3, 4, 5, 64):
+    for lag in (1, 2, 3, 4, 5, 7, 8, 63, 64):
         corr = torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1].item()
         assert abs(corr) < 5 / n**0.5, (lag, corr)
+
+
+def test_bits_per_element_are_the_fewest_that_make_p_exact():
+    assert [bits_per_element(p) for p in (0.0, 0.5, 0.25, 0.75, 3 / 16, 154 / 256, 0.1, 0.73)] == [1, 1, 2, 2, 4, 8, 16, 16]
+    torch.manual_seed(0)
+    assert keep_mask((64,), 0.0).all()  # a threshold of 0 keeps everything
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 3, 5, 7), (4, 80, 8, 8)])

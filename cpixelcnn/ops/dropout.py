@@ -3,10 +3,12 @@
 Semantics are the paper's: every activation is kept independently with probability 1 − p and
 scaled by 1/(1 − p) (not the channel-wise ``Dropout2d`` of the PyTorch port). On the CPU,
 ``torch.nn.functional.dropout`` draws one Bernoulli variate per element (about 10 ns each); here
-the mask comes from 16-bit slices of bulk 64-bit random words — four elements per draw — compared
-with a threshold, so p is rounded to a multiple of 2⁻¹⁶. The mask is kept as bools (1 byte per
-element) for the backward pass. Other devices use torch's dropout. Both draw from torch's default
-generator, so ``torch.manual_seed`` makes a step reproducible.
+the mask comes from bulk 64-bit random words, each element taking as few of their bits as its
+probability needs: one bit for p = 0.5 (64 elements per word), 2, 4 or 8 bits when p is a multiple
+of 1/4, 1/16 or 1/256, otherwise 16 bits compared with a threshold, so p is rounded to a multiple
+of 2⁻¹⁶. The mask is kept as 0/1 bytes (1 byte per element) for the backward pass. Other devices
+use torch's dropout. Both draw from torch's default generator, so ``torch.manual_seed`` makes a
+step reproducible.
 
 Under ``torch.compile`` the CPU mask comes from the operator ``cpixelcnn::dropout_keep_mask``
 (the same draws, tagged as seeded-random so the compiler neither repeats nor merges it, and
@@ -23,7 +25,7 @@ already a single pass on a GPU), so ``"triton"`` takes that same fast path.
 
 from __future__ import annotations
 
-import math
+import functools
 
 import torch
 import torch.nn as nn
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from cpixelcnn.ops.backend import check_backend
 
 LEVELS = 1 << 16  # p resolution of the fast mask
+FIELD_BITS = (1, 2, 4, 8)  # bits per element when p is a multiple of 2^-bits (else 16)
 
 
 def _threshold(p: float) -> int:
@@ -39,10 +42,57 @@ def _threshold(p: float) -> int:
     return round(p * LEVELS) - LEVELS // 2
 
 
+def bits_per_element(p: float) -> int:
+    """Random bits each element of a keep mask takes: the fewest b in (1, 2, 4, 8) for which p·2^b
+    is whole (the keep probability is then exactly 1 − p; the default 0.5 takes one bit), else 16."""
+    return next((bits for bits in FIELD_BITS if (p * (1 << bits)).is_integer()), 16)
+
+
+def _random_words(count: int, device) -> torch.Tensor:
+    return torch.empty(count, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)  # all 64 bits uniform
+
+
 def _draws(numel: int, device) -> torch.Tensor:
     """``numel`` independent uniform int16 draws: 16-bit slices of bulk 64-bit random words."""
-    words = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)  # all 64 bits uniform
-    return words.view(torch.int16)[:numel]
+    return _random_words((numel + 3) // 4, device).view(torch.int16)[:numel]
+
+
+_ROW_DTYPES = {1: torch.int64, 2: torch.int32, 4: torch.int16, 8: torch.uint8}  # 8 / bits bytes: one row of the table
+
+
+@functools.lru_cache(maxsize=None)
+def _field_table(bits: int, threshold: int) -> torch.Tensor:
+    """For each byte value v (256 entries): the 0/1 keep flags of its 8/bits fields (field k: bits
+    [k·bits, (k + 1)·bits) of v, kept when >= threshold), as 8/bits bytes viewed as one integer."""
+    fields = (torch.arange(256).unsqueeze(-1) >> torch.arange(0, 8, bits)) & ((1 << bits) - 1)
+    return (fields >= threshold).to(torch.uint8).view(_ROW_DTYPES[bits]).view(-1)
+
+
+def _fill_in_draw_order(mask: torch.Tensor, p: float) -> torch.Tensor:
+    """Fill ``mask`` (uint8, its dims in draw order, any strides) with a 0/1 keep mask; returns it.
+
+    Element i of the draw order reads bits [b·i, b·(i + 1)) of a stream of uniform random bytes
+    (b = :func:`bits_per_element`; within a byte from the low bits up) as an integer u, and is kept
+    when u >= p·2^b — for b = 16, u is a signed int16 compared with :func:`_threshold`. For b ≤ 8
+    each random byte becomes its 8/b flags in one table lookup (a gather of 8/b-byte rows).
+    """
+    n, bits = mask.numel(), bits_per_element(p)
+    if bits == 16:
+        torch.ge(_draws(n, mask.device).view(mask.shape), _threshold(p), out=mask.view(torch.bool))  # 0/1 bytes are valid bools
+        return mask
+    per_byte = 8 // bits
+    stream = _random_words((n * bits + 63) // 64, mask.device).view(torch.uint8)[: -(-n // per_byte)].long()
+    table = _field_table(bits, round(p * (1 << bits))).to(mask.device)
+    if mask.is_contiguous() and n % per_byte == 0:  # the flags land in place
+        torch.index_select(table, 0, stream, out=mask.view(-1).view(table.dtype))
+    else:
+        mask.copy_(table[stream].view(torch.uint8)[:n].view(mask.shape))
+    return mask
+
+
+def _in_draw_order(mask: torch.Tensor) -> torch.Tensor:
+    """A view of ``mask`` with its dims in draw order: (B, H, W, C) for a 4-D (B, C, H, W) mask."""
+    return mask.permute(0, 2, 3, 1) if mask.dim() == 4 else mask
 
 
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -54,13 +104,9 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     contiguous either way.
     """
     shape = tuple(int(s) for s in shape)
-    numel = math.prod(shape)
-    draws = _draws(numel, device)
-    if len(shape) != 4:
-        return (draws >= _threshold(p)).view(shape)
-    b, c, h, w = shape
-    mask = torch.empty(shape, dtype=torch.bool, device=device)
-    return torch.ge(draws.view(b, h, w, c).permute(0, 3, 1, 2), _threshold(p), out=mask)  # one pass: compare and transpose
+    mask = torch.empty(shape, dtype=torch.uint8, device=device)
+    _fill_in_draw_order(_in_draw_order(mask), p)  # the last pass writes in place, transposing
+    return mask.view(torch.bool)
 
 
 # The mask as one operator, so torch.compile traces it (the in-place random_ above breaks the graph).
@@ -79,17 +125,16 @@ torch.library.define(
 )
 
 
-def _empty_mask(fresh: torch.Tensor, shape, channels_last: bool, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+def _empty_mask(fresh: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(shape, dtype=dtype, device=fresh.device, memory_format=layout)
+    return torch.empty(shape, dtype=torch.uint8, device=fresh.device, memory_format=layout)
 
 
 @torch.library.impl("cpixelcnn::dropout_keep_mask", "CompositeExplicitAutograd")
 def _dropout_keep_mask(fresh: torch.Tensor, shape: list[int], channels_last: bool, p: float) -> torch.Tensor:
-    mask = _empty_mask(fresh, shape, channels_last, torch.bool)
-    in_memory_order = mask.permute(0, 2, 3, 1) if channels_last else mask
-    torch.ge(_draws(mask.numel(), mask.device), _threshold(p), out=in_memory_order.view(-1))
-    return mask.view(torch.uint8)  # 0/1 bytes: see _MaskedScale
+    mask = _empty_mask(fresh, shape, channels_last)
+    _fill_in_draw_order(_in_draw_order(mask), p)  # channels last: in memory order
+    return mask
 
 
 @torch.library.register_fake("cpixelcnn::dropout_keep_mask")
