@@ -12,6 +12,14 @@
 - Training epoch (CIFAR-10, the paper's 5/160/10): FLOPs of forward + backward over 50,000 images,
   at the fraction of peak the public PyTorch port sustained on a TITAN X (its published ~50 min
   per epoch), applied to the H100's FP32 and TF32 peaks.
+- Training step (5/160/10, batch 64, 32×32 RGB, FiLM, dropout 0.5, bf16 autocast: the shape
+  scripts/gpu_check.sh times) for eager, torch.compile, Triton and compile+Triton: one step traced
+  on fake tensors (no data, no device) counts the convolution FLOPs, the bytes every kernel reads
+  and writes and the kernels launched; predicted = FLOPs at the bf16 tensor-core peak times the
+  sustained fraction above + all bytes at the HBM peak + kernels × the stream launch latency.
+  Eager and Triton are counted as traced (the fused kernels are cpixelcnn's custom ops); for the
+  compiled variants the element-wise work between convolutions is taken as perfectly fused — each
+  convolution's input written once and its output read once — a floor inductor approaches.
 The resource table (registers, spills, occupancy) is read from benchmarks/results/kernel-resources.json.
 Measured numbers are owed: scripts/gpu_check.sh on a GPU machine.
 """
@@ -32,6 +40,7 @@ FP32_FLOPS = 40e12  # ASSUMED sustained FP32 (non-tensor-core) rate for small co
 # a Maxwell TITAN X (6.6 TFLOP/s FP32 peak) implies the fraction of peak such a model sustains; the same fraction is applied
 # to the H100 SXM's FP32 peak (67 TFLOP/s) and, for PyTorch's default TF32 cuDNN convolutions, its dense TF32 peak (495 TFLOP/s).
 TITANX_FP32_PEAK, H100_FP32_PEAK, H100_TF32_PEAK = 6.6e12, 67e12, 495e12
+H100_BF16_PEAK = 989e12  # dense bf16 tensor-core peak (H100 SXM)
 PORT_EPOCH_S = 50 * 60  # published (pclucas14/pixel-cnn-pp README), not measured here
 CIFAR10_TRAIN = 50_000
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -103,6 +112,87 @@ def epoch_predictions(size: int = 32) -> list[dict]:
     return rows
 
 
+MATMUL_OPS = {"convolution", "convolution_backward", "mm", "addmm", "bmm", "baddbmm"}
+NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "detach", "lift_fresh", "_local_scalar_dense"}
+
+
+def step_traffic(backend: str, arch=(5, 160, 10), batch: int = 64, size: int = 32) -> dict:
+    """One training step (bf16-autocast forward, exact DMoL loss, backward; torch's dropout, as on
+    a GPU) traced on fake tensors: per kind of kernel ("matmul": convolutions and matrix products,
+    "fused": cpixelcnn's custom ops, "other") the kernels launched and the bytes they move, and
+    the convolution FLOPs. Views and allocations launch nothing and move nothing."""
+    from unittest import mock
+
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cpixelcnn import ConditionalPixelCNN, dmol_log_prob
+    from cpixelcnn.ops.dropout import Dropout
+
+    def nbytes(tree) -> int:
+        return sum(t.numel() * t.element_size() for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor))
+
+    class Kernels(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.kinds = {kind: dict(kernels=0, bytes=0) for kind in ("matmul", "fused", "other")}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func._schema.name.split("::")[-1]
+            if func.namespace in ("aten", "cpixelcnn") and not func.is_view and name not in NO_KERNEL:
+                kind = self.kinds["matmul" if name in MATMUL_OPS else "fused" if func.namespace == "cpixelcnn" else "other"]
+                kind["kernels"] += 1
+                kind["bytes"] += nbytes((args, kwargs)) + nbytes(out)
+            return out
+
+    n, f, k = arch
+    # No data: the model's label-range check (a host read) is skipped as under torch.compile, and
+    # backend="triton" takes the custom ops on these CPU fake tensors (their fake versions run, no kernel).
+    with (
+        FakeTensorMode(),
+        mock.patch("torch.compiler.is_compiling", lambda: True),
+        mock.patch("cpixelcnn.ops.backend.triton_unavailable_reason", lambda device=None: None),
+    ):
+        model = ConditionalPixelCNN(nr_resnet=n, nr_filters=f, nr_logistic_mix=k, num_classes=4, dropout=0.5, backend=backend).train()
+        for module in model.modules():
+            if isinstance(module, Dropout):
+                module.backend = "eager"
+        x, y = torch.zeros(batch, 3, size, size), torch.zeros(batch, dtype=torch.long)
+        kernels, flops = Kernels(), FlopCounterMode(display=False)
+        with flops, kernels:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                params = model(x, y)
+            (-dmol_log_prob(x, params, backend=backend, check=False).mean()).backward()
+    return dict(flop=flops.get_total_flops(), **{f"{kind}_{key}": v for kind, row in kernels.kinds.items() for key, v in row.items()})
+
+
+def train_step_predictions(batch: int = 64, size: int = 32) -> list[dict]:
+    """PREDICTED H100 step times of eager / torch.compile / Triton / compile+Triton (see the module docstring)."""
+    sustained = epoch_predictions(size)[0]["fraction_of_peak"]
+    traced = {backend: step_traffic(backend, batch=batch, size=size) for backend in ("eager", "triton")}
+    rows = []
+    for variant, backend, compiled in (("eager", "eager", False), ("torch.compile", "eager", True), ("triton", "triton", False),
+                                       ("torch.compile + triton", "triton", True)):  # fmt: skip
+        t = traced[backend]
+        if compiled:  # perfect fusion: a fused kernel writes each convolution's input and reads its output
+            other_bytes, other_kernels = t["matmul_bytes"], 2 * t["matmul_kernels"]
+        else:
+            other_bytes, other_kernels = t["other_bytes"], t["other_kernels"]
+        nbytes = t["matmul_bytes"] + t["fused_bytes"] + other_bytes
+        kernels = t["matmul_kernels"] + t["fused_kernels"] + other_kernels
+        compute_s, memory_s, launch_s = t["flop"] / (sustained * H100_BF16_PEAK), nbytes / HBM_BYTES_PER_S, kernels * LAUNCH_S["stream"]
+        rows.append(dict(variant=variant, model="5/160/10", batch=batch, size=f"{size}x{size}", step_tflop=t["flop"] / 1e12, gbytes=nbytes / 1e9,
+                         kernels=kernels, compute_s=compute_s, memory_s=memory_s, launch_s=launch_s,
+                         predicted_step_s=compute_s + memory_s + launch_s))  # fmt: skip
+    for row in rows:
+        row["predicted_speedup_vs_eager"] = rows[0]["predicted_step_s"] / row["predicted_step_s"]
+    return rows
+
+
 def resource_table(report: Path) -> list[dict]:
     """Worst case over each kernel's specializations, per (kernel, dtype, target)."""
     entries = json.loads(report.read_text())["kernels"]
@@ -118,7 +208,7 @@ def resource_table(report: Path) -> list[dict]:
     return list(table.values())
 
 
-def markdown(resources, kernels, sampler, epochs) -> str:
+def markdown(resources, kernels, sampler, epochs, steps=()) -> str:
     out = ["| kernel | dtype | specializations | sm_80 registers | sm_80 spills | sm_80 occupancy | sm_90 registers | sm_90 spills | sm_90 occupancy |",
            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in resources:
@@ -137,6 +227,12 @@ def markdown(resources, kernels, sampler, epochs) -> str:
     for r in epochs:
         out.append(f"| {r['model']} | {'on' if r['checkpoint_activations'] else 'off'} | {r['forward_gflop_per_image']:.1f} | {r['epoch_pflop']:.2f} | "
                    f"{r['fraction_of_peak']:.0%} | {r['h100_fp32_epoch_s'] / 60:.1f} min | {r['h100_tf32_epoch_s'] / 60:.1f} min |")  # fmt: skip
+    if steps:
+        out += ["", "| training step, 5/160/10, batch 64, bf16 | TFLOP | GB moved | kernels | compute | memory | launches (4 µs) | **predicted** H100 step | vs eager |",
+                "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in steps:
+            out.append(f"| {r['variant']} | {r['step_tflop']:.2f} | {r['gbytes']:.1f} | {r['kernels']:,} | {r['compute_s'] * 1e3:.1f} ms | {r['memory_s'] * 1e3:.1f} ms | "
+                       f"{r['launch_s'] * 1e3:.1f} ms | **{r['predicted_step_s'] * 1e3:.0f} ms** | {r['predicted_speedup_vs_eager']:.2f}× |")  # fmt: skip
     return "\n".join(out)
 
 
@@ -147,15 +243,16 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print the README tables")
     args = parser.parse_args(argv)
     resources, kernels, sampler, epochs = resource_table(Path(args.report)), kernel_predictions(), sampler_predictions(), epoch_predictions()
+    steps = train_step_predictions()
     assumptions = {"hbm_bytes_per_s": HBM_BYTES_PER_S, "launch_s": LAUNCH_S, "fp32_flops": FP32_FLOPS, "port_titanx_epoch_s": PORT_EPOCH_S,
-                   "titanx_fp32_peak": TITANX_FP32_PEAK, "h100_fp32_peak": H100_FP32_PEAK, "h100_tf32_peak": H100_TF32_PEAK}  # fmt: skip
+                   "titanx_fp32_peak": TITANX_FP32_PEAK, "h100_fp32_peak": H100_FP32_PEAK, "h100_tf32_peak": H100_TF32_PEAK, "h100_bf16_peak": H100_BF16_PEAK}  # fmt: skip
     result = {"kind": "PREDICTION (no GPU measured)", "assumptions": assumptions, "resources": resources, "kernels": kernels, "sampler": sampler,
-              "training_epoch": epochs}  # fmt: skip
+              "training_epoch": epochs, "training_step": steps}  # fmt: skip
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(out)
-    print(markdown(resources, kernels, sampler, epochs) if args.markdown else json.dumps(result["sampler"], indent=1))
+    print(markdown(resources, kernels, sampler, epochs, steps) if args.markdown else json.dumps(result["sampler"], indent=1))
     return 0
 
 
