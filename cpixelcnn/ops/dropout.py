@@ -61,11 +61,17 @@ _ROW_DTYPES = {1: torch.int64, 2: torch.int32, 4: torch.int16, 8: torch.uint8}  
 
 
 @functools.lru_cache(maxsize=None)
-def _field_table(bits: int, threshold: int) -> torch.Tensor:
+def _field_flags(bits: int, threshold: int) -> bytearray:
     """For each byte value v (256 entries): the 0/1 keep flags of its 8/bits fields (field k: bits
-    [k·bits, (k + 1)·bits) of v, kept when >= threshold), as 8/bits bytes viewed as one integer."""
-    fields = (torch.arange(256).unsqueeze(-1) >> torch.arange(0, 8, bits)) & ((1 << bits) - 1)
-    return (fields >= threshold).to(torch.uint8).view(_ROW_DTYPES[bits]).view(-1)
+    [k·bits, (k + 1)·bits) of v, kept when >= threshold). Plain bytes, so the cache never holds a
+    tensor of some tracing mode."""
+    fields = range(0, 8, bits)
+    return bytearray(int((v >> k) & ((1 << bits) - 1) >= threshold) for v in range(256) for k in fields)
+
+
+def _field_table(bits: int, threshold: int) -> torch.Tensor:
+    """:func:`_field_flags` as a (256,) tensor, each entry the 8/bits flag bytes viewed as one integer."""
+    return torch.frombuffer(_field_flags(bits, threshold), dtype=torch.uint8).view(_ROW_DTYPES[bits])
 
 
 def _fill_in_draw_order(mask: torch.Tensor, p: float) -> torch.Tensor:
