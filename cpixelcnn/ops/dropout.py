@@ -116,42 +116,47 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
 
 
 # The mask as one operator, so torch.compile traces it (the in-place random_ above breaks the graph).
-# It returns a 0/1 uint8 mask of ``shape`` (bytes, not bools: the compiler's generated code loads bools
-# element by element) laid out channels last when asked (4-D activations: the layout the compiler
-# gives them on the CPU, so no transposing copy is needed), drawn in memory order — for a 4-D mask
-# exactly the values keep_mask gives. ``fresh`` is a new empty (0-element) tensor per call,
+# It returns a 0/1 mask of ``shape`` and ``dtype`` (a 1-byte type; the model asks for uint8 — bytes, not
+# bools: the compiler's generated code loads bools element by element) laid out channels last when
+# asked (4-D activations: the layout the compiler gives them on the CPU, so no transposing copy is
+# needed), drawn in memory order — for a 4-D mask exactly the values keep_mask gives. The dtype is an
+# argument, not implied, because the compiler's on-disk cache keys a compiled graph by its code, not
+# by what its custom operators return: a graph cached when the mask was bool was reloaded for the
+# uint8 mask and failed (torch 2.15 checks). ``fresh`` is a new empty (0-element) tensor per call,
 # never read: the compiler's common-subexpression pass spares only its own list of random ops and would
 # otherwise merge two masks of one shape into one. (The activation itself is not passed: the compiler
 # would materialise it in a fixed layout first.) Tagged nondeterministic_seeded: never recomputed by the
 # partitioner, and replayed from the saved generator state inside checkpointed regions.
 torch.library.define(
     "cpixelcnn::dropout_keep_mask",
-    "(Tensor fresh, SymInt[] shape, bool channels_last, float p) -> Tensor",
+    "(Tensor fresh, SymInt[] shape, bool channels_last, float p, ScalarType dtype) -> Tensor",
     tags=(torch.Tag.nondeterministic_seeded,),
 )
 
 
-def _empty_mask(fresh: torch.Tensor, shape, channels_last: bool) -> torch.Tensor:
+def _empty_mask(fresh: torch.Tensor, shape, channels_last: bool, dtype: torch.dtype) -> torch.Tensor:
+    if torch.empty((), dtype=dtype).element_size() != 1:
+        raise ValueError(f"dropout_keep_mask: dtype must be a 1-byte type (uint8 or bool), got {dtype}")
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    return torch.empty(shape, dtype=torch.uint8, device=fresh.device, memory_format=layout)
+    return torch.empty(shape, dtype=dtype, device=fresh.device, memory_format=layout)
 
 
 @torch.library.impl("cpixelcnn::dropout_keep_mask", "CompositeExplicitAutograd")
-def _dropout_keep_mask(fresh: torch.Tensor, shape: list[int], channels_last: bool, p: float) -> torch.Tensor:
-    mask = _empty_mask(fresh, shape, channels_last)
-    _fill_in_draw_order(_in_draw_order(mask), p)  # channels last: in memory order
+def _dropout_keep_mask(fresh: torch.Tensor, shape: list[int], channels_last: bool, p: float, dtype: torch.dtype) -> torch.Tensor:
+    mask = _empty_mask(fresh, shape, channels_last, dtype)
+    _fill_in_draw_order(_in_draw_order(mask.view(torch.uint8)), p)  # channels last: in memory order
     return mask
 
 
 @torch.library.register_fake("cpixelcnn::dropout_keep_mask")
-def _(fresh, shape, channels_last, p):
-    return _empty_mask(fresh, shape, channels_last)
+def _(fresh, shape, channels_last, p, dtype):
+    return _empty_mask(fresh, shape, channels_last, dtype)
 
 
 def _traced_keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
-    """:func:`keep_mask` for ``x`` inside torch.compile: the same draws, through the operator."""
+    """:func:`keep_mask` for ``x`` inside torch.compile: the same draws, through the operator, as 0/1 bytes."""
     fresh = torch.empty(0, device=x.device)
-    return torch.ops.cpixelcnn.dropout_keep_mask(fresh, list(x.shape), x.dim() == 4, p)
+    return torch.ops.cpixelcnn.dropout_keep_mask(fresh, list(x.shape), x.dim() == 4, p, torch.uint8)
 
 
 class _MaskedScale(torch.autograd.Function):
