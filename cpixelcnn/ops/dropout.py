@@ -135,7 +135,7 @@ torch.library.define(
 
 
 def _empty_mask(fresh: torch.Tensor, shape, channels_last: bool, dtype: torch.dtype) -> torch.Tensor:
-    if torch.empty((), dtype=dtype).element_size() != 1:
+    if dtype.itemsize != 1:
         raise ValueError(f"dropout_keep_mask: dtype must be a 1-byte type (uint8 or bool), got {dtype}")
     layout = torch.channels_last if channels_last else torch.contiguous_format
     return torch.empty(shape, dtype=dtype, device=fresh.device, memory_format=layout)
