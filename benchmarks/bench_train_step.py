@@ -5,11 +5,13 @@ Variants: eager, torch.compile(eager), Triton kernels, torch.compile + Triton.
     python -m benchmarks.bench_train_step --smoke  # CPU: a tiny model, one step each, losses compared
     python -m benchmarks.bench_train_step --cpu [--port DIR]
         # CPU: 1/40/5, batch 16, 32x32, dropout 0.5, Adam; ours (cheap element-wise dropout mask),
-        # ours with torch's dropout, ours under torch.compile, and the PyTorch port eager and under
+        # ours with torch's dropout, ours under torch.compile (class-conditional with FiLM, and
+        # unconditional: the port's architecture), and the PyTorch port eager and under
         # torch.compile (pclucas14/pixel-cnn-pp checked out in DIR; channel-wise Dropout2d) —
-        # interleaved rounds; each compiled variant's graph count and compile time (its first step
-        # less a timed one; compiled cold: the compiler's on-disk cache is a fresh folder unless
-        # TORCHINDUCTOR_CACHE_DIR is set).
+        # interleaved rounds, the order rotating each round; each variant's per-round speed against
+        # the compiled port (median, and in how many rounds it was ahead); each compiled variant's
+        # graph count and compile time (its first step less a timed one; compiled cold: the
+        # compiler's on-disk cache is a fresh folder unless TORCHINDUCTOR_CACHE_DIR is set).
         # The port's utils.py has one Python 2 line (`print e`): make it `print(e)` in the scratch copy.
 """
 
@@ -155,9 +157,10 @@ def cpu_main(args) -> int:
     x = torch.randint(0, 256, (batch, 3, size, size), generator=gen) / 127.5 - 1
     y = torch.randint(0, 4, (batch,), generator=gen)
 
-    def ours(dropout_backend: str, use_compile: bool):
+    def ours(dropout_backend: str, use_compile: bool, num_classes: int = 4):
         torch.manual_seed(0)
-        model = ConditionalPixelCNN(dropout=0.5, **arch)
+        model = ConditionalPixelCNN(dropout=0.5, num_classes=num_classes, **arch)
+        labels = y if num_classes else None
         for module in model.modules():
             if isinstance(module, Dropout):
                 module.backend = dropout_backend
@@ -166,7 +169,7 @@ def cpu_main(args) -> int:
         forward = torch.compile(model) if use_compile else model
 
         def step():
-            loss = -dmol_log_prob(x, forward(x, y), check=False).mean()
+            loss = -dmol_log_prob(x, forward(x, labels), check=False).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -176,6 +179,7 @@ def cpu_main(args) -> int:
     variants = {"ours": ours("auto", False), "ours, torch dropout": ours("eager", False)}
     if not args.no_compile:
         variants["ours, torch.compile"] = ours("auto", True)
+        variants["ours unconditional, torch.compile"] = ours("auto", True, num_classes=0)
     if args.port:
         variants["port (Dropout2d)"] = _port_step(args.port, x, arch)
         if not args.no_compile:
@@ -194,11 +198,12 @@ def cpu_main(args) -> int:
             f"warmed up: {name} (first step {first_step[name]:.1f} s" + (f", {graphs[name]} graphs)" if graphs[name] is not None else ")"), flush=True
         )
     times = {name: [] for name in variants}
+    names = list(variants)
     for r in range(args.rounds):
-        for name, step in variants.items():
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # rotated: no variant always runs after the same one
             start = time.perf_counter()
             for _ in range(args.steps):
-                step()
+                variants[name]()
             times[name].append((time.perf_counter() - start) / args.steps)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {t[-1]:.3f} s" for n, t in times.items()), flush=True)
     rows = []
@@ -208,11 +213,16 @@ def cpu_main(args) -> int:
         rows.append(dict(variant=name, step_s=median, step_s_min=min(seconds), step_s_max=max(seconds), images_per_s=batch / median,
                          graphs=graphs[name], compile_s=first_step[name] - median if compiled else None))  # fmt: skip
     port = next((r for r in rows if r["variant"].startswith("port")), None)
+    port_compiled = times.get("port, torch.compile")
     eager = rows[0]
     for row in rows:
         if port is not None:
             row["speed_vs_port"] = port["step_s"] / row["step_s"]  # > 1: faster than the port's eager step
         row["speed_vs_ours_eager"] = eager["step_s"] / row["step_s"]
+        if port_compiled is not None:  # paired by round: each round's ratio, then their median
+            ratios = [theirs / mine for mine, theirs in zip(times[row["variant"]], port_compiled)]
+            row["speed_vs_port_compiled"] = statistics.median(ratios)
+            row["rounds_ahead_of_port_compiled"] = f"{sum(q > 1 for q in ratios)}/{len(ratios)}"
         common.print_row(row)
     payload = dict(benchmark="train_step", mode="cpu", device_info=common.device_info(),
                    config=dict(batch=batch, image=size, dropout=0.5, optimizer="Adam", rounds=args.rounds, steps_per_round=args.steps,

@@ -110,6 +110,11 @@ class NiN(nn.Module):
         self.conv = maybe_weight_norm(nn.Conv2d(in_channels, out_channels, 1), weight_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling() and x.device.type == "cpu":
+            # Inductor keeps CPU activations channels-last, where a 1×1 conv is one matrix product
+            # over channels: BLAS runs it and its backward ~1.3× faster than oneDNN's 1×1 conv.
+            weight = self.conv.weight.flatten(1)  # (Cout, Cin)
+            return F.linear(x.permute(0, 2, 3, 1), weight, self.conv.bias).permute(0, 3, 1, 2)
         return self.conv(x)
 
 
