@@ -5,7 +5,8 @@ Variants: eager, torch.compile(eager), Triton kernels, torch.compile + Triton.
     python -m benchmarks.bench_train_step --smoke  # CPU: a tiny model, one step each, losses compared
     python -m benchmarks.bench_train_step --cpu [--port DIR]
         # CPU: 1/40/5, batch 16, 32x32, dropout 0.5, Adam; ours (cheap element-wise dropout mask),
-        # ours with torch's dropout, ours under torch.compile (class-conditional with FiLM, and
+        # ours with torch's dropout, ours under torch.compile as `train --compile` runs it (forward
+        # and loss one graph, inductor's C++ wrapper; class-conditional with FiLM, and
         # unconditional: the port's architecture), and the PyTorch port eager and under
         # torch.compile (pclucas14/pixel-cnn-pp checked out in DIR; channel-wise Dropout2d) —
         # interleaved rounds, the order rotating each round; each variant's per-round speed against
@@ -150,6 +151,7 @@ def cpu_main(args) -> int:
     from cpixelcnn import ConditionalPixelCNN, dmol_log_prob
     from cpixelcnn.ops.dropout import Dropout
     from cpixelcnn.training.objectives import adam
+    from cpixelcnn.training.trainer import compile_options
 
     arch = dict(nr_resnet=1, nr_filters=40, nr_logistic_mix=5)
     batch, size = 16, 32
@@ -166,10 +168,15 @@ def cpu_main(args) -> int:
                 module.backend = dropout_backend
         model.train()
         opt = adam(model.parameters(), lr=1e-3)  # as the trainer builds it (fused)
-        forward = torch.compile(model) if use_compile else model
+
+        def objective(x, labels):
+            return -dmol_log_prob(x, model(x, labels), check=False).mean()
+
+        if use_compile:  # as `train --compile` does: forward and loss as one graph, the trainer's inductor options
+            objective = torch.compile(objective, options=compile_options(x.device))
 
         def step():
-            loss = -dmol_log_prob(x, forward(x, labels), check=False).mean()
+            loss = objective(x, labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -95,7 +95,7 @@ class TrainConfig(ModelConfig):
                                    "'cpixelcnn score --background' with 0.1-0.3 (Ren et al. 2019)", check="fraction", metavar="RATE",
                                    fixed_on_resume=True)  # fmt: skip
     amp: str | None = setting(None, "bf16 autocast", choices=("bf16",))
-    compile: bool = setting(False, "wrap the model in torch.compile")
+    compile: bool = setting(False, "compile the training step (forward and loss) with torch.compile")
     checkpoint_activations: bool = setting(False, "recompute each gated resnet in the backward pass instead of keeping its activations "
                                            "(less memory for big models, one more forward pass of compute; same loss and gradients)")  # fmt: skip
     val_data: str | None = setting(None, "validation images ('none': no validation; default: --data's own --val-split when it has one)",

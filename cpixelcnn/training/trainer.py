@@ -9,7 +9,9 @@ TrainingState, ``--resume`` continues to exactly the loss sequence of an uninter
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import math
 import time
 from pathlib import Path
@@ -90,8 +92,10 @@ class Trainer:
         if self.ranks.active:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.eager_net = self.net
+        self.objective = self._objective
         self.compile_pending = cfg.compile  # compiled at the first step, which says what it took
-        self.net = torch.compile(self.net) if cfg.compile else self.net
+        if cfg.compile:
+            self._compile(compile_options(self.device))
         self.reporter = Reporter(self.run_dir, writer=self.ranks.is_main, first_step=self.state.step, total=self.total, log_every=cfg.log_every,
                                  history=history, wandb_config=dataclasses.asdict(cfg) if cfg.wandb else None)  # fmt: skip
         self.last_checkpoint_time = self.clock()
@@ -186,28 +190,51 @@ class Trainer:
         """The step's loss (nats per dimension), its gradients left in the parameters."""
         cfg, state, ranks = self.cfg, self.state, self.ranks
         torch.manual_seed(cfg.seed * 1_000_003 + state.step * ranks.world + ranks.rank)  # dropout, resume-exact
-        loss = self.loss_fn(self._forward, self.model, x, y, cfg.discriminative, cfg.backend) / x[0].numel()
+        loss = self.objective(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         return loss
 
+    def _objective(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The step's loss in nats per dimension: the network's forward and the exact DMoL loss."""
+        return self.loss_fn(self._forward, self.model, x, y, self.cfg.discriminative, self.cfg.backend) / x[0].numel()
+
+    def _compile(self, options: dict | None) -> None:
+        """Compile the objective as one graph (forward and loss), or under DDP the network alone:
+        dynamo splits a DDP module's graph at its gradient buckets, and the loss stays eager."""
+        if self.ranks.active:
+            self.net, self.objective = torch.compile(self.eager_net, options=options), self._objective
+        else:
+            self.net, self.objective = self.eager_net, torch.compile(self._objective, options=options)
+
     def _first_compiled_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The first step under --compile: torch.compile traces and compiles here (forward, then
-        backward). Say once what that took; a model or setting the compiler refuses trains eager,
-        with one line saying why (the step is then taken again, eager, from the same seed)."""
+        backward). Say once what that took. Where the compiler refuses the C++ wrapper it compiles
+        with its defaults; a model or setting it refuses altogether trains eager, with one line
+        saying why (the step is then taken again from the same seed)."""
         self.compile_pending = False
         graphs_before = _compiled_graph_count()
         start = time.perf_counter()
-        try:
-            loss = self._loss_and_gradients(x, y)
-        except Exception as err:  # noqa: BLE001 - whatever the compiler raises, the run goes on eager
-            self.net = self.eager_net
-            reason = " ".join(str(err).split())[:300] or type(err).__name__
-            self.say(f"--compile: torch.compile could not compile this model ({type(err).__name__}: {reason}); training eager")
-            return self._loss_and_gradients(x, y)
+        options = compile_options(self.device)
+        while True:
+            try:
+                with _quiet_compiler():
+                    loss = self._loss_and_gradients(x, y)
+                break
+            except Exception as err:  # noqa: BLE001 - whatever the compiler raises, the run goes on (eager at worst)
+                if options:
+                    options = None
+                    self._compile(options)
+                    continue
+                self.net, self.objective = self.eager_net, self._objective
+                reason = " ".join(str(err).split())[:300] or type(err).__name__
+                self.say(f"--compile: torch.compile could not compile this model ({type(err).__name__}: {reason}); training eager")
+                return self._loss_and_gradients(x, y)
         graphs = _compiled_graph_count() - graphs_before
-        self.say(f"--compile: torch.compile compiled the training step (forward and backward) in {time.perf_counter() - start:.1f} s: "
-                 f"{graphs} graph{'s' if graphs != 1 else ''}; validation, averaged weights and sampling stay eager")  # fmt: skip
+        what = "the network (forward and backward)" if self.ranks.active else "the training step (forward, loss and backward)"
+        wrapper = " (C++ wrapper)" if options else ""
+        self.say(f"--compile: torch.compile compiled {what}{wrapper} in {time.perf_counter() - start:.1f} s: {graphs} graph{'s' if graphs != 1 else ''}; "
+                 "validation, averaged weights and sampling stay eager")  # fmt: skip
         return loss
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -317,6 +344,26 @@ def model_kind(cfg: TrainConfig, model: ConditionalPixelCNN, class_names: list[s
     if cfg.unconditional:
         return "unconditional model (--unconditional: labels, if any, are ignored)"
     return f"unconditional model ({cfg.data} has no class labels; --unconditional says so explicitly)"
+
+
+def compile_options(device: torch.device) -> dict | None:
+    """Inductor options for --compile on ``device``. On the CPU the C++ wrapper: the compiled graphs
+    call their hundreds of kernels a step from C++, not Python (at 1/40/5, batch 16 on a 2-core CPU
+    a step ~6 % faster). Elsewhere the defaults."""
+    return {"cpp_wrapper": True} if torch.device(device).type == "cpu" else None
+
+
+@contextlib.contextmanager
+def _quiet_compiler():
+    """Inductor's warnings muted while the first step compiles: with the C++ wrapper it warns once
+    per weight-normalised layer that weight norm's backward runs through its generic fallback."""
+    logger = logging.getLogger("torch._inductor.ir")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _compiled_graph_count() -> int:
