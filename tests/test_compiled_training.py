@@ -176,6 +176,28 @@ def test_inductor_compiles_the_training_step_and_computes_the_eager_losses(tmp_p
     assert _losses(compiled) == pytest.approx(_losses(eager), rel=1e-4) and len(_losses(eager)) == 3
 
 
+def test_where_the_compiler_refuses_the_cpp_wrapper_it_compiles_with_its_defaults(tmp_path, monkeypatch):
+    real_compile = torch.compile
+    graphs = []
+
+    def backend_for(options):
+        def backend(graph_module, example_inputs):
+            if options:
+                raise RuntimeError("cpp_wrapper: not for this graph")
+            graphs.append(graph_module)
+            return graph_module.forward
+
+        return backend
+
+    monkeypatch.setattr(torch, "compile", lambda fn, options=None, **kw: real_compile(fn, backend=backend_for(options)))
+    dynamo.reset()
+    lines = []
+    summary = train(TrainConfig(out=str(tmp_path / "run"), compile=True, max_steps=3, val_data="none", device="cpu", **TINY), log=lines.append)
+    said = [line for line in lines if line.startswith("--compile:")]
+    assert len(said) == 1 and "compiled the training step" in said[0] and "C++ wrapper" not in said[0] and ": 1 graph;" in said[0], said
+    assert len(graphs) == 1 and summary["steps"] == 3
+
+
 def test_a_model_the_compiler_refuses_trains_eager_saying_why(tmp_path, monkeypatch):
     real_compile = torch.compile
 
