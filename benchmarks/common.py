@@ -48,7 +48,9 @@ def device_info() -> dict:
         props = torch.cuda.get_device_properties(0)
         info.update(device=props.name, sms=props.multi_processor_count, memory_gb=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
     else:
-        info.update(device=f"cpu ({os.cpu_count()} cores)")
+        from cpixelcnn.devices import cpu_name
+
+        info.update(device=f"cpu ({os.cpu_count()} cores)", cpu=cpu_name())
     return info
 
 

@@ -12,6 +12,8 @@ float64 allocation.
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import threading
 
 import torch
@@ -19,6 +21,16 @@ import torch
 HOST = torch.device("cpu")
 WITHOUT_FLOAT64 = {"mps"}  # device types whose kernels have no float64
 _region = threading.local()
+
+
+def cpu_name() -> str:
+    """The host CPU's model name and count, e.g. ``"AMD EPYC, 2 CPUs"`` (Linux: /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        name = None
+    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
 
 
 def supports_float64(device: torch.device | str) -> bool:

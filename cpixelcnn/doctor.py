@@ -43,21 +43,13 @@ def _tool_version(command: list[str]) -> str | None:
     return out[-1] if command[0] == "nvcc" and out else (out[0] if out else None)
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        name = None
-    return f"{name or platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
-
-
 def environment() -> dict:
     import torch
 
     from cpixelcnn._extension import _C, IMPORT_ERROR
     from cpixelcnn._toolchain import find_cuda_home
     from cpixelcnn._version import __version__
+    from cpixelcnn.devices import cpu_name
 
     try:
         import triton
@@ -77,7 +69,7 @@ def environment() -> dict:
         "cuda_home": find_cuda_home(),
         "cuda_available": torch.cuda.is_available(),
         "device": "cpu",
-        "device_name": _cpu_name(),
+        "device_name": cpu_name(),
         "compute_capability": None,
         "extension": {
             "built": _C is not None,

@@ -110,11 +110,9 @@ class NiN(nn.Module):
         self.conv = maybe_weight_norm(nn.Conv2d(in_channels, out_channels, 1), weight_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling() and x.device.type == "cpu":
-            # Inductor keeps CPU activations channels-last, where a 1×1 conv is one matrix product
-            # over channels: BLAS runs it and its backward ~1.3× faster than oneDNN's 1×1 conv.
-            weight = self.conv.weight.flatten(1)  # (Cout, Cin)
-            return F.linear(x.permute(0, 2, 3, 1), weight, self.conv.bias).permute(0, 3, 1, 2)
+        # A 1×1 conv, not a Linear over channels-last pixels (the port's way): compiled on an AMD
+        # EPYC, oneDNN runs it forward and backward ~2× faster than MKL's matrix product (MKL takes
+        # its AVX2 path on non-Intel CPUs), which made a compiled training step ~1.05× faster.
         return self.conv(x)
 
 

@@ -121,40 +121,6 @@ def test_compiled_and_checkpointed_the_dropout_masks_of_the_recomputation_are_th
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("batch,in_channels,out_channels,height,width", [(1, 6, 5, 3, 7), (3, 10, 1, 4, 4), (2, 1, 3, 5, 2)])
-def test_compiled_on_the_cpu_a_nin_is_a_matrix_product_equal_to_its_1x1_conv(batch, in_channels, out_channels, height, width):
-    """Traced on the CPU, NiN runs as a matrix product over channels; in float64 its output and the
-    gradients of input, weight-norm direction and scale and bias equal the 1×1 convolution's."""
-    from cpixelcnn.layers import NiN
-
-    torch.manual_seed(0)
-    nin = NiN(in_channels, out_channels).double()
-    x = torch.randn(batch, in_channels, height, width, dtype=torch.float64, requires_grad=True)
-    grad_out = torch.randn(batch, out_channels, height, width, dtype=torch.float64)
-    results = []
-    for forward in (nin, torch.compile(nin, backend="aot_eager", fullgraph=True)):
-        dynamo.reset()
-        out = forward(x)
-        grads = torch.autograd.grad(out, [x, *nin.parameters()], grad_out)
-        results.append((out, grads))
-    (want, want_grads), (got, got_grads) = results
-    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
-    for g, w in zip(got_grads, want_grads):
-        assert torch.allclose(g, w, rtol=1e-12, atol=1e-12)
-
-
-def test_traced_on_the_cpu_a_nin_computes_no_convolution():
-    from torch._dynamo.testing import EagerAndRecordGraphs
-
-    from cpixelcnn.layers import NiN
-
-    backend = EagerAndRecordGraphs()
-    dynamo.reset()
-    torch.compile(NiN(4, 3), backend=backend, fullgraph=True)(torch.randn(2, 4, 3, 3))
-    targets = {str(node.target) for node in backend.graphs[0].graph.nodes if node.op == "call_function"}
-    assert any("linear" in t for t in targets) and not any("conv" in t for t in targets), targets
-
-
 @pytest.mark.slow
 def test_inductor_compiles_the_training_step_and_computes_the_eager_losses(tmp_path, capfd):
     """The real compiler as ``train --compile`` runs it on the CPU (inductor, forward and loss as one
