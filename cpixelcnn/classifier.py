@@ -47,7 +47,7 @@ def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch
         quantize_to_grid(x, model.bits)  # the grid check once here, not once per (image, class) pair
     else:
         model.check_inputs(x[:1].to(device).float(), torch.zeros(1, dtype=torch.long, device=device))  # shape and channels
-        quantize_to_grid(as_model_input(torch.unique(x), model), model.bits)  # once, on the (at most 256) levels present
+        quantize_to_grid(as_model_input(levels_present(x), model), model.bits)  # once, on the (at most 256) levels present
     pairs = x.shape[0] * num_classes
     image_of_pair = torch.arange(pairs, device=device) // num_classes
     class_of_pair = torch.arange(pairs, device=device) % num_classes
@@ -69,6 +69,15 @@ def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch
     finally:
         model.train(was_training)
     return out.view(x.shape[0], num_classes)
+
+
+def levels_present(images: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """The distinct values (at most 256) of uint8 images (N, ...), read ``chunk`` images at a time
+    (a mapped data set is never copied whole)."""
+    seen = torch.zeros(256, dtype=torch.bool)
+    for start in range(0, images.shape[0], chunk):
+        seen |= torch.bincount(images[start : start + chunk].reshape(-1).cpu(), minlength=256) > 0
+    return seen.nonzero()[:, 0].to(torch.uint8)
 
 
 def class_log_priors(model) -> torch.Tensor:

@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         t, with_defaults=False
     )  # generated from TrainConfig: one declaration per setting; what is not given is absent (defaults or a preset fill it)
     t.add_argument("--preset", choices=sorted(PRESETS), help="a published recipe; it fills in the settings not given on the command line")
+    _cache_options(t)
     t.set_defaults(func=_cmd_train)
     _add_model_commands(sub)
     _add_tool_commands(sub)
@@ -243,6 +244,15 @@ def _common(p, checkpoint=True):
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps (Apple GPU) or auto (default: cuda, then mps, then cpu)")
     p.add_argument("--backend", choices=BACKENDS, default=None, help="override the model's backend")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run has Polyak-averaged ones")
+
+
+def _cache_options(p) -> None:
+    """Where decoded images are kept (cpixelcnn.data.cache): the options of every command that reads --data."""
+    from cpixelcnn.data.cache import ENV_LOCATION
+
+    p.add_argument("--data-cache", metavar="DIR", help=f"decode image sources once into DIR and map them from there (default: ${ENV_LOCATION}, "
+                   "else ~/.cache/cpixelcnn/data)")  # fmt: skip
+    p.add_argument("--no-cache", action="store_true", help="decode the images into memory, every time")
 
 
 def _sampler_options(p) -> None:
@@ -271,6 +281,7 @@ def _add_model_commands(sub) -> None:
     cp = sub.add_parser("complete", help="complete the top rows of data images, once per class, into a PNG grid")
     _common(cp)
     cp.add_argument("--data", required=True, help=DATA_HELP)
+    _cache_options(cp)
     cp.add_argument("--split", default="test")
     cp.add_argument("--rows", type=int, required=True, help="image rows kept from the top (0 .. image height)")
     cp.add_argument("--n", type=int, default=4, help="images to complete (the first N of the split)")
@@ -288,6 +299,7 @@ def _add_model_commands(sub) -> None:
         c = sub.add_parser(name, help=helptext)
         _common(c)
         c.add_argument("--data", required=True, help=DATA_HELP)
+        _cache_options(c)
         c.add_argument("--split", default="validation" if name == "evaluate" else "test")
         c.add_argument("--json", action="store_true", help="print one JSON object")
         c.add_argument("--batch-size", type=int, default=64)
@@ -361,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "no_cache"):
+            from cpixelcnn.data.cache import configure
+
+            if args.no_cache and args.data_cache:
+                raise ValueError("--data-cache DIR and --no-cache contradict each other: give one")
+            configure(args.data_cache, enabled=False if args.no_cache else None)
         own = {"complete": {"n", "samples"}}.get(args.command, set())  # complete names its own bounds (they depend on each other)
         for dest, value in vars(args).items():
             if dest not in own and args.command != "train":  # train: TrainConfig's checks, with each setting's own flag

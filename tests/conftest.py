@@ -5,8 +5,15 @@ README command 2) or an installed wheel (CI's installed phase copies tests/ out 
 sets CPIXELCNN_EXPECT_INSTALLED=1, which fails the run unless the package comes from site-packages).
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
+
+# decoded images go to a cache folder of this test process (CLI subprocesses inherit it), never the user's
+os.environ["CPIXELCNN_DATA_CACHE"] = _CACHE = tempfile.mkdtemp(prefix="cpixelcnn-test-data-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker (and per child process): the workers share the cores
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -10,7 +10,7 @@
 A new format is a module calling :func:`register` and one import line below.
 """
 
-from cpixelcnn.data import builtin, cifar, course, folders, packaged  # noqa: F401  (each registers its formats)
+from cpixelcnn.data import builtin, cifar, course, folders, huggingface, imagenet, packaged  # noqa: F401  (each registers its formats)
 from cpixelcnn.data.augment import augment, mutate
 from cpixelcnn.data.builtin import BUILTIN_CLASSES, builtin_dataset
 from cpixelcnn.data.course import course_class_names, load_course_split

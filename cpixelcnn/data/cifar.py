@@ -15,6 +15,7 @@ coarse superclasses with ``cifar100-coarse:``). Nothing is downloaded.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -155,9 +156,10 @@ def _locate(kind: str, root: Path) -> tuple[str, Path]:
     )
 
 
-def load_cifar(kind: str, root: str | Path, split: str):
+def load_cifar(kind: str, root: str | Path, split: str, only_check: bool = False):
     """(images uint8 (N, 3, 32, 32), labels int64 (N,), class names) of the published ``split``
-    (``train`` or ``test``) of ``kind`` (:data:`KINDS`) found in ``root``."""
+    (``train`` or ``test``) of ``kind`` (:data:`KINDS`) found in ``root`` (``only_check``: the
+    request checked, nothing read)."""
     root = Path(root)
     if kind not in KINDS:
         raise DataError(f"unknown CIFAR data set {kind!r} (one of {', '.join(KINDS)})")
@@ -165,9 +167,15 @@ def load_cifar(kind: str, root: str | Path, split: str):
         raise DataError(f"--data {kind}:{root}: folder {root} does not exist")
     if split not in ("train", "test"):
         raise DataError(f"{kind} has no {split} split (published: train, test); hold training images out with --val-split N")
+    return None if only_check else _read_split(kind, root, split)
+
+
+def _read_split(kind: str, root: Path, split: str, only: str | None = None):
+    """:func:`load_cifar` of a checked request; ``only`` reads that one file of the split."""
     fmt, folder = _locate(kind, root)
     base = _base(kind)
     files, meta = _FORMATS[base][fmt][2][split], _FORMATS[base][fmt][3]
+    files = [only] if only is not None else files
     coarse = kind == "cifar100-coarse"
     if fmt == "python":
         label_key = "labels" if base == "cifar10" else ("coarse_labels" if coarse else "fine_labels")
@@ -185,9 +193,42 @@ def load_cifar(kind: str, root: str | Path, split: str):
     return images, torch.from_numpy(labels), names
 
 
+READER_VERSION = 1  # of what _CifarFile makes of a file (it names the data cache's entries)
+
+
+@dataclasses.dataclass(frozen=True)
+class _CifarFile:
+    """A part of a decode job: one published file's images, fitted to the size and channels asked for."""
+
+    kind: str
+    root: str
+    split: str
+    name: str
+    rows: int
+    size: int
+    channels: int
+
+    def __call__(self, out: np.ndarray) -> None:
+        images, _, _ = _read_split(self.kind, Path(self.root), self.split, only=self.name)
+        out[:] = fit(images, self.size, self.channels).numpy()
+
+
 def _load(kind: str, request: Request) -> Dataset:
-    images, labels, names = load_cifar(kind, request.source, request.split)
-    return Dataset(fit(images, request.size, request.channels), labels, names, layout=kind)
+    from cpixelcnn.data.cache import DecodeJob, fingerprint, materialise
+
+    root = Path(request.source)
+    load_cifar(kind, root, request.split, only_check=True)
+    fmt, folder = _locate(kind, root)
+    files = _FORMATS[_base(kind)][fmt][2][request.split]
+    read = [_read_split(kind, root, request.split, only=name) for name in files]  # the labels (the images are the cache's)
+    labels, names, counts = torch.cat([r[1] for r in read]), read[0][2], [len(r[1]) for r in read]
+    del read
+    size, channels = request.size, request.channels
+    key = {"reader": f"{kind}/{fmt}", "version": READER_VERSION, "root": str(folder.resolve()), "split": request.split, "size": size,
+           "channels": channels, "files": fingerprint([folder / name for name in files], folder, "file")}  # fmt: skip
+    parts = [_CifarFile(kind, str(root), request.split, name, count, size, channels) for name, count in zip(files, counts)]
+    images = materialise(DecodeJob(f"the {request.split} split of {kind}:{root}", key, (channels, size, size), parts, parallel=False))
+    return Dataset(torch.from_numpy(images), labels, names, layout=kind)
 
 
 HELP = {

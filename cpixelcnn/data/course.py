@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from cpixelcnn.data.images import load_image
+from cpixelcnn.data.images import decode_files
 from cpixelcnn.data.registry import DataFormat, register
 from cpixelcnn.data.types import MAX_CLASSES, SPLITS, DataError, Dataset
 
@@ -96,9 +95,9 @@ def load_course_split(root: str | Path, split: str, size: int = 32, channels: in
             raise DataError(
                 f"{csv_path}: {name} has label {label}, outside 0..{len(names) - 1} (the classes: {', '.join(names[:8])}{'…' if len(names) > 8 else ''})"
             )
-    images = [load_image(root / split / name, size, channels) for name, _ in rows]
+    images = decode_files([root / split / name for name, _ in rows], root, f"the {split} split of {root}", "course", size, channels)
     labels = torch.tensor([lbl for _, lbl in rows], dtype=torch.long)
-    return Dataset(torch.from_numpy(np.stack(images)), labels, names, [n for n, _ in rows], layout="course")
+    return Dataset(torch.from_numpy(images), labels, names, [n for n, _ in rows], layout="course")
 
 
 def _recognises(root: Path) -> bool:

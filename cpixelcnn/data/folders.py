@@ -3,12 +3,12 @@ name), and a folder of images with no class sub-folders (unlabelled: ``root/*.pn
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from cpixelcnn.data.images import IMAGE_SUFFIXES, load_image
+from cpixelcnn.data.images import IMAGE_SUFFIXES, decode_files
 from cpixelcnn.data.registry import DataFormat, register
 from cpixelcnn.data.types import DataError, Dataset
 
@@ -28,20 +28,25 @@ def load_image_folder(root: str | Path, size: int = 32, channels: int = 3, class
         unknown = [name for name in found if name not in class_names]
         if unknown:
             raise DataError(f"{root}: class folder {unknown[0]!r} is not a class of this model ({', '.join(class_names)})")
-    images, labels, files = [], [], []
+    paths, labels = [], []
     for folder in folders:
-        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not paths:
+        found = _image_paths(folder)
+        if not found:
             raise DataError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        for path in paths:
-            images.append(load_image(path, size, channels))
-            labels.append(class_names.index(folder.name))
-            files.append(f"{folder.name}/{path.name}")
-    return Dataset(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.long), list(class_names), files, layout="folders")
+        paths += found
+        labels += [class_names.index(folder.name)] * len(found)
+    images = decode_files(paths, root, f"the image folders in {root}", "folders", size, channels)
+    files = [f"{p.parent.name}/{p.name}" for p in paths]
+    return Dataset(torch.from_numpy(images), torch.tensor(labels, dtype=torch.long), list(class_names), files, layout="folders")
 
 
 def _image_paths(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    """The image files directly in ``root``, sorted by name (hidden files left out)."""
+    with os.scandir(root) as entries:
+        names = sorted(
+            e.name for e in entries if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()
+        )
+    return [root / name for name in names]
 
 
 def load_unlabelled_folder(root: str | Path, size: int = 32, channels: int = 3, class_names: list[str] | None = None) -> Dataset:
@@ -50,7 +55,7 @@ def load_unlabelled_folder(root: str | Path, size: int = 32, channels: int = 3, 
     paths = _image_paths(root)
     if not paths:
         raise DataError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    images = np.stack([load_image(path, size, channels) for path in paths])
+    images = decode_files(paths, root, f"the images in {root}", "images", size, channels)
     return Dataset(torch.from_numpy(images), torch.full((len(paths),), -1, dtype=torch.long), list(class_names or []), [p.name for p in paths],
                    layout="images")  # fmt: skip
 

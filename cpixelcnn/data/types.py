@@ -3,6 +3,8 @@ the two conversions between stored uint8 images and the model's [-1, 1] range.""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 SPLITS = ("train", "validation", "test")
@@ -13,28 +15,91 @@ class DataError(ValueError):
     """A data set that cannot be read as asked (one line, naming the file or folder)."""
 
 
-class Dataset:
-    """Images in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,) with -1 for unknown,
-    ``files`` the source names (for prediction CSVs), ``class_names``, ``layout`` the format's name."""
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (empty when it has none)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: list[str], files: list[str] | None = None, layout: str = "builtin"):
-        self.images = images
+
+class Dataset:
+    """Images and what is known of them. ``labels`` int64 (N,) with -1 for unknown, ``files`` the
+    source names (for prediction CSVs), ``class_names``, ``layout`` the format's name.
+
+    The images are uint8 (N, C, H, W), in memory or mapped from the data cache (:mod:`.cache`: pages
+    are read when touched and shared by every process that maps them). A :meth:`subset` keeps the
+    indices it selects (``rows``) instead of copying images: :meth:`gather` reads a batch,
+    :attr:`images` all of them (a copy for a subset)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: list[str], files: Sequence[str] | None = None, layout: str = "builtin",
+                 rows: torch.Tensor | None = None):  # fmt: skip
+        self.stored = images  # every image read, (M, C, H, W); ``rows`` picks this data set's N of them
+        self.rows = rows
         self.labels = labels
         self.class_names = class_names
-        self.files = files if files is not None else [f"{i:07d}" for i in range(len(labels))]
+        self.files = files if files is not None else NumberedNames(len(labels))
         self.layout = layout
 
     def __len__(self) -> int:
         return self.labels.shape[0]
 
     @property
+    def images(self) -> torch.Tensor:
+        """All N images, uint8 (N, C, H, W): the stored tensor itself, or for a subset its rows gathered."""
+        return self.stored if self.rows is None else self.stored[self.rows]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W)."""
+        return tuple(self.stored.shape[1:])
+
+    def gather(self, index: torch.Tensor) -> torch.Tensor:
+        """The images at ``index`` (int64 (B,)): uint8 (B, C, H, W), a copy."""
+        return self.stored[index if self.rows is None else self.rows[index]]
+
+    @property
     def has_labels(self) -> bool:
         return bool((self.labels >= 0).all()) and len(self) > 0
 
     def subset(self, keep: torch.Tensor, labels: torch.Tensor | None = None, class_names: list[str] | None = None) -> Dataset:
-        """The images at indices ``keep`` (int64 (K,)), optionally relabelled."""
-        return Dataset(self.images[keep], (self.labels if labels is None else labels)[keep],
-                       list(self.class_names if class_names is None else class_names), [self.files[i] for i in keep.tolist()], self.layout)  # fmt: skip
+        """The images at indices ``keep`` (int64 (K,)), optionally relabelled; no image is copied."""
+        return Dataset(self.stored, (self.labels if labels is None else labels)[keep], list(self.class_names if class_names is None else class_names),
+                       TakenNames(self.files, keep), self.layout, keep if self.rows is None else self.rows[keep])  # fmt: skip
+
+    def relabelled(self, labels: torch.Tensor, class_names: list[str]) -> Dataset:
+        """The same images with other labels (N,) and class names."""
+        return Dataset(self.stored, labels, list(class_names), self.files, self.layout, self.rows)
+
+
+class NumberedNames(Sequence):
+    """Names ``0000000``, ``0000001``, … for images that have no file of their own, made when read."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.count))]
+        if not -self.count <= i < self.count:
+            raise IndexError(i)
+        return f"{i % self.count:07d}"
+
+
+class TakenNames(Sequence):
+    """The names at ``rows`` (int64 (K,)) of ``names``, looked up when read (a subset copies no list)."""
+
+    def __init__(self, names: Sequence[str], rows: torch.Tensor):
+        self.names, self.rows = names, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.names[int(self.rows[i])]
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:

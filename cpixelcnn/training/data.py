@@ -2,15 +2,21 @@
 unconditional model, any images, their labels dropped), shuffled per
 epoch by a DistributedSampler seeded by (seed, epoch) and split evenly over the ranks — or, with
 ``balanced``, dealt class by class so that every batch holds (as nearly as the counts allow) the
-same number of images of each class."""
+same number of images of each class.
+
+:class:`Prefetcher` gathers each step's batch from the (mapped) images on a background thread,
+augments it and pins it ahead of the step, so that the device does not wait for data."""
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from dataclasses import dataclass
 
 import torch
 
-from cpixelcnn.data import Dataset, load_dataset
+from cpixelcnn.data import Dataset, augment, load_dataset, mutate
 
 
 @dataclass
@@ -34,6 +40,75 @@ class TrainingData:
     def batch(self, order: list[int], position: int) -> torch.Tensor:
         """The indices of this rank's images at ``position`` of an epoch's ``order``."""
         return torch.tensor(order[position * self.per_rank : (position + 1) * self.per_rank])
+
+    def prefetch(self, order: list[int], position: int, step: int, cfg, device: torch.device) -> Prefetcher:
+        """This rank's batches of an epoch's ``order`` from ``position`` on (the first one at ``step``)."""
+        return Prefetcher(self, order, position, step, cfg, device)
+
+
+class Prefetcher:
+    """The batches of one epoch from ``position`` on, made ahead of the step on a thread: gathered
+    from the images, augmented as the step they belong to is seeded (so a resumed run sees the same
+    ones), pinned when the device is a GPU. :meth:`next` gives (images uint8 (B, C, H, W), labels
+    (B,)) on the device (copied ``non_blocking``) and adds the seconds it waited to ``waited``."""
+
+    DEPTH = 2  # batches made ahead
+
+    def __init__(self, data: TrainingData, order: list[int], position: int, step: int, cfg, device: torch.device):
+        self.data, self.order, self.cfg, self.device = data, order, cfg, device
+        self.ready: queue.Queue = queue.Queue(self.DEPTH)
+        self.stopping = threading.Event()
+        self.waited, self.first = 0.0, position
+        self.thread = threading.Thread(target=self._fill, args=(position, step), name="cpixelcnn-prefetch", daemon=True)
+        self.thread.start()
+
+    def _fill(self, position: int, step: int) -> None:
+        try:
+            for position in range(position, self.data.steps_per_epoch):
+                if not self._offer(self._make(self.data.batch(self.order, position), step + position - self.first)):
+                    return
+        except BaseException as err:  # noqa: BLE001 - handed to the training thread, which raises it
+            self._offer(err)
+
+    def _offer(self, item) -> bool:
+        """Queue ``item`` once there is room; False when the consumer has stopped."""
+        while not self.stopping.is_set():
+            try:
+                self.ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _make(self, index: torch.Tensor, step: int):
+        cfg, sampler = self.cfg, self.data.sampler
+        images = self.data.images.gather(index)
+        if cfg.augment or cfg.mutation_rate:
+            generator = torch.Generator().manual_seed(cfg.seed * 7_919 + step * sampler.num_replicas + sampler.rank)
+            images = mutate(augment(images, generator) if cfg.augment else images, cfg.mutation_rate, generator)
+        labels = self.data.images.labels[index]
+        if self.device.type == "cuda":
+            images, labels = images.pin_memory(), labels.pin_memory()
+        return images, labels
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        start = time.perf_counter()
+        item = self.ready.get()
+        if isinstance(item, BaseException):
+            raise item
+        images, labels = (t.to(self.device, non_blocking=True) for t in item)
+        self.waited += time.perf_counter() - start
+        return images, labels
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def balanced_order(labels: torch.Tensor, generator: torch.Generator) -> list[int]:
@@ -72,7 +147,7 @@ def load_training_data(cfg, class_names: list[str] | None, ranks) -> TrainingDat
     elif unconditional or not data.has_labels:  # asked for, or images without labels
         if class_names:  # a resumed class-conditional run
             raise ValueError(f"the {cfg.split} split of {cfg.data} has images without labels; this run's model is class-conditional")
-        data = data.subset(torch.arange(len(data)), torch.full_like(data.labels, -1), [])
+        data = data.relabelled(torch.full_like(data.labels, -1), [])
     elif len(data.class_names) < 2:
         raise ValueError(f"{cfg.data} has a single class ({data.class_names[0]}); a class-conditional model needs at least 2: "
                          "train an unconditional model of it with --unconditional")  # fmt: skip

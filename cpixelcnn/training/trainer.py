@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.data import augment, mutate, to_model_range
+from cpixelcnn.data import to_model_range
 from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.rundir import (
     CHECKPOINTS_DIR,
@@ -126,6 +126,7 @@ class Trainer:
         self._announce()
         self.deadline = None if self.cfg.max_seconds is None else self.clock() + self.cfg.max_seconds
         self.window, self.window_start, self.skipped_in_a_row = [], self.clock(), 0
+        self.data_waits, self.wall_start = [], time.perf_counter()  # seconds each step waited for its batch; the window's start
         try:
             while self.state.step < self.total:
                 self.run_epoch()
@@ -145,26 +146,27 @@ class Trainer:
         order = self.train_data.epoch_order(self.state.epoch)
         self.epoch_losses = []
         self.model.train()
-        while self.state.position < self.steps_per_epoch and self.state.step < self.total:
-            bpd = self.step(self.train_data.batch(order, self.state.position))
-            if bpd is not None:
-                self._record_step(bpd)
-            self.maybe_checkpoint()
+        with self.train_data.prefetch(order, self.state.position, self.state.step, self.cfg, self.device) as batches:
+            while self.state.position < self.steps_per_epoch and self.state.step < self.total:
+                waited = batches.waited
+                images, labels = batches.next()
+                self.data_waits.append(batches.waited - waited)
+                bpd = self.step(images, labels)
+                if bpd is not None:
+                    self._record_step(bpd)
+                self.maybe_checkpoint()
         if self.state.position >= self.steps_per_epoch:
             self.end_epoch()
         self.checkpoint()
 
-    def step(self, batch: torch.Tensor) -> float | None:
-        """One optimisation step on the images at indices ``batch`` (this rank's share). Returns the
-        global batch's bits/dim, or None when the step was skipped (non-finite loss or gradient:
-        weights, optimizer state, Polyak average and schedule untouched)."""
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> float | None:
+        """One optimisation step on this rank's share of the batch: uint8 images (B, C, H, W) and
+        labels (B,) on the device, augmented already (:class:`~cpixelcnn.training.data.Prefetcher`).
+        Returns the global batch's bits/dim, or None when the step was skipped (non-finite loss or
+        gradient: weights, optimizer state, Polyak average and schedule untouched)."""
         cfg, state, ranks = self.cfg, self.state, self.ranks
-        images = self.data.images[batch]
-        if cfg.augment or cfg.mutation_rate:
-            generator = torch.Generator().manual_seed(cfg.seed * 7_919 + state.step * ranks.world + ranks.rank)
-            images = mutate(augment(images, generator) if cfg.augment else images, cfg.mutation_rate, generator)
-        x = to_model_range(images).to(self.device)
-        y = self.data.labels[batch].to(self.device) if self.model.num_classes else None
+        x = to_model_range(images)
+        y = labels if self.model.num_classes else None
         loss = self._first_compiled_step(x, y) if self.compile_pending else self._loss_and_gradients(x, y)
         finite = finite_step(loss, self.model, cfg.grad_clip, ranks)
         if finite:
@@ -251,9 +253,15 @@ class Trainer:
         self.reporter.advance(step, self.state.epoch, bpd, speed)
         if step % cfg.log_every == 0 or step == self.total:
             record = dict(step=step, epoch=self.state.epoch, train_bpd=sum(self.window) / len(self.window), lr=self.scheduler.get_last_lr()[0],
-                          images_per_s=speed, skipped_steps=self.state.skipped_steps)  # fmt: skip
+                          images_per_s=speed, skipped_steps=self.state.skipped_steps, **self._data_time())  # fmt: skip
             self.reporter.report(record)
             self.window, self.window_start = [], self.clock()
+
+    def _data_time(self) -> dict:
+        """The time steps waited for their batches since the last record: per step, and as a share of the wall time."""
+        waits, wall = self.data_waits, time.perf_counter() - self.wall_start
+        self.data_waits, self.wall_start = [], time.perf_counter()
+        return dict(data_ms_per_step=1e3 * sum(waits) / max(1, len(waits)), data_share=sum(waits) / max(wall, 1e-9))
 
     def maybe_checkpoint(self) -> None:
         """Stop at the time limit (rank 0 decides for all), else checkpoint every ``checkpoint_every``

@@ -1,0 +1,362 @@
+"""Decoded once, mapped after: every image source goes through the data cache (cpixelcnn.data.cache).
+A changed, added or removed file is a new entry, a half-written entry is never read, two builders
+do not collide, a cache that cannot be written falls back to memory (said once), and the fast PNG
+decoder gives exactly the pixels of the general one."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cpixelcnn.data.cache as cache
+import cpixelcnn.data.images as images_module
+from cpixelcnn.cli import main
+from cpixelcnn.data import DataError, load_dataset
+from cpixelcnn.data.images import _decode, _plain_png, decode_image
+
+from helpers import make_course_layout
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(cache.ENV_LOCATION, str(folder))
+    cache.configure()
+    yield folder
+    cache.configure()
+
+
+def _folders(root, n=6, size=8, classes=("a", "b")):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def _entries(folder):
+    return sorted(p.name for p in folder.glob("cpixelcnn-*.npy") if not p.name.endswith(".partial.npy"))
+
+
+def _count_decodes(monkeypatch):
+    calls = {"n": 0}
+    real = images_module.load_image
+
+    def counting(*args):
+        calls["n"] += 1
+        return real(*args)
+
+    monkeypatch.setattr(images_module, "load_image", counting)
+    return calls
+
+
+def test_the_second_read_maps_the_first_ones_images(tmp_path, cache_dir, monkeypatch):
+    root = _folders(tmp_path / "data")
+    calls = _count_decodes(monkeypatch)
+    first = load_dataset(str(root), "train", 8)
+    assert calls["n"] == 12 and len(_entries(cache_dir)) == 1
+    second = load_dataset(str(root), "train", 8)
+    assert calls["n"] == 12  # nothing decoded again
+    assert torch.equal(first.images, second.images) and first.files == second.files and first.labels.tolist() == second.labels.tolist()
+    assert _is_mapped(second)
+    marker = json.loads(next(cache_dir.glob("cpixelcnn-*.json")).read_text())
+    assert marker["shape"] == [12, 3, 8, 8] and marker["key"]["reader"] == "folders"
+
+
+def _is_mapped(ds) -> bool:
+    """The dataset's storage lies in a file mapping (its address is inside a mapped cache file)."""
+    address = ds.stored.data_ptr()
+    for line in open(f"/proc/{os.getpid()}/maps"):
+        span, *rest = line.split()
+        low, high = (int(x, 16) for x in span.split("-"))
+        if low <= address < high:
+            return "cpixelcnn-" in line
+    return False
+
+
+def test_images_are_read_through_a_file_mapping(tmp_path, cache_dir):
+    ds = load_dataset(str(_folders(tmp_path / "data")), "train", 8)
+    assert _is_mapped(ds)
+    ds.stored[0, 0, 0, 0] = 255 - int(ds.stored[0, 0, 0, 0])  # copy-on-write: a stray write never reaches the cache file
+    again = load_dataset(str(tmp_path / "data"), "train", 8)
+    assert int(again.stored[0, 0, 0, 0]) != int(ds.stored[0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("change", ["modified", "added", "removed"])
+def test_a_changed_added_or_removed_file_is_decoded_afresh(tmp_path, cache_dir, change):
+    root = _folders(tmp_path / "data")
+    before = load_dataset(str(root), "train", 8)
+    target = root / "a" / "0.png"
+    if change == "modified":
+        Image.fromarray(np.full((8, 8, 3), 7, dtype=np.uint8)).save(target)
+        os.utime(target, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new time even on coarse clocks
+    elif change == "added":
+        Image.fromarray(np.full((8, 8, 3), 9, dtype=np.uint8)).save(root / "a" / "9.png")
+    else:
+        target.unlink()
+    after = load_dataset(str(root), "train", 8)
+    expected = {"modified": 12, "added": 13, "removed": 11}[change]
+    assert len(after) == expected
+    if change == "modified":
+        assert (after.images[0] == 7).all() and not torch.equal(after.images[0], before.images[0])
+    assert len(_entries(cache_dir)) == 1  # the superseded entry went
+
+
+def test_other_sizes_and_channels_are_other_entries(tmp_path, cache_dir):
+    root = _folders(tmp_path / "data")
+    load_dataset(str(root), "train", 8)
+    grey = load_dataset(str(root), "train", 8, channels=1)
+    small = load_dataset(str(root), "train", 4)
+    assert grey.images.shape == (12, 1, 8, 8) and small.images.shape == (12, 3, 4, 4) and len(_entries(cache_dir)) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no marker", "partial left over", "marker of another size"])
+def test_a_half_written_entry_is_never_read(tmp_path, cache_dir, damage, monkeypatch):
+    root = _folders(tmp_path / "data")
+    good = load_dataset(str(root), "train", 8).images.clone()
+    (npy,) = [cache_dir / n for n in _entries(cache_dir)]
+    marker = npy.with_suffix(".json")
+    if damage == "truncated":
+        with open(npy, "r+b") as f:
+            f.truncate(npy.stat().st_size - 100)
+    elif damage == "no marker":
+        marker.unlink()
+        npy.write_bytes(npy.read_bytes()[:-300] + bytes(300))  # zeros where images were: it must not be read
+    elif damage == "partial left over":
+        marker.unlink()
+        os.rename(npy, npy.with_suffix(".partial.npy"))
+    else:
+        marker.write_text(json.dumps(json.loads(marker.read_text()) | {"bytes": 5}))
+    calls = _count_decodes(monkeypatch)
+    again = load_dataset(str(root), "train", 8)
+    assert calls["n"] == 12 and torch.equal(again.images, good)
+    assert not list(cache_dir.glob("*.partial.npy"))
+
+
+def test_an_entry_killed_while_it_was_written_is_rebuilt(tmp_path, cache_dir):
+    """kill -9 in the middle of the build: the next read finds no marker, removes the partial file and decodes again."""
+    root = _folders(tmp_path / "data", n=1200)
+    script = (
+        "import time, sys\n"
+        "import cpixelcnn.data.images as m\n"
+        "real = m.ImageFiles.__call__\n"
+        "def slow(self, out):\n"
+        "    real(self, out); print('part', flush=True); time.sleep(60)\n"
+        "m.ImageFiles.__call__ = slow\n"
+        "from cpixelcnn.data import load_dataset\n"
+        f"load_dataset({str(root)!r}, 'train', 8)\n"
+    )
+    env = dict(os.environ, CPIXELCNN_DATA_WORKERS="1")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "part"
+        assert list(cache_dir.glob("*.partial.npy")) and not list(cache_dir.glob("*.json"))
+    finally:
+        proc.kill()
+        proc.wait()
+    ds = load_dataset(str(root), "train", 8)
+    assert len(ds) == 2400 and len(_entries(cache_dir)) == 1 and not list(cache_dir.glob("*.partial.npy"))
+    assert torch.equal(ds.images[-1], torch.from_numpy(images_module.load_image(root / "b" / "999.png", 8, 3)))
+
+
+def test_two_processes_building_one_entry_build_it_once(tmp_path, cache_dir):
+    root = _folders(tmp_path / "data", n=30)
+    script = (
+        "import time, sys\n"
+        "import cpixelcnn.data.cache as c\n"
+        "real = c.Entry.build\n"
+        "def build(self, job):\n"
+        "    print('building', flush=True); time.sleep(1.5); return real(self, job)\n"
+        "c.Entry.build = build\n"
+        "from cpixelcnn.data import load_dataset\n"
+        f"ds = load_dataset({str(root)!r}, 'train', 8)\n"
+        "print('sum', int(ds.images.sum()), flush=True)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    stdout = "".join(o for o, _ in outs)
+    assert stdout.count("building") == 1 and len({line for line in stdout.splitlines() if line.startswith("sum")}) == 1
+    assert "waiting for another process" in "".join(e for _, e in outs)
+    assert len(_entries(cache_dir)) == 1
+
+
+def test_a_cache_folder_that_cannot_be_written_decodes_in_memory_and_says_so_once(tmp_path, monkeypatch, recwarn):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv(cache.ENV_LOCATION, str(blocker / "cache"))
+    monkeypatch.setattr("cpixelcnn.notices._SAID", set())
+    root = _folders(tmp_path / "data")
+    for _ in range(2):
+        ds = load_dataset(str(root), "train", 8)
+        assert len(ds) == 12 and not _is_mapped(ds)
+    said = [str(w.message) for w in recwarn if "cannot be written" in str(w.message)]
+    assert len(said) == 1 and "decoding in memory" in said[0] and str(blocker) in said[0]
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_full_disk_while_building_leaves_no_partial_file_and_decodes_in_memory(tmp_path, cache_dir, monkeypatch, recwarn):
+    import errno
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    monkeypatch.setattr("cpixelcnn.notices._SAID", set())
+    ds = load_dataset(str(_folders(tmp_path / "data")), "train", 8)
+    assert len(ds) == 12 and not list(cache_dir.glob("*.npy")) and not list(cache_dir.glob("*.json"))
+    assert any("No space left" in str(w.message) for w in recwarn)
+
+
+def test_no_cache_and_data_cache_on_the_command_line(tmp_path, capsys, cache_dir):
+    make_course_layout(tmp_path / "course")
+    run = tmp_path / "run"
+    common = [
+        "--image-size",
+        "8",
+        "--nr-resnet",
+        "1",
+        "--nr-filters",
+        "4",
+        "--nr-mix",
+        "2",
+        "--batch-size",
+        "4",
+        "--max-steps",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    assert main(["train", "--data", str(tmp_path / "course"), "--out", str(run), "--no-cache", *common]) == 0
+    assert not cache_dir.exists() or not list(cache_dir.iterdir())
+    chosen = tmp_path / "chosen"
+    try:
+        assert (
+            main(["classify", "--checkpoint", str(run), "--data", str(tmp_path / "course"), "--split", "validation", "--data-cache", str(chosen)])
+            == 0
+        )
+        assert len(_entries(chosen)) == 1
+        capsys.readouterr()
+        assert main(["evaluate", "--checkpoint", str(run), "--data", str(tmp_path / "course"), "--no-cache", "--data-cache", str(chosen)]) == 2
+        assert "contradict" in capsys.readouterr().err
+    finally:
+        cache.configure()
+
+
+def test_decoding_on_every_core_gives_the_images_of_one_process(tmp_path, cache_dir, monkeypatch):
+    root = _folders(tmp_path / "data", n=1100, size=6)  # 2,200 images: past the size where a pool starts
+    monkeypatch.setenv(cache.ENV_WORKERS, "2")
+    pooled = load_dataset(str(root), "train", 6).images.clone()
+    monkeypatch.setenv(cache.ENV_LOCATION, "off")
+    monkeypatch.setenv(cache.ENV_WORKERS, "1")
+    serial = load_dataset(str(root), "train", 6).images
+    assert torch.equal(pooled, serial)
+    monkeypatch.setenv(cache.ENV_WORKERS, "2")
+    assert torch.equal(load_dataset(str(root), "train", 6).images, serial)  # in memory, on two processes
+
+
+def test_a_corrupt_image_in_a_pooled_decode_is_one_line_naming_it(tmp_path, cache_dir, monkeypatch):
+    root = _folders(tmp_path / "data", n=1100, size=6)
+    (root / "b" / "500.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    monkeypatch.setenv(cache.ENV_WORKERS, "2")
+    with pytest.raises(DataError, match=r"cannot read image .*b/500.png"):
+        load_dataset(str(root), "train", 6)
+    assert not list(cache_dir.glob("*.json")) and not list(cache_dir.glob("*.npy"))
+
+
+def test_subsets_copy_no_images_and_gather_what_they_hold(tmp_path, cache_dir):
+    ds = load_dataset(str(_folders(tmp_path / "data")), "train", 8)
+    keep = torch.tensor([5, 1, 7])
+    sub = ds.subset(keep)
+    assert sub.stored is ds.stored and torch.equal(sub.images, ds.images[keep]) and list(sub.files) == [ds.files[i] for i in (5, 1, 7)]
+    again = sub.subset(torch.tensor([2, 0]))
+    assert torch.equal(again.gather(torch.tensor([1])), ds.images[[5]]) and list(again.files) == [ds.files[7], ds.files[5]]
+
+
+# -- the fast PNG decoder -------------------------------------------------------------------------
+
+
+def _png(array, **save) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", **save)
+    return buf.getvalue()
+
+
+RNG = np.random.default_rng(1)
+RGB = RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+GREY = RNG.integers(0, 256, (8, 8), dtype=np.uint8)
+
+
+def _variant(name: str) -> bytes:
+    if name == "interlaced":  # PIL writes no interlaced PNG: the header says so, with its CRC mended (the data are not Adam7)
+        data = bytearray(_png(RGB))
+        data[28] = 1
+        data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+        return bytes(data)
+    if name == "palette":
+        buf = io.BytesIO()
+        Image.fromarray(RGB).convert("P", palette=Image.ADAPTIVE).save(buf, format="PNG")
+        return buf.getvalue()
+    if name == "rgba":
+        return _png(RNG.integers(0, 256, (8, 8, 4), dtype=np.uint8))
+    if name == "16-bit grey":
+        return _png(RNG.integers(0, 65536, (8, 8), dtype=np.uint16))
+    if name == "other size":
+        return _png(RNG.integers(0, 256, (9, 8, 3), dtype=np.uint8))
+    if name == "uncompressed":
+        return _png(RGB, compress_level=0)
+    return _png(GREY if name.startswith("grey") else RGB)
+
+
+@pytest.mark.parametrize("name,channels,fast", [
+    ("rgb", 3, True), ("grey", 1, True), ("uncompressed", 3, True),
+    ("rgb read as grey", 1, False), ("grey read as rgb", 3, False), ("other size", 3, False), ("interlaced", 3, False),
+    ("palette", 3, False), ("rgba", 3, False), ("16-bit grey", 1, False),
+])  # fmt: skip
+def test_the_fast_png_decoder_gives_the_general_decoders_pixels(name, channels, fast):
+    data = _variant(name)
+    assert (_plain_png(data, 8, channels) is not None) == fast
+    if name != "interlaced":
+        assert np.array_equal(decode_image(data, name, 8, channels), _decode(data, name, 8, channels))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad crc", "flipped data"])
+def test_a_damaged_png_is_left_to_the_general_decoder(damage):
+    data = bytearray(_png(RGB))
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "bad crc":
+        data[33 + 8 + 2] ^= 0xFF  # a byte inside the first IDAT chunk: its CRC no longer matches
+    else:
+        start = data.index(b"IDAT") + 4
+        body = (
+            bytes(data[start : start + 10])
+            + bytes([data[start + 10] ^ 0xFF])
+            + bytes(data[start + 11 : start + int.from_bytes(data[start - 8 : start - 4], "big")])
+        )
+        data[start : start + len(body)] = body
+        crc = zlib.crc32(b"IDAT" + body).to_bytes(4, "big")  # a valid CRC over corrupt deflate data
+        data[start + len(body) : start + len(body) + 4] = crc
+    assert _plain_png(bytes(data), 8, 3) is None
+    with pytest.raises(DataError, match="cannot read image"):
+        decode_image(bytes(data), "x.png", 8, 3)
+
+
+def test_the_course_layout_and_cifar_are_cached_too(tmp_path, cache_dir):
+    from cifar_files import write_cifar10_binary
+
+    make_course_layout(tmp_path / "course")
+    write_cifar10_binary(tmp_path / "cifar")
+    course = load_dataset(str(tmp_path / "course"), "train", 8)
+    cifar = load_dataset(f"cifar10:{tmp_path / 'cifar'}", "test", 16, channels=1)
+    assert _is_mapped(course) and _is_mapped(cifar) and len(_entries(cache_dir)) == 2
+    assert torch.equal(load_dataset(f"cifar10:{tmp_path / 'cifar'}", "test", 16, channels=1).images, cifar.images)
