@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class", "checkpoint_activations", "ood", "photo_task"]
+    "name", ["dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class", "checkpoint_activations", "ood", "photo_task", "data"]
 )
 def test_benchmark_smoke(name, tmp_path):
     out = tmp_path / f"{name}.json"
@@ -41,6 +41,11 @@ def test_benchmark_smoke(name, tmp_path):
             values = [r[key] for r in result["rows"]]
             assert all(0 <= v <= 1 for v in values) and result["summary"][f"worst_{key}"] == min(values)
             assert abs(result["summary"][f"mean_{key}"] - sum(values) / 2) < 1e-12 and result["summary"]["seeds"] == 2
+    elif name == "data":  # a folder and the npz layout, cold and warm, through `cpixelcnn train`
+        cached = [r for r in result["rows"] if r["loader"] == "cached"]
+        assert [r["set"] for r in cached] == ["folders-2k-32px", "imagenet32-npz-0.00M"]
+        assert all(r["cold_s"] > 0 and r["warm_s"] > 0 and r["peak_rss_mb"] > 0 and 0 <= r["data_share"] < 1 for r in cached)
+        assert result["summary"]["imagenet_images"] == 2400
     elif name == "checkpoint_activations":
         assert [row["checkpoint_activations"] for row in result["rows"]] == [False, True] and result["summary"]["identical_float64"]
         assert result["summary"]["saved_activation_ratio"] <= 0.5

@@ -76,16 +76,17 @@ def _digest(fields: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def fingerprint(paths: Sequence[Path], root: Path, what: str = "image") -> str:
-    """A digest of the files' names (relative to ``root``), sizes and modification times (``what``
-    a file is, for the message when one cannot be read)."""
-    digest = hashlib.sha256()
-    for path in paths:
+def fingerprint(root: Path, relative: Sequence[str], what: str = "image") -> str:
+    """A digest of the names (``relative`` to ``root``), sizes and modification times of files
+    (``what`` a file is, for the message when one cannot be read). Strings, not Paths: a million
+    files take a second, not five."""
+    digest, base = hashlib.sha256(), f"{root}/"
+    for name in relative:
         try:
-            st = os.stat(path)
+            st = os.stat(base + name)
         except OSError as err:
-            raise DataError(f"cannot read {what} {path}: {type(err).__name__}: {err.strerror or err}") from None
-        digest.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            raise DataError(f"cannot read {what} {base + name}: {type(err).__name__}: {err.strerror or err}") from None
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

@@ -225,7 +225,7 @@ def _load(kind: str, request: Request) -> Dataset:
     del read
     size, channels = request.size, request.channels
     key = {"reader": f"{kind}/{fmt}", "version": READER_VERSION, "root": str(folder.resolve()), "split": request.split, "size": size,
-           "channels": channels, "files": fingerprint([folder / name for name in files], folder, "file")}  # fmt: skip
+           "channels": channels, "files": fingerprint(folder, files, "file")}  # fmt: skip
     parts = [_CifarFile(kind, str(root), request.split, name, count, size, channels) for name, count in zip(files, counts)]
     images = materialise(DecodeJob(f"the {request.split} split of {kind}:{root}", key, (channels, size, size), parts, parallel=False))
     return Dataset(torch.from_numpy(images), labels, names, layout=kind)

@@ -28,41 +28,38 @@ def load_image_folder(root: str | Path, size: int = 32, channels: int = 3, class
         unknown = [name for name in found if name not in class_names]
         if unknown:
             raise DataError(f"{root}: class folder {unknown[0]!r} is not a class of this model ({', '.join(class_names)})")
-    paths, labels = [], []
+    files, counts = [], []
     for folder in folders:
-        found = _image_paths(folder)
+        found = _image_names(folder)
         if not found:
             raise DataError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        paths += found
-        labels += [class_names.index(folder.name)] * len(found)
-    images = decode_files(paths, root, f"the image folders in {root}", "folders", size, channels)
-    files = [f"{p.parent.name}/{p.name}" for p in paths]
-    return Dataset(torch.from_numpy(images), torch.tensor(labels, dtype=torch.long), list(class_names), files, layout="folders")
+        files += [f"{folder.name}/{name}" for name in found]
+        counts.append(len(found))
+    images = decode_files(root, files, f"the image folders in {root}", "folders", size, channels)
+    labels = torch.repeat_interleave(torch.tensor([class_names.index(folder.name) for folder in folders]), torch.tensor(counts))
+    return Dataset(torch.from_numpy(images), labels, list(class_names), files, layout="folders")
 
 
-def _image_paths(root: Path) -> list[Path]:
-    """The image files directly in ``root``, sorted by name (hidden files left out)."""
+def _image_names(root: Path) -> list[str]:
+    """The names of the image files directly in ``root``, sorted (hidden files left out)."""
     with os.scandir(root) as entries:
-        names = sorted(
-            e.name for e in entries if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()
-        )
-    return [root / name for name in names]
+        return sorted(e.name for e in entries if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
 
 
 def load_unlabelled_folder(root: str | Path, size: int = 32, channels: int = 3, class_names: list[str] | None = None) -> Dataset:
     """``root/*.png|jpg``: images without labels (label -1), the classes ``class_names`` (a trained model's) or none."""
     root = Path(root)
-    paths = _image_paths(root)
-    if not paths:
+    names = _image_names(root)
+    if not names:
         raise DataError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    images = decode_files(paths, root, f"the images in {root}", "images", size, channels)
-    return Dataset(torch.from_numpy(images), torch.full((len(paths),), -1, dtype=torch.long), list(class_names or []), [p.name for p in paths],
+    images = decode_files(root, names, f"the images in {root}", "images", size, channels)
+    return Dataset(torch.from_numpy(images), torch.full((len(names),), -1, dtype=torch.long), list(class_names or []), names,
                    layout="images")  # fmt: skip
 
 
 def _unlabelled(root: Path) -> bool:
     """Images directly in the folder and no visible sub-folder (a tree of classes is the other format)."""
-    return not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()) and bool(_image_paths(root))
+    return not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()) and bool(_image_names(root))
 
 
 register(DataFormat("images", "folder", "a FOLDER of images without class sub-folders (unlabelled)", "images without labels; one split",

@@ -136,7 +136,7 @@ class _Rows:
                 data = Path(cell["path"]).read_bytes()
             if data is None:
                 raise DataError(f"{name} holds no image")
-            out[i] = decode_image(data, name, self.size, self.channels)
+            decode_image(data, name, self.size, self.channels, out[i])
 
 
 def load_hf(request: Request) -> Dataset:
@@ -158,9 +158,9 @@ def load_hf(request: Request) -> Dataset:
             raise DataError(f"{where}: a label of column {label!r} is outside 0..{len(names) - 1}")
     else:
         labels, names = np.full(len(ds), -1, dtype=np.int64), list(request.class_names or [])
-    files = sorted(Path(f["filename"]) for f in ds.cache_files)
+    files = sorted(f["filename"] for f in ds.cache_files)
     key = {"reader": "hf", "version": READER_VERSION, "source": where, "split": request.split, "column": image, "size": request.size,
-           "channels": request.channels, "files": fingerprint(files, Path("/"), "file") if files else getattr(ds, "_fingerprint", "")}  # fmt: skip
+           "channels": request.channels, "files": fingerprint(Path("/"), [f.lstrip("/") for f in files], "file") if files else getattr(ds, "_fingerprint", "")}  # fmt: skip
     raw = ds.cast_column(image, datasets.Image(decode=False)).select_columns([image])
     parts = [_Rows(raw, image, i, min(i + PART_ROWS, len(ds)), request.size, request.channels) for i in range(0, len(ds), PART_ROWS)]
     images = materialise(DecodeJob(f"the {request.split} split of hf:{where}", key, (request.channels, request.size, request.size), parts))

@@ -163,7 +163,7 @@ def load_imagenet_npz(side: int, request: Request) -> Dataset:
         _data_header(path, side, len(batch_labels))
     size, channels = request.size, request.channels
     key = {"reader": f"imagenet{side}-npz", "version": READER_VERSION, "root": str(root.resolve()), "split": request.split, "size": size,
-           "channels": channels, "files": fingerprint(paths, root, "file")}  # fmt: skip
+           "channels": channels, "files": fingerprint(root, [str(p.relative_to(root)) for p in paths], "file")}  # fmt: skip
     parts = [_NpzBatch(str(path), len(batch_labels), side, size, channels) for path, batch_labels in zip(paths, labels)]
     images = materialise(DecodeJob(f"the {request.split} split of imagenet{side}:{root}", key, (channels, size, size), parts))
     return Dataset(torch.from_numpy(images), torch.from_numpy(np.concatenate(labels)), [str(i) for i in range(1, CLASSES + 1)],
@@ -201,9 +201,8 @@ def load_small_imagenet(request: Request) -> Dataset:
     names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not names:
         raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    paths = [folder / name for name in names]
-    images = decode_files(paths, root, f"{folder}", "small-imagenet", request.size, request.channels)
-    return Dataset(torch.from_numpy(images), torch.full((len(paths),), -1, dtype=torch.long), list(request.class_names or []), names,
+    images = decode_files(folder, names, f"{folder}", "small-imagenet", request.size, request.channels)
+    return Dataset(torch.from_numpy(images), torch.full((len(names),), -1, dtype=torch.long), list(request.class_names or []), names,
                    layout="small-imagenet")  # fmt: skip
 
 

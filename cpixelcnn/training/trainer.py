@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from cpixelcnn.data import to_model_range
+from cpixelcnn.data.types import brief
 from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.rundir import (
     CHECKPOINTS_DIR,
@@ -346,7 +347,7 @@ class Trainer:
 def model_kind(cfg: TrainConfig, model: ConditionalPixelCNN, class_names: list[str]) -> str:
     """What is trained, in words: the classes of a conditional model, or why it is unconditional."""
     if model.num_classes:
-        return f"class-conditional model ({', '.join(class_names)})"
+        return f"class-conditional model ({brief(class_names)})"
     if cfg.only_class is not None:
         return f"unconditional model of class {cfg.only_class}"
     if cfg.unconditional:

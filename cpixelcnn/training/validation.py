@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from cpixelcnn.data import Dataset, has_split, load_dataset
+from cpixelcnn.data.types import brief
 from cpixelcnn.training.data import class_images
 
 
@@ -33,8 +34,8 @@ def validation_set(source: str, cfg, class_names: list[str]) -> Dataset | None:
         labels = torch.full((len(val),), -1, dtype=torch.long)
     else:
         if sorted(val.class_names) != sorted(class_names):
-            raise ValueError(f"the validation set {source} has classes ({', '.join(val.class_names)}) that differ from the training set's "
-                             f"({', '.join(class_names)})")  # fmt: skip
+            raise ValueError(f"the validation set {source} has classes ({brief(val.class_names)}) that differ from the training set's "
+                             f"({brief(class_names)})")  # fmt: skip
         if not val.has_labels:
             raise ValueError(f"the {cfg.val_split} split of {source} has images without labels; validation needs them")
         labels = torch.tensor([class_names.index(val.class_names[i]) for i in val.labels.tolist()], dtype=torch.long)
