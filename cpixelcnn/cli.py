@@ -38,13 +38,18 @@ def _image_size(config: dict) -> int:
 def _cmd_train(args) -> int:
     from cpixelcnn.training import TrainingInterrupted, train
     from cpixelcnn.training.config import from_arguments
+    from cpixelcnn.training.distributed import StopSignals, is_main_process, record_for_torchrun
+    from cpixelcnn.training.errors import REQUEUE_STATUS, TrainingPreempted
 
     cfg = from_arguments(args)
     try:
-        train(cfg, asked=args.given_settings)
-    except TrainingInterrupted as err:
-        print(f"cpixelcnn: {err}", file=sys.stderr)
-        return 130
+        with StopSignals():  # held until the command ends: a rank that stops is not killed while it says so
+            train(cfg, asked=args.given_settings)
+    except (TrainingInterrupted, TrainingPreempted) as err:  # every rank stopped; rank 0 says so
+        if is_main_process():
+            print(f"cpixelcnn: {err}", file=sys.stderr)
+        record_for_torchrun(f"cpixelcnn: {err}")
+        return 130 if isinstance(err, TrainingInterrupted) else REQUEUE_STATUS
     return 0
 
 
@@ -216,7 +221,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``cpixelcnn: error: …``, exit 2) instead of usage dumps."""
 
     def error(self, message):
-        self.exit(2, f"cpixelcnn: error: {message} (see {self.prog} --help)\n")
+        from cpixelcnn.training.distributed import is_main_process
+
+        self.exit(2, f"cpixelcnn: error: {message} (see {self.prog} --help)\n" if is_main_process() else None)  # under torchrun: said once
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -391,8 +398,12 @@ def main(argv: list[str] | None = None) -> int:
                 _apply_preset(args, args.given_settings)
         return args.func(args)
     except (ValueError, TypeError, RuntimeError, OSError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"cpixelcnn: error: {message}", file=sys.stderr)
+        from cpixelcnn.training.distributed import record_for_torchrun
+
+        message = getattr(err, "summary", None) or (str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+        if not getattr(err, "quiet", False):  # under torchrun one rank says it
+            print(f"cpixelcnn: error: {message}", file=sys.stderr)
+        record_for_torchrun(f"cpixelcnn: error: {message}")
         return 2
     except KeyboardInterrupt:
         print("cpixelcnn: interrupted", file=sys.stderr)

@@ -34,8 +34,18 @@ def right_shift(x: torch.Tensor) -> torch.Tensor:
 
 
 def maybe_weight_norm(module: nn.Module, enabled: bool, dim: int = 0) -> nn.Module:
-    """Weight normalisation (w = g · v / ‖v‖) over every axis but ``dim``, when enabled."""
-    return _weight_norm(module, dim=dim) if enabled else module
+    """Weight normalisation (w = g · v / ‖v‖) over every axis but ``dim``, when enabled.
+
+    torch makes g of a transposed convolution (dim=1, shape (1, F, 1, 1)) with strides (1, 1, 1, 1);
+    its gradient comes with the standard ones, and DDP, which lays each gradient bucket out like
+    its parameter, copied (and warned) every step. g gets the standard strides here."""
+    if not enabled:
+        return module
+    module = _weight_norm(module, dim=dim)
+    for original in module.parametrizations.weight.original0, module.parametrizations.weight.original1:
+        if original.stride() != torch.empty(original.shape).stride():
+            original.data = original.data.clone(memory_format=torch.contiguous_format)
+    return module
 
 
 class DownShiftedConv2d(nn.Module):

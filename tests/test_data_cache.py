@@ -360,3 +360,22 @@ def test_the_course_layout_and_cifar_are_cached_too(tmp_path, cache_dir):
     cifar = load_dataset(f"cifar10:{tmp_path / 'cifar'}", "test", 16, channels=1)
     assert _is_mapped(course) and _is_mapped(cifar) and len(_entries(cache_dir)) == 2
     assert torch.equal(load_dataset(f"cifar10:{tmp_path / 'cifar'}", "test", 16, channels=1).images, cifar.images)
+
+
+def test_a_decoding_process_that_dies_ends_the_read_with_one_line(tmp_path, cache_dir, monkeypatch):
+    """The kernel's out-of-memory killer, say: the pool notices the dead process instead of waiting for its part for ever."""
+    import signal
+
+    root = _folders(tmp_path / "data", n=1100, size=6)
+    real = images_module.ImageFiles.__call__
+
+    def dies(self, out):
+        if any(p.endswith("b/500.png") for p in self.paths):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, out)
+
+    monkeypatch.setattr(images_module.ImageFiles, "__call__", dies)
+    monkeypatch.setenv(cache.ENV_WORKERS, "2")
+    with pytest.raises(DataError, match=r"a process decoding the image folders in .* died \(out of memory\?"):
+        load_dataset(str(root), "train", 6)
+    assert not list(cache_dir.glob("*.npy")) and not list(cache_dir.glob("*.json"))

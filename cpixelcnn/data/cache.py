@@ -290,21 +290,12 @@ def decode_into(job: DecodeJob, out: np.ndarray, destination: str | None = None)
             for index, offset in tasks:
                 advance(_write_part(job, out, index, offset))
         else:
-            import multiprocessing
-            import warnings
-
             if not isinstance(out, np.memmap):  # memory the workers can write into: shared, anonymous
                 out = _shared_like(out)
             _JOB, _OUT = job, out
             try:
-                with (
-                    warnings.catch_warnings()
-                ):  # Python 3.12+ warns that forking a process with threads may deadlock: the workers run PIL and numpy only
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    pool = multiprocessing.get_context("fork").Pool(n_workers)
-                with pool:
-                    for rows in pool.imap_unordered(_forked_part, tasks):
-                        advance(rows)
+                for rows in _on_workers(tasks, n_workers, job.what):
+                    advance(rows)
             finally:
                 _JOB = _OUT = None
     if announce:
@@ -321,6 +312,42 @@ def _write_part(job: DecodeJob, out: np.ndarray, index: int, offset: int) -> int
 
 def _forked_part(task: tuple[int, int]) -> int:
     return _write_part(_JOB, _OUT, *task)
+
+
+def _default_signals() -> None:
+    """In a decoding process: SIGTERM and SIGUSR1 end it again (the parent's handlers — the
+    trainer's stop signals — would keep it alive when its pool is shut down); Ctrl-C is the parent's."""
+    import signal
+
+    for name, action in (("SIGTERM", signal.SIG_DFL), ("SIGUSR1", signal.SIG_DFL), ("SIGINT", signal.SIG_IGN)):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), action)
+
+
+def _on_workers(tasks: list[tuple[int, int]], n_workers: int, what: str):
+    """The rows each task wrote, as they finish, on ``n_workers`` forked processes (all forked at the
+    first submission, before the pool's own thread starts). A process that dies — the kernel's
+    out-of-memory killer — ends the decoding with one line instead of a wait for ever."""
+    import concurrent.futures
+    import multiprocessing
+    import warnings
+    from concurrent.futures.process import BrokenProcessPool
+
+    with warnings.catch_warnings():  # Python 3.12+ warns that forking a process with threads may deadlock: the workers run PIL and numpy only
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pool = concurrent.futures.ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("fork"), initializer=_default_signals)
+        try:
+            futures = [pool.submit(_forked_part, task) for task in tasks]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+    except BrokenProcessPool:
+        raise DataError(f"a process decoding {what} died (out of memory? {n_workers} decode at once; {ENV_WORKERS}=1 decodes in one)") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _can_fork() -> bool:

@@ -21,13 +21,15 @@ from cpixelcnn.training.objectives import LR_SCHEDULES
 
 
 def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, check: str | None = None, unit: str = "",
-            choices: tuple | None = None, metavar: str | None = None, fixed_on_resume: bool = False, cli: bool = True):  # fmt: skip
+            choices: tuple | None = None, metavar: str | None = None, fixed_on_resume: bool = False, cli: bool = True, word: str | None = None):  # fmt: skip
     """A configuration field with what the command line and the checks need to know about it.
 
     check: None (only ``choices`` and, for integers, ``limits.RANGES``), ``"positive"`` (a finite
     number > 0), ``"non_negative"`` (finite, >= 0) or ``"fraction"`` (in [0, 1)).
-    fixed_on_resume: the setting is the saved run's on ``--resume`` (giving another value is an error)."""
-    meta = dict(help=help, flag=flag, check=check, unit=unit, choices=choices, metavar=metavar, fixed_on_resume=fixed_on_resume, cli=cli)
+    fixed_on_resume: the setting is the saved run's on ``--resume`` (giving another value is an error).
+    word: a word the setting also takes, decided when training starts (``auto``): a flag of a
+    boolean setting then takes it as an optional value (``--resume`` or ``--resume auto``)."""
+    meta = dict(help=help, flag=flag, check=check, unit=unit, choices=choices, metavar=metavar, fixed_on_resume=fixed_on_resume, cli=cli, word=word)
     return field(default=default, metadata=meta)
 
 
@@ -68,7 +70,8 @@ class TrainConfig(ModelConfig):
                                         unit="seconds")  # fmt: skip
     grad_clip: float | None = setting(None, "clip the global gradient norm to this (off by default)", check="positive", metavar="MAX_NORM")
     max_skipped: int = setting(20, "stop after this many consecutive non-finite steps, which are skipped")
-    batch_size: int = setting(32, "global batch size (split over torchrun processes)", fixed_on_resume=True)
+    batch_size: int | str = setting(32, "global batch size (split over torchrun processes); auto: the largest that fits the device's free memory "
+                                    "(measured before the first step)", fixed_on_resume=True, word="auto")  # fmt: skip
     lr: float = setting(1e-3, "Adam learning rate", check="positive", fixed_on_resume=True)
     lr_decay: float = setting(0.999995, "learning-rate decay per step (PixelCNN++'s; with --lr-schedule exponential)", check="positive",
                               fixed_on_resume=True)  # fmt: skip
@@ -112,7 +115,8 @@ class TrainConfig(ModelConfig):
     samples_per_class: int = setting(4, "samples per class in those grids")
     log_every: int = setting(10, "steps between metrics.jsonl records")
     wandb: bool = setting(False, "also log to Weights & Biases (needs wandb installed)")
-    resume: bool = setting(False, "continue the run in --out")
+    resume: bool | str = setting(False, "continue the run in --out; --resume auto: continue it if --out holds it, else start it (what a "
+                                 "requeued job runs; a worker torchrun restarts does this by itself)", word="auto")  # fmt: skip
 
     @property
     def holdout(self) -> int:
@@ -129,7 +133,7 @@ def flag_of(f: dataclasses.Field) -> str:
 
 
 def _check_field(f: dataclasses.Field, value) -> None:
-    if value is None:
+    if value is None or (f.metadata["word"] is not None and value == f.metadata["word"]):
         return
     flag, meta = flag_of(f), f.metadata
     if meta["choices"] is not None and value not in meta["choices"]:
@@ -156,7 +160,7 @@ def check(cfg: ModelConfig, world_size: int = 1) -> None:
     if isinstance(cfg, TrainConfig):
         _check_holdout(cfg)
         _check_kind(cfg)
-    if isinstance(cfg, TrainConfig) and cfg.batch_size % world_size:
+    if isinstance(cfg, TrainConfig) and cfg.batch_size != "auto" and cfg.batch_size % world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must divide evenly over {world_size} processes")
 
 
@@ -205,7 +209,9 @@ def merged_with_saved(cfg: TrainConfig, saved: dict, model_config: dict, world_s
     kept |= {f.name: model_config[f.name] for f in fields(ModelConfig) if f.name in model_config}
     asked = asked_settings(cfg) if asked is None else set(asked)
     flags = {f.name: flag_of(f) for f in fields(TrainConfig)}
-    changed = [f"{flags[name]} {getattr(cfg, name)} (run: {value})" for name, value in kept.items() if name in asked and getattr(cfg, name) != value]
+    words = {f.name: f.metadata["word"] for f in fields(TrainConfig)}
+    changed = [f"{flags[name]} {getattr(cfg, name)} (run: {value})" for name, value in kept.items()
+               if name in asked and getattr(cfg, name) not in (value, words.get(name))]  # fmt: skip
     if changed:
         raise ValueError(f"{', '.join(changed)}: these settings cannot change on --resume; drop them, or train a new run with another --out")
     merged = dataclasses.replace(cfg, **kept)
@@ -228,8 +234,15 @@ def add_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True) -
                 kw["default"] = argparse.SUPPRESS
             elif not required:
                 kw["default"] = default
+            if isinstance(default, bool) and meta["word"]:  # --resume or --resume auto
+                group.add_argument(flag_of(f), nargs="?", const=True, choices=[meta["word"]], **kw)
+                continue
             if isinstance(default, bool):
                 group.add_argument(flag_of(f), action="store_true", **kw)
+                continue
+            if meta["word"]:
+                kw["metavar"] = f"{{N,{meta['word']}}}"
+                group.add_argument(flag_of(f), type=_or_word(_type_of(f), meta["word"]), required=required, **kw)
                 continue
             if meta["choices"] is None:
                 kw["metavar"] = meta["metavar"] or flag_of(f).lstrip("-").replace("-", "_").upper()
@@ -237,6 +250,20 @@ def add_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True) -
 
 
 _MODEL_NAMES = {f.name for f in fields(ModelConfig)}
+
+
+def _or_word(convert, word: str):
+    """An argparse type: ``word`` itself, else ``convert(text)``."""
+
+    def parse(text: str):
+        if text == word:
+            return word
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number or {word}") from None
+
+    return parse
 
 
 def _type_of(f: dataclasses.Field):

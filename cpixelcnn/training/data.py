@@ -136,21 +136,26 @@ def class_images(data: Dataset, name: str, source: str) -> Dataset:
     return data.subset(keep, torch.full_like(data.labels, -1), [])
 
 
-def load_training_data(cfg, class_names: list[str] | None, ranks) -> TrainingData:
+def training_images(cfg, class_names: list[str] | None) -> Dataset:
     """``cfg.split`` of ``cfg.data`` (less the ``--val-split N`` held out), labelled in ``class_names``' order when
     given (a resumed conditional run's); for an unconditional model the labels are dropped (-1)."""
     unconditional = cfg.unconditional or cfg.only_class is not None
     data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=None if unconditional else class_names, seed=cfg.seed,
                         holdout=cfg.holdout)  # fmt: skip
     if cfg.only_class is not None:
-        data = class_images(data, cfg.only_class, cfg.data)
-    elif unconditional or not data.has_labels:  # asked for, or images without labels
+        return class_images(data, cfg.only_class, cfg.data)
+    if unconditional or not data.has_labels:  # asked for, or images without labels
         if class_names:  # a resumed class-conditional run
             raise ValueError(f"the {cfg.split} split of {cfg.data} has images without labels; this run's model is class-conditional")
-        data = data.relabelled(torch.full_like(data.labels, -1), [])
-    elif len(data.class_names) < 2:
+        return data.relabelled(torch.full_like(data.labels, -1), [])
+    if len(data.class_names) < 2:
         raise ValueError(f"{cfg.data} has a single class ({data.class_names[0]}); a class-conditional model needs at least 2: "
                          "train an unconditional model of it with --unconditional")  # fmt: skip
+    return data
+
+
+def dealt(data: Dataset, cfg, ranks) -> TrainingData:
+    """The images dealt into this rank's batches of ``cfg.batch_size // ranks.world`` (a number by now)."""
     per_rank = cfg.batch_size // ranks.world
     sampler = torch.utils.data.DistributedSampler(range(len(data)), num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=cfg.seed,
                                                   drop_last=True)  # fmt: skip

@@ -19,3 +19,20 @@ class TrainingDiverged(RuntimeError):
 
 class CheckpointWriteFailed(RuntimeError):
     """Writing into the run directory failed (disk full, ...); the previous checkpoint is intact."""
+
+
+REQUEUE_STATUS = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, worth running again (a scheduler requeues on it)
+
+
+class TrainingPreempted(Exception):
+    """SIGTERM or SIGUSR1 (what SLURM sends before it ends or requeues a job): every rank stopped at
+    the same step boundary and the checkpoint of that step was written; exit with REQUEUE_STATUS."""
+
+    def __init__(self, run_dir: Path, step: int, signal_name: str):
+        super().__init__(f"stopped by {signal_name} at step {step}; checkpoint written in {run_dir} "
+                         "(the same command with --resume auto, or --resume, continues it)")  # fmt: skip
+        self.run_dir, self.step, self.signal_name = run_dir, step, signal_name
+
+
+class OutOfMemory(RuntimeError):
+    """The device ran out of memory during a step; the last checkpoint is intact (the message says what fits)."""

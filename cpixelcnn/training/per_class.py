@@ -50,10 +50,13 @@ def member_budgets(cfg: TrainConfig, counts: list[int], per_epoch: list[int]) ->
     return steps, seconds, f"{words} (class sizes {', '.join(map(str, counts))})"
 
 
-def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None, **hooks) -> dict:
-    """Train (or, with ``cfg.resume``, continue) every member of the per-class run ``cfg.out``, which the caller owns and has locked."""
+def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None, restart: int = 0, **hooks) -> dict:
+    """Train (or, with ``cfg.resume``, continue) every member of the per-class run ``cfg.out``, which the caller owns and has locked
+    (``restart``: which restart of its workers torchrun is on)."""
     run_dir = Path(cfg.out)
     say = log if ranks.is_main else (lambda *a, **k: None)
+    if restart:
+        say(f"torchrun restart {restart} (TORCHELASTIC_RESTART_COUNT): " + ("continuing the per-class run" if cfg.resume else "starting over"))
     saved = read_config(run_dir) if cfg.resume else None
     if saved is not None:
         cfg = merged_with_saved(cfg, saved.get("train", {}), saved["model"], ranks.world, asked)
@@ -68,6 +71,8 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
     counts = [int((data.labels == c).sum()) for c in range(len(names))]
     if len(names) < 2 or min(counts) < 1:
         raise ValueError(f"--per-class needs at least 2 classes with images; {cfg.data} has {', '.join(f'{n}: {c}' for n, c in zip(names, counts))}")
+    if cfg.batch_size == "auto":  # the members share one architecture: the largest batch that fits one fits all
+        cfg = dataclasses.replace(cfg, batch_size=_auto_batch(cfg, ranks, min(counts), say))
     per_epoch = [(n // ranks.world) // (cfg.batch_size // ranks.world) for n in counts]  # as each member's sampler deals them
     if min(per_epoch) < 1:  # refused before the run's config is written (each member would refuse it too, later)
         small = per_epoch.index(0)
@@ -81,7 +86,7 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
     results = []
     for k, name in enumerate(names):
         member = run_dir / member_folder(k)
-        resume = (member / CONFIG_NAME).is_file()
+        resume = ranks.main_says((member / CONFIG_NAME).is_file())  # rank 0 may write it before another rank looks
         if ranks.is_main and not resume:
             claim(member, "train")
         member_cfg = dataclasses.replace(cfg, out=str(member), per_class=False, only_class=name, max_steps=steps[k], max_seconds=seconds[k],
@@ -92,3 +97,15 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
     say(f"done: per-class run of {len(names)} models, {total} steps in all; classify with `cpixelcnn classify --checkpoint {run_dir} --data ...`")
     return dict(steps=total, run_dir=str(run_dir), members=results, class_names=names, class_counts=counts, history=[], best=None,
                 train_bpd=sum(r["train_bpd"] * r["steps"] for r in results) / max(total, 1))  # fmt: skip
+
+
+def _auto_batch(cfg: TrainConfig, ranks, images: int, say) -> int:
+    """``--batch-size auto`` for a per-class run: planned on one member's (unconditional) model."""
+    from cpixelcnn.training.memory import plan_batch
+
+    device = ranks.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = ConditionalPixelCNN.from_config(cfg.model_config, num_classes=0, backend=cfg.backend).to(device)
+    plan = plan_batch(model, cfg, device, ranks, images)
+    say(plan.line)
+    return plan.batch_size

@@ -35,9 +35,10 @@ from cpixelcnn.rundir import (
 )
 from cpixelcnn.training.averaging import PolyakAverage
 from cpixelcnn.training.config import TrainConfig, merged_with_saved
-from cpixelcnn.training.data import load_training_data
-from cpixelcnn.training.distributed import Ranks
-from cpixelcnn.training.errors import CheckpointWriteFailed, TrainingDiverged, TrainingInterrupted
+from cpixelcnn.training.data import dealt, training_images
+from cpixelcnn.training.distributed import Ranks, StopSignals
+from cpixelcnn.training.errors import CheckpointWriteFailed, OutOfMemory, TrainingDiverged, TrainingInterrupted, TrainingPreempted
+from cpixelcnn.training.memory import is_out_of_memory, plan_batch
 from cpixelcnn.training.objectives import finite_step, likelihood_loss, optimizer_and_schedule
 from cpixelcnn.training.reporting import Reporter, end_line, sample_grid, start_line
 from cpixelcnn.training.state import TrainingState, restore_state, save_state
@@ -46,12 +47,13 @@ from cpixelcnn.training.validation import is_better, latest_validation, validati
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, log=print, *, ranks: Ranks | None = None, asked: set[str] | None = None, loss=likelihood_loss,
-                 clock=time.monotonic, save_weights=save_weights):  # fmt: skip
+                 clock=time.monotonic, save_weights=save_weights, restart: int = 0):  # fmt: skip
         """``asked``: the settings the caller wrote (see :func:`~cpixelcnn.training.config.merged_with_saved`);
+        ``restart``: which restart of its workers torchrun is on (said in the log);
         ``loss(forward, model, x, y, discriminative, backend)`` → mean nats per image;
         ``clock()`` → seconds (time limit, checkpoint interval, speed); ``save_weights(path, state)``
         writes the Polyak-averaged weights of a checkpoint."""
-        self.cfg, self.ranks, self.asked = cfg, ranks or Ranks(), asked
+        self.cfg, self.ranks, self.asked, self.restart = cfg, ranks or Ranks(), asked, restart
         self.loss_fn, self.clock, self.save_weights = loss, clock, save_weights
         self.say = log if self.ranks.is_main else (lambda *a, **k: None)
         self.run_dir = Path(cfg.out)
@@ -63,16 +65,21 @@ class Trainer:
     def setup(self) -> None:
         self.device = self.ranks.device(self.cfg.device)
         point = self._model_and_config()
-        self.train_data = load_training_data(self.cfg, self.class_names, self.ranks)
-        self.data, self.steps_per_epoch = self.train_data.images, self.train_data.steps_per_epoch
+        images = training_images(self.cfg, self.class_names)
         if self.model is None:  # unconditional data come without class names: a model of 0 classes
-            self.model, self.class_names = self._new_model(len(self.data.class_names)), self.data.class_names
+            self.model, self.class_names = self._new_model(len(images.class_names)), images.class_names
         self.model.checkpoint_activations = self.cfg.checkpoint_activations
         self.model = self.model.to(self.device)
+        # measured before any step: a batch that cannot fit is refused here
+        self.memory = plan_batch(self.model, self.cfg, self.device, self.ranks, len(images))
+        batch_size = self.memory.batch_size
+        self.train_data = dealt(images, dataclasses.replace(self.cfg, batch_size=batch_size), self.ranks)
+        self.data, self.steps_per_epoch = self.train_data.images, self.train_data.steps_per_epoch
         self.kind = model_kind(self.cfg, self.model, self.class_names)
         # the settings left to be decided by the data and the model, resolved in a copy (the caller's config is theirs)
         cfg = self.cfg = dataclasses.replace(
             self.cfg,
+            batch_size=batch_size,
             unconditional=self.cfg.unconditional or (self.model.num_classes == 0 and self.cfg.only_class is None),
             val_data=validation_source(self.cfg.data, self.cfg.split, self.cfg.val_data, self.cfg.val_split),
             keep_best=self.cfg.keep_best or ("accuracy" if self.model.num_classes else "bpd"),
@@ -128,9 +135,14 @@ class Trainer:
         self.deadline = None if self.cfg.max_seconds is None else self.clock() + self.cfg.max_seconds
         self.window, self.window_start, self.skipped_in_a_row = [], self.clock(), 0
         self.data_waits, self.wall_start = [], time.perf_counter()  # seconds each step waited for its batch; the window's start
+        self.preempted = None
         try:
-            while self.state.step < self.total:
-                self.run_epoch()
+            with StopSignals() as self.stop_signals:
+                while self.state.step < self.total:
+                    self.run_epoch()
+            if self.preempted:  # run_epoch wrote the checkpoint of the step every rank stopped at
+                self.reporter.close(finished=False)
+                raise TrainingPreempted(self.run_dir, self.state.step, self.preempted)
             if self.val is not None and self.validated_at != self.state.step and self.state.step > 0:
                 self.validate()  # the final model is a candidate for best/ too
         except KeyboardInterrupt:
@@ -140,6 +152,12 @@ class Trainer:
         except OSError as err:  # disk full and the like while writing metrics, best/ or plots
             raise CheckpointWriteFailed(f"writing into {self.run_dir} failed at step {self.state.step} ({err}); {self._previous()}: "
                                         "free space, then run again with --resume") from None  # fmt: skip
+        except (RuntimeError, MemoryError) as err:
+            if not is_out_of_memory(err):
+                raise
+            raise OutOfMemory(f"out of memory at step {self.state.step} on {self.device} ({' '.join(str(err).split())[:160]}); {self._previous()}: "
+                              f"continue with --resume and --checkpoint-activations or --amp bf16, or start a new run with a smaller "
+                              "--batch-size (auto takes the largest that fits)") from None  # fmt: skip
         return self._finish()
 
     def run_epoch(self) -> None:
@@ -265,9 +283,13 @@ class Trainer:
         return dict(data_ms_per_step=1e3 * sum(waits) / max(1, len(waits)), data_share=sum(waits) / max(wall, 1e-9))
 
     def maybe_checkpoint(self) -> None:
-        """Stop at the time limit (rank 0 decides for all), else checkpoint every ``checkpoint_every``
-        minutes. An epoch end or the last step checkpoints anyway, just after this."""
-        if self.deadline is not None and self.ranks.main_says(self.clock() >= self.deadline):
+        """Stop — at a stop signal or the time limit, on any rank (one collective decides for all) —
+        else checkpoint every ``checkpoint_every`` minutes. An epoch end, the last step and a stop
+        checkpoint anyway, just after this."""
+        received = self.stop_signals.received
+        stop, out_of_time = self.ranks.any_of(received is not None, self.deadline is not None and self.clock() >= self.deadline)
+        if stop or out_of_time:
+            self.preempted = (received or "a stop signal to another rank") if stop else None
             self.total = self.state.step
             return
         due = self.clock() - self.last_checkpoint_time >= self.cfg.checkpoint_every * 60
@@ -332,7 +354,13 @@ class Trainer:
     # -- beginning and end -------------------------------------------------------------------------
 
     def _announce(self) -> None:
+        if self.restart:
+            how = (
+                f"continuing from the checkpoint of step {self.state.step}" if self.cfg.resume else "no checkpoint was written before: starting over"
+            )
+            self.say(f"torchrun restart {self.restart} (TORCHELASTIC_RESTART_COUNT): {how}")
         self.say(start_line(self.cfg, self.model, self.kind, len(self.data), self.val, self.ranks.world, self.device, self.state.step, self.total))
+        self.say(self.memory.line)
 
     def _finish(self) -> dict:
         self.reporter.close()
