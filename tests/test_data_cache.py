@@ -379,3 +379,17 @@ def test_a_decoding_process_that_dies_ends_the_read_with_one_line(tmp_path, cach
     with pytest.raises(DataError, match=r"a process decoding the image folders in .* died \(out of memory\?"):
         load_dataset(str(root), "train", 6)
     assert not list(cache_dir.glob("*.npy")) and not list(cache_dir.glob("*.json"))
+
+
+def test_batches_are_read_from_the_cache_file_not_mapped_in(tmp_path, cache_dir):
+    """A training gather reads its images with preadv: the same images, and no pages of the cache
+    file become this process's resident memory (a mapping's fault would bring neighbours along)."""
+    ds = load_dataset(str(_folders(tmp_path / "data", n=300)), "train", 8)
+    index = torch.tensor([5, 599, 0, 321])
+    assert torch.equal(ds.gather(index), ds.stored.clone()[index])
+    sub = ds.subset(torch.arange(100, 600))
+    assert torch.equal(sub.gather(torch.tensor([0, 499])), ds.images[[100, 599]])
+    in_memory = torch.arange(2 * 3 * 2 * 2, dtype=torch.uint8).view(2, 3, 2, 2)
+    from cpixelcnn.data.cache import gather
+
+    assert torch.equal(gather(in_memory, torch.tensor([1])), in_memory[[1]])

@@ -60,9 +60,12 @@ class Dataset:
         """(C, H, W)."""
         return tuple(self.stored.shape[1:])
 
-    def gather(self, index: torch.Tensor) -> torch.Tensor:
-        """The images at ``index`` (int64 (B,)): uint8 (B, C, H, W), a copy."""
-        return self.stored[index if self.rows is None else self.rows[index]]
+    def gather(self, index: torch.Tensor, pin: bool = False) -> torch.Tensor:
+        """The images at ``index`` (int64 (B,)): uint8 (B, C, H, W), a copy (in pinned memory with
+        ``pin``); read from the cache file, not through its mapping (:func:`.cache.gather`)."""
+        from cpixelcnn.data.cache import gather
+
+        return gather(self.stored, index if self.rows is None else self.rows[index], pin)
 
     @property
     def has_labels(self) -> bool:

@@ -82,14 +82,15 @@ class Prefetcher:
 
     def _make(self, index: torch.Tensor, step: int):
         cfg, sampler = self.cfg, self.data.sampler
-        images = self.data.images.gather(index)
-        if cfg.augment or cfg.mutation_rate:
+        augmented = cfg.augment or cfg.mutation_rate
+        pin = self.device.type == "cuda"
+        images = self.data.images.gather(index, pin=pin and not augmented)
+        if augmented:
             generator = torch.Generator().manual_seed(cfg.seed * 7_919 + step * sampler.num_replicas + sampler.rank)
             images = mutate(augment(images, generator) if cfg.augment else images, cfg.mutation_rate, generator)
+            images = images.pin_memory() if pin else images
         labels = self.data.images.labels[index]
-        if self.device.type == "cuda":
-            images, labels = images.pin_memory(), labels.pin_memory()
-        return images, labels
+        return images, labels.pin_memory() if pin else labels
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         start = time.perf_counter()
