@@ -390,6 +390,6 @@ def test_batches_are_read_from_the_cache_file_not_mapped_in(tmp_path, cache_dir)
     sub = ds.subset(torch.arange(100, 600))
     assert torch.equal(sub.gather(torch.tensor([0, 499])), ds.images[[100, 599]])
     in_memory = torch.arange(2 * 3 * 2 * 2, dtype=torch.uint8).view(2, 3, 2, 2)
-    from cpixelcnn.data.cache import gather
+    from cpixelcnn.data.mapped import gather
 
     assert torch.equal(gather(in_memory, torch.tensor([1])), in_memory[[1]])

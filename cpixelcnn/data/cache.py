@@ -27,12 +27,12 @@ import json
 import os
 import sys
 import time
-import weakref
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from cpixelcnn.data.mapped import remember_file
 from cpixelcnn.data.types import DataError
 
 ENV_LOCATION = "CPIXELCNN_DATA_CACHE"  # a folder, or off / none / 0: decode in memory
@@ -189,9 +189,7 @@ class Entry:
             return None
         if images.dtype != np.uint8 or list(images.shape) != marker["shape"]:
             return None
-        if images.size:  # forgotten when the array goes (its address may later belong to other memory)
-            _FILES[images.ctypes.data] = (str(self.images), images.offset, images.shape)
-            weakref.finalize(images, _FILES.pop, images.ctypes.data, None)
+        remember_file(images, str(self.images), images.offset)
         return images
 
     @contextlib.contextmanager
@@ -267,36 +265,6 @@ class Entry:
         for path in (self.marker, self.images, self.partial):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-
-
-_FILES: dict[int, tuple[str, int, tuple]] = {}  # address of mapped images -> (their cache file, where they start in it, their shape)
-_DESCRIPTORS: dict[str, int] = {}
-
-
-def gather(stored, rows, pin: bool = False):
-    """The images ``stored[rows]`` (uint8 tensors; ``rows`` int64 (B,)) as a new tensor, pinned when
-    ``pin``. Images mapped from the cache are read with ``preadv`` instead of through the mapping:
-    a page fault would map its neighbours too (megabytes of the page cache's large pages on some
-    kernels), and a training process that gathers scattered images would see its resident memory
-    grow by all of them over an epoch. Read, the pages stay in the page cache, shared by every
-    process, and this process holds the batch."""
-    import torch
-
-    source = _FILES.get(stored.data_ptr())
-    out = torch.empty((len(rows), *stored.shape[1:]), dtype=stored.dtype, pin_memory=pin)
-    if source is None or source[2] != tuple(stored.shape) or not stored.is_contiguous() or not hasattr(os, "preadv"):
-        torch.index_select(stored, 0, rows, out=out)
-        return out
-    path, start, _ = source
-    fd = _DESCRIPTORS.get(path)
-    if fd is None:
-        fd = _DESCRIPTORS[path] = os.open(path, os.O_RDONLY)
-    flat = out.numpy().reshape(len(rows), -1)
-    size = flat.shape[1] * flat.itemsize
-    for i, row in enumerate(rows.tolist()):
-        if os.preadv(fd, [flat[i]], start + row * size) != size:
-            raise DataError(f"{path} ended before image {row}: the cache entry was cut short while in use")
-    return out
 
 
 # -- decoding --------------------------------------------------------------------------------------

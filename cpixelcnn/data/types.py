@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from cpixelcnn.data.mapped import gather
+
 SPLITS = ("train", "validation", "test")
 MAX_CLASSES = 10_000
 
@@ -62,9 +64,7 @@ class Dataset:
 
     def gather(self, index: torch.Tensor, pin: bool = False) -> torch.Tensor:
         """The images at ``index`` (int64 (B,)): uint8 (B, C, H, W), a copy (in pinned memory with
-        ``pin``); read from the cache file, not through its mapping (:func:`.cache.gather`)."""
-        from cpixelcnn.data.cache import gather
-
+        ``pin``); read from the cache file, not through its mapping (:func:`.mapped.gather`)."""
         return gather(self.stored, index if self.rows is None else self.rows[index], pin)
 
     @property

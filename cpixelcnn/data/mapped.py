@@ -1,0 +1,46 @@
+"""Reading batches of images out of a mapped cache file without mapping them in (see :func:`gather`).
+Below every other module of :mod:`cpixelcnn.data`: :mod:`.cache` remembers here which file each
+mapped array comes from, and :class:`~cpixelcnn.data.types.Dataset` gathers through it."""
+
+from __future__ import annotations
+
+import os
+import weakref
+
+
+def remember_file(images, path: str, offset: int) -> None:
+    """``images`` (a numpy array mapped from ``path``, its data ``offset`` bytes in) can be read from
+    the file; forgotten when the array goes (its address may later belong to other memory)."""
+    if images.size:
+        _FILES[images.ctypes.data] = (path, offset, images.shape)
+        weakref.finalize(images, _FILES.pop, images.ctypes.data, None)
+
+
+_FILES: dict[int, tuple[str, int, tuple]] = {}  # address of mapped images -> (their cache file, where they start in it, their shape)
+_DESCRIPTORS: dict[str, int] = {}
+
+
+def gather(stored, rows, pin: bool = False):
+    """The images ``stored[rows]`` (uint8 tensors; ``rows`` int64 (B,)) as a new tensor, pinned when
+    ``pin``. Images mapped from the cache are read with ``preadv`` instead of through the mapping:
+    a page fault would map its neighbours too (megabytes of the page cache's large pages on some
+    kernels), and a training process that gathers scattered images would see its resident memory
+    grow by all of them over an epoch. Read, the pages stay in the page cache, shared by every
+    process, and this process holds the batch."""
+    import torch
+
+    source = _FILES.get(stored.data_ptr())
+    out = torch.empty((len(rows), *stored.shape[1:]), dtype=stored.dtype, pin_memory=pin)
+    if source is None or source[2] != tuple(stored.shape) or not stored.is_contiguous() or not hasattr(os, "preadv"):
+        torch.index_select(stored, 0, rows, out=out)
+        return out
+    path, start, _ = source
+    fd = _DESCRIPTORS.get(path)
+    if fd is None:
+        fd = _DESCRIPTORS[path] = os.open(path, os.O_RDONLY)
+    flat = out.numpy().reshape(len(rows), -1)
+    size = flat.shape[1] * flat.itemsize
+    for i, row in enumerate(rows.tolist()):
+        if os.preadv(fd, [flat[i]], start + row * size) != size:
+            raise OSError(f"{path} ended before image {row}: the cache entry was cut short while in use")
+    return out
