@@ -1,6 +1,5 @@
 """cpixelcnn: fast, exact class-conditional PixelCNN++."""
 
-from cpixelcnn import trust as _trust  # noqa: F401  (registers the fast-path verdicts with the op dispatcher)
 from cpixelcnn._extension import extension_available
 from cpixelcnn._version import __version__  # noqa: F401  (public: cpixelcnn.__version__)
 from cpixelcnn.classifier import class_log_likelihoods, classify

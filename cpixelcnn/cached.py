@@ -18,6 +18,7 @@ every activation whole.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -30,7 +31,48 @@ from cpixelcnn.model import RESOLUTION_STEP
 
 # The op vocabulary is the C++ engines' (csrc/cached_sampler_types.h); ops are recorded here by
 # name and written into the engines' op_spec by the names _C exports (SPEC_COLUMNS, OP_TYPES, ...).
-ENGINE_FUNCTIONS = {"cpu": "cached_sample", "cuda": "cached_sample_cuda", "cuda-emulated": "cached_sample_emulated"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """An engine of the cached sampler: ``function``, its name in the compiled extension (its C++
+    unit registers it there), runs models on ``device``; ``help`` is its line in ``--engine``'s
+    help and the doctor's list; ``auto`` may pick it for a model on its device (the first such in
+    registration order), a ``gated`` one only once its self-check (``engine:NAME`` in
+    :mod:`cpixelcnn.trust`) has passed on that device."""
+
+    name: str
+    function: str
+    device: str
+    help: str
+    auto: bool = True
+    gated: bool = False
+
+
+ENGINES: dict[str, Engine] = {}
+
+
+def register_engine(engine: Engine) -> Engine:
+    """Declare an engine: the CLI's ``--engine`` choices and help, ``auto``'s choice, the doctor's
+    list and the self-checks (:mod:`cpixelcnn.sampling`) all come from here."""
+    if engine.name in ENGINES or engine.name == "auto":
+        raise ValueError(f"sampler engine {engine.name!r} is registered twice (or is 'auto')")
+    ENGINES[engine.name] = engine
+    return engine
+
+
+def engine_choices() -> tuple[str, ...]:
+    """What ``engine=`` and ``--engine`` accept: ``auto`` and every registered engine."""
+    return ("auto", *ENGINES)
+
+
+def engine_help() -> str:
+    return "; ".join(f"{e.name}: {e.help}" for e in ENGINES.values()) + "; auto (default): by the model's device"
+
+
+def auto_engine(device_type: str) -> Engine | None:
+    """The engine ``auto`` picks for a model on ``device_type``: the first registered one for it that ``auto`` may use."""
+    return next((e for e in ENGINES.values() if e.auto and e.device == device_type), None)
 
 
 class _Lowering:
@@ -195,33 +237,42 @@ def kernel_launches(model, height: int, width: int) -> int:
     return sum(int((off[1:] > off[:-1]).sum()) for off in offsets) + height * width
 
 
-ENGINES = ("auto", "cpu", "cuda", "cuda-emulated")
-
-
 def engine_available(engine: str, ext=None) -> bool:
-    """Whether the compiled extension (``ext``, default: the installed one) has ``engine`` ("cpu", "cuda", "cuda-emulated")."""
+    """Whether the compiled extension (``ext``, default: the installed one) has engine ``engine``."""
     if ext is None:
         from cpixelcnn._extension import _C as ext
-    return ext is not None and hasattr(ext, "SamplerInputs") and hasattr(ext, ENGINE_FUNCTIONS[engine])
+    return ext is not None and hasattr(ext, "SamplerInputs") and hasattr(ext, ENGINES[engine].function)
 
 
-def _engine_for(engine: str, device: torch.device, ext) -> str:
-    """The engine that will run: ``auto`` is ``cuda`` for a CUDA model, else ``cpu``; errors name what is missing."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    if device.type not in ("cpu", "cuda"):
-        raise RuntimeError(f"method='cached' runs on CPU or CUDA models, not {device.type}")
-    if engine == "auto":
-        engine = "cuda" if device.type == "cuda" else "cpu"
-    wants_cuda = engine == "cuda"
-    if wants_cuda != (device.type == "cuda"):
-        raise RuntimeError(f"engine {engine!r} needs a {'CUDA' if wants_cuda else 'CPU'} model, the model is on {device}")
-    if not engine_available(engine, ext):
-        if engine == "cuda":
-            raise RuntimeError("the compiled extension has no CUDA part (it was built without a CUDA torch and toolkit); "
-                               "rebuild with CPIXELCNN_CUDA=1 pip install --no-build-isolation -e . or sample on the CPU")  # fmt: skip
-        raise RuntimeError(f"the compiled extension predates the {engine!r} engine; rebuild it with `pip install --no-build-isolation -e .`")
-    return engine
+def unavailable_reason(engine: str, ext=None) -> str | None:
+    """Why engine ``engine`` cannot run here (None when it can)."""
+    from cpixelcnn._extension import IMPORT_ERROR
+
+    if ext is None:
+        from cpixelcnn._extension import _C as ext
+    if ext is None:
+        return f"the compiled extension cpixelcnn._C is not available ({IMPORT_ERROR})"
+    if engine_available(engine, ext):
+        return None
+    if ENGINES[engine].device == "cuda":
+        return ("the compiled extension has no CUDA part (it was built without a CUDA torch and toolkit); "
+                "rebuild with CPIXELCNN_CUDA=1 pip install --no-build-isolation -e .")  # fmt: skip
+    return f"the compiled extension has no {engine!r} engine; rebuild it with `pip install --no-build-isolation -e .`"
+
+
+def _engine_for(engine: str, device: torch.device, ext) -> Engine:
+    """The engine that will run (``auto``: :func:`auto_engine`); errors name what is missing."""
+    if engine not in engine_choices():
+        raise ValueError(f"engine must be one of {', '.join(engine_choices())}, got {engine!r}")
+    chosen = auto_engine(device.type) if engine == "auto" else ENGINES[engine]
+    if chosen is None:
+        raise RuntimeError(f"method='cached' runs on {' or '.join(sorted({e.device.upper() for e in ENGINES.values()}))} models, not {device.type}")
+    if chosen.device != device.type:
+        raise RuntimeError(f"engine {chosen.name!r} needs a {chosen.device.upper()} model, the model is on {device}")
+    reason = unavailable_reason(chosen.name, ext)
+    if reason is not None:
+        raise RuntimeError(reason)
+    return chosen
 
 
 def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, width: int, noise: torch.Tensor, return_params: bool = False,
@@ -249,7 +300,7 @@ def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, w
     with torch.no_grad(), parametrize.cached():
         g = _lower(model, height, width)  # cheap: op list, weight views, availability maps
         positions, offsets = _schedule(g, _architecture_key(model), height, width)
-        inputs = _sampler_inputs(ext, model, g, labels, dtype, device, held=engine == "cpu", batch=batch)
+        inputs = _sampler_inputs(ext, model, g, labels, dtype, device, held=engine.name == "cpu", batch=batch)
         inputs.positions, inputs.offsets = [p.to(device) for p in positions], offsets
         inputs.height, inputs.width, inputs.channels, inputs.bits = height, width, model.in_channels, model.bits
         nodes = inputs.nodes  # the engines write into these tensors
@@ -262,7 +313,7 @@ def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, w
         inputs.temperature = float(temperature)
         with float64_math():  # the engines run on CPU or CUDA, which have float64: the draws are float64 there
             inputs.noise = noise.to(device=device, dtype=torch.float64).contiguous()
-            getattr(ext, ENGINE_FUNCTIONS[engine])(inputs)  # CUDA: the whole loop captured into one CUDA graph
+            getattr(ext, engine.function)(inputs)  # CUDA: the whole loop captured into one CUDA graph
         images = nodes[g.input][:, :height, :width, : model.in_channels].permute(0, 3, 1, 2).contiguous()
         if return_params:  # each position of the params cache was computed once, at its pixel's step
             return images, nodes[g.params][:, :height, :width].permute(0, 3, 1, 2).contiguous()
@@ -299,3 +350,9 @@ def _sampler_inputs(ext, model, g: _Lowering, labels, dtype: torch.dtype, device
     inputs.node_heights = [h for _, h, _ in g.nodes]
     inputs.input_node, inputs.params_node = g.input, g.params
     return inputs
+
+
+register_engine(Engine("cpu", "cached_sample", "cpu", "the C++ loop on the CPU (keeps only the rows of each activation that are live)"))
+register_engine(Engine("cuda", "cached_sample_cuda", "cuda", "the CUDA kernels, the whole loop one CUDA graph", gated=True))
+register_engine(Engine("cuda-emulated", "cached_sample_emulated", "cpu", "the CUDA kernels and launch order compiled for the CPU (slow, exact: "
+                       "for checking the GPU code without a GPU)", auto=False))  # fmt: skip

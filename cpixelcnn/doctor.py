@@ -2,8 +2,9 @@
 give the eager reference's numbers on this device?
 
 Prints versions (package, Python, torch, CUDA, Triton, compilers), the device and its compute
-capability, which compiled pieces are present (and why any is missing), then runs
-:func:`cpixelcnn.selfcheck.run_checks` — each check with its error, tolerance and time. Exit status
+capability, which compiled pieces are present (and why any is missing), then runs every self-check
+registered in :mod:`cpixelcnn.trust` (each op's Triton path, each sampler engine, the dropout
+mask) — each with its fast path, error, tolerance and time. Exit status
 1 when any check fails. On a machine without a GPU the Triton kernels run in Triton's interpreter
 and the CUDA sampler's kernels under CPU emulation; the checks that need a GPU say they were skipped.
 Verdicts on a CUDA device are remembered for ``auto`` (:mod:`cpixelcnn.trust`).
@@ -49,6 +50,7 @@ def environment() -> dict:
     from cpixelcnn._extension import _C, IMPORT_ERROR
     from cpixelcnn._toolchain import find_cuda_home
     from cpixelcnn._version import __version__
+    from cpixelcnn.cached import ENGINES, engine_available
     from cpixelcnn.devices import cpu_name
 
     try:
@@ -71,13 +73,7 @@ def environment() -> dict:
         "device": "cpu",
         "device_name": cpu_name(),
         "compute_capability": None,
-        "extension": {
-            "built": _C is not None,
-            "why_missing": IMPORT_ERROR,
-            "cpu_sampler": hasattr(_C, "cached_sample"),
-            "cuda_sampler": hasattr(_C, "cached_sample_cuda"),
-            "cuda_emulated_sampler": hasattr(_C, "cached_sample_emulated"),
-        },  # fmt: skip
+        "extension": {"built": _C is not None, "why_missing": IMPORT_ERROR, "engines": {name: engine_available(name, _C) for name in ENGINES}},
         "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
     }
     if torch.cuda.is_available():
@@ -90,22 +86,22 @@ def run(device_name: str | None = None) -> dict:
     """The whole report as a dict: ``environment``, ``checks`` (list of dicts), ``passed``."""
     import torch
 
-    from cpixelcnn import selfcheck, trust
-
     note = _prepare_interpreter()
+    from cpixelcnn import ops, sampling, trust  # noqa: F401  (the modules that register the checks)
+    from cpixelcnn.ops import dropout  # noqa: F401
+    from cpixelcnn.ops.backend import TRITON
+
     info = environment()
     device = torch.device(device_name or info["device"])
-    results = selfcheck.run_checks(device)
+    results = trust.run_checks(device)
     if note:
         for r in results:
-            if r.name.endswith("-triton") and r.passed is None:
+            if r.path == TRITON and r.passed is None:
                 r.detail = note
     if device.type == "cuda":  # what auto will trust from now on
-        for path, names in selfcheck.FAST_PATHS.items():
-            ran = [r for r in results if r.name in names and r.passed is not None]
-            if ran:
-                trust.record(device, path, all(r.passed for r in ran), "; ".join(r.detail for r in ran if not r.passed))
-    checks = [dict(name=r.name, status=r.status, error=r.error, tolerance=r.tolerance, seconds=round(r.seconds, 4), detail=r.detail) for r in results]
+        trust.record_results(device, results)
+    checks = [dict(name=r.label, path=r.path, status=r.status, error=r.error, tolerance=r.tolerance, seconds=round(r.seconds, 4), detail=r.detail)
+              for r in results]  # fmt: skip
     return {"environment": info, "checks": checks, "passed": all(r.passed is not False for r in results)}
 
 
@@ -118,10 +114,11 @@ def _print(report: dict) -> None:
     capability = f" (compute capability {env['compute_capability']})" if env["compute_capability"] else ""
     print(f"  {'device':<20} {env['device']}: {env['device_name']}{capability}")
     if ext["built"]:
-        pieces = [name for name in ("cpu_sampler", "cuda_sampler", "cuda_emulated_sampler") if ext[name]]
+        engines = ", ".join(f"{name} engine" for name, built in ext["engines"].items() if built)
+        missing = [name for name, built in ext["engines"].items() if not built]
         print(
-            f"  {'compiled extension':<20} built: {', '.join(pieces)}"
-            + ("" if ext["cuda_sampler"] else " (no CUDA part: built without a CUDA torch and toolkit)")
+            f"  {'compiled extension':<20} built: {engines}"
+            + (f" (without {', '.join(missing)}: built without a CUDA torch and toolkit)" if missing else "")
         )
     else:
         print(f"  {'compiled extension':<20} MISSING: {ext['why_missing']}")
@@ -131,7 +128,7 @@ def _print(report: dict) -> None:
         figures = (
             f"error {c['error']:.3g} (tolerance {c['tolerance']:.3g}), {c['seconds']:.2f} s" if c["error"] is not None else f"{c['seconds']:.2f} s"
         )
-        print(f"  [{c['status']:>4}] {c['name']:<28} {figures if c['status'] != 'skip' else ''} {c['detail']}".rstrip())
+        print(f"  [{c['status']:>4}] {c['name']:<34} {figures if c['status'] != 'skip' else ''} {c['detail']}".rstrip())
     print("all checks passed" if report["passed"] else "SOME CHECKS FAILED: the failing fast paths are not used by 'auto'")
 
 

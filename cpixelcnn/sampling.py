@@ -23,8 +23,10 @@ are exact no-ops, so the images are bit for bit those of the untempered sampler.
 
 Which sampler runs is two choices, each with one ``auto``: ``method`` (:data:`METHODS`: the naive
 reference, one forward pass per pixel, or the cached sampler; ``auto`` is :func:`fastest_method`)
-and, for the cached sampler, ``engine`` (:data:`ENGINES`: the C++ loop on the CPU, the CUDA
-kernels, or those kernels emulated on the CPU; ``auto`` picks by the model's device).
+and, for the cached sampler, ``engine`` (the engines registered in :mod:`cpixelcnn.cached`: the
+C++ loop on the CPU, the CUDA kernels, those kernels emulated on the CPU; ``auto`` picks by the
+model's device). The same default, ``auto``, in the API and on the command line. Every engine is
+checked here against the naive sampler (the fast paths ``engine:NAME`` of :mod:`cpixelcnn.trust`).
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ from pathlib import Path
 import torch
 from torch.nn.utils import parametrize
 
-from cpixelcnn.cached import ENGINES
+from cpixelcnn import trust
+from cpixelcnn.cached import ENGINES, auto_engine, engine_choices, unavailable_reason
 from cpixelcnn.data.types import to_uint8
 from cpixelcnn.devices import float64_math, supports_float64, to_float64
+from cpixelcnn.dmol_layout import COEFF, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour
 from cpixelcnn.io import image_grid, save_png
 from cpixelcnn.ops.dmol import grid_levels
-from cpixelcnn.ops.dmol_layout import COEFF, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour
 from cpixelcnn.per_class import PerClassPixelCNN
 
 METHODS = ("auto", "naive", "cached")
@@ -101,30 +104,23 @@ def _sample_pixel(params: torch.Tensor, noise: torch.Tensor, channels: int, bits
 def fastest_method(model, image_pixels: int | None = None) -> str:
     """``"cached"`` where it can run, else ``"naive"`` — saying once per process why, and how much slower.
 
-    The cached sampler runs on CPU models in float32/64 (compiled extension), and on CUDA models
-    once its CUDA build has passed its self-check on that GPU (:mod:`cpixelcnn.trust`)."""
-    from cpixelcnn._extension import IMPORT_ERROR, extension_available
-    from cpixelcnn.cached import engine_available
+    The cached sampler runs a float32/64 model with the engine ``auto`` picks for its device, when
+    the compiled extension has it — a gated engine (the CUDA kernels) once it has passed its
+    self-check on that device (:mod:`cpixelcnn.trust`)."""
     from cpixelcnn.notices import warn_once
 
     param = next(model.parameters())
     cost = f"about {image_pixels:,}x slower" if image_pixels else "about H*W times slower"
-    if not extension_available():
-        reason = f"the compiled extension cpixelcnn._C is not available ({IMPORT_ERROR})"
-    elif param.dtype not in (torch.float32, torch.float64):
+    engine = auto_engine(param.device.type)
+    if param.dtype not in (torch.float32, torch.float64):
         reason = f"the cached sampler runs float32/float64 models, this one is {param.dtype}"
-    elif param.device.type == "cpu":
-        return "cached"
-    elif param.device.type != "cuda":
-        reason = f"the cached sampler runs on CPU and CUDA models, this one is on {param.device.type}"
-    elif not engine_available("cuda"):
-        reason = "the compiled extension was built without its CUDA part (no CUDA torch and toolkit at build time)"
+    elif engine is None:
+        reason = f"no engine of the cached sampler runs {param.device.type} models"
     else:
-        from cpixelcnn.trust import trusted
-
-        if trusted(param.device, "cached-cuda"):
+        reason = unavailable_reason(engine.name)
+        if reason is None and (not engine.gated or trust.trusted(param.device, f"engine:{engine.name}")):
             return "cached"
-        reason = "the CUDA cached sampler failed its self-check on this GPU (see `cpixelcnn doctor`)"
+        reason = reason or f"the {engine.name} engine of the cached sampler failed its self-check on this device (see `cpixelcnn doctor`)"
     warn_once(f"sampler-naive-{reason}", f"cpixelcnn: method='auto' samples with the naive sampler (one forward pass per pixel, {cost} "
               f"than the cached sampler) because {reason}")  # fmt: skip
     return "naive"
@@ -166,17 +162,17 @@ def _check_prefix(prefix, prefix_pixels, batch: int, channels: int, height: int,
 
 
 @torch.no_grad()
-def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str = "naive", generator: torch.Generator | None = None, batch_size: int | None = None,
+def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str = "auto", generator: torch.Generator | None = None, batch_size: int | None = None,
            prefix: torch.Tensor | None = None, prefix_pixels: int = 0, temperature: float = 1.0, engine: str = "auto") -> torch.Tensor:  # fmt: skip
     """Draw images from ``model``: (B, C, H, W) on the 2^bits grid of [-1, 1].
 
     labels: (B,) integer class per image (None for an unconditional model, with ``batch_size``).
-    method: ``"naive"`` runs one full forward pass per pixel (the reference); ``"auto"`` picks
-        the fastest that can run (:func:`fastest_method`); ``"cached"``
-        computes every activation once (C++ extension, CPU; same images as naive given the
-        same generator — identical in float64, rarely a flipped level in float32).
-    engine: how the cached sampler runs (:data:`ENGINES`; ``"auto"``: by the model's device);
-        naming one with ``method="auto"`` asks for the cached sampler.
+    method: ``"naive"`` runs one full forward pass per pixel (the reference); ``"cached"``
+        computes every activation once (C++ extension; same images as naive given the same
+        generator — identical in float64, rarely a flipped level in float32); ``"auto"`` (the
+        default, as on the command line) the fastest that can run (:func:`fastest_method`).
+    engine: how the cached sampler runs (:func:`cpixelcnn.cached.engine_choices`; ``"auto"``: by
+        the model's device); naming one with ``method="auto"`` asks for the cached sampler.
     generator: the source of all randomness (see the module docstring for the layout).
     prefix, prefix_pixels: image completion — the first ``prefix_pixels`` pixels in raster order
         are copied from ``prefix`` (B, C, H, W on the 2^bits grid) and the rest are sampled from
@@ -194,8 +190,8 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
         raise ValueError(f"image_size must be positive, got {image_size!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
+    if engine not in engine_choices():
+        raise ValueError(f"engine must be one of {', '.join(map(repr, engine_choices()))}, got {engine!r}")
     if engine != "auto" and method == "naive":
         raise ValueError(f"engine={engine!r} chooses how the cached sampler runs; method='naive' has no engine")
     if method == "auto":
@@ -286,17 +282,21 @@ def write_sample_grid(path, model, n: int, image_size: int | tuple[int, int], cl
     return save_png(path, image_grid(to_uint8(images), nrow=nrow), scale=scale), images
 
 
+def check_rows(rows: int, height: int) -> None:
+    """The rows a completion keeps must be in [0, height]: a one-line ValueError naming ``--rows`` otherwise."""
+    if not 0 <= rows <= height:
+        raise ValueError(f"--rows must be in [0, {height}] (the image height), got {rows}")
+
+
 def complete_images(model, originals: torch.Tensor, rows: int, samples: int = 4, seed: int = 0, **options) -> torch.Tensor:
     """Keep the top ``rows`` rows of ``originals`` (N, C, H, W on the grid) and let the model draw
     the rest: once per class (conditional) or ``samples`` times (unconditional). Returns tiles
     (N, 2 + K, C, H, W) on the host: original | kept (mid grey below the kept rows) | K completions.
     ``options`` go to :func:`sample` (``method``, ``engine``, ``temperature``)."""
     n, _, height, width = originals.shape
-    if not 0 <= rows <= height:
-        raise ValueError(f"rows must be in [0, {height}] (the image height), got {rows}")
+    check_rows(rows, height)
     per_image = model.num_classes or samples
     labels = torch.arange(model.num_classes).repeat(n) if model.num_classes else None
-    options.setdefault("method", "auto")
     completions = sample(model, labels, image_size=(height, width), generator=torch.Generator().manual_seed(seed),
                          batch_size=None if model.num_classes else n * per_image, prefix=originals.repeat_interleave(per_image, dim=0),
                          prefix_pixels=rows * width, **options).cpu()  # fmt: skip
@@ -304,3 +304,47 @@ def complete_images(model, originals: torch.Tensor, rows: int, samples: int = 4,
     kept = originals.clone()
     kept[:, :, rows:] = 0.0
     return torch.cat([originals[:, None], kept[:, None], completions.view(n, per_image, *originals.shape[1:]).to(originals.dtype)], dim=1)
+
+
+# -- every engine of the cached sampler, checked against the naive sampler ------------------------
+
+
+def _tiny_model(device: torch.device):
+    from cpixelcnn.model import ConditionalPixelCNN
+
+    torch.manual_seed(0)
+    model = ConditionalPixelCNN(in_channels=3, num_classes=3, nr_resnet=1, nr_filters=8, nr_logistic_mix=3, dropout=0.0).double()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "cond_head" in name:  # make the label matter (the heads start at zero)
+                p.normal_(0.0, 0.5)
+    return model.to(device).eval()
+
+
+def _compare_engine(device: torch.device, engine: str) -> tuple[float, str]:
+    """The fraction of values that differ between ``engine``'s images and the naive sampler's, same noise, float64."""
+    from cpixelcnn.cached import cached_sample
+
+    model = _tiny_model(device)
+    labels = torch.tensor([0, 2, 1], device=device)
+    naive = sample(model, labels, image_size=(6, 7), method="naive", generator=torch.Generator().manual_seed(3))
+    images = cached_sample(model, labels, 3, 6, 7, draw_noise(3, 3, 6, 7, torch.Generator().manual_seed(3)), engine=engine)
+    return (images.double().cpu() != naive.double().cpu()).double().mean().item(), "3 images 6x7, float64, identical pixels required"
+
+
+def _engine_skip(device: torch.device, engine: str) -> str | None:
+    needs = ENGINES[engine].device
+    if needs != device.type:
+        emulated = [e.name for e in ENGINES.values() if e.device == device.type and e.name.startswith(engine)]
+        return f"runs {needs.upper()} models; this check runs on {device}" + (
+            f" (checked under emulation instead: {emulated[0]})" if emulated else ""
+        )
+    return unavailable_reason(engine)
+
+
+def _engine_checks() -> list[trust.Check]:
+    return [trust.Check(f"engine:{name}", "sampler", functools.partial(_compare_engine, engine=name), 0.0, functools.partial(_engine_skip, engine=name))
+            for name in ENGINES]  # fmt: skip
+
+
+trust.register_family("engine:", _engine_checks)

@@ -16,7 +16,7 @@
 
 namespace cpixelcnn {
 
-// The DMoL parameter layout (cpixelcnn/ops/dmol_layout.py): K logits, then per colour its roles
+// The DMoL parameter layout (cpixelcnn/dmol_layout.py): K logits, then per colour its roles
 // (mean, log-scale and, for RGB, the colour coefficient), each K channels.
 constexpr double kLogScaleMin = -7.0;
 enum Role : int64_t { kMean = 0, kLogScale = 1, kCoeff = 2 };

@@ -8,7 +8,7 @@ component and writes d(params) directly: no (B, K, H, W) intermediates in global
 
 Same exact formula as the eager reference (cpixelcnn/ops/dmol.py): edge bins take the tails,
 interior bins ``log σ(a) + log σ(-b) + log(1 - exp(-(a - b)))`` with ``a - b`` formed in log
-space, log-scales clamped at LOG_SCALE_MIN (-7; the layout is cpixelcnn/ops/dmol_layout.py). Math is float32 (float64 when params are float64).
+space, log-scales clamped at LOG_SCALE_MIN (-7; the layout is cpixelcnn/dmol_layout.py). Math is float32 (float64 when params are float64).
 ``log1p``/``expm1`` are written with the Goldberg/Kahan tricks on ``log``/``exp``, which are
 accurate to a few ulps and run in the interpreter as well as on the GPU.
 """
@@ -21,9 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
+from cpixelcnn import dmol_layout
+from cpixelcnn.dmol_layout import num_mixtures
 from cpixelcnn.kernels._spec import NUM_STAGES, PARAM_DTYPES, Specialization, pointer
-from cpixelcnn.ops import dmol_layout
-from cpixelcnn.ops.dmol_layout import num_mixtures
 
 # the layout's constants, as compile-time constants of the kernels
 LOG_SCALE_MIN = tl.constexpr(dmol_layout.LOG_SCALE_MIN)

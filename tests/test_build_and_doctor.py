@@ -92,12 +92,14 @@ def test_doctor_json_on_the_cpu():
     report = json.loads(proc.stdout)
     checks = {c["name"]: c for c in report["checks"]}
     assert report["environment"]["torch"] == torch.__version__ and report["environment"]["cpixelcnn"]
-    assert checks["dropout-keep-rate"]["status"] == "pass"
+    assert checks["dropout keep rate"]["status"] == "pass"
     if not torch.cuda.is_available():
-        assert checks["dmol-triton"]["status"] == "pass" and checks["gated-film-triton"]["status"] == "pass"  # in the interpreter
-        assert checks["cached-sampler-cuda"]["status"] == "skip" and "no CUDA device" in checks["cached-sampler-cuda"]["detail"]
+        assert checks["backend:triton dmol"]["status"] == "pass" and checks["backend:triton gated_film"]["status"] == "pass"  # in the interpreter
+        cuda = checks["engine:cuda sampler"]
+        assert cuda["status"] == "skip" and "this check runs on cpu (checked under emulation instead: cuda-emulated)" in cuda["detail"]
     if extension_available():
-        assert checks["cached-sampler-cpu"]["status"] == "pass" and checks["cached-sampler-cpu"]["error"] == 0.0
+        assert checks["engine:cpu sampler"]["status"] == "pass" and checks["engine:cpu sampler"]["error"] == 0.0
+        assert checks["engine:cuda-emulated sampler"]["status"] == "pass"
     assert proc.returncode == (0 if report["passed"] else 1)
     assert report["passed"]
 
@@ -115,14 +117,16 @@ def test_doctor_fails_on_a_broken_sampler_engine(monkeypatch, capsys):
     monkeypatch.setenv("CPIXELCNN_CACHE_DIR", "/nonexistent-cache")
     assert doctor.main([]) == 1
     out = capsys.readouterr().out
-    assert "[FAIL] cached-sampler-cpu" in out and "SOME CHECKS FAILED" in out
+    assert "[FAIL] engine:cpu sampler" in out and "SOME CHECKS FAILED" in out
 
 
 def test_cli_doctor_is_wired():
     from cpixelcnn.cli import build_parser
 
     args = build_parser().parse_args(["doctor", "--json"])
-    assert args.func.__name__ == "_cmd_doctor" and args.json
+    from cpixelcnn.commands import doctor as doctor_command
+
+    assert args.func is doctor_command.run and args.json
 
 
 # -- auto trusts a fast path only after it passed on that device --------------------------------------
@@ -146,14 +150,14 @@ def test_a_failed_check_makes_auto_fall_back_once_and_is_remembered(tmp_path, mo
     device = torch.device("cpu")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert trust.trusted(device, "triton", check=failing) is False
-        assert trust.trusted(device, "triton", check=failing) is False
-    assert calls == ["triton"]  # checked once
+        assert trust.trusted(device, "backend:triton", check=failing) is False
+        assert trust.trusted(device, "backend:triton", check=failing) is False
+    assert calls == ["backend:triton"]  # checked once
     assert [w.category for w in caught] == [notices.FallbackWarning]  # one warning
     saved = json.loads((tmp_path / "trust.json").read_text())
-    assert saved[trust.device_key(device)]["triton"]["passed"] is False
+    assert saved[trust.device_key(device)]["backend:triton"]["passed"] is False
     monkeypatch.setattr(trust, "_KNOWN", {})  # a new process reads the verdict instead of checking again
-    assert trust.trusted(device, "triton", check=failing) is False and calls == ["triton"]
+    assert trust.trusted(device, "backend:triton", check=failing) is False and calls == ["backend:triton"]
 
 
 def test_a_passed_check_is_trusted_without_a_warning(tmp_path, monkeypatch):
@@ -161,7 +165,7 @@ def test_a_passed_check_is_trusted_without_a_warning(tmp_path, monkeypatch):
     monkeypatch.setattr(trust, "_KNOWN", {})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert trust.trusted(torch.device("cpu"), "cached-cuda", check=lambda path, device: [_Result(True)]) is True
+        assert trust.trusted(torch.device("cpu"), "engine:cuda", check=lambda path, device: [_Result(True)]) is True
 
 
 def test_auto_sampler_says_once_why_it_is_slow(monkeypatch):

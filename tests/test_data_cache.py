@@ -393,3 +393,22 @@ def test_batches_are_read_from_the_cache_file_not_mapped_in(tmp_path, cache_dir)
     from cpixelcnn.data.mapped import gather
 
     assert torch.equal(gather(in_memory, torch.tensor([1])), in_memory[[1]])
+
+
+def test_the_splits_of_one_layout_are_entries_of_their_own(tmp_path, cache_dir):
+    """The course layout's train and validation splits share a root: reading one never takes the other's entry away."""
+    make_course_layout(tmp_path / "course")
+    train = load_dataset(str(tmp_path / "course"), "train", 8)
+    load_dataset(str(tmp_path / "course"), "validation", 8)
+    assert len(_entries(cache_dir)) == 2
+    assert torch.equal(train.gather(torch.tensor([0, 1])), train.images[:2])
+
+
+def test_a_batch_reads_from_an_entry_whose_file_was_replaced(tmp_path, cache_dir):
+    """A newer entry of the same images removes the old file while a process still reads it: the open file stays readable."""
+    root = _folders(tmp_path / "data")
+    ds = load_dataset(str(root), "train", 8)
+    expected = ds.images[[3, 7]].clone()
+    Image.fromarray(np.full((8, 8, 3), 1, dtype=np.uint8)).save(root / "a" / "new.png")
+    load_dataset(str(root), "train", 8)  # supersedes (and removes) the first entry
+    assert len(_entries(cache_dir)) == 1 and torch.equal(ds.gather(torch.tensor([3, 7])), expected)

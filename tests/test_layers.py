@@ -16,12 +16,12 @@ import pytest
 # Lowest first. A module may import its own layer and those before it. Modules not named here
 # (a new module) fail the test until they are placed.
 LAYERS = {
-    "base": ["_version", "_C", "_extension", "_toolchain", "notices", "io", "limits", "devices", "plot"],
+    "base": ["_version", "_C", "_extension", "_toolchain", "notices", "io", "limits", "devices", "plot", "trust", "dmol_layout"],
     "ops and data": ["ops", "ops.*", "kernels", "kernels.*", "data", "data.*"],
     "model": ["layers", "model", "per_class"],
-    "sampling and classification": ["cached", "sampling", "classifier", "metrics", "scoring", "selfcheck", "trust"],
+    "sampling and classification": ["cached", "sampling", "classifier", "metrics", "scoring"],
     "training and run files": ["rundir", "rundir.*", "checkpoint", "pixelcnnpp_port", "training", "training.*", "train"],
-    "commands": ["cli", "demo", "doctor", "bench", "__main__"],
+    "commands": ["cli", "commands", "commands.*", "demo", "doctor", "bench", "__main__"],
 }
 
 
@@ -84,24 +84,27 @@ def test_every_module_is_placed_and_no_import_runs_upward(source_tree):
 
 
 def test_the_walker_sees_an_upward_import(tmp_path, source_tree):
-    """The check is not vacuous: a function-level import of the self-checks from an op is caught."""
+    """The check is not vacuous: a function-level import of the samplers from an op is caught."""
     op = tmp_path / "backend.py"
-    op.write_text("def resolve():\n    from cpixelcnn.selfcheck import run_checks\n    from . import dmol\n")
+    op.write_text("def resolve():\n    from cpixelcnn.sampling import sample\n    from . import dmol\n")
     modules = package_modules(source_tree)
     found = imported(op, "ops.backend", modules)
-    assert found == {"selfcheck", "ops.dmol"}
-    assert layer_of("selfcheck") > layer_of("ops.backend")
+    assert found == {"sampling", "ops.dmol"}
+    assert layer_of("sampling") > layer_of("ops.backend")
     with pytest.raises(AssertionError, match="in no layer"):
         layer_of("brand_new_module")
 
 
-def test_the_trust_verdict_is_registered_with_the_dispatcher_and_memoised():
+def test_one_gate_holds_every_fast_paths_checks_and_memoises_the_device():
     import torch
 
-    from cpixelcnn import trust
-    from cpixelcnn.ops import backend
+    from cpixelcnn import sampling, trust  # noqa: F401  (sampling registers the engines' checks)
+    from cpixelcnn.cached import ENGINES
+    from cpixelcnn.ops import OPS
 
-    assert backend._trust_verdict is trust.trusted
+    paths = {c.path for c in trust.checks()}
+    assert {"backend:triton", *(f"engine:{name}" for name in ENGINES)} <= paths
+    assert {c.name for c in trust.checks("backend:triton")} == set(OPS) == {"dmol", "gated_film"}
     trust.device_key.cache_clear()
     for _ in range(3):
         trust.device_key(torch.device("cpu"))

@@ -11,8 +11,8 @@ import cpixelcnn
 from cpixelcnn import sample
 from cpixelcnn.cached import cached_sample
 from cpixelcnn.cli import main
+from cpixelcnn.dmol_layout import LOG_SCALE_MIN
 from cpixelcnn.ops.dmol import dmol_log_prob
-from cpixelcnn.ops.dmol_layout import LOG_SCALE_MIN
 from cpixelcnn.sampling import draw_noise, sample_pixel
 
 from helpers import random_grid_images, tiny_model

@@ -95,7 +95,7 @@ def load_course_split(root: str | Path, split: str, size: int = 32, channels: in
             raise DataError(
                 f"{csv_path}: {name} has label {label}, outside 0..{len(names) - 1} (the classes: {', '.join(names[:8])}{'…' if len(names) > 8 else ''})"
             )
-    images = decode_files(root, [f"{split}/{name}" for name, _ in rows], f"the {split} split of {root}", "course", size, channels)
+    images = decode_files(root, [f"{split}/{name}" for name, _ in rows], f"the {split} split of {root}", "course", size, channels, split)
     labels = torch.tensor([lbl for _, lbl in rows], dtype=torch.long)
     return Dataset(torch.from_numpy(images), labels, names, [n for n, _ in rows], layout="course")
 

@@ -204,12 +204,13 @@ class ImageFiles:
             load_image(path, self.size, self.channels, out[i])
 
 
-def decode_files(root: Path, relative: list[str], what: str, reader: str, size: int, channels: int) -> np.ndarray:
-    """The image files ``relative`` to ``root`` as uint8 (N, channels, size, size), decoded once into
-    the data cache (keyed by their names, sizes and modification times) and mapped after."""
+def decode_files(root: Path, relative: list[str], what: str, reader: str, size: int, channels: int, split: str = "") -> np.ndarray:
+    """The image files ``relative`` to ``root`` (the ``split`` of a layout that has several) as uint8
+    (N, channels, size, size), decoded once into the data cache (keyed by their names, sizes and
+    modification times) and mapped after."""
     from cpixelcnn.data.cache import DecodeJob, fingerprint, materialise
 
-    key = {"reader": reader, "decoder": READER_VERSION, "root": str(root.resolve()), "size": size, "channels": channels,
+    key = {"reader": reader, "decoder": READER_VERSION, "root": str(root.resolve()), "split": split, "size": size, "channels": channels,
            "files": fingerprint(root, relative)}  # fmt: skip
     base = f"{root}/"
     parts = [ImageFiles(tuple(base + name for name in relative[i : i + PART_ROWS]), size, channels) for i in range(0, len(relative), PART_ROWS)]

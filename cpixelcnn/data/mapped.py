@@ -8,16 +8,28 @@ import os
 import weakref
 
 
+class CacheReadError(RuntimeError):
+    """A cache file that no longer holds the images it was read as holding."""
+
+
 def remember_file(images, path: str, offset: int) -> None:
     """``images`` (a numpy array mapped from ``path``, its data ``offset`` bytes in) can be read from
-    the file; forgotten when the array goes (its address may later belong to other memory)."""
+    the file, opened now (a newer entry may replace the file's name while the array is in use);
+    forgotten, and the file closed, when the array goes (its address may later belong to other memory)."""
     if images.size:
-        _FILES[images.ctypes.data] = (path, offset, images.shape)
-        weakref.finalize(images, _FILES.pop, images.ctypes.data, None)
+        fd = os.open(path, os.O_RDONLY)
+        _FILES[images.ctypes.data] = (path, offset, images.shape, fd)
+        weakref.finalize(images, _forget, images.ctypes.data, fd)
 
 
-_FILES: dict[int, tuple[str, int, tuple]] = {}  # address of mapped images -> (their cache file, where they start in it, their shape)
-_DESCRIPTORS: dict[str, int] = {}
+def _forget(address: int, fd: int) -> None:
+    _FILES.pop(address, None)
+    os.close(fd)
+
+
+_FILES: dict[
+    int, tuple[str, int, tuple, int]
+] = {}  # address of mapped images -> (their cache file, where they start in it, their shape, its descriptor)
 
 
 def gather(stored, rows, pin: bool = False):
@@ -34,13 +46,10 @@ def gather(stored, rows, pin: bool = False):
     if source is None or source[2] != tuple(stored.shape) or not stored.is_contiguous() or not hasattr(os, "preadv"):
         torch.index_select(stored, 0, rows, out=out)
         return out
-    path, start, _ = source
-    fd = _DESCRIPTORS.get(path)
-    if fd is None:
-        fd = _DESCRIPTORS[path] = os.open(path, os.O_RDONLY)
+    path, start, _, fd = source
     flat = out.numpy().reshape(len(rows), -1)
     size = flat.shape[1] * flat.itemsize
     for i, row in enumerate(rows.tolist()):
         if os.preadv(fd, [flat[i]], start + row * size) != size:
-            raise OSError(f"{path} ended before image {row}: the cache entry was cut short while in use")
+            raise CacheReadError(f"{path} ended before image {row}: the cache entry was cut short while in use")
     return out

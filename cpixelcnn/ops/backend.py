@@ -1,30 +1,49 @@
-"""Backend names and their resolution, shared by every op and the model.
+"""Backend names, the ops that have a Triton path, and the resolution of a backend for a tensor.
 
 ``"eager"`` is the PyTorch reference. ``"triton"`` routes through the fused kernels in
 ``cpixelcnn.kernels`` (CUDA tensors, or any tensor under ``TRITON_INTERPRET=1``); ``"auto"``
-picks Triton for CUDA tensors when Triton is installed and the kernels have passed their
-self-check on that GPU, else eager. The verdict comes from :mod:`cpixelcnn.trust` (run once,
-remembered), which registers itself here when the package is imported: the dispatcher never
-imports the self-checks, which build models and sample (a layer above the ops).
+picks Triton for CUDA tensors when Triton is installed and every op's kernels have passed their
+self-check on that GPU (the fast path ``backend:triton`` of :mod:`cpixelcnn.trust`), else eager.
+
+An op declares itself with :func:`register_op` in its own module (``cpixelcnn/ops/<op>.py``):
+its name, the module of its kernels and its self-check. Nothing else needs an edit.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
 from typing import Callable
 
 import torch
 
+from cpixelcnn import trust
+
 BACKENDS = ("eager", "triton", "auto")
-
-# (device, fast path) -> may 'auto' use it there; registered by cpixelcnn.trust
-_trust_verdict: Callable[[torch.device, str], bool] | None = None
+TRITON = "backend:triton"  # the fast path every op's Triton kernels make up together
 
 
-def register_trust(verdict: Callable[[torch.device, str], bool]) -> None:
-    """Let ``verdict(device, "triton")`` decide whether ``auto`` may pick Triton on a CUDA device."""
-    global _trust_verdict
-    _trust_verdict = verdict
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """An op with a Triton path: its ``kernels`` module and the check of that path against its eager reference."""
+
+    name: str
+    kernels: str
+    check: trust.Check
+
+
+OPS: dict[str, Op] = {}
+
+
+def register_op(name: str, kernels: str, compare: Callable[[torch.device], tuple[float, str]], tolerance: float) -> Op:
+    """Declare op ``name``: its Triton kernels live in module ``kernels`` (imported when Triton is
+    first asked for), and ``compare(device)`` → (largest error, what was compared) checks them
+    against the eager reference within ``tolerance`` (``cpixelcnn doctor``, and before ``auto``
+    uses Triton on a GPU)."""
+    check = trust.register_check(trust.Check(TRITON, name, compare, tolerance, skip=triton_unavailable_reason))
+    OPS[name] = Op(name, kernels, check)
+    return OPS[name]
 
 
 def check_backend(name: str) -> str:
@@ -37,8 +56,9 @@ def check_backend(name: str) -> str:
 def triton_unavailable_reason(device: torch.device | None = None) -> str | None:
     """Why the Triton backend cannot run on ``device`` (None when it can)."""
     try:
-        import cpixelcnn.kernels.dmol  # noqa: F401  (imports Triton)
-        import cpixelcnn.kernels.gated_film  # noqa: F401
+        if not torch.compiler.is_compiling():  # traced, the custom ops import their kernels when they run
+            for op in OPS.values():
+                importlib.import_module(op.kernels)  # imports Triton
     except ImportError as err:  # Triton is not installed (or does not support this platform)
         return f"the Triton kernels cannot be imported ({err})"
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -65,7 +85,7 @@ def resolve_backend(name: str, device: torch.device | None = None) -> str:
 
             warn_once("auto-backend-eager", f"cpixelcnn: backend 'auto' runs the eager path on {device}: {reason}")
             return "eager"
-        return "triton" if _trust_verdict is not None and _trust_verdict(device, "triton") else "eager"
+        return "triton" if trust.trusted(device, TRITON) else "eager"
     if reason is not None:
         raise RuntimeError(f"backend 'triton' cannot run: {reason}")
     return "triton"

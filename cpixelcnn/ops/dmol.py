@@ -30,9 +30,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from cpixelcnn.ops.backend import resolve_backend
-from cpixelcnn.ops.dmol_layout import COEFF, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour  # noqa: F401
-from cpixelcnn.ops.dmol_layout import LN2 as _LN2
+from cpixelcnn.dmol_layout import COEFF, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour  # noqa: F401
+from cpixelcnn.dmol_layout import LN2 as _LN2
+from cpixelcnn.ops.backend import register_op, resolve_backend
 
 
 class MixtureParams(NamedTuple):
@@ -49,7 +49,7 @@ def split_params(params: torch.Tensor, channels: int) -> MixtureParams:
     b, n, h, w = params.shape
     k = num_mixtures(channels, n)
     logits = params[:, :k]
-    rest = params[:, k:].reshape(b, channels, roles_per_colour(channels), k, h, w)  # the layout of ops/dmol_layout.py
+    rest = params[:, k:].reshape(b, channels, roles_per_colour(channels), k, h, w)  # the layout of cpixelcnn/dmol_layout.py
     log_scales = torch.clamp(rest[:, :, LOG_SCALE], min=LOG_SCALE_MIN)
     coeffs = torch.tanh(rest[:, :, COEFF]) if channels == 3 else None
     return MixtureParams(logits, rest[:, :, MEAN], log_scales, coeffs)
@@ -252,3 +252,24 @@ def bits_per_dim(log_prob: torch.Tensor, shape) -> torch.Tensor:
     if len(dims) != 3 or any(int(d) < 1 for d in dims):
         raise ValueError(f"shape must end in (C, H, W) with positive sizes, got {tuple(shape)}")
     return -log_prob / (math.prod(int(d) for d in dims) * math.log(2.0))
+
+
+def _compare_triton_with_eager(device: torch.device) -> tuple[float, str]:
+    """The fused kernels' forward and backward against the eager reference, in float64, grey and RGB."""
+    g = torch.Generator().manual_seed(0)
+    pairs = []
+    for channels, mixtures, (b, h, w) in ((3, 5, (2, 5, 7)), (1, 3, (1, 4, 3))):
+        levels = torch.randint(0, 256, (b, channels, h, w), generator=g)
+        x = (levels.double() / 127.5 - 1.0).to(device)
+        params = (2 * torch.randn(b, mixtures * params_per_mixture(channels), h, w, generator=g, dtype=torch.float64)).to(device)
+        weights = torch.randn(b, h, w, generator=g, dtype=torch.float64).to(device)
+        results = []
+        for fn in (dmol_log_prob_eager, dmol_log_prob_triton):
+            p = params.clone().requires_grad_(True)
+            out = fn(x, p, 8, per_pixel=True)
+            results.append((out, torch.autograd.grad((out * weights).sum(), p)[0]))
+        pairs += list(zip(results[1], results[0]))
+    return max((a - b).abs().max().item() for a, b in pairs), "forward and backward, grey and RGB, float64"
+
+
+register_op("dmol", "cpixelcnn.kernels.dmol", _compare_triton_with_eager, tolerance=1e-9)

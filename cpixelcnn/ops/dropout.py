@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cpixelcnn import trust
 from cpixelcnn.ops.backend import check_backend
 
 LEVELS = 1 << 16  # p resolution of the fast mask
@@ -205,3 +206,14 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, backend={self.backend!r}"
+
+
+def _compare_keep_rate(device: torch.device) -> tuple[float, str]:
+    """The keep rate of a mask at p = 0.5 over 2^20 elements, off by at most 6 standard deviations."""
+    n, p = 1 << 20, 0.5
+    torch.manual_seed(0)
+    rate = keep_mask((n,), p, device).double().mean().item()
+    return abs(rate - (1 - p)), f"keep rate {rate:.5f} for p = {p} ({n} elements)"
+
+
+trust.register_check(trust.Check("", "dropout keep rate", _compare_keep_rate, tolerance=6 * (0.5 * 0.5 / (1 << 20)) ** 0.5))

@@ -35,6 +35,9 @@ from cpixelcnn.rundir.files import (
     save_per_class_config,
     save_run,
     save_weights,
+    write_curve,
+    write_predictions,
+    write_samples,
     write_state,
 )
 from cpixelcnn.rundir.layout import (
@@ -52,11 +55,12 @@ from cpixelcnn.rundir.layout import (
     WEIGHTS_NAME,
     RunDirError,
 )
-from cpixelcnn.rundir.ownership import RunLock, claim, is_run, kind_of, replace_run, require_run
+from cpixelcnn.rundir.ownership import RunLock, check_writable_run, claim, is_run, kind_of, replace_run, require_run, write_run
 
 __all__ = [
     "BEST_DIR", "CHECKPOINTS_DIR", "CONFIG_NAME", "CURVE_NAME", "EMA_NAME", "LOCK_NAME", "MARKER_NAME", "MEMBERS_DIR", "METRICS_NAME", "SAMPLES_DIR",
-    "STATE_NAME", "WEIGHTS_NAME", "RunDirError", "RunLock", "claim", "is_run", "kind_of", "replace_run", "require_run",
+    "STATE_NAME", "WEIGHTS_NAME", "RunDirError", "RunLock", "claim", "is_run", "kind_of", "replace_run", "require_run", "check_writable_run", "write_run",
+    "write_predictions", "write_curve", "write_samples",
     "FORMAT_VERSION", "MODEL_LIMITS", "save_run", "load_run", "save_per_class_config", "is_per_class_run", "member_folder", "read_config", "check_config", "save_weights", "non_finite_tensor",
     "write_state", "read_state", "append_metrics", "KEEP_CHECKPOINTS", "ResumePoint", "checkpoint_dirs", "write_checkpoint",
     "publish_checkpoint", "write_best", "remove_stray_files", "open_run", "read_metrics", "read_best",

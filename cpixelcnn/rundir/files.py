@@ -17,7 +17,7 @@ import torch
 
 from cpixelcnn.io import atomic_write_bytes, atomic_write_json
 from cpixelcnn.model import ConditionalPixelCNN
-from cpixelcnn.rundir.layout import CONFIG_NAME, EMA_NAME, MEMBERS_DIR, METRICS_NAME, STATE_NAME, WEIGHTS_NAME
+from cpixelcnn.rundir.layout import CONFIG_NAME, CURVE_NAME, EMA_NAME, MEMBERS_DIR, METRICS_NAME, SAMPLES_DIR, STATE_NAME, WEIGHTS_NAME
 
 FORMAT_VERSION = 1
 
@@ -286,3 +286,25 @@ def append_metrics(run_dir: str | os.PathLike, record: dict) -> None:
     """One JSON line at the end of ``metrics.jsonl`` (a line torn by a kill is dropped on resume)."""
     with open(Path(run_dir) / METRICS_NAME, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+# -- what else lives in a run directory: predictions, the curve, sample grids --------------------
+
+
+def write_predictions(run_dir: str | os.PathLike, split: str, text: str) -> Path:
+    """``RUN/predictions_<split>.csv`` (what ``cpixelcnn classify`` writes by default), whole or not at all."""
+    return atomic_write_bytes(Path(run_dir) / f"predictions_{split}.csv", text.encode())
+
+
+def write_curve(run_dir: str | os.PathLike, history: list[dict]) -> Path:
+    """``RUN/curve.png``: the training and validation figures of ``history`` (metrics records)."""
+    from cpixelcnn.plot import training_curve_png
+
+    return training_curve_png(Path(run_dir) / CURVE_NAME, history, title=f"training {Path(run_dir).name}")
+
+
+def write_samples(run_dir: str | os.PathLike, epoch: int, model, n: int, image_size: int, seed: int) -> Path:
+    """``RUN/samples/epoch_NNNN.png``: ``n`` samples per class (one row each) after ``epoch``."""
+    from cpixelcnn.sampling import write_sample_grid
+
+    return write_sample_grid(Path(run_dir) / SAMPLES_DIR / f"epoch_{epoch:04d}.png", model, n, image_size, seed=seed, scale=2)[0]

@@ -158,3 +158,27 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def check_writable_run(folder: str | os.PathLike, replace: bool, creator: str) -> None:
+    """Refuse, before any work, a ``folder`` a command may not write a new run into: one that is
+    not ours, or one holding a run when ``replace`` was not asked for. Nothing is changed."""
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()):
+        if not is_run(folder):
+            claim(folder, creator)  # raises: not ours
+        if not replace:
+            raise RunDirError(f"--out {folder} already holds a cpixelcnn run: pass --replace to replace it whole (weights, EMA, state, checkpoints), "
+                              "or choose another --out")  # fmt: skip
+
+
+def write_run(folder: str | os.PathLike, fill, creator: str) -> Path:
+    """A new run in ``folder`` filled by ``fill(directory)``, under the run's lock: the folder claimed
+    when new or empty, a run already there replaced whole (checked first by :func:`check_writable_run`)."""
+    folder = Path(folder)
+    if is_run(folder):
+        with RunLock(folder):
+            return replace_run(folder, fill, creator)
+    with RunLock(claim(folder, creator)):
+        fill(folder)
+    return folder

@@ -8,8 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from cpixelcnn.rundir import BEST_DIR, CURVE_NAME, append_metrics
-from cpixelcnn.sampling import write_sample_grid
+from cpixelcnn.rundir import BEST_DIR, append_metrics, write_curve
 
 BAR_FORMAT = "{l_bar}{bar}| step {n_fmt}/{total_fmt} {elapsed} elapsed, {remaining} left{postfix}"
 
@@ -55,9 +54,7 @@ class Reporter:
     def draw_curve(self) -> None:
         if not self.writer or not any("train_bpd" in r or "val_bpd" in r for r in self.history):
             return
-        from cpixelcnn.plot import training_curve_png
-
-        training_curve_png(self.run_dir / CURVE_NAME, self.history, title=f"training {self.run_dir.name}")
+        write_curve(self.run_dir, self.history)
 
     def close(self, finished: bool = True) -> None:
         if self.bar is not None:
@@ -107,11 +104,6 @@ def _start_wandb(run_dir: Path, config: dict):
     except ImportError:
         raise RuntimeError("--wandb needs the wandb package (pip install wandb); metrics.jsonl is written either way") from None
     return wandb.init(project="cpixelcnn", name=run_dir.name, dir=str(run_dir), config=config, resume="allow")
-
-
-def sample_grid(model, cfg, path: Path) -> Path:
-    """A PNG of ``cfg.samples_per_class`` samples per class, one row each (an unconditional model: one row)."""
-    return write_sample_grid(path, model, cfg.samples_per_class, cfg.image_size, seed=cfg.seed, scale=2)[0]
 
 
 def start_line(cfg, model, kind: str, n_images: int, val, world: int, device, step: int, total: int) -> str:

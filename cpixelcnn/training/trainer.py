@@ -24,7 +24,6 @@ from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.rundir import (
     CHECKPOINTS_DIR,
     EMA_NAME,
-    SAMPLES_DIR,
     open_run,
     read_best,
     read_metrics,
@@ -32,6 +31,7 @@ from cpixelcnn.rundir import (
     save_weights,
     write_best,
     write_checkpoint,
+    write_samples,
 )
 from cpixelcnn.training.averaging import PolyakAverage
 from cpixelcnn.training.config import TrainConfig, merged_with_saved
@@ -40,7 +40,7 @@ from cpixelcnn.training.distributed import Ranks, StopSignals
 from cpixelcnn.training.errors import CheckpointWriteFailed, OutOfMemory, TrainingDiverged, TrainingInterrupted, TrainingPreempted
 from cpixelcnn.training.memory import is_out_of_memory, plan_batch
 from cpixelcnn.training.objectives import finite_step, likelihood_loss, optimizer_and_schedule
-from cpixelcnn.training.reporting import Reporter, end_line, sample_grid, start_line
+from cpixelcnn.training.reporting import Reporter, end_line, start_line
 from cpixelcnn.training.state import TrainingState, restore_state, save_state
 from cpixelcnn.training.validation import is_better, latest_validation, validation_figures, validation_set, validation_source
 
@@ -305,7 +305,7 @@ class Trainer:
             record = dict(epoch_end=state.epoch, step=state.step, epoch_train_bpd=sum(self.epoch_losses) / max(1, len(self.epoch_losses)))
             self.reporter.report(record)
             if cfg.sample_every and state.epoch % cfg.sample_every == 0:
-                sample_grid(self.model, cfg, self.run_dir / SAMPLES_DIR / f"epoch_{state.epoch:04d}.png")
+                write_samples(self.run_dir, state.epoch, self.model, cfg.samples_per_class, cfg.image_size, cfg.seed)
         if self.val is not None and state.epoch % cfg.val_every == 0:
             self.validate()
 

@@ -1,0 +1,26 @@
+"""``cpixelcnn demo``: train a small model on data already on the machine, sample per class, classify."""
+
+from __future__ import annotations
+
+NAME, HELP = "demo", "train a small model on data already on the machine, sample per class, classify"
+
+
+def add_arguments(p) -> None:
+    from cpixelcnn.demo import DEMO_DATA
+
+    p.add_argument("--out", default="cpixelcnn-demo", help="output folder (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=60.0, help="training time in seconds (default: %(default)s)")
+    p.add_argument("--max-steps", type=int, default=None, help="train for this many steps instead")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", choices=list(DEMO_DATA), default="digits", help="; ".join(f"{name}: {about}" for name, (_, _, about) in DEMO_DATA.items())
+                   + " (default: %(default)s)")  # fmt: skip
+    p.add_argument("--samples-per-class", type=int, default=8)
+
+
+def run(args) -> int:
+    from cpixelcnn.demo import run_demo
+
+    run_demo(
+        out_dir=args.out, seconds=args.seconds, max_steps=args.max_steps, seed=args.seed, data=args.data, samples_per_class=args.samples_per_class
+    )
+    return 0

@@ -1,0 +1,46 @@
+"""``cpixelcnn evaluate``: bits/dim, accuracy and FID on a split, and a likelihood map."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load_checkpoint
+
+NAME, HELP = "evaluate", "bits/dim, accuracy and FID on a split"
+
+
+def add_arguments(p) -> None:
+    checkpoint_options(p)
+    data_options(p)
+    p.add_argument("--split", default="validation")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--fid", action="store_true", help="also FID of generated samples against the split")
+    p.add_argument("--fid-dims", type=int, default=192, choices=[64, 192, 768, 2048])
+    p.add_argument("--fid-samples-per-class", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heatmap", metavar="OUT.png", help="bits per pixel of the first --heatmap-n images, beside each image")
+    p.add_argument("--heatmap-n", type=int, default=8, help="images in the --heatmap figure (default: %(default)s)")
+
+
+def run(args) -> int:
+    from cpixelcnn.data import load_dataset
+    from cpixelcnn.metrics import evaluate_dataset
+    from cpixelcnn.scoring import likelihood_map
+
+    model, config = load_checkpoint(args)
+    names = config["class_names"]
+    data = load_dataset(args.data, args.split, image_size(config), model.in_channels, class_names=names if model.num_classes else None)
+    result, notes = evaluate_dataset(model, data, args.batch_size, args.fid_samples_per_class if args.fid else 0, args.fid_dims, args.seed)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if args.heatmap:
+        result["heatmap"] = str(likelihood_map(args.heatmap, model, data, names, args.heatmap_n, args.batch_size))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for key in ("n", "bpd", "accuracy", "fid"):
+        value = result[key]
+        print(f"{key:>9}: {value:.4f}" if isinstance(value, float) else f"{key:>9}: {value}")
+    return 0

@@ -1,0 +1,68 @@
+"""Options several commands share, declared once: a run to load, the data to read and where its
+decoded images are cached, and how the sampler runs."""
+
+from __future__ import annotations
+
+TEMPERATURE_HELP = "sampling temperature T in (0, 100]: mixture logits / T, logistic scales x T (1: the model's own distribution)"
+
+
+def checkpoint_options(p) -> None:
+    """The options of every command that loads a run."""
+    from cpixelcnn.ops.backend import BACKENDS
+
+    p.add_argument("--checkpoint", required=True, help="run directory (config.json + checkpoint.safetensors)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps (Apple GPU) or auto (default: cuda, then mps, then cpu)")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="override the model's backend")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run has Polyak-averaged ones")
+
+
+def data_options(p, required: bool = True) -> None:
+    """``--data`` (when ``required``) and where its decoded images are kept (cpixelcnn.data.cache)."""
+    from cpixelcnn.data import data_help
+    from cpixelcnn.data.cache import ENV_LOCATION
+
+    if required:
+        p.add_argument("--data", required=True, help=data_help())
+    p.add_argument("--data-cache", metavar="DIR", help=f"decode image sources once into DIR and map them from there (default: ${ENV_LOCATION}, "
+                   "else ~/.cache/cpixelcnn/data)")  # fmt: skip
+    p.add_argument("--no-cache", action="store_true", help="decode the images into memory, every time")
+
+
+def sampler_options(p) -> None:
+    """How the sampler runs: ``--method`` and ``--engine`` (the engines registered in cpixelcnn.cached)."""
+    from cpixelcnn.cached import engine_choices, engine_help
+    from cpixelcnn.sampling import METHODS
+
+    p.add_argument("--method", choices=METHODS, default="auto", help="naive: one forward pass per pixel (the reference); cached: every activation "
+                   "once; auto (default): cached where it can run, else naive")  # fmt: skip
+    p.add_argument("--engine", choices=engine_choices(), default="auto", help=f"how the cached sampler runs: {engine_help()}")
+
+
+def load(run_dir: str, device: str = "cpu", backend: str | None = None, use_ema: bool = True):
+    """(model, config) of a run directory, on ``device``, with ``backend`` when given."""
+    from cpixelcnn.devices import resolve_device
+    from cpixelcnn.rundir import load_run
+
+    model, config = load_run(run_dir, map_location=resolve_device(device), use_ema=use_ema)
+    if backend:
+        model.backend = backend
+    return model, config
+
+
+def load_checkpoint(args):
+    """The model and config of ``args.checkpoint`` as the checkpoint options ask."""
+    return load(args.checkpoint, args.device, args.backend, not args.no_ema)
+
+
+def image_size(config: dict) -> int:
+    """The image size a run was trained at."""
+    return int(config.get("train", {}).get("image_size", 32))
+
+
+def configure_cache(args) -> None:
+    """``--data-cache`` / ``--no-cache`` for this process (and the processes it forks)."""
+    from cpixelcnn.data.cache import configure
+
+    if args.no_cache and args.data_cache:
+        raise ValueError("--data-cache DIR and --no-cache contradict each other: give one")
+    configure(args.data_cache, enabled=False if args.no_cache else None)
