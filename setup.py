@@ -62,27 +62,9 @@ def extension_setup():
     # *_cuda_binding.cpp include torch's CUDA headers: CUDA builds only. The .cu units are pure CUDA.
     sources = sorted(s for s in glob.glob("csrc/*.cpp") if not s.endswith("_cuda_binding.cpp"))
     cuda_sources = sorted(glob.glob("csrc/*.cu")) + sorted(glob.glob("csrc/*_cuda_binding.cpp"))
-    want_cuda = os.environ.get("CPIXELCNN_CUDA")
-    use_cuda = bool(cuda_sources) and (
-        want_cuda == "1" or (want_cuda != "0" and torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None)
-    )
-    if want_cuda == "1" and torch.version.cuda is None:
-        raise SystemExit(f"cpixelcnn setup: CPIXELCNN_CUDA=1 needs a CUDA build of torch, this one is {torch.__version__} (CPU only)")
-    toolkit = _toolchain.toolkit_cuda_version(cpp_extension.CUDA_HOME) if use_cuda and cpp_extension.CUDA_HOME else None
-    mismatch = use_cuda and toolkit is not None and not _toolchain.same_cuda_major(toolkit, torch.version.cuda)
-    if mismatch and want_cuda == "1":
-        raise SystemExit(f"cpixelcnn setup: CPIXELCNN_CUDA=1 but the CUDA toolkit at {cpp_extension.CUDA_HOME} is CUDA {toolkit} and torch "
-                         f"{torch.__version__} was built with CUDA {torch.version.cuda}; the major releases must match (set CUDA_HOME to a "
-                         f"CUDA {torch.version.cuda.split('.')[0]}.x toolkit)")  # fmt: skip
-    use_cuda = use_cuda and not mismatch
-    define_macros = [("CPIXELCNN_WITH_CUDA", "1")] if use_cuda else []
+    reason = _why_not_cuda(torch, cpp_extension, bool(cuda_sources))
     extra = {"cxx": ["-O3"]}  # no -std: cpp_extension adds what the installed torch's headers need
-    include_dirs = []
-    if use_cuda:
-        if cpp_extension.CUDA_HOME is None:
-            raise SystemExit(
-                "cpixelcnn setup: CPIXELCNN_CUDA=1 but no CUDA toolkit was found; set CUDA_HOME to the toolkit's folder (the one holding bin/nvcc)"
-            )
+    if reason is None:
         extra["nvcc"] = ["-O3"]
         include_dirs = _toolchain.pip_cuda_include_dirs()  # cuSPARSE/cuBLAS headers of the pip CUDA libraries (ATen/cuda includes them)
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
@@ -92,20 +74,45 @@ def extension_setup():
             )
         _say(f"building with CUDA sources (CUDA_HOME={cpp_extension.CUDA_HOME}, torch {torch.__version__}, CUDA {torch.version.cuda})")
         ext = cpp_extension.CUDAExtension(
-            "cpixelcnn._C", sources + cuda_sources, define_macros=define_macros, include_dirs=include_dirs, extra_compile_args=extra
+            "cpixelcnn._C", sources + cuda_sources, define_macros=[("CPIXELCNN_WITH_CUDA", "1")], include_dirs=include_dirs, extra_compile_args=extra
         )
     else:
-        if want_cuda == "0":
-            reason = "CPIXELCNN_CUDA=0"
-        elif torch.version.cuda is None:
-            reason = "CPU torch"
-        elif mismatch:
-            reason = f"the CUDA toolkit at {cpp_extension.CUDA_HOME} is CUDA {toolkit}, torch was built with CUDA {torch.version.cuda}; set CUDA_HOME to a matching toolkit for the CUDA sampler"
-        else:
-            reason = "no CUDA toolkit found"
         _say(f"building the CPU extension only ({reason}; torch {torch.__version__})")
-        ext = cpp_extension.CppExtension("cpixelcnn._C", sources, define_macros=define_macros, extra_compile_args=extra)
+        ext = cpp_extension.CppExtension("cpixelcnn._C", sources, define_macros=[], extra_compile_args=extra)
+    return {"ext_modules": [ext], "cmdclass": {"build_ext": _loud_build_ext(cpp_extension, torch).with_options(use_ninja=True)}}
 
+
+def _why_not_cuda(torch, cpp_extension, have_sources: bool) -> str | None:
+    """Why the CUDA sources are left out of this build (None: they are built); CPIXELCNN_CUDA=1 that cannot be honoured stops the build."""
+    want_cuda = os.environ.get("CPIXELCNN_CUDA")
+    if want_cuda == "1" and torch.version.cuda is None:
+        raise SystemExit(f"cpixelcnn setup: CPIXELCNN_CUDA=1 needs a CUDA build of torch, this one is {torch.__version__} (CPU only)")
+    if want_cuda == "1" and cpp_extension.CUDA_HOME is None:
+        raise SystemExit(
+            "cpixelcnn setup: CPIXELCNN_CUDA=1 but no CUDA toolkit was found; set CUDA_HOME to the toolkit's folder (the one holding bin/nvcc)"
+        )
+    if not have_sources or want_cuda == "0":
+        return "CPIXELCNN_CUDA=0" if want_cuda == "0" else "no CUDA sources"
+    if want_cuda != "1" and torch.version.cuda is None:
+        return "CPU torch"
+    if want_cuda != "1" and cpp_extension.CUDA_HOME is None:
+        return "no CUDA toolkit found"
+    toolkit = _toolchain.toolkit_cuda_version(cpp_extension.CUDA_HOME)
+    if toolkit is not None and not _toolchain.same_cuda_major(toolkit, torch.version.cuda):
+        if want_cuda == "1":
+            raise SystemExit(
+                f"cpixelcnn setup: CPIXELCNN_CUDA=1 but the CUDA toolkit at {cpp_extension.CUDA_HOME} is CUDA {toolkit} and torch "
+                f"{torch.__version__} was built with CUDA {torch.version.cuda}; the major releases must match (set CUDA_HOME to a "
+                f"CUDA {torch.version.cuda.split('.')[0]}.x toolkit)"
+            )
+        return (
+            f"the CUDA toolkit at {cpp_extension.CUDA_HOME} is CUDA {toolkit}, torch was built with CUDA {torch.version.cuda}; "
+            "set CUDA_HOME to a matching toolkit for the CUDA sampler"
+        )
+    return None
+
+
+def _loud_build_ext(cpp_extension, torch):
     class LoudBuildExt(cpp_extension.BuildExtension):
         """Build with ninja; on failure stop the install with the compiler's first error and the ways out."""
 
@@ -125,7 +132,7 @@ def extension_setup():
                     "(everything still works; sampling then runs one forward pass per pixel, about 1000x slower at 32x32)"
                 )
 
-    return {"ext_modules": [ext], "cmdclass": {"build_ext": LoudBuildExt.with_options(use_ninja=True)}}
+    return LoudBuildExt
 
 
 setup(packages=discovered_packages(), package_dir=PACKAGE_DIR, **extension_setup())

@@ -82,8 +82,13 @@ def measure(model_name: str, batch: int, size: int, steps: int, recompute: bool,
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return dict(checkpoint_activations=recompute, saved_activation_mb=sum(saved.values()) / 2**20, peak_step_mb=peak, step_s=statistics.median(times),
-                peak_counter="cuda max_memory_allocated" if device != "cpu" else "process ru_maxrss")  # fmt: skip
+    return dict(
+        checkpoint_activations=recompute,
+        saved_activation_mb=sum(saved.values()) / 2**20,
+        peak_step_mb=peak,
+        step_s=statistics.median(times),
+        peak_counter="cuda max_memory_allocated" if device != "cpu" else "process ru_maxrss",
+    )
 
 
 def identical_in_float64() -> bool:
@@ -125,15 +130,32 @@ def main(argv=None) -> int:
         return 0
     rows = []
     for mode in ("plain", "checkpointed"):
-        cmd = [sys.executable, "-m", "benchmarks.bench_checkpoint_activations", "--child", mode, "--model", args.model, "--batch", str(args.batch),
-               "--size", str(args.size), "--steps", str(args.steps)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_checkpoint_activations",
+            "--child",
+            mode,
+            "--model",
+            args.model,
+            "--batch",
+            str(args.batch),
+            "--size",
+            str(args.size),
+            "--steps",
+            str(args.steps),
+        ]
         child = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = dict(model=args.model, batch=args.batch, size=args.size, **json.loads(child.stdout.strip().splitlines()[-1]))
         rows.append(row)
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     plain, ckpt = rows
-    summary = dict(saved_activation_ratio=ckpt["saved_activation_mb"] / plain["saved_activation_mb"], peak_step_ratio=ckpt["peak_step_mb"] / plain["peak_step_mb"],
-                   step_time_ratio=ckpt["step_s"] / plain["step_s"], identical_float64=identical_in_float64())  # fmt: skip
+    summary = dict(
+        saved_activation_ratio=ckpt["saved_activation_mb"] / plain["saved_activation_mb"],
+        peak_step_ratio=ckpt["peak_step_mb"] / plain["peak_step_mb"],
+        step_time_ratio=ckpt["step_s"] / plain["step_s"],
+        identical_float64=identical_in_float64(),
+    )
     print(json.dumps(summary))
     write_results(
         "checkpoint_activations", dict(mode="smoke" if args.smoke else "measured", device_info=device_info(), rows=rows, summary=summary), args.out

@@ -91,8 +91,16 @@ def run(dataset: str, method: str, seed: int, steps: int, scratch: Path, recipe:
     cli(argv + (["--per-class"] if method == "per-class" else []))
     seconds = time.perf_counter() - start
     result = json.loads(cli(["evaluate", "--checkpoint", str(out), "--data", test_data, "--split", "test", "--json"]).strip().splitlines()[-1])
-    row = dict(dataset=dataset, method=method, seed=seed, steps=steps, accuracy=result["accuracy"], test_bpd=result["bpd"], n_test=result["n"],
-               train_seconds=seconds)  # fmt: skip
+    row = dict(
+        dataset=dataset,
+        method=method,
+        seed=seed,
+        steps=steps,
+        accuracy=result["accuracy"],
+        test_bpd=result["bpd"],
+        n_test=result["n"],
+        train_seconds=seconds,
+    )
     log(
         f"{dataset:>11} seed {seed} {method:>11} {steps} steps: held-out accuracy {row['accuracy']:.1%}, bits/dim {row['test_bpd']:.3f} ({seconds:.0f} s)"
     )
@@ -113,9 +121,16 @@ def verdicts(summary: list[dict]) -> list[dict]:
             continue
         c, p = by_key[(dataset, steps, "conditional")], by_key[(dataset, steps, "per-class")]
         gap = p["mean_accuracy"] - c["mean_accuracy"]
-        out.append(dict(dataset=dataset, steps=steps, accuracy_winner="per-class" if gap > 0 else "conditional" if gap < 0 else "tie",
-                        accuracy_points=100 * abs(gap), bpd_winner="per-class" if p["mean_test_bpd"] < c["mean_test_bpd"] else "conditional",
-                        bpd_gap=abs(p["mean_test_bpd"] - c["mean_test_bpd"])))  # fmt: skip
+        out.append(
+            dict(
+                dataset=dataset,
+                steps=steps,
+                accuracy_winner="per-class" if gap > 0 else "conditional" if gap < 0 else "tie",
+                accuracy_points=100 * abs(gap),
+                bpd_winner="per-class" if p["mean_test_bpd"] < c["mean_test_bpd"] else "conditional",
+                bpd_gap=abs(p["mean_test_bpd"] - c["mean_test_bpd"]),
+            )
+        )
     return out
 
 
@@ -147,8 +162,16 @@ def step_times(rounds: int, steps: int, size: int = 32, batch: int = 16, arch: t
                 loss.backward()
                 optimizer.step()
             best[name] = min(best[name], (time.perf_counter() - start) / steps)
-    return dict(arch="/".join(map(str, arch)), batch=batch, size=size, rounds=rounds, steps=steps, conditional_s=best["conditional"],
-                unconditional_s=best["unconditional"], unconditional_over_conditional=best["unconditional"] / best["conditional"])  # fmt: skip
+    return dict(
+        arch="/".join(map(str, arch)),
+        batch=batch,
+        size=size,
+        rounds=rounds,
+        steps=steps,
+        conditional_s=best["conditional"],
+        unconditional_s=best["unconditional"],
+        unconditional_over_conditional=best["unconditional"] / best["conditional"],
+    )
 
 
 def per_class_overhead(dataset: str, steps: int, rounds: int, scratch: Path, recipe: list[str]) -> dict:
@@ -170,8 +193,14 @@ def per_class_overhead(dataset: str, steps: int, rounds: int, scratch: Path, rec
         for k, name in enumerate(train.class_names):
             cli(base + ["--out", str(scratch / f"hand-{r}-{k}"), "--only-class", name, "--max-steps", str(shares[k])])
         best["by hand"] = min(best["by hand"], time.perf_counter() - start)
-    return dict(dataset=dataset, steps=steps, rounds=rounds, per_class_s=best["per-class"], by_hand_s=best["by hand"],
-                per_class_over_by_hand=best["per-class"] / best["by hand"])  # fmt: skip
+    return dict(
+        dataset=dataset,
+        steps=steps,
+        rounds=rounds,
+        per_class_s=best["per-class"],
+        by_hand_s=best["by hand"],
+        per_class_over_by_hand=best["per-class"] / best["by hand"],
+    )
 
 
 def main(argv=None) -> int:
@@ -195,9 +224,16 @@ def main(argv=None) -> int:
 
     def write() -> None:
         summary = summarize(rows)
-        payload = dict(benchmark="conditional_vs_per_class", mode="smoke" if args.smoke else "measured", device_info=common.device_info(),
-                       config=dict(steps=args.steps, seeds=args.seeds, recipe=" ".join(recipe), rows_from=args.rows_from), rows=rows,
-                       summary=summary, verdicts=verdicts(summary), speed=speed)  # fmt: skip
+        payload = dict(
+            benchmark="conditional_vs_per_class",
+            mode="smoke" if args.smoke else "measured",
+            device_info=common.device_info(),
+            config=dict(steps=args.steps, seeds=args.seeds, recipe=" ".join(recipe), rows_from=args.rows_from),
+            rows=rows,
+            summary=summary,
+            verdicts=verdicts(summary),
+            speed=speed,
+        )
         common.write_results("conditional-vs-per-class", payload, args.out)
 
     with tempfile.TemporaryDirectory(prefix="cpixelcnn-bench-cvp-") as scratch:
@@ -211,22 +247,35 @@ def main(argv=None) -> int:
             overhead_data = args.data[0] if args.smoke else args.speed_data
             speed["per_class"] = per_class_overhead(overhead_data, args.steps if args.smoke else 200, 1 if args.smoke else 3, Path(scratch), recipe)
     write()
+    _print_table(rows, speed)
+    return 0
+
+
+def _print_table(rows: list[dict], speed: dict) -> None:
+    """The README's table (mean / worst accuracy and bits/dim per data set and approach, which wins) and the speed lines."""
     summary = summarize(rows)
-    print(f"\n| data | steps | conditional: mean / worst accuracy, bits/dim | per-class: mean / worst accuracy, bits/dim | which wins |  "
-          f"(seeds {sorted({r['seed'] for r in rows})})\n| --- | --- | --- | --- | --- |")  # fmt: skip
+    print(
+        f"\n| data | steps | conditional: mean / worst accuracy, bits/dim | per-class: mean / worst accuracy, bits/dim | which wins |  "
+        f"(seeds {sorted({r['seed'] for r in rows})})\n| --- | --- | --- | --- | --- |"
+    )
     by_key = {(s["dataset"], s["steps"], s["method"]): s for s in summary}
     for v in verdicts(summary):
         c, p = by_key[(v["dataset"], v["steps"], "conditional")], by_key[(v["dataset"], v["steps"], "per-class")]
-        print(f"| {v['dataset']} | {v['steps']} | {c['mean_accuracy']:.1%} / {c['worst_accuracy']:.1%}, {c['mean_test_bpd']:.3f} "
-              f"| {p['mean_accuracy']:.1%} / {p['worst_accuracy']:.1%}, {p['mean_test_bpd']:.3f} "
-              f"| {v['accuracy_winner']} by {v['accuracy_points']:.1f} points; bits/dim: {v['bpd_winner']} by {v['bpd_gap']:.3f} |")  # fmt: skip
+        print(
+            f"| {v['dataset']} | {v['steps']} | {c['mean_accuracy']:.1%} / {c['worst_accuracy']:.1%}, {c['mean_test_bpd']:.3f} "
+            f"| {p['mean_accuracy']:.1%} / {p['worst_accuracy']:.1%}, {p['mean_test_bpd']:.3f} "
+            f"| {v['accuracy_winner']} by {v['accuracy_points']:.1f} points; bits/dim: {v['bpd_winner']} by {v['bpd_gap']:.3f} |"
+        )
     if speed:
         s, o = speed["step"], speed["per_class"]
-        print(f"\nstep time ({s['arch']}, batch {s['batch']}, {s['size']}x{s['size']}): conditional {s['conditional_s']:.4f} s, unconditional "
-              f"{s['unconditional_s']:.4f} s ({s['unconditional_over_conditional']:.2f}x)")  # fmt: skip
-        print(f"--per-class {o['steps']} steps on {o['dataset']}: {o['per_class_s']:.1f} s; its members by hand: {o['by_hand_s']:.1f} s "
-              f"({o['per_class_over_by_hand']:.3f}x)")  # fmt: skip
-    return 0
+        print(
+            f"\nstep time ({s['arch']}, batch {s['batch']}, {s['size']}x{s['size']}): conditional {s['conditional_s']:.4f} s, unconditional "
+            f"{s['unconditional_s']:.4f} s ({s['unconditional_over_conditional']:.2f}x)"
+        )
+        print(
+            f"--per-class {o['steps']} steps on {o['dataset']}: {o['per_class_s']:.1f} s; its members by hand: {o['by_hand_s']:.1f} s "
+            f"({o['per_class_over_by_hand']:.3f}x)"
+        )
 
 
 if __name__ == "__main__":

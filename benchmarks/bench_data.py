@@ -162,8 +162,17 @@ def baseline_tree(rev: str, scratch: Path) -> Path:
     return tree
 
 
-def run_train(data: str, *, scratch: Path, cache: Path | None, steps: int, baseline: Path | None = None, torchrun: bool = False,
-              pss: bool = False, image_size: int = 32) -> dict:  # fmt: skip
+def run_train(
+    data: str,
+    *,
+    scratch: Path,
+    cache: Path | None,
+    steps: int,
+    baseline: Path | None = None,
+    torchrun: bool = False,
+    pss: bool = False,
+    image_size: int = 32,
+) -> dict:
     """One ``cpixelcnn train`` process (or two torchrun ranks): its BENCH lines and metrics."""
     hook = scratch / "hook"
     hook.mkdir(exist_ok=True)
@@ -212,8 +221,9 @@ def _read_once(data: str) -> None:
                     pass
 
 
-def measure_set(name: str, data: str, n: int, *, scratch: Path, baseline: Path | None, steps: int, image_size: int, workers: int,
-                torchrun: bool) -> list[dict]:  # fmt: skip
+def measure_set(
+    name: str, data: str, n: int, *, scratch: Path, baseline: Path | None, steps: int, image_size: int, workers: int, torchrun: bool
+) -> list[dict]:
     """Cold and warm starts with today's loader, and the baseline's (cold every time), on one data set."""
     rows = []
     cache = scratch / "cache"
@@ -221,17 +231,35 @@ def measure_set(name: str, data: str, n: int, *, scratch: Path, baseline: Path |
     _read_once(data)  # every loader decodes from the page cache, none from the disk
     cold = run_train(data, scratch=scratch, cache=cache, steps=steps, image_size=image_size)
     warm = run_train(data, scratch=scratch, cache=cache, steps=steps, image_size=image_size)
-    row = dict(set=name, images=n, loader="cached", cold_s=cold["to_first_step_s"], warm_s=warm["to_first_step_s"], peak_rss_mb=warm["peak_rss_mb"],
-               cold_peak_rss_mb=cold["peak_rss_mb"], data_ms_per_step=warm.get("data_ms_per_step"), step_ms=warm.get("step_ms"),
-               data_share=warm.get("data_share"))  # fmt: skip
+    row = dict(
+        set=name,
+        images=n,
+        loader="cached",
+        cold_s=cold["to_first_step_s"],
+        warm_s=warm["to_first_step_s"],
+        peak_rss_mb=warm["peak_rss_mb"],
+        cold_peak_rss_mb=cold["peak_rss_mb"],
+        data_ms_per_step=warm.get("data_ms_per_step"),
+        step_ms=warm.get("step_ms"),
+        data_share=warm.get("data_share"),
+    )
     if "decode_s" in cold:
         row["decode_per_core"] = n / cold["decode_s"] / workers
     rows.append(row)
     if baseline is not None and not data.startswith("imagenet"):
         _read_once(data)
         base = run_train(data, scratch=scratch, cache=None, steps=steps, baseline=baseline, image_size=image_size)
-        rows.append(dict(set=name, images=n, loader="baseline", cold_s=base["to_first_step_s"], warm_s=base["to_first_step_s"], peak_rss_mb=base["peak_rss_mb"],
-                         cold_peak_rss_mb=base["peak_rss_mb"]))  # fmt: skip
+        rows.append(
+            dict(
+                set=name,
+                images=n,
+                loader="baseline",
+                cold_s=base["to_first_step_s"],
+                warm_s=base["to_first_step_s"],
+                peak_rss_mb=base["peak_rss_mb"],
+                cold_peak_rss_mb=base["peak_rss_mb"],
+            )
+        )
     if torchrun:
         one = run_train(data, scratch=scratch, cache=cache, steps=2, pss=True, image_size=image_size)
         two = run_train(data, scratch=scratch, cache=cache, steps=2, pss=True, torchrun=True, image_size=image_size)
@@ -270,41 +298,71 @@ def main(argv=None) -> int:
     scratch.mkdir(parents=True, exist_ok=True)
     from cpixelcnn.data.cache import workers
 
-    n_workers = workers()
-    baseline = None
-    if args.baseline != "none":
-        try:
-            baseline = baseline_tree(args.baseline, scratch)
-        except subprocess.CalledProcessError:  # a copy without the git history (an sdist, a shallow clone)
-            print(f"no baseline: commit {args.baseline} is not in this checkout's history", flush=True)
-    sets = [(f"folders-{n // 1000}k-32px", n, 32) for n in map(int, filter(None, args.folders.split(",")))]
-    sets += [(f"folders-{n // 1000}k-64px", n, 64) for n in map(int, filter(None, args.folders64.split(",")))]
-    rows = []
+    baseline = _baseline(args.baseline, scratch)
     reference = run_train("demo", scratch=scratch, cache=scratch / "cache", steps=args.steps)  # torch, the model, 1,200 built-in images
-    for name, n, size in sets:
-        started = time.time()
-        root = make_folder(scratch / name, n, size)
-        print(f"{name}: data ready in {time.time() - started:.0f} s", flush=True)
-        rows += measure_set(name, str(root), n, scratch=scratch, baseline=baseline, steps=args.steps, image_size=size, workers=n_workers,
-                            torchrun=not args.smoke and n == max(int(v) for v in args.folders.split(",")) and size == 32)  # fmt: skip
-    if args.imagenet:
-        started = time.time()
-        root = make_imagenet(scratch / f"imagenet32-{args.imagenet}", args.imagenet)
-        print(f"imagenet32 npz: data ready in {time.time() - started:.0f} s", flush=True)
-        rows += measure_set(f"imagenet32-npz-{args.imagenet / 1e6:.2f}M", f"imagenet32:{root}", args.imagenet, scratch=scratch, baseline=baseline,
-                            steps=args.steps, image_size=32, workers=n_workers, torchrun=not args.smoke)  # fmt: skip
+    rows = _measure_all(args, scratch, baseline, workers())
     for row in rows:
         row["beyond_model_mb"] = row["peak_rss_mb"] - reference["peak_rss_mb"]
         if row["loader"] == "baseline":  # its decoding: the time to the first step less that of the built-in set
             row["decode_per_core"] = row["images"] / max(row["cold_s"] - reference["to_first_step_s"], 1e-9)
     summary = _summary(rows, args.imagenet)
     print(json.dumps(summary, indent=1))
-    payload = dict(mode="smoke" if args.smoke else "measured", device_info=device_info(), workers=n_workers, baseline=args.baseline, model="1/40/5 batch 16",
-                   reference=reference, rows=rows, summary=summary)  # fmt: skip
+    payload = dict(
+        mode="smoke" if args.smoke else "measured",
+        device_info=device_info(),
+        workers=workers(),
+        baseline=args.baseline,
+        model="1/40/5 batch 16",
+        reference=reference,
+        rows=rows,
+        summary=summary,
+    )
     write_results("data", payload, args.out)
     if args.smoke:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
+
+
+def _baseline(rev: str, scratch: Path) -> Path | None:
+    if rev == "none":
+        return None
+    try:
+        return baseline_tree(rev, scratch)
+    except subprocess.CalledProcessError:  # a copy without the git history (an sdist, a shallow clone)
+        print(f"no baseline: commit {rev} is not in this checkout's history", flush=True)
+        return None
+
+
+def _measure_all(args, scratch: Path, baseline: Path | None, n_workers: int) -> list[dict]:
+    """Every folder tree (written first when missing), then the npz layout; torchrun on the largest 32x32 folder and the npz layout."""
+    largest = max((int(v) for v in filter(None, args.folders.split(","))), default=0)
+    sets = [(f"folders-{n // 1000}k-32px", n, 32) for n in map(int, filter(None, args.folders.split(",")))]
+    sets += [(f"folders-{n // 1000}k-64px", n, 64) for n in map(int, filter(None, args.folders64.split(",")))]
+    rows = []
+    for name, n, size in sets:
+        started = time.time()
+        root = make_folder(scratch / name, n, size)
+        print(f"{name}: data ready in {time.time() - started:.0f} s", flush=True)
+        torchrun = not args.smoke and n == largest and size == 32
+        rows += measure_set(
+            name, str(root), n, scratch=scratch, baseline=baseline, steps=args.steps, image_size=size, workers=n_workers, torchrun=torchrun
+        )
+    if args.imagenet:
+        started = time.time()
+        root = make_imagenet(scratch / f"imagenet32-{args.imagenet}", args.imagenet)
+        print(f"imagenet32 npz: data ready in {time.time() - started:.0f} s", flush=True)
+        rows += measure_set(
+            f"imagenet32-npz-{args.imagenet / 1e6:.2f}M",
+            f"imagenet32:{root}",
+            args.imagenet,
+            scratch=scratch,
+            baseline=baseline,
+            steps=args.steps,
+            image_size=32,
+            workers=n_workers,
+            torchrun=not args.smoke,
+        )
+    return rows
 
 
 def _summary(rows: list[dict], imagenet: int) -> dict:

@@ -57,10 +57,20 @@ def one_seed(task: str, seed: int, steps: int, sets: dict[str, torch.Tensor], ro
     scores = {name: score_images(runs["model"], sets[name], background=runs["background"]) for name in (task, *TASKS[task])}
     rows = []
     for name in TASKS[task]:
-        rows.append(dict(in_set=task, out_set=name, seed=seed, steps=steps, n_in=len(sets[task]), n_out=len(sets[name]),
-                         auroc_bpd=auroc(scores[task]["bpd"], scores[name]["bpd"]),
-                         auroc_llr=auroc([-v for v in scores[task]["llr_bpd"]], [-v for v in scores[name]["llr_bpd"]]),
-                         mean_bpd_in=statistics.fmean(scores[task]["bpd"]), mean_bpd_out=statistics.fmean(scores[name]["bpd"])))  # fmt: skip
+        rows.append(
+            dict(
+                in_set=task,
+                out_set=name,
+                seed=seed,
+                steps=steps,
+                n_in=len(sets[task]),
+                n_out=len(sets[name]),
+                auroc_bpd=auroc(scores[task]["bpd"], scores[name]["bpd"]),
+                auroc_llr=auroc([-v for v in scores[task]["llr_bpd"]], [-v for v in scores[name]["llr_bpd"]]),
+                mean_bpd_in=statistics.fmean(scores[task]["bpd"]),
+                mean_bpd_out=statistics.fmean(scores[name]["bpd"]),
+            )
+        )
         print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()), flush=True)
     return rows
 
@@ -88,10 +98,15 @@ def main(argv=None) -> int:
                 rows += one_seed(task, seed, args.steps, sets, Path(tmp))
     summary = summarise(rows)
     for entry in summary:
-        print(f"{entry['in_set']:>8} vs {entry['out_set']:<11}: AUROC bits/dim mean {entry['mean_auroc_bpd']:.3f} worst {entry['worst_auroc_bpd']:.3f} | "
-              f"likelihood ratio mean {entry['mean_auroc_llr']:.3f} worst {entry['worst_auroc_llr']:.3f} ({entry['seeds']} seeds)")  # fmt: skip
-    write_results("ood", dict(mode="smoke" if args.smoke else "measured", device_info=device_info(), recipe=RECIPE, steps=args.steps, rows=rows, summary=summary),
-                  args.out)  # fmt: skip
+        print(
+            f"{entry['in_set']:>8} vs {entry['out_set']:<11}: AUROC bits/dim mean {entry['mean_auroc_bpd']:.3f} worst {entry['worst_auroc_bpd']:.3f} | "
+            f"likelihood ratio mean {entry['mean_auroc_llr']:.3f} worst {entry['worst_auroc_llr']:.3f} ({entry['seeds']} seeds)"
+        )
+    write_results(
+        "ood",
+        dict(mode="smoke" if args.smoke else "measured", device_info=device_info(), recipe=RECIPE, steps=args.steps, rows=rows, summary=summary),
+        args.out,
+    )
     return 0
 
 

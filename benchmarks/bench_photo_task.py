@@ -92,11 +92,18 @@ def cnn_accuracy(task: Path, size: int, seed: int, steps: int = 1500) -> float:
     train, test = (load_dataset(str(task / split), split, size, 3) for split in ("train", "test"))
     torch.manual_seed(seed)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+        torch.nn.Conv2d(3, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(64, 64, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
         torch.nn.Linear(64, len(train.class_names)),
-    )  # fmt: skip
+    )
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
     x_train, x_test = to_model_range(train.images), to_model_range(test.images)
     for _ in range(steps):
@@ -145,9 +152,14 @@ def main(argv=None) -> int:
     (summary,) = over_seeds(rows, (), best_of=keys)
     for key in keys:
         print(f"{key}: mean {summary['mean_' + key]:.1%}, worst {summary['worst_' + key]:.1%} over {summary['seeds']} seeds")
-    payload = dict(benchmark="photo_task", mode="smoke" if args.smoke else "measured", device_info=device_info(),
-                   config=dict(size=args.size, block=args.block, seeds=args.seeds, train_args=recipe + extra, photos=PHOTOS, **counts),
-                   rows=rows, summary=summary)  # fmt: skip
+    payload = dict(
+        benchmark="photo_task",
+        mode="smoke" if args.smoke else "measured",
+        device_info=device_info(),
+        config=dict(size=args.size, block=args.block, seeds=args.seeds, train_args=recipe + extra, photos=PHOTOS, **counts),
+        rows=rows,
+        summary=summary,
+    )
     write_results("photo-task", payload, args.out)
     return 0
 

@@ -53,7 +53,6 @@ def main(argv=None) -> int:
     import torch
 
     import cpixelcnn
-    from cpixelcnn import ConditionalPixelCNN, sample
 
     if not cpixelcnn.extension_available():
         print(f"the cached sampler needs the compiled extension: {cpixelcnn._extension.IMPORT_ERROR}", file=sys.stderr)
@@ -67,47 +66,8 @@ def main(argv=None) -> int:
         grid, full_naive, models = [r for r in GRID if not args.models or r[0] in args.models], args.naive_passes == 0, MODELS
     rows = []
     for name, batch, size in grid:
-        n, f, k = models[name]
-        torch.manual_seed(0)
-        model = ConditionalPixelCNN(nr_resnet=n, nr_filters=f, nr_logistic_mix=k).eval().to(args.device)
-        labels = (torch.arange(batch) % 4).to(args.device)
-        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-        start = time.perf_counter()
-        sample(model, labels[:1], image_size=(size, size), method="cached", generator=torch.Generator().manual_seed(0))
-        warmup = time.perf_counter() - start  # builds the (cached) schedule for this size
-        cached_s = float("inf")
-        for _ in range(2):
-            sync()
-            start = time.perf_counter()
-            cached = sample(model, labels, image_size=(size, size), method="cached", generator=torch.Generator().manual_seed(0))
-            sync()
-            cached_s = min(cached_s, time.perf_counter() - start)
-            if cached_s > 5.0:
-                break
-        row = dict(model=name, batch=batch, image=f"{size}x{size}", cached_s=cached_s, warmup_batch1_with_schedule_s=warmup)
-        x = cached.clone()  # a filled image: each pass costs the same whatever the pixel values
-        pass_times = []
-        with torch.no_grad(), torch.nn.utils.parametrize.cached():
-            model(x, labels)
-            budget = time.perf_counter() + 10.0
-            while len(pass_times) < min(max(args.naive_passes, 3), size * size) and (len(pass_times) < 2 or time.perf_counter() < budget):
-                sync()
-                start = time.perf_counter()
-                model(x, labels)
-                sync()
-                pass_times.append(time.perf_counter() - start)
-        row["forward_s"] = min(pass_times)
-        if full_naive:
-            start = time.perf_counter()
-            naive = sample(model, labels, image_size=(size, size), method="naive", generator=torch.Generator().manual_seed(0))
-            sync()
-            row.update(naive_s=time.perf_counter() - start, naive_extrapolated=False, identical_pixels=(naive == cached).float().mean().item())
-        else:
-            row.update(naive_s=sum(pass_times) / len(pass_times) * size * size, naive_extrapolated=True, naive_passes_timed=len(pass_times))
-        row["speedup"] = row["naive_s"] / row["cached_s"]
-        row["cached_over_forward"] = row["cached_s"] / row["forward_s"]
-        rows.append(row)
-        common.print_row(row)
+        rows.append(measure_row(name, models[name], batch, size, args.device, args.naive_passes, full_naive))
+        common.print_row(rows[-1])
     info = dict(common.device_info(), torch_threads=torch.get_num_threads())
     if args.device == "cpu":  # which build of the CPU sampler's tile kernels ran
         info["cached_sampler_isa"] = cpixelcnn._extension._C.cached_sampler_isa()
@@ -119,6 +79,64 @@ def main(argv=None) -> int:
     if not args.smoke:
         _plot(path, rows)
     return 0
+
+
+def measure_row(name: str, model_size, batch: int, size: int, device: str, naive_passes: int, full_naive: bool) -> dict:
+    """One grid row: the cached sampler (best of two after a warm-up), one forward pass, and the
+    naive sampler — run in full, or extrapolated from timed forward passes."""
+    import torch
+
+    from cpixelcnn import ConditionalPixelCNN, sample
+
+    n, f, k = model_size
+    torch.manual_seed(0)
+    model = ConditionalPixelCNN(nr_resnet=n, nr_filters=f, nr_logistic_mix=k).eval().to(device)
+    labels = (torch.arange(batch) % 4).to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    start = time.perf_counter()
+    sample(model, labels[:1], image_size=(size, size), method="cached", generator=torch.Generator().manual_seed(0))
+    warmup = time.perf_counter() - start  # builds the (cached) schedule for this size
+    cached_s = float("inf")
+    for _ in range(2):
+        sync()
+        start = time.perf_counter()
+        cached = sample(model, labels, image_size=(size, size), method="cached", generator=torch.Generator().manual_seed(0))
+        sync()
+        cached_s = min(cached_s, time.perf_counter() - start)
+        if cached_s > 5.0:
+            break
+    row = dict(model=name, batch=batch, image=f"{size}x{size}", cached_s=cached_s, warmup_batch1_with_schedule_s=warmup)
+    pass_times = _forward_passes(
+        model, cached.clone(), labels, min(max(naive_passes, 3), size * size), sync
+    )  # a filled image: every pass costs the same
+    row["forward_s"] = min(pass_times)
+    if full_naive:
+        start = time.perf_counter()
+        naive = sample(model, labels, image_size=(size, size), method="naive", generator=torch.Generator().manual_seed(0))
+        sync()
+        row.update(naive_s=time.perf_counter() - start, naive_extrapolated=False, identical_pixels=(naive == cached).float().mean().item())
+    else:
+        row.update(naive_s=sum(pass_times) / len(pass_times) * size * size, naive_extrapolated=True, naive_passes_timed=len(pass_times))
+    row["speedup"] = row["naive_s"] / row["cached_s"]
+    row["cached_over_forward"] = row["cached_s"] / row["forward_s"]
+    return row
+
+
+def _forward_passes(model, x, labels, most: int, sync) -> list[float]:
+    """Seconds of up to ``most`` forward passes (at least 2; stopping after 10 s), after one untimed pass."""
+    import torch
+
+    pass_times = []
+    with torch.no_grad(), torch.nn.utils.parametrize.cached():
+        model(x, labels)
+        budget = time.perf_counter() + 10.0
+        while len(pass_times) < most and (len(pass_times) < 2 or time.perf_counter() < budget):
+            sync()
+            start = time.perf_counter()
+            model(x, labels)
+            sync()
+            pass_times.append(time.perf_counter() - start)
+    return pass_times
 
 
 def _plot(path, rows):

@@ -39,8 +39,21 @@ CUDA_UNITS = sorted(CSRC.glob("*.cu"))
 TARGETS = {"sm_80": 80, "sm_90": 90}
 DTYPES = ("fp32", "bf16", "fp16", "fp64")
 MAX_REGISTERS = 128
-FIELDS = ("source", "module", "kernel", "target", "signature", "constexprs", "num_warps", "num_stages", "dtype",
-          "registers", "spill_bytes", "shared_bytes", "occupancy")  # fmt: skip
+FIELDS = (
+    "source",
+    "module",
+    "kernel",
+    "target",
+    "signature",
+    "constexprs",
+    "num_warps",
+    "num_stages",
+    "dtype",
+    "registers",
+    "spill_bytes",
+    "shared_bytes",
+    "occupancy",
+)
 
 # Per-SM limits (CUDA C Programming Guide, compute capabilities 8.0 and 9.0)
 SM_LIMITS = {
@@ -109,8 +122,11 @@ def compile_triton(kernel, signature: dict, constexprs: dict, num_warps: int, nu
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    compiled = triton.compile(ASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", TARGETS[target], 32),
-                              options={"num_warps": num_warps, "num_stages": num_stages})  # fmt: skip
+    compiled = triton.compile(
+        ASTSource(kernel, signature, constexprs),
+        target=GPUTarget("cuda", TARGETS[target], 32),
+        options={"num_warps": num_warps, "num_stages": num_stages},
+    )
     cubin = workdir / "kernel.cubin"
     cubin.write_bytes(compiled.asm["cubin"])
     (usage,) = res_usage(cubin).values()
@@ -124,10 +140,19 @@ def triton_entries(dtypes, targets, workdir: Path):
     for spec in triton_specializations(dtypes):
         for target in targets:
             res = compile_triton(spec.kernel, spec.signature, spec.constexprs, spec.num_warps, spec.num_stages, target, workdir)
-            yield _entry(source="triton", module=spec.module, kernel=spec.name, target=target, signature=spec.signature,
-                         constexprs=spec.constexprs, num_warps=spec.num_warps, num_stages=spec.num_stages,
-                         dtype=TRITON_TYPE[spec.dtype], occupancy=occupancy(res["registers"], spec.num_warps, res["shared_bytes"], target),
-                         **res)  # fmt: skip
+            yield _entry(
+                source="triton",
+                module=spec.module,
+                kernel=spec.name,
+                target=target,
+                signature=spec.signature,
+                constexprs=spec.constexprs,
+                num_warps=spec.num_warps,
+                num_stages=spec.num_stages,
+                dtype=TRITON_TYPE[spec.dtype],
+                occupancy=occupancy(res["registers"], spec.num_warps, res["shared_bytes"], target),
+                **res,
+            )
 
 
 def recompile(entry: dict, workdir: Path) -> dict:
@@ -211,15 +236,34 @@ def cuda_entries(targets, workdir: Path, nvcc: Path):
                     continue
                 kernel, ctype = m.groups()
                 res = usage[mangled]
-                yield _entry(source="cuda", module=f"csrc/{unit.name}", kernel=kernel, target=target, signature=signature,
-                             constexprs={"T": ctype}, num_warps=warps[kernel], num_stages=None, dtype=CUDA_TYPES[ctype],
-                             registers=res["REG"], spill_bytes=res["STACK"], shared_bytes=res.get("SHARED", 0),
-                             occupancy=occupancy(res["REG"], warps[kernel], res.get("SHARED", 0), target))  # fmt: skip
+                yield _entry(
+                    source="cuda",
+                    module=f"csrc/{unit.name}",
+                    kernel=kernel,
+                    target=target,
+                    signature=signature,
+                    constexprs={"T": ctype},
+                    num_warps=warps[kernel],
+                    num_stages=None,
+                    dtype=CUDA_TYPES[ctype],
+                    registers=res["REG"],
+                    spill_bytes=res["STACK"],
+                    shared_bytes=res.get("SHARED", 0),
+                    occupancy=occupancy(res["REG"], warps[kernel], res.get("SHARED", 0), target),
+                )
 
 
 def _key(entry: dict) -> tuple:
-    return (entry["source"], entry["module"], entry["kernel"], entry["target"], entry["dtype"], json.dumps(entry["constexprs"], sort_keys=True),
-            entry["num_warps"], entry["num_stages"])  # fmt: skip
+    return (
+        entry["source"],
+        entry["module"],
+        entry["kernel"],
+        entry["target"],
+        entry["dtype"],
+        json.dumps(entry["constexprs"], sort_keys=True),
+        entry["num_warps"],
+        entry["num_stages"],
+    )
 
 
 def verify(report: Path, dtypes, targets, workdir: Path) -> list[str]:
@@ -239,9 +283,22 @@ def verify(report: Path, dtypes, targets, workdir: Path) -> list[str]:
             recorded = {k: e[k] for k in again}
             if again != recorded:
                 problems.append(f"{e['kernel']} {e['target']} {e['dtype']} {e['constexprs']}: recorded {recorded}, recompiled {again}")
-    current = {_key(dict(source="triton", module=spec.module, kernel=spec.name, target=t, dtype=name, constexprs=spec.constexprs,
-                         num_warps=spec.num_warps, num_stages=spec.num_stages))
-               for spec, name in _named(triton_specializations(dtypes)) for t in targets}  # fmt: skip
+    current = {
+        _key(
+            dict(
+                source="triton",
+                module=spec.module,
+                kernel=spec.name,
+                target=t,
+                dtype=name,
+                constexprs=spec.constexprs,
+                num_warps=spec.num_warps,
+                num_stages=spec.num_stages,
+            )
+        )
+        for spec, name in _named(triton_specializations(dtypes))
+        for t in targets
+    }
     have = {_key(e) for e in entries if e["source"] == "triton"}
     problems += [f"launchable but not in the report: {k}" for k in sorted(current - have)]
     problems += [f"in the report but no longer launched: {k}" for k in sorted(have - current)]
@@ -265,8 +322,10 @@ def violations(entries) -> list[str]:
         if e["dtype"] == "fp64":
             continue
         if e["spill_bytes"] > 0 or e["registers"] > MAX_REGISTERS:
-            bad.append(f"{e['module']}.{e['kernel']} {e['target']} {e['dtype']} {e['constexprs']}: "
-                       f"{e['registers']} registers, {e['spill_bytes']} spill bytes")  # fmt: skip
+            bad.append(
+                f"{e['module']}.{e['kernel']} {e['target']} {e['dtype']} {e['constexprs']}: "
+                f"{e['registers']} registers, {e['spill_bytes']} spill bytes"
+            )
     return bad
 
 
@@ -308,26 +367,36 @@ def main(argv=None) -> int:
         entries = list(triton_entries(args.dtypes, args.targets, Path(tmp)))
         if nvcc is not None:
             entries += list(cuda_entries(args.targets, Path(tmp), nvcc))
-    tools = {"triton": triton.__version__, "nvcc": str(nvcc) if nvcc else None, "nvcc_version": nvcc_version(nvcc) if nvcc else None,
-             "python": platform.python_version(), "host": platform.platform(), "seconds": round(time.time() - start, 1)}  # fmt: skip
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    tmp_out.write_text(json.dumps({"kernels": entries, "tools": tools}, indent=1) + "\n")
-    os.replace(tmp_out, out)
-
-    print(f"{'kernel':<24} {'target':<6} {'dtype':<5} {'constexprs':<58} {'regs':>4} {'spill':>5} {'shared':>6} {'occ':>5}")
-    for e in entries:
-        flags = ",".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in e["constexprs"].items())
-        print(
-            f"{e['kernel']:<24} {e['target']:<6} {e['dtype']:<5} {flags:<58} {e['registers']:>4} {e['spill_bytes']:>5} {e['shared_bytes']:>6} {e['occupancy']:>5.0%}"
-        )
+    tools = {
+        "triton": triton.__version__,
+        "nvcc": str(nvcc) if nvcc else None,
+        "nvcc_version": nvcc_version(nvcc) if nvcc else None,
+        "python": platform.python_version(),
+        "host": platform.platform(),
+        "seconds": round(time.time() - start, 1),
+    }
+    out = _write_report(Path(args.out), entries, tools)
     bad = violations(entries)
     print(f"{len(entries)} entries ({'with' if nvcc else 'without'} CUDA units) in {tools['seconds']} s -> {out}")
     if bad:
         print(f"over the limits (0 spills, <= {MAX_REGISTERS} registers):\n  " + "\n  ".join(bad), file=sys.stderr)
         return 1
     return 0
+
+
+def _write_report(out: Path, entries: list[dict], tools: dict) -> Path:
+    """The report as JSON (whole or not at all), and its table on standard output."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name(out.name + ".tmp")
+    tmp_out.write_text(json.dumps({"kernels": entries, "tools": tools}, indent=1) + "\n")
+    os.replace(tmp_out, out)
+    print(f"{'kernel':<24} {'target':<6} {'dtype':<5} {'constexprs':<58} {'regs':>4} {'spill':>5} {'shared':>6} {'occ':>5}")
+    for e in entries:
+        flags = ",".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in e["constexprs"].items())
+        print(
+            f"{e['kernel']:<24} {e['target']:<6} {e['dtype']:<5} {flags:<58} {e['registers']:>4} {e['spill_bytes']:>5} {e['shared_bytes']:>6} {e['occupancy']:>5.0%}"
+        )
+    return out
 
 
 if __name__ == "__main__":

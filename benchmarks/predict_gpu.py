@@ -53,13 +53,31 @@ def kernel_predictions() -> list[dict]:
     for b, c, h, w, k, dtype in bench_dmol.GPU_CASES:
         for backward in (False, True):
             nbytes = bench_dmol.traffic_bytes(b, c, h, w, k, ELEM[dtype], backward)
-            rows.append(dict(op="dmol", shape=f"B{b} C{c} {h}x{w} K{k}", dtype=dtype, pass_="fwd+bwd" if backward else "fwd",
-                             bytes_per_pixel=round(nbytes / (b * h * w), 1), bytes=nbytes, predicted_us=nbytes / HBM_BYTES_PER_S * 1e6))  # fmt: skip
+            rows.append(
+                dict(
+                    op="dmol",
+                    shape=f"B{b} C{c} {h}x{w} K{k}",
+                    dtype=dtype,
+                    pass_="fwd+bwd" if backward else "fwd",
+                    bytes_per_pixel=round(nbytes / (b * h * w), 1),
+                    bytes=nbytes,
+                    predicted_us=nbytes / HBM_BYTES_PER_S * 1e6,
+                )
+            )
     for b, f, h, w, dtype in bench_gated_film.GPU_CASES:
         for backward in (False, True):
             nbytes = bench_gated_film.traffic_bytes(b, f, h, w, ELEM[dtype], backward)
-            rows.append(dict(op="gated_film", shape=f"B{b} F{f} {h}x{w}", dtype=dtype, pass_="fwd+bwd" if backward else "fwd",
-                             bytes_per_pixel=round(nbytes / (b * h * w), 1), bytes=nbytes, predicted_us=nbytes / HBM_BYTES_PER_S * 1e6))  # fmt: skip
+            rows.append(
+                dict(
+                    op="gated_film",
+                    shape=f"B{b} F{f} {h}x{w}",
+                    dtype=dtype,
+                    pass_="fwd+bwd" if backward else "fwd",
+                    bytes_per_pixel=round(nbytes / (b * h * w), 1),
+                    bytes=nbytes,
+                    predicted_us=nbytes / HBM_BYTES_PER_S * 1e6,
+                )
+            )
     return [{("pass" if k == "pass_" else k): v for k, v in r.items()} for r in rows]
 
 
@@ -89,9 +107,19 @@ def sampler_predictions(models=("1/40/5", "5/160/10"), size=32, batch=16) -> lis
         model = ConditionalPixelCNN(nr_resnet=n, nr_filters=f, nr_logistic_mix=k, num_classes=4, dropout=0.0).eval()
         launches = kernel_launches(model, size, size)
         flops = 2 * forward_macs(model, size, size, batch)
-        rows.append(dict(model=name, size=f"{size}x{size}", batch=batch, launches=launches, sampling_launches=size * size,
-                         launch_floor_graph_s=launches * LAUNCH_S["graph"], launch_floor_stream_s=launches * LAUNCH_S["stream"],
-                         forward_gflop=flops / 1e9, compute_floor_s=flops / FP32_FLOPS))  # fmt: skip
+        rows.append(
+            dict(
+                model=name,
+                size=f"{size}x{size}",
+                batch=batch,
+                launches=launches,
+                sampling_launches=size * size,
+                launch_floor_graph_s=launches * LAUNCH_S["graph"],
+                launch_floor_stream_s=launches * LAUNCH_S["stream"],
+                forward_gflop=flops / 1e9,
+                compute_floor_s=flops / FP32_FLOPS,
+            )
+        )
     return rows
 
 
@@ -106,9 +134,18 @@ def epoch_predictions(size: int = 32) -> list[dict]:
     rows = []
     for recompute in (False, True):
         epoch_flop = (4 if recompute else 3) * forward_flop * CIFAR10_TRAIN
-        rows.append(dict(model="5/160/10", size=f"{size}x{size}", checkpoint_activations=recompute, forward_gflop_per_image=forward_flop / 1e9,
-                         epoch_pflop=epoch_flop / 1e15, fraction_of_peak=sustained, h100_fp32_epoch_s=epoch_flop / (sustained * H100_FP32_PEAK),
-                         h100_tf32_epoch_s=epoch_flop / (sustained * H100_TF32_PEAK)))  # fmt: skip
+        rows.append(
+            dict(
+                model="5/160/10",
+                size=f"{size}x{size}",
+                checkpoint_activations=recompute,
+                forward_gflop_per_image=forward_flop / 1e9,
+                epoch_pflop=epoch_flop / 1e15,
+                fraction_of_peak=sustained,
+                h100_fp32_epoch_s=epoch_flop / (sustained * H100_FP32_PEAK),
+                h100_tf32_epoch_s=epoch_flop / (sustained * H100_TF32_PEAK),
+            )
+        )
     return rows
 
 
@@ -175,8 +212,12 @@ def train_step_predictions(batch: int = 64, size: int = 32) -> list[dict]:
     sustained = epoch_predictions(size)[0]["fraction_of_peak"]
     traced = {backend: step_traffic(backend, batch=batch, size=size) for backend in ("eager", "triton")}
     rows = []
-    for variant, backend, compiled in (("eager", "eager", False), ("torch.compile", "eager", True), ("triton", "triton", False),
-                                       ("torch.compile + triton", "triton", True)):  # fmt: skip
+    for variant, backend, compiled in (
+        ("eager", "eager", False),
+        ("torch.compile", "eager", True),
+        ("triton", "triton", False),
+        ("torch.compile + triton", "triton", True),
+    ):
         t = traced[backend]
         if compiled:  # perfect fusion: a fused kernel writes each convolution's input and reads its output
             other_bytes, other_kernels = t["matmul_bytes"], 2 * t["matmul_kernels"]
@@ -185,9 +226,21 @@ def train_step_predictions(batch: int = 64, size: int = 32) -> list[dict]:
         nbytes = t["matmul_bytes"] + t["fused_bytes"] + other_bytes
         kernels = t["matmul_kernels"] + t["fused_kernels"] + other_kernels
         compute_s, memory_s, launch_s = t["flop"] / (sustained * H100_BF16_PEAK), nbytes / HBM_BYTES_PER_S, kernels * LAUNCH_S["stream"]
-        rows.append(dict(variant=variant, model="5/160/10", batch=batch, size=f"{size}x{size}", step_tflop=t["flop"] / 1e12, gbytes=nbytes / 1e9,
-                         kernels=kernels, compute_s=compute_s, memory_s=memory_s, launch_s=launch_s,
-                         predicted_step_s=compute_s + memory_s + launch_s))  # fmt: skip
+        rows.append(
+            dict(
+                variant=variant,
+                model="5/160/10",
+                batch=batch,
+                size=f"{size}x{size}",
+                step_tflop=t["flop"] / 1e12,
+                gbytes=nbytes / 1e9,
+                kernels=kernels,
+                compute_s=compute_s,
+                memory_s=memory_s,
+                launch_s=launch_s,
+                predicted_step_s=compute_s + memory_s + launch_s,
+            )
+        )
     for row in rows:
         row["predicted_speedup_vs_eager"] = rows[0]["predicted_step_s"] / row["predicted_step_s"]
     return rows
@@ -209,30 +262,50 @@ def resource_table(report: Path) -> list[dict]:
 
 
 def markdown(resources, kernels, sampler, epochs, steps=()) -> str:
-    out = ["| kernel | dtype | specializations | sm_80 registers | sm_80 spills | sm_80 occupancy | sm_90 registers | sm_90 spills | sm_90 occupancy |",
-           "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    out = [
+        "| kernel | dtype | specializations | sm_80 registers | sm_80 spills | sm_80 occupancy | sm_90 registers | sm_90 spills | sm_90 occupancy |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in resources:
-        out.append(f"| {r['kernel']} | {r['dtype']} | {r['specializations'] // 2} | {r['sm_80_registers']} | {r['sm_80_spill_bytes']} | "
-                   f"{r['sm_80_occupancy']:.0%} | {r['sm_90_registers']} | {r['sm_90_spill_bytes']} | {r['sm_90_occupancy']:.0%} |")  # fmt: skip
+        out.append(
+            f"| {r['kernel']} | {r['dtype']} | {r['specializations'] // 2} | {r['sm_80_registers']} | {r['sm_80_spill_bytes']} | "
+            f"{r['sm_80_occupancy']:.0%} | {r['sm_90_registers']} | {r['sm_90_spill_bytes']} | {r['sm_90_occupancy']:.0%} |"
+        )
     out += ["", "| op | shape | dtype | pass | bytes / pixel | **predicted** H100 µs at 3.35 TB/s |", "|---|---|---|---|---|---|"]
     for r in kernels:
         out.append(f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['pass']} | {r['bytes_per_pixel']:g} | {r['predicted_us']:.1f} |")
-    out += ["", "| model | image | batch | kernel launches | of which sampling | **predicted** launch floor (graph, 1.5 µs) | (stream, 4 µs) | forward GFLOP | **predicted** compute floor (40 TFLOP/s) |",
-            "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    out += [
+        "",
+        "| model | image | batch | kernel launches | of which sampling | **predicted** launch floor (graph, 1.5 µs) | (stream, 4 µs) | forward GFLOP | **predicted** compute floor (40 TFLOP/s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in sampler:
-        out.append(f"| {r['model']} | {r['size']} | {r['batch']} | {r['launches']:,} | {r['sampling_launches']:,} | {r['launch_floor_graph_s'] * 1e3:.0f} ms | "
-                   f"{r['launch_floor_stream_s'] * 1e3:.0f} ms | {r['forward_gflop']:.1f} | {r['compute_floor_s'] * 1e3:.1f} ms |")  # fmt: skip
-    out += ["", "| model | --checkpoint-activations | forward GFLOP / image | epoch PFLOP | sustained fraction of peak (from the port's TITAN X epoch) | "
-            "**predicted** H100 epoch, FP32 | **predicted** H100 epoch, TF32 |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+        out.append(
+            f"| {r['model']} | {r['size']} | {r['batch']} | {r['launches']:,} | {r['sampling_launches']:,} | {r['launch_floor_graph_s'] * 1e3:.0f} ms | "
+            f"{r['launch_floor_stream_s'] * 1e3:.0f} ms | {r['forward_gflop']:.1f} | {r['compute_floor_s'] * 1e3:.1f} ms |"
+        )
+    out += [
+        "",
+        "| model | --checkpoint-activations | forward GFLOP / image | epoch PFLOP | sustained fraction of peak (from the port's TITAN X epoch) | "
+        "**predicted** H100 epoch, FP32 | **predicted** H100 epoch, TF32 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in epochs:
-        out.append(f"| {r['model']} | {'on' if r['checkpoint_activations'] else 'off'} | {r['forward_gflop_per_image']:.1f} | {r['epoch_pflop']:.2f} | "
-                   f"{r['fraction_of_peak']:.0%} | {r['h100_fp32_epoch_s'] / 60:.1f} min | {r['h100_tf32_epoch_s'] / 60:.1f} min |")  # fmt: skip
+        out.append(
+            f"| {r['model']} | {'on' if r['checkpoint_activations'] else 'off'} | {r['forward_gflop_per_image']:.1f} | {r['epoch_pflop']:.2f} | "
+            f"{r['fraction_of_peak']:.0%} | {r['h100_fp32_epoch_s'] / 60:.1f} min | {r['h100_tf32_epoch_s'] / 60:.1f} min |"
+        )
     if steps:
-        out += ["", "| training step, 5/160/10, batch 64, bf16 | TFLOP | GB moved | kernels | compute | memory | launches (4 µs) | **predicted** H100 step | vs eager |",
-                "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        out += [
+            "",
+            "| training step, 5/160/10, batch 64, bf16 | TFLOP | GB moved | kernels | compute | memory | launches (4 µs) | **predicted** H100 step | vs eager |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in steps:
-            out.append(f"| {r['variant']} | {r['step_tflop']:.2f} | {r['gbytes']:.1f} | {r['kernels']:,} | {r['compute_s'] * 1e3:.1f} ms | {r['memory_s'] * 1e3:.1f} ms | "
-                       f"{r['launch_s'] * 1e3:.1f} ms | **{r['predicted_step_s'] * 1e3:.0f} ms** | {r['predicted_speedup_vs_eager']:.2f}× |")  # fmt: skip
+            out.append(
+                f"| {r['variant']} | {r['step_tflop']:.2f} | {r['gbytes']:.1f} | {r['kernels']:,} | {r['compute_s'] * 1e3:.1f} ms | {r['memory_s'] * 1e3:.1f} ms | "
+                f"{r['launch_s'] * 1e3:.1f} ms | **{r['predicted_step_s'] * 1e3:.0f} ms** | {r['predicted_speedup_vs_eager']:.2f}× |"
+            )
     return "\n".join(out)
 
 
@@ -244,10 +317,25 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     resources, kernels, sampler, epochs = resource_table(Path(args.report)), kernel_predictions(), sampler_predictions(), epoch_predictions()
     steps = train_step_predictions()
-    assumptions = {"hbm_bytes_per_s": HBM_BYTES_PER_S, "launch_s": LAUNCH_S, "fp32_flops": FP32_FLOPS, "port_titanx_epoch_s": PORT_EPOCH_S,
-                   "titanx_fp32_peak": TITANX_FP32_PEAK, "h100_fp32_peak": H100_FP32_PEAK, "h100_tf32_peak": H100_TF32_PEAK, "h100_bf16_peak": H100_BF16_PEAK}  # fmt: skip
-    result = {"kind": "PREDICTION (no GPU measured)", "assumptions": assumptions, "resources": resources, "kernels": kernels, "sampler": sampler,
-              "training_epoch": epochs, "training_step": steps}  # fmt: skip
+    assumptions = {
+        "hbm_bytes_per_s": HBM_BYTES_PER_S,
+        "launch_s": LAUNCH_S,
+        "fp32_flops": FP32_FLOPS,
+        "port_titanx_epoch_s": PORT_EPOCH_S,
+        "titanx_fp32_peak": TITANX_FP32_PEAK,
+        "h100_fp32_peak": H100_FP32_PEAK,
+        "h100_tf32_peak": H100_TF32_PEAK,
+        "h100_bf16_peak": H100_BF16_PEAK,
+    }
+    result = {
+        "kind": "PREDICTION (no GPU measured)",
+        "assumptions": assumptions,
+        "resources": resources,
+        "kernels": kernels,
+        "sampler": sampler,
+        "training_epoch": epochs,
+        "training_step": steps,
+    }
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")

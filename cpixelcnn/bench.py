@@ -45,8 +45,10 @@ def run_benchmarks(names: list[str] | None = None, smoke: bool = False) -> int:
     """Run the named benchmarks (default: all) one after another, each in its own process; 0 if all succeed."""
     root = checkout_root()
     if root is None:
-        raise FileNotFoundError("the benchmarks are not installed with the package: they are the benchmarks/ package of the source "
-                                "checkout; clone it and run `cpixelcnn bench` (or python -m benchmarks.<name>) from there")  # fmt: skip
+        raise FileNotFoundError(
+            "the benchmarks are not installed with the package: they are the benchmarks/ package of the source "
+            "checkout; clone it and run `cpixelcnn bench` (or python -m benchmarks.<name>) from there"
+        )
     modules = benchmark_modules(root)
     unknown = [n for n in names or [] if n not in modules]
     if unknown:

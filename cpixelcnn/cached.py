@@ -155,9 +155,24 @@ class _Lowering:
         weight = conv.weight.detach()  # (Cout, Cin, kh, kw); weight norm applied
         assert weight.shape[1] == cin_eff, (weight.shape, cin_eff)
         node = self._node(weight.shape[0], out)
-        self.ops.append(dict(type="conv", out=node, inputs=inputs, mode=mode, transform=transform, kh=kh, kw=kw, stride=stride,
-                             pad_top=pad_top, pad_left=pad_left, shift=shift, cin_eff=cin_eff,
-                             weight=weight.permute(2, 3, 1, 0), bias=conv.bias.detach()))  # fmt: skip
+        self.ops.append(
+            dict(
+                type="conv",
+                out=node,
+                inputs=inputs,
+                mode=mode,
+                transform=transform,
+                kh=kh,
+                kw=kw,
+                stride=stride,
+                pad_top=pad_top,
+                pad_left=pad_left,
+                shift=shift,
+                cin_eff=cin_eff,
+                weight=weight.permute(2, 3, 1, 0),
+                bias=conv.bias.detach(),
+            )
+        )
         return node
 
     def deconv(self, layer, source: int) -> int:
@@ -176,9 +191,24 @@ class _Lowering:
         out = full[:h_out, crop_left : crop_left + w_out]
         weight = layer.deconv.weight.detach()  # (Cin, Cout, kh, kw)
         node = self._node(weight.shape[1], np.ascontiguousarray(out))
-        self.ops.append(dict(type="deconv", out=node, inputs=[source], mode="single", transform="none", kh=kh, kw=kw, stride=stride,
-                             pad_top=0, pad_left=crop_left, shift="none", cin_eff=weight.shape[0],
-                             weight=weight.permute(2, 3, 0, 1), bias=layer.deconv.bias.detach()))  # fmt: skip
+        self.ops.append(
+            dict(
+                type="deconv",
+                out=node,
+                inputs=[source],
+                mode="single",
+                transform="none",
+                kh=kh,
+                kw=kw,
+                stride=stride,
+                pad_top=0,
+                pad_left=crop_left,
+                shift="none",
+                cin_eff=weight.shape[0],
+                weight=weight.permute(2, 3, 0, 1),
+                bias=layer.deconv.bias.detach(),
+            )
+        )
         return node
 
     def elementwise(self, kind: str, a: int, b: int, block=None) -> int:
@@ -255,8 +285,10 @@ def unavailable_reason(engine: str, ext=None) -> str | None:
     if engine_available(engine, ext):
         return None
     if ENGINES[engine].device == "cuda":
-        return ("the compiled extension has no CUDA part (it was built without a CUDA torch and toolkit); "
-                "rebuild with CPIXELCNN_CUDA=1 pip install --no-build-isolation -e .")  # fmt: skip
+        return (
+            "the compiled extension has no CUDA part (it was built without a CUDA torch and toolkit); "
+            "rebuild with CPIXELCNN_CUDA=1 pip install --no-build-isolation -e ."
+        )
     return f"the compiled extension has no {engine!r} engine; rebuild it with `pip install --no-build-isolation -e .`"
 
 
@@ -275,8 +307,19 @@ def _engine_for(engine: str, device: torch.device, ext) -> Engine:
     return chosen
 
 
-def cached_sample(model, labels: torch.Tensor | None, batch: int, height: int, width: int, noise: torch.Tensor, return_params: bool = False,
-                  engine: str = "auto", prefix: torch.Tensor | None = None, prefix_pixels: int = 0, temperature: float = 1.0):  # fmt: skip
+def cached_sample(
+    model,
+    labels: torch.Tensor | None,
+    batch: int,
+    height: int,
+    width: int,
+    noise: torch.Tensor,
+    return_params: bool = False,
+    engine: str = "auto",
+    prefix: torch.Tensor | None = None,
+    prefix_pixels: int = 0,
+    temperature: float = 1.0,
+):
     """Run the cached sampler. Returns images (B, C, H, W) in the model's dtype — and, with
     ``return_params``, the DMoL parameters (B, n_out, H, W) it sampled each pixel from.
 
@@ -345,8 +388,9 @@ def _sampler_inputs(ext, model, g: _Lowering, labels, dtype: torch.dtype, device
         gammas.append(gamma.to(dtype).contiguous() if gamma is not None else empty)
         betas.append(beta.to(dtype).contiguous() if beta is not None else empty)
     inputs.op_spec, inputs.weights, inputs.biases, inputs.gammas, inputs.betas = spec, weights, biases, gammas, betas
-    inputs.nodes = [torch.zeros(batch, 0 if held and k not in (g.input, g.params) else h, w, c, dtype=dtype, device=device)
-                    for k, (c, h, w) in enumerate(g.nodes)]  # fmt: skip
+    inputs.nodes = [
+        torch.zeros(batch, 0 if held and k not in (g.input, g.params) else h, w, c, dtype=dtype, device=device) for k, (c, h, w) in enumerate(g.nodes)
+    ]
     inputs.node_heights = [h for _, h, _ in g.nodes]
     inputs.input_node, inputs.params_node = g.input, g.params
     return inputs
@@ -354,5 +398,12 @@ def _sampler_inputs(ext, model, g: _Lowering, labels, dtype: torch.dtype, device
 
 register_engine(Engine("cpu", "cached_sample", "cpu", "the C++ loop on the CPU (keeps only the rows of each activation that are live)"))
 register_engine(Engine("cuda", "cached_sample_cuda", "cuda", "the CUDA kernels, the whole loop one CUDA graph", gated=True))
-register_engine(Engine("cuda-emulated", "cached_sample_emulated", "cpu", "the CUDA kernels and launch order compiled for the CPU (slow, exact: "
-                       "for checking the GPU code without a GPU)", auto=False))  # fmt: skip
+register_engine(
+    Engine(
+        "cuda-emulated",
+        "cached_sample_emulated",
+        "cpu",
+        "the CUDA kernels and launch order compiled for the CPU (slow, exact: for checking the GPU code without a GPU)",
+        auto=False,
+    )
+)

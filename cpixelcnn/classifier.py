@@ -2,82 +2,34 @@
 (:class:`~cpixelcnn.per_class.PerClassPixelCNN`, the training data's class priors): the one
 classifier the command line, the demo, validation, scoring and the Python API use.
 
-Input convention, everywhere: images (N, C, H, W) either uint8 (as data sets hold them; converted
-to the model's float dtype chunk by chunk) or floating point already on the model's 2^bits grid of
-[-1, 1]. Log-likelihoods are float64, in nats, on the host."""
+Input convention: :mod:`cpixelcnn.likelihood` (uint8, or on the model's grid; float64 nats on the host)."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-from torch.nn.utils import parametrize
 
-from cpixelcnn.devices import float64_math, model_device_and_dtype, to_float64
-from cpixelcnn.ops.dmol import dmol_log_prob, quantize_to_grid
-
-
-def as_model_input(images: torch.Tensor, model) -> torch.Tensor:
-    """uint8 images → [-1, 1] in the model's input dtype (computed in it: exact levels for a float64
-    model) on its device; float images → its device, as they are."""
-    device, dtype = model_device_and_dtype(model)
-    if images.dtype == torch.uint8:
-        return images.to(device=device, dtype=dtype) / 127.5 - 1.0
-    return images.to(device)
+from cpixelcnn.devices import float64_math
+from cpixelcnn.likelihood import as_model_input, log_likelihoods  # noqa: F401  (as_model_input: the input convention, public here too)
 
 
-@torch.no_grad()
 def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch.Tensor:
     """log p(x | c) in nats for every image and class: x (B, C, H, W), uint8 or on the model's grid
     (module docstring) → (B, num_classes) float64 on the host.
 
     All classes are evaluated in batched forward passes over (image, class) pairs, at most
-    ``max_batch`` pairs at a time to bound memory. The model runs in eval mode.
+    ``max_batch`` pairs at a time to bound memory (:func:`cpixelcnn.likelihood.log_likelihoods`).
+    The model runs in eval mode.
     """
     num_classes = getattr(model, "num_classes", 0)
     if num_classes < 1:
         raise ValueError("classification needs a class-conditional model (num_classes >= 1)")
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
-    device = next(model.parameters()).device
-    uint8 = x.dtype == torch.uint8
-    if not uint8:
-        x = x.to(device)
-        model.check_inputs(x, torch.zeros(x.shape[0], dtype=torch.long, device=device))
-        quantize_to_grid(x, model.bits)  # the grid check once here, not once per (image, class) pair
-    else:
-        model.check_inputs(x[:1].to(device).float(), torch.zeros(1, dtype=torch.long, device=device))  # shape and channels
-        quantize_to_grid(as_model_input(levels_present(x), model), model.bits)  # once, on the (at most 256) levels present
-    pairs = x.shape[0] * num_classes
-    image_of_pair = torch.arange(pairs, device=device) // num_classes
-    class_of_pair = torch.arange(pairs, device=device) % num_classes
-    with float64_math():  # the sums of log-probabilities in float64, on the host
-        out = torch.empty(pairs, dtype=torch.float64)
-    was_training = model.training
-    model.eval()
-    try:
-        with parametrize.cached():
-            for start in range(0, pairs, max_batch):
-                idx = slice(start, start + max_batch)
-                images = x[image_of_pair[idx].to(x.device)]
-                if uint8:  # converted a chunk at a time (a whole data set never sits on the device in float)
-                    images = as_model_input(images, model)
-                params = model(images, class_of_pair[idx])
-                log_prob = dmol_log_prob(images, params, bits=model.bits, backend=model.backend, check=False)
-                with float64_math():
-                    out[idx] = to_float64(log_prob).cpu()
-    finally:
-        model.train(was_training)
-    return out.view(x.shape[0], num_classes)
-
-
-def levels_present(images: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """The distinct values (at most 256) of uint8 images (N, ...), read ``chunk`` images at a time
-    (a mapped data set is never copied whole)."""
-    seen = torch.zeros(256, dtype=torch.bool)
-    for start in range(0, images.shape[0], chunk):
-        seen |= torch.bincount(images[start : start + chunk].reshape(-1).cpu(), minlength=256) > 0
-    return seen.nonzero()[:, 0].to(torch.uint8)
+    n = x.shape[0]
+    classes = torch.arange(num_classes).repeat(n)  # pair r: image r // K, class r % K
+    return log_likelihoods(model, x, classes, batch_size=max_batch, image_of=torch.arange(n).repeat_interleave(num_classes)).view(n, num_classes)
 
 
 def class_log_priors(model) -> torch.Tensor:

@@ -34,8 +34,15 @@ DEMO_DATA = {
 UNTRAINED_BPD = 8.0  # a model that knows nothing spreads mass over all 256 levels: 8 bits per dimension
 
 
-def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_steps: int | None = None, samples_per_class: int = 8, seed: int = 0,
-             data: str = "digits", log=print) -> dict:  # fmt: skip
+def run_demo(
+    out_dir: str | Path = "cpixelcnn-demo",
+    seconds: float = 60.0,
+    max_steps: int | None = None,
+    samples_per_class: int = 8,
+    seed: int = 0,
+    data: str = "digits",
+    log=print,
+) -> dict:
     """Train for ``seconds`` (or ``max_steps``), then sample and classify the held-out split.
     Writes the run to ``out_dir/run`` and ``out_dir/samples.png``, ``out_dir/report.json``."""
     if seconds <= 0 and not max_steps:
@@ -52,18 +59,40 @@ def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_
         with RunLock(run_dir):
             shutil.rmtree(run_dir)
     cfg = TrainConfig(
-        data=data, out=str(run_dir), image_size=size, in_channels=channels, nr_resnet=1, nr_filters=32, nr_logistic_mix=5, dropout=0.0,
-        lr=2e-3, batch_size=32, epochs=1000, max_steps=max_steps, max_seconds=None if max_steps else seconds, log_every=25, seed=seed,
+        data=data,
+        out=str(run_dir),
+        image_size=size,
+        in_channels=channels,
+        nr_resnet=1,
+        nr_filters=32,
+        nr_logistic_mix=5,
+        dropout=0.0,
+        lr=2e-3,
+        batch_size=32,
+        epochs=1000,
+        max_steps=max_steps,
+        max_seconds=None if max_steps else seconds,
+        log_every=25,
+        seed=seed,
         val_data="none",
-    )  # fmt: skip
+    )
     log(f"demo: a 1/32/5 conditional PixelCNN++ on {about}, {'%d steps' % max_steps if max_steps else '%.0f s' % seconds} of training")
     summary = train(cfg, log=log)
+    result = _assess(run_dir, out_dir, data, samples_per_class, seed, log) | dict(steps=summary["steps"], train_bpd=summary["train_bpd"])
+    log(
+        f"report -> {atomic_write_json(out_dir / 'report.json', result)}; model -> {run_dir} (try: cpixelcnn sample --checkpoint {run_dir} --out grid.png)"
+    )
+    return result
 
+
+def _assess(run_dir: Path, out_dir: Path, data: str, samples_per_class: int, seed: int, log) -> dict:
+    """The trained demo model's held-out bits/dim and Bayes accuracy, its samples (into
+    ``out_dir/samples.png``) and how many of them the classifier gives the class they were drawn for."""
+    size, channels, _ = DEMO_DATA[data]
     model, config = load_run(run_dir)
     names = config["class_names"]
     test = load_dataset(data, "test", size, channels, seed=seed)
     test_bpd = dataset_bpd(model, test.images, test.labels)
-
     labels = torch.arange(len(names)).repeat_interleave(samples_per_class)
     t0 = time.monotonic()
     method = fastest_method(model)
@@ -71,27 +100,31 @@ def run_demo(out_dir: str | Path = "cpixelcnn-demo", seconds: float = 60.0, max_
         out_dir / "samples.png", model, samples_per_class, size, seed=seed, scale=4 if size >= 16 else 8, method=method
     )
     sample_seconds = time.monotonic() - t0
-
     # do the samples look like their class? The Bayes classifier's verdict on each generated image
     sample_predicted, _ = classify(model, to_uint8(samples))
     sample_accuracy = (sample_predicted == labels).sum().item() / labels.shape[0]
-
     predicted, _ = classify(model, test.images)
     report = classification_report(predicted, test.labels, names)
-    chance = 1 / len(names)
     log(f"held-out bits/dim {test_bpd:.3f} (an untrained model: about {UNTRAINED_BPD:.0f})")
     log(
-        f"sampled {samples.shape[0]} images ({method} sampler), one row of {samples_per_class} per class ({', '.join(names)}), in {sample_seconds:.2f} s -> {grid_path}"
+        f"sampled {samples.shape[0]} images ({method} sampler), one row of {samples_per_class} per class ({', '.join(names)}), "
+        f"in {sample_seconds:.2f} s -> {grid_path}"
     )
-    log(f"Bayes classifier on {len(test)} held-out images: accuracy {report['accuracy']:.1%} (chance {chance:.0%})")
+    log(f"Bayes classifier on {len(test)} held-out images: accuracy {report['accuracy']:.1%} (chance {1 / len(names):.0%})")
     log("  per class: " + ", ".join(f"{k} {v:.0%}" for k, v in report["per_class_accuracy"].items() if v is not None))
     log(f"sample accuracy {sample_accuracy:.1%}: the share of the samples that the Bayes classifier assigns to the class they were drawn for")
-
-    result = dict(data=data, steps=summary["steps"], train_bpd=summary["train_bpd"], test_bpd=test_bpd, accuracy=report["accuracy"],
-                  per_class_accuracy=report["per_class_accuracy"], confusion_matrix=report["confusion_matrix"], classes=names,
-                  samples=str(grid_path), sample_seconds=sample_seconds, sample_accuracy=sample_accuracy, samples_per_class=samples_per_class,
-                  run_dir=str(run_dir), image_size=size, channels=channels)  # fmt: skip
-    log(
-        f"report -> {atomic_write_json(out_dir / 'report.json', result)}; model -> {run_dir} (try: cpixelcnn sample --checkpoint {run_dir} --out grid.png)"
+    return dict(
+        data=data,
+        test_bpd=test_bpd,
+        accuracy=report["accuracy"],
+        per_class_accuracy=report["per_class_accuracy"],
+        confusion_matrix=report["confusion_matrix"],
+        classes=names,
+        samples=str(grid_path),
+        sample_seconds=sample_seconds,
+        sample_accuracy=sample_accuracy,
+        samples_per_class=samples_per_class,
+        run_dir=str(run_dir),
+        image_size=size,
+        channels=channels,
     )
-    return result

@@ -100,8 +100,10 @@ def run(device_name: str | None = None) -> dict:
                 r.detail = note
     if device.type == "cuda":  # what auto will trust from now on
         trust.record_results(device, results)
-    checks = [dict(name=r.label, path=r.path, status=r.status, error=r.error, tolerance=r.tolerance, seconds=round(r.seconds, 4), detail=r.detail)
-              for r in results]  # fmt: skip
+    checks = [
+        dict(name=r.label, path=r.path, status=r.status, error=r.error, tolerance=r.tolerance, seconds=round(r.seconds, 4), detail=r.detail)
+        for r in results
+    ]
     return {"environment": info, "checks": checks, "passed": all(r.passed is not False for r in results)}
 
 

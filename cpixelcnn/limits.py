@@ -6,11 +6,26 @@ from __future__ import annotations
 import math
 
 RANGES = {
-    "batch_size": (1, 65536), "image_size": (1, 512), "epochs": (1, 10**6), "max_steps": (1, 10**9), "log_every": (1, 10**9),
-    "nr_resnet": (1, 64), "nr_filters": (1, 2048), "nr_logistic_mix": (1, 256), "nr_mix": (1, 256), "embedding_dim": (1, 4096),
-    "val_limit": (1, 10**7), "val_every": (1, 10**6), "max_skipped": (1, 10**6), "sample_every": (0, 10**6), "samples_per_class": (1, 1000),
-    "n": (1, 10_000), "samples": (1, 1000), "scale": (1, 32), "fid_samples_per_class": (1, 10_000),
-}  # fmt: skip
+    "batch_size": (1, 65536),
+    "image_size": (1, 512),
+    "epochs": (1, 10**6),
+    "max_steps": (1, 10**9),
+    "log_every": (1, 10**9),
+    "nr_resnet": (1, 64),
+    "nr_filters": (1, 2048),
+    "nr_logistic_mix": (1, 256),
+    "nr_mix": (1, 256),
+    "embedding_dim": (1, 4096),
+    "val_limit": (1, 10**7),
+    "val_every": (1, 10**6),
+    "max_skipped": (1, 10**6),
+    "sample_every": (0, 10**6),
+    "samples_per_class": (1, 1000),
+    "n": (1, 10_000),
+    "samples": (1, 1000),
+    "scale": (1, 32),
+    "fid_samples_per_class": (1, 10_000),
+}
 
 
 def check_range(name: str, value, flag: str | None = None) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 
 import torch
-from torch.nn.utils import parametrize
 
-from cpixelcnn.classifier import as_model_input, classification_report, classify_dataset  # noqa: F401  (the report: with its figures)
+from cpixelcnn.classifier import classification_report, classify_dataset  # noqa: F401  (the report: with its figures)
 from cpixelcnn.data.types import to_uint8
 from cpixelcnn.devices import float64_math, to_float64
-from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
+from cpixelcnn.likelihood import log_likelihoods
+from cpixelcnn.ops.dmol import bits_per_dim
 from cpixelcnn.sampling import per_class_samples
 
 
@@ -27,24 +27,11 @@ class FIDUnavailable(RuntimeError):
     """No Inception feature extractor is available (optional dependency or weights missing)."""
 
 
-@torch.no_grad()
 def dataset_bpd(model, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 64) -> float:
     """Mean bits/dim of uint8 images (N, C, H, W) under the model (with their labels if conditional)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    try:
-        with parametrize.cached():
-            for start in range(0, images.shape[0], batch_size):
-                x = as_model_input(images[start : start + batch_size], model)
-                y = labels[start : start + batch_size].to(device) if model.num_classes else None
-                lp = dmol_log_prob(x, model(x, y), bits=model.bits, backend=model.backend)
-                with float64_math():
-                    total += to_float64(bits_per_dim(lp, x.shape)).sum().item()
-    finally:
-        model.train(was_training)
-    return total / images.shape[0]
+    log_prob = log_likelihoods(model, images, labels if model.num_classes else None, batch_size=batch_size)
+    with float64_math():
+        return bits_per_dim(log_prob, images.shape).mean().item()
 
 
 def _sym_sqrt(matrix: torch.Tensor) -> torch.Tensor:

@@ -96,6 +96,23 @@ class DownStage(nn.Module):
         self.ul_stream = nn.ModuleList([GatedResnet(nr_filters, DownRightShiftedConv2d, 2, **kw) for _ in range(n)])
 
 
+def _check_architecture(
+    in_channels, num_classes, nr_resnet, nr_filters, nr_logistic_mix, film_hidden, conditioning, fusion, embedding, dropout, bits
+) -> None:
+    """A one-line ValueError for the first setting out of its range or choices."""
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels!r}")
+    _positive_int("num_classes", num_classes, minimum=0)
+    for name, value in (("nr_resnet", nr_resnet), ("nr_filters", nr_filters), ("nr_logistic_mix", nr_logistic_mix), ("film_hidden", film_hidden)):
+        _positive_int(name, value)
+    _choice("conditioning", conditioning, CONDITIONINGS)
+    _choice("fusion", fusion, FUSIONS)
+    _choice("embedding", embedding, EMBEDDINGS)
+    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    grid_levels(bits)
+
+
 class ConditionalPixelCNN(nn.Module):
     """Class-conditional PixelCNN++.
 
@@ -144,70 +161,55 @@ class ConditionalPixelCNN(nn.Module):
         checkpoint_activations: bool = False,
     ):
         super().__init__()
-        if in_channels not in (1, 3):
-            raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels!r}")
-        _positive_int("num_classes", num_classes, minimum=0)
-        _positive_int("nr_resnet", nr_resnet)
-        _positive_int("nr_filters", nr_filters)
-        _positive_int("nr_logistic_mix", nr_logistic_mix)
-        _positive_int("film_hidden", film_hidden)
-        _choice("conditioning", conditioning, CONDITIONINGS)
-        _choice("fusion", fusion, FUSIONS)
-        _choice("embedding", embedding, EMBEDDINGS)
-        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        grid_levels(bits)
+        _check_architecture(
+            in_channels, num_classes, nr_resnet, nr_filters, nr_logistic_mix, film_hidden, conditioning, fusion, embedding, dropout, bits
+        )
         self.config = dict(
-            in_channels=in_channels, num_classes=num_classes, nr_resnet=nr_resnet, nr_filters=nr_filters,
-            nr_logistic_mix=nr_logistic_mix, conditioning=conditioning, fusion=fusion, embedding=embedding,
-            embedding_dim=embedding_dim, dropout=float(dropout), bits=bits, weight_norm=weight_norm,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            nr_resnet=nr_resnet,
+            nr_filters=nr_filters,
+            nr_logistic_mix=nr_logistic_mix,
+            conditioning=conditioning,
+            fusion=fusion,
+            embedding=embedding,
+            embedding_dim=embedding_dim,
+            dropout=float(dropout),
+            bits=bits,
+            weight_norm=weight_norm,
             film_hidden=film_hidden,
-        )  # fmt: skip
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.nr_resnet = nr_resnet
-        self.nr_filters = nr_filters
-        self.nr_logistic_mix = nr_logistic_mix
-        self.bits = bits
-        self.backend = backend
+        )
+        self.in_channels, self.num_classes, self.nr_resnet, self.nr_filters = in_channels, num_classes, nr_resnet, nr_filters
+        self.nr_logistic_mix, self.bits, self.backend = nr_logistic_mix, bits, backend
         self.checkpoint_activations = bool(checkpoint_activations)
         self.n_out = params_per_mixture(in_channels) * nr_logistic_mix
+        self.class_embedding = ClassEmbedding(num_classes, embedding, embedding_dim, conditioning, film_hidden) if num_classes > 0 else None
+        cond_dim, condition = (self.class_embedding.out_dim, conditioning) if num_classes > 0 else (0, None)
+        self._build_streams(in_channels, nr_resnet, nr_filters, dropout, weight_norm, cond_dim, condition, fusion)
 
-        if num_classes > 0:
-            self.class_embedding = ClassEmbedding(num_classes, embedding, embedding_dim, conditioning, film_hidden)
-            cond_dim = self.class_embedding.out_dim
-            condition = conditioning
-        else:
-            self.class_embedding = None
-            cond_dim, condition = 0, None
-
-        def stage_condition(is_conditioned: bool):
-            return condition if is_conditioned else None
-
-        f, wn = nr_filters, weight_norm
+    def _build_streams(self, in_channels: int, nr_resnet: int, f: int, dropout: float, wn: bool, cond_dim: int, condition: str | None, fusion: str):
+        """The paper's network: the u (down-shifted) and ul (down-right-shifted) streams' first
+        convolutions, three up stages of [n, n, n] gated resnets with two stride-2 convolutions
+        between them, three down stages of [n, n+1, n+1] with two transposed ones, the output NiN.
+        ``fusion`` says which stages get the class (``condition``)."""
         stage_kw = dict(nr_filters=f, dropout=dropout, cond_dim=cond_dim, weight_norm=wn)
         cin = in_channels + 1  # the image plus a constant ones channel that marks where the image is
-
         self.u_init = DownShiftedConv2d(cin, f, (2, 3), shift_output_down=True, weight_norm=wn)
         self.ul_init_above = DownShiftedConv2d(cin, f, (1, 3), shift_output_down=True, weight_norm=wn)
         self.ul_init_left = DownRightShiftedConv2d(cin, f, (2, 1), shift_output_right=True, weight_norm=wn)
-
-        self.up_stages = nn.ModuleList(
-            [UpStage(nr_resnet, condition=stage_condition(fusion == "middle" or (fusion == "early" and s == 0)), **stage_kw) for s in range(3)]
-        )
+        up_conditioned = [fusion == "middle" or (fusion == "early" and s == 0) for s in range(3)]
+        self.up_stages = nn.ModuleList([UpStage(nr_resnet, condition=condition if on else None, **stage_kw) for on in up_conditioned])
         self.downsize_u = nn.ModuleList([DownShiftedConv2d(f, f, (2, 3), stride=2, weight_norm=wn) for _ in range(2)])
         self.downsize_ul = nn.ModuleList([DownRightShiftedConv2d(f, f, (2, 2), stride=2, weight_norm=wn) for _ in range(2)])
-
-        down_depths = [nr_resnet, nr_resnet + 1, nr_resnet + 1]
+        down_conditioned = [fusion == "middle" or (fusion == "late" and s == 2) for s in range(3)]
         self.down_stages = nn.ModuleList(
             [
-                DownStage(n, condition=stage_condition(fusion == "middle" or (fusion == "late" and s == 2)), **stage_kw)
-                for s, n in enumerate(down_depths)
+                DownStage(n, condition=condition if on else None, **stage_kw)
+                for n, on in zip([nr_resnet, nr_resnet + 1, nr_resnet + 1], down_conditioned)
             ]
         )
         self.upsize_u = nn.ModuleList([DownShiftedConvTranspose2d(f, f, (2, 3), weight_norm=wn) for _ in range(2)])
         self.upsize_ul = nn.ModuleList([DownRightShiftedConvTranspose2d(f, f, (2, 2), weight_norm=wn) for _ in range(2)])
-
         self.nin_out = NiN(f, self.n_out, weight_norm=wn)
 
     # -- run-time backend switch -------------------------------------------------------------

@@ -104,8 +104,13 @@ def likelihood_map_png(path: str | Path, images, bits, captions: list[str], titl
     fig, axes = plt.subplots(n, 2, figsize=(4.6, 2.1 * n + 0.4), squeeze=False)
     for row in range(n):
         picture = images[row].permute(1, 2, 0).numpy()
-        axes[row, 0].imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray" if picture.shape[-1] == 1 else None, vmin=0, vmax=255,
-                            interpolation="nearest")  # fmt: skip
+        axes[row, 0].imshow(
+            picture[..., 0] if picture.shape[-1] == 1 else picture,
+            cmap="gray" if picture.shape[-1] == 1 else None,
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+        )
         heat = axes[row, 1].imshow(bits[row].numpy(), cmap="inferno", vmin=0, vmax=top, interpolation="nearest")
         axes[row, 0].set_ylabel(captions[row], fontsize=7)
         for ax in axes[row]:

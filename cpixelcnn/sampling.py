@@ -35,7 +35,6 @@ import functools
 from pathlib import Path
 
 import torch
-from torch.nn.utils import parametrize
 
 from cpixelcnn import trust
 from cpixelcnn.cached import ENGINES, auto_engine, engine_choices, unavailable_reason
@@ -43,6 +42,7 @@ from cpixelcnn.data.types import to_uint8
 from cpixelcnn.devices import float64_math, supports_float64, to_float64
 from cpixelcnn.dmol_layout import COEFF, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour
 from cpixelcnn.io import image_grid, save_png
+from cpixelcnn.likelihood import evaluating
 from cpixelcnn.ops.dmol import grid_levels
 from cpixelcnn.per_class import PerClassPixelCNN
 
@@ -121,8 +121,10 @@ def fastest_method(model, image_pixels: int | None = None) -> str:
         if reason is None and (not engine.gated or trust.trusted(param.device, f"engine:{engine.name}")):
             return "cached"
         reason = reason or f"the {engine.name} engine of the cached sampler failed its self-check on this device (see `cpixelcnn doctor`)"
-    warn_once(f"sampler-naive-{reason}", f"cpixelcnn: method='auto' samples with the naive sampler (one forward pass per pixel, {cost} "
-              f"than the cached sampler) because {reason}")  # fmt: skip
+    warn_once(
+        f"sampler-naive-{reason}",
+        f"cpixelcnn: method='auto' samples with the naive sampler (one forward pass per pixel, {cost} than the cached sampler) because {reason}",
+    )
     return "naive"
 
 
@@ -162,8 +164,18 @@ def _check_prefix(prefix, prefix_pixels, batch: int, channels: int, height: int,
 
 
 @torch.no_grad()
-def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str = "auto", generator: torch.Generator | None = None, batch_size: int | None = None,
-           prefix: torch.Tensor | None = None, prefix_pixels: int = 0, temperature: float = 1.0, engine: str = "auto") -> torch.Tensor:  # fmt: skip
+def sample(
+    model,
+    labels: torch.Tensor | None,
+    image_size=(32, 32),
+    method: str = "auto",
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    prefix: torch.Tensor | None = None,
+    prefix_pixels: int = 0,
+    temperature: float = 1.0,
+    engine: str = "auto",
+) -> torch.Tensor:
     """Draw images from ``model``: (B, C, H, W) on the 2^bits grid of [-1, 1].
 
     labels: (B,) integer class per image (None for an unconditional model, with ``batch_size``).
@@ -182,20 +194,8 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
         the model's own distribution, bit for bit the untempered sampler's images.
     The model runs in eval mode (dropout off) and is put back in its previous mode afterwards.
     """
-    try:
-        height, width = (int(s) for s in image_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"image_size must be (H, W), got {image_size!r}") from None
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
-    if engine not in engine_choices():
-        raise ValueError(f"engine must be one of {', '.join(map(repr, engine_choices()))}, got {engine!r}")
-    if engine != "auto" and method == "naive":
-        raise ValueError(f"engine={engine!r} chooses how the cached sampler runs; method='naive' has no engine")
-    if method == "auto":
-        method = "cached" if engine != "auto" else fastest_method(model, height * width)
+    height, width = _image_size(image_size)
+    method = _method(model, method, engine, height * width)
     temperature = check_temperature(temperature)
     batch, labels = _batch_and_labels(model, labels, batch_size)
     channels = model.in_channels
@@ -218,22 +218,41 @@ def sample(model, labels: torch.Tensor | None, image_size=(32, 32), method: str 
     return x
 
 
+def _image_size(image_size) -> tuple[int, int]:
+    try:
+        height, width = (int(s) for s in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (H, W), got {image_size!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"image_size must be positive, got {image_size!r}")
+    return height, width
+
+
+def _method(model, method: str, engine: str, pixels: int) -> str:
+    """The sampler that runs: ``naive`` or ``cached`` (``auto``: :func:`fastest_method`, or cached when an engine is named)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+    if engine not in engine_choices():
+        raise ValueError(f"engine must be one of {', '.join(map(repr, engine_choices()))}, got {engine!r}")
+    if engine != "auto" and method == "naive":
+        raise ValueError(f"engine={engine!r} chooses how the cached sampler runs; method='naive' has no engine")
+    if method == "auto":
+        return "cached" if engine != "auto" else fastest_method(model, pixels)
+    return method
+
+
 def _draw(model, labels, noise, given, *, height, width, prefix_pixels, temperature, method, engine) -> torch.Tensor:
     """One model's images (``labels``: (B,) or None) from the drawn ``noise``, by ``method``, in eval mode."""
     batch, channels = noise.shape[0], model.in_channels
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):  # weight-norm weights computed once, not once per pixel
         if method == "cached":
             from cpixelcnn.cached import cached_sample
 
-            return cached_sample(model, labels, batch, height, width, noise, prefix=given, prefix_pixels=prefix_pixels, temperature=temperature,
-                                 engine=engine)  # fmt: skip
-        with parametrize.cached():  # weight-norm weights computed once, not once per pixel
-            return _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given, prefix_pixels, temperature)
-    finally:
-        model.train(was_training)
+            return cached_sample(
+                model, labels, batch, height, width, noise, prefix=given, prefix_pixels=prefix_pixels, temperature=temperature, engine=engine
+            )
+        return _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given, prefix_pixels, temperature)
 
 
 def check_temperature(temperature) -> float:
@@ -244,8 +263,9 @@ def check_temperature(temperature) -> float:
     return float(temperature)
 
 
-def _naive_loop(model, labels, noise, batch, channels, height, width, device, dtype, given=None, prefix_pixels: int = 0,
-                temperature: float = 1.0) -> torch.Tensor:  # fmt: skip
+def _naive_loop(
+    model, labels, noise, batch, channels, height, width, device, dtype, given=None, prefix_pixels: int = 0, temperature: float = 1.0
+) -> torch.Tensor:
     """One full forward pass per pixel, in raster order; the first ``prefix_pixels`` are copied from ``given``."""
     x = torch.zeros(batch, channels, height, width, device=device, dtype=dtype)
     if prefix_pixels:
@@ -273,8 +293,9 @@ def per_class_samples(model, n: int, image_size: int | tuple[int, int], classes:
     return sample(model, labels, image_size=size, generator=generator, **options)
 
 
-def write_sample_grid(path, model, n: int, image_size: int | tuple[int, int], classes: list[int] | None = None, seed: int = 0, scale: int = 4,
-                      **options) -> tuple[Path, torch.Tensor]:  # fmt: skip
+def write_sample_grid(
+    path, model, n: int, image_size: int | tuple[int, int], classes: list[int] | None = None, seed: int = 0, scale: int = 4, **options
+) -> tuple[Path, torch.Tensor]:
     """Sample with :func:`per_class_samples` and write a PNG grid, one row per class (rows of at
     most 8 for an unconditional model). Returns (the PNG's path, the samples)."""
     images = per_class_samples(model, n, image_size, classes, seed, **options)
@@ -297,9 +318,16 @@ def complete_images(model, originals: torch.Tensor, rows: int, samples: int = 4,
     check_rows(rows, height)
     per_image = model.num_classes or samples
     labels = torch.arange(model.num_classes).repeat(n) if model.num_classes else None
-    completions = sample(model, labels, image_size=(height, width), generator=torch.Generator().manual_seed(seed),
-                         batch_size=None if model.num_classes else n * per_image, prefix=originals.repeat_interleave(per_image, dim=0),
-                         prefix_pixels=rows * width, **options).cpu()  # fmt: skip
+    completions = sample(
+        model,
+        labels,
+        image_size=(height, width),
+        generator=torch.Generator().manual_seed(seed),
+        batch_size=None if model.num_classes else n * per_image,
+        prefix=originals.repeat_interleave(per_image, dim=0),
+        prefix_pixels=rows * width,
+        **options,
+    ).cpu()
     originals = originals.cpu()
     kept = originals.clone()
     kept[:, :, rows:] = 0.0
@@ -343,8 +371,10 @@ def _engine_skip(device: torch.device, engine: str) -> str | None:
 
 
 def _engine_checks() -> list[trust.Check]:
-    return [trust.Check(f"engine:{name}", "sampler", functools.partial(_compare_engine, engine=name), 0.0, functools.partial(_engine_skip, engine=name))
-            for name in ENGINES]  # fmt: skip
+    return [
+        trust.Check(f"engine:{name}", "sampler", functools.partial(_compare_engine, engine=name), 0.0, functools.partial(_engine_skip, engine=name))
+        for name in ENGINES
+    ]
 
 
 trust.register_family("engine:", _engine_checks)

@@ -14,17 +14,15 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.nn.utils import parametrize
 
-from cpixelcnn.classifier import as_model_input, class_log_likelihoods, class_log_priors, classify
-from cpixelcnn.devices import float64_math, to_float64
-from cpixelcnn.ops.dmol import dmol_log_prob
+from cpixelcnn.classifier import class_log_likelihoods, class_log_priors, classify
+from cpixelcnn.devices import float64_math
+from cpixelcnn.likelihood import log_likelihoods
 from cpixelcnn.plot import likelihood_map_png
 
 LN2 = math.log(2.0)
 
 
-@torch.no_grad()
 def image_log_likelihoods(model, images: torch.Tensor, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 images (N, C, H, W) → (log p(x) (N,) in nats, float64 on the host; log p(x | c) (N, K)
     or None for an unconditional model). Conditional: p(x) = Σ_c π_c p(x | c)."""
@@ -32,53 +30,41 @@ def image_log_likelihoods(model, images: torch.Tensor, batch_size: int = 64) -> 
         per_class = class_log_likelihoods(model, images, max_batch=batch_size * model.num_classes)
         with float64_math():
             return torch.logsumexp(per_class + class_log_priors(model), dim=1), per_class
-    with float64_math():
-        return -pixel_bits(model, images, None, batch_size).sum((1, 2)) * LN2, None
+    return log_likelihoods(model, images, None, batch_size=batch_size), None
 
 
-@torch.no_grad()
 def pixel_bits(model, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int = 64) -> torch.Tensor:
     """Bits of every pixel (its C values together), −log₂ p(x_ij | x_<ij, c): uint8 images
     (N, C, H, W), labels (N,) for a conditional model → (N, H, W) float64 on the host. Summed over
     the pixels it is the image's −log₂ p(x | c)."""
-    if model.num_classes and labels is None:
-        raise ValueError("a class-conditional model needs a label per image for its likelihood map")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    maps = []
-    try:
-        with parametrize.cached():
-            for start in range(0, len(images), batch_size):
-                x = as_model_input(images[start : start + batch_size], model)
-                y = labels[start : start + batch_size].to(device) if model.num_classes else None
-                log_prob = dmol_log_prob(x, model(x, y), bits=model.bits, backend=model.backend, per_pixel=True, check=False)
-                with float64_math():
-                    maps.append(-to_float64(log_prob).cpu() / LN2)
-    finally:
-        model.train(was_training)
+    log_prob = log_likelihoods(model, images, labels if model.num_classes else None, batch_size=batch_size, per_pixel=True)
     with float64_math():
-        return torch.cat(maps)
+        return -log_prob / LN2
 
 
 def score_images(model, images: torch.Tensor, background=None, batch_size: int = 64) -> dict:
     """Per-image scores of uint8 images (N, C, H, W) as lists: ``bpd`` (under p(x)); for a
-    conditional model ``bayes_class`` (index), ``class_bpd`` (under p(x | bayes class)) and
-    ``margin_nats`` (log p(x | best) − log p(x | second best); 0 with one class); with a
-    ``background`` model ``background_bpd`` and ``llr_bpd`` = background_bpd − bpd."""
+    conditional model ``bayes_class`` (index; the Bayes rule of :func:`cpixelcnn.classify`,
+    argmax_c log p(x | c) + log π_c), ``class_bpd`` (under p(x | bayes class)) and ``margin_nats``
+    (the log posterior odds of the best class over the second best: the log-likelihood difference
+    plus the log prior ratio, which is 0 for a conditional model's equal priors; 0 with one class);
+    with a ``background`` model ``background_bpd`` and ``llr_bpd`` = background_bpd − bpd."""
     dims = images[0].numel()
     log_px, per_class = image_log_likelihoods(model, images, batch_size)
     with float64_math():
         scores = {"bpd": (-log_px / (dims * LN2)).tolist()}
-        if per_class is not None:
-            top = per_class.topk(min(2, per_class.shape[1]), dim=1)
-            scores["bayes_class"] = top.indices[:, 0].tolist()
-            scores["class_bpd"] = (-top.values[:, 0] / (dims * LN2)).tolist()
+        if per_class is not None:  # the Bayes rule of classify: log p(x | c) + log π_c
+            top = (per_class + class_log_priors(model)).topk(min(2, per_class.shape[1]), dim=1)
+            best = top.indices[:, 0]
+            scores["bayes_class"] = best.tolist()
+            scores["class_bpd"] = (-per_class.gather(1, best[:, None])[:, 0] / (dims * LN2)).tolist()
             scores["margin_nats"] = (top.values[:, 0] - top.values[:, 1]).tolist() if per_class.shape[1] > 1 else [0.0] * len(images)
         if background is not None:
             if (background.in_channels, background.bits) != (model.in_channels, model.bits):
-                raise ValueError(f"the background model takes {background.in_channels}-channel {background.bits}-bit images, "
-                                 f"the model {model.in_channels}-channel {model.bits}-bit ones")  # fmt: skip
+                raise ValueError(
+                    f"the background model takes {background.in_channels}-channel {background.bits}-bit images, "
+                    f"the model {model.in_channels}-channel {model.bits}-bit ones"
+                )
             log_bg, _ = image_log_likelihoods(background, images, batch_size)
             scores["background_bpd"] = (-log_bg / (dims * LN2)).tolist()
             scores["llr_bpd"] = ((log_px - log_bg) / (dims * LN2)).tolist()

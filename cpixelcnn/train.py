@@ -13,4 +13,4 @@ from cpixelcnn.training import (  # noqa: F401
     TrainingInterrupted,
     TrainingState,
     train,
-)  # fmt: skip
+)

@@ -180,12 +180,18 @@ def trusted(device: torch.device, path: str, check=None) -> bool:
     :func:`run_checks`) and the verdict is kept; a skipped check counts as failed."""
     known = verdict(device, path)
     if known is None:
-        print(f"cpixelcnn: checking the {path} fast path on {device_key(device).split(' | ')[-1]} against the eager reference "
-              f"(once; the result is kept in {cache_file()})", file=sys.stderr)  # fmt: skip
+        print(
+            f"cpixelcnn: checking the {path} fast path on {device_key(device).split(' | ')[-1]} against the eager reference "
+            f"(once; the result is kept in {cache_file()})",
+            file=sys.stderr,
+        )
         results = check(path, device) if check is not None else run_checks(device, path)
         known = bool(results) and all(r.passed for r in results)
         record(device, path, known, "; ".join(f"{r.name}: {r.detail or f'error {r.error} > {r.tolerance}'}" for r in results if not r.passed))
     if not known:
-        warn_once(f"untrusted-{path}-{device}", f"cpixelcnn: the {path} fast path failed its self-check on this device "
-                  f"(see `cpixelcnn doctor`); 'auto' uses the eager path instead, which is slower. Force it by name only if you know why.")  # fmt: skip
+        warn_once(
+            f"untrusted-{path}-{device}",
+            f"cpixelcnn: the {path} fast path failed its self-check on this device "
+            f"(see `cpixelcnn doctor`); 'auto' uses the eager path instead, which is slower. Force it by name only if you know why.",
+        )
     return known

@@ -40,6 +40,7 @@
 #include <utility>
 #include <vector>
 
+#include "registry.h"
 #include "cached_sampler_plan.h"
 #include "sample_pixel.h"
 
@@ -720,7 +721,11 @@ std::string cached_sampler_isa() { return sampler_isa(); }
 
 }  // namespace
 
-void register_cached_sampler(pybind11::module& m) {
+void bind_cached_sampler(pybind11::module& m) {
   m.def("cached_sample", &cached_sample, "Cached incremental PixelCNN++ sampling over a lowered op list (CPU)");
   m.def("cached_sampler_isa", &cached_sampler_isa, "The instruction set of the CPU cached sampler's tile kernels (avx512, avx2, baseline)");
 }
+
+namespace {
+const cpixelcnn::Registration registered(bind_cached_sampler);
+}  // namespace

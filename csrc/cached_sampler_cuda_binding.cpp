@@ -5,6 +5,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/extension.h>
 
+#include "registry.h"
 #include "cached_sampler_cuda_api.h"
 #include "cached_sampler_plan.h"
 
@@ -25,6 +26,10 @@ void cached_sample_cuda(const SamplerInputs& in) {
 
 }  // namespace
 
-void register_cached_sampler_cuda(pybind11::module& m) {
+void bind_cached_sampler_cuda(pybind11::module& m) {
   m.def("cached_sample_cuda", &cached_sample_cuda, "Cached incremental PixelCNN++ sampling over a lowered op list (CUDA)");
 }
+
+namespace {
+const cpixelcnn::Registration registered(bind_cached_sampler_cuda);
+}  // namespace

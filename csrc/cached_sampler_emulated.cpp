@@ -4,6 +4,7 @@
 // grid; blocks are spread over the CPU threads, which is exact because the kernels' threads are
 // independent. It exists to execute the GPU code's arithmetic and indexing where no GPU is: its
 // images must equal the naive sampler's (tests/test_cached_sampler.py), not to be fast.
+#include "registry.h"
 #include "cuda_host_shim.h"  // must precede the kernels
 
 #include <ATen/Parallel.h>
@@ -44,7 +45,11 @@ int64_t cached_sample_emulated(const SamplerInputs& in) {
 
 }  // namespace
 
-void register_cached_sampler_emulated(pybind11::module& m) {
+void bind_cached_sampler_emulated(pybind11::module& m) {
   m.def("cached_sample_emulated", &cached_sample_emulated,
         "The CUDA cached sampler's kernels and launch order run on the CPU through a host shim; returns the number of launches");
 }
+
+namespace {
+const cpixelcnn::Registration registered(bind_cached_sampler_emulated);
+}  // namespace

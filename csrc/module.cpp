@@ -1,16 +1,11 @@
-// The extension module cpixelcnn._C: one PYBIND11_MODULE, each source registers its functions.
-// It also owns the cached sampler's interface: the SamplerInputs struct every engine takes, and
-// the op vocabulary and op_spec column names, which Python reads instead of restating.
+// The extension module cpixelcnn._C: one PYBIND11_MODULE that calls the binder every source
+// registered (registry.h). It also owns the cached sampler's interface: the SamplerInputs struct
+// every engine takes, and the op vocabulary and op_spec column names, which Python reads instead
+// of restating.
 #include <torch/extension.h>
 
 #include "cached_sampler_plan.h"
-
-void register_sample_pixel(pybind11::module& m);
-void register_cached_sampler(pybind11::module& m);
-void register_cached_sampler_emulated(pybind11::module& m);
-#ifdef CPIXELCNN_WITH_CUDA
-void register_cached_sampler_cuda(pybind11::module& m);
-#endif
+#include "registry.h"
 
 namespace {
 
@@ -67,10 +62,5 @@ void register_sampler_interface(pybind11::module& m) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "cpixelcnn compiled kernels (CPU; CUDA when built with CPIXELCNN_WITH_CUDA)";
   register_sampler_interface(m);
-  register_sample_pixel(m);
-  register_cached_sampler(m);
-  register_cached_sampler_emulated(m);
-#ifdef CPIXELCNN_WITH_CUDA
-  register_cached_sampler_cuda(m);
-#endif
+  for (const cpixelcnn::Binder bind : cpixelcnn::binders()) bind(m);
 }

@@ -1,6 +1,7 @@
 // Exact per-pixel sampling from a discretized logistic mixture, on CPU tensors.
 #include <torch/extension.h>
 
+#include "registry.h"
 #include "sample_pixel.h"
 
 namespace {
@@ -27,7 +28,11 @@ torch::Tensor sample_pixel(torch::Tensor params, torch::Tensor noise, int64_t ch
 
 }  // namespace
 
-void register_sample_pixel(pybind11::module& m) {
+void bind_sample_pixel(pybind11::module& m) {
   m.def("sample_pixel", &sample_pixel, "Exact DMoL sampling of one pixel per row: params (N, n_out), noise (N, 1+C) -> (N, C) float64",
         py::arg("params"), py::arg("noise"), py::arg("channels"), py::arg("bits"), py::arg("temperature") = 1.0);
 }
+
+namespace {
+const cpixelcnn::Registration registered(bind_sample_pixel);
+}  // namespace

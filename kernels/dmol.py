@@ -139,8 +139,15 @@ def _component(p_base, k, K, hw, mask, x0, x1, x2, half_bin, log_bin_width, C: t
     """Component k: its logit, summed colour log-mass, and the partials the backward needs
     (d/d mean and d/d log-scale per colour, and the tanh'd coefficients)."""
     logit = _load(p_base + k * hw, mask, F64)
-    comp, dm0, dls0 = _colour_terms(x0, _load(p_base + _slot(0, MEAN, k, K, C) * hw, mask, F64), _load(p_base + _slot(0, LOG_SCALE, k, K, C) * hw, mask, F64),
-                                    half_bin, log_bin_width, x0 < -1.0 + half_bin, x0 > 1.0 - half_bin)  # fmt: skip
+    comp, dm0, dls0 = _colour_terms(
+        x0,
+        _load(p_base + _slot(0, MEAN, k, K, C) * hw, mask, F64),
+        _load(p_base + _slot(0, LOG_SCALE, k, K, C) * hw, mask, F64),
+        half_bin,
+        log_bin_width,
+        x0 < -1.0 + half_bin,
+        x0 > 1.0 - half_bin,
+    )
     dm1 = comp * 0.0
     dls1 = dm1
     dm2 = dm1
@@ -154,17 +161,44 @@ def _component(p_base, k, K, hw, mask, x0, x1, x2, half_bin, log_bin_width, C: t
         c_b = _tanh(_load(p_base + _slot(2, COEFF, k, K, C) * hw, mask, F64))
         mean_g = _load(p_base + _slot(1, MEAN, k, K, C) * hw, mask, F64) + c_r * x0
         mean_b = _load(p_base + _slot(2, MEAN, k, K, C) * hw, mask, F64) + c_g * x0 + c_b * x1
-        v1, dm1, dls1 = _colour_terms(x1, mean_g, _load(p_base + _slot(1, LOG_SCALE, k, K, C) * hw, mask, F64), half_bin, log_bin_width,
-                                      x1 < -1.0 + half_bin, x1 > 1.0 - half_bin)  # fmt: skip
-        v2, dm2, dls2 = _colour_terms(x2, mean_b, _load(p_base + _slot(2, LOG_SCALE, k, K, C) * hw, mask, F64), half_bin, log_bin_width,
-                                      x2 < -1.0 + half_bin, x2 > 1.0 - half_bin)  # fmt: skip
+        v1, dm1, dls1 = _colour_terms(
+            x1,
+            mean_g,
+            _load(p_base + _slot(1, LOG_SCALE, k, K, C) * hw, mask, F64),
+            half_bin,
+            log_bin_width,
+            x1 < -1.0 + half_bin,
+            x1 > 1.0 - half_bin,
+        )
+        v2, dm2, dls2 = _colour_terms(
+            x2,
+            mean_b,
+            _load(p_base + _slot(2, LOG_SCALE, k, K, C) * hw, mask, F64),
+            half_bin,
+            log_bin_width,
+            x2 < -1.0 + half_bin,
+            x2 > 1.0 - half_bin,
+        )
         comp += v1 + v2
     return logit, comp, dm0, dls0, dm1, dls1, dm2, dls2, c_r, c_g, c_b
 
 
 @triton.jit
-def dmol_fwd_kernel(x_ptr, p_ptr, out_ptr, lse_mix_ptr, lse_logit_ptr, n_pixels, hw, K, half_bin, log_bin_width,
-                    C: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+def dmol_fwd_kernel(
+    x_ptr,
+    p_ptr,
+    out_ptr,
+    lse_mix_ptr,
+    lse_logit_ptr,
+    n_pixels,
+    hw,
+    K,
+    half_bin,
+    log_bin_width,
+    C: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     offs, mask, p_off, x0, x1, x2 = _pixels(x_ptr, p_ptr, n_pixels, hw, K, C, F64, BLOCK)
     m_mix = tl.full([BLOCK], float("-inf"), x0.dtype)
     s_mix = tl.zeros([BLOCK], x0.dtype)
@@ -188,8 +222,22 @@ def dmol_fwd_kernel(x_ptr, p_ptr, out_ptr, lse_mix_ptr, lse_logit_ptr, n_pixels,
 
 
 @triton.jit
-def dmol_bwd_kernel(x_ptr, p_ptr, grad_ptr, lse_mix_ptr, lse_logit_ptr, dp_ptr, n_pixels, hw, K, half_bin, log_bin_width,
-                    C: tl.constexpr, F64: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+def dmol_bwd_kernel(
+    x_ptr,
+    p_ptr,
+    grad_ptr,
+    lse_mix_ptr,
+    lse_logit_ptr,
+    dp_ptr,
+    n_pixels,
+    hw,
+    K,
+    half_bin,
+    log_bin_width,
+    C: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     offs, mask, p_off, x0, x1, x2 = _pixels(x_ptr, p_ptr, n_pixels, hw, K, C, F64, BLOCK)
     dp_base = dp_ptr + p_off
     out_ty = dp_ptr.dtype.element_ty
@@ -236,8 +284,9 @@ def dmol_forward(x: torch.Tensor, params: torch.Tensor, bits: int) -> tuple[torc
     out_dtype = torch.float64 if f64 else torch.float32
     b, _, h, w = x.shape
     out, lse_mix, lse_logit = (torch.empty(b, h, w, device=x.device, dtype=out_dtype) for _ in range(3))
-    dmol_fwd_kernel[(triton.cdiv(n, BLOCK),)](x, params, out, lse_mix, lse_logit, n, hw, k, half_bin, log_width, C=c, F64=f64, BLOCK=BLOCK,
-                                              num_warps=NUM_WARPS, num_stages=NUM_STAGES)  # fmt: skip
+    dmol_fwd_kernel[(triton.cdiv(n, BLOCK),)](
+        x, params, out, lse_mix, lse_logit, n, hw, k, half_bin, log_width, C=c, F64=f64, BLOCK=BLOCK, num_warps=NUM_WARPS, num_stages=NUM_STAGES
+    )
     return out, lse_mix, lse_logit
 
 
@@ -247,8 +296,24 @@ def dmol_backward(
     """d(sum(grad · log p)) / d(params): (B, n_out, H, W) in params' dtype."""
     n, hw, k, half_bin, log_width, c, f64 = _launch_args(x, params, bits)
     dparams = torch.empty_like(params)
-    dmol_bwd_kernel[(triton.cdiv(n, BLOCK),)](x, params, grad.contiguous(), lse_mix, lse_logit, dparams, n, hw, k, half_bin, log_width,
-                                              C=c, F64=f64, BLOCK=BLOCK, num_warps=NUM_WARPS, num_stages=NUM_STAGES)  # fmt: skip
+    dmol_bwd_kernel[(triton.cdiv(n, BLOCK),)](
+        x,
+        params,
+        grad.contiguous(),
+        lse_mix,
+        lse_logit,
+        dparams,
+        n,
+        hw,
+        k,
+        half_bin,
+        log_width,
+        C=c,
+        F64=f64,
+        BLOCK=BLOCK,
+        num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES,
+    )
     return dparams
 
 

@@ -46,8 +46,21 @@ def _planes(gamma_ptr, beta_ptr, n_rows, F, HAS_GAMMA: tl.constexpr, HAS_BETA: t
 
 
 @triton.jit
-def gated_film_fwd_kernel(x_ptr, h_ptr, gamma_ptr, beta_ptr, out_ptr, n_rows, F, hw,
-                          HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, F64: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+def gated_film_fwd_kernel(
+    x_ptr,
+    h_ptr,
+    gamma_ptr,
+    beta_ptr,
+    out_ptr,
+    n_rows,
+    F,
+    hw,
+    HAS_GAMMA: tl.constexpr,
+    HAS_BETA: tl.constexpr,
+    F64: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """A [ROWS × BLOCK] tile: ROWS (sample, channel) planes × BLOCK positions."""
     ty = tl.float64 if F64 else tl.float32
     rows, row_mask, b, f, ga, gb, ba, bt = _planes(gamma_ptr, beta_ptr, n_rows, F, HAS_GAMMA, HAS_BETA, ty, ROWS)
@@ -62,8 +75,23 @@ def gated_film_fwd_kernel(x_ptr, h_ptr, gamma_ptr, beta_ptr, out_ptr, n_rows, F,
 
 
 @triton.jit
-def gated_film_bwd_kernel(grad_ptr, h_ptr, gamma_ptr, beta_ptr, dh_ptr, dgamma_ptr, dbeta_ptr, n_rows, F, hw,
-                          HAS_GAMMA: tl.constexpr, HAS_BETA: tl.constexpr, F64: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+def gated_film_bwd_kernel(
+    grad_ptr,
+    h_ptr,
+    gamma_ptr,
+    beta_ptr,
+    dh_ptr,
+    dgamma_ptr,
+    dbeta_ptr,
+    n_rows,
+    F,
+    hw,
+    HAS_GAMMA: tl.constexpr,
+    HAS_BETA: tl.constexpr,
+    F64: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """ROWS whole planes per program: d(h) per element, d(γ, β) summed over the plane here."""
     ty = tl.float64 if F64 else tl.float32
     rows, row_mask, b, f, ga, gb, ba, bt = _planes(gamma_ptr, beta_ptr, n_rows, F, HAS_GAMMA, HAS_BETA, ty, ROWS)
@@ -121,10 +149,22 @@ def gated_film_forward(x, h, gamma, beta, out_dtype: torch.dtype) -> torch.Tenso
     rows, block = _tile(hw, FWD_TILE, FWD_BLOCKS)
     grid = (triton.cdiv(bsz * f, rows), triton.cdiv(hw, block))
     gated_film_fwd_kernel[grid](
-        x, h, gamma if gamma is not None else x, beta if beta is not None else x, out, bsz * f, f, hw,
-        HAS_GAMMA=gamma is not None, HAS_BETA=beta is not None, F64=out_dtype == torch.float64, ROWS=rows, BLOCK=block,
-        num_warps=FWD_WARPS, num_stages=NUM_STAGES,
-    )  # fmt: skip
+        x,
+        h,
+        gamma if gamma is not None else x,
+        beta if beta is not None else x,
+        out,
+        bsz * f,
+        f,
+        hw,
+        HAS_GAMMA=gamma is not None,
+        HAS_BETA=beta is not None,
+        F64=out_dtype == torch.float64,
+        ROWS=rows,
+        BLOCK=block,
+        num_warps=FWD_WARPS,
+        num_stages=NUM_STAGES,
+    )
     return out
 
 
@@ -138,11 +178,24 @@ def gated_film_backward(grad, h, gamma, beta, compute_f64: bool):
     dbeta = torch.empty_like(beta) if beta is not None else None
     rows, block = _tile(hw, BWD_TILE, BWD_BLOCKS)
     gated_film_bwd_kernel[(triton.cdiv(bsz * f, rows),)](
-        grad, h, gamma if gamma is not None else h, beta if beta is not None else h, dh,
-        dgamma if dgamma is not None else h, dbeta if dbeta is not None else h, bsz * f, f, hw,
-        HAS_GAMMA=gamma is not None, HAS_BETA=beta is not None, F64=compute_f64, ROWS=rows, BLOCK=block,
-        num_warps=BWD_WARPS, num_stages=NUM_STAGES,
-    )  # fmt: skip
+        grad,
+        h,
+        gamma if gamma is not None else h,
+        beta if beta is not None else h,
+        dh,
+        dgamma if dgamma is not None else h,
+        dbeta if dbeta is not None else h,
+        bsz * f,
+        f,
+        hw,
+        HAS_GAMMA=gamma is not None,
+        HAS_BETA=beta is not None,
+        F64=compute_f64,
+        ROWS=rows,
+        BLOCK=block,
+        num_warps=BWD_WARPS,
+        num_stages=NUM_STAGES,
+    )
     return dh, dgamma, dbeta
 
 

@@ -25,7 +25,7 @@ ENGINES = ["cpu", "cuda-emulated"]  # the C++ loop, and the CUDA kernels' own so
 def test_identical_to_naive_in_float64(channels, conditioning, fusion, engine):
     model = tiny_model(in_channels=channels, conditioning=conditioning, fusion=fusion, nr_resnet=1 + (fusion == "middle"), nr_logistic_mix=3)
     labels = torch.tensor([0, 3, 1])
-    naive = sample(model, labels, image_size=(7, 9), generator=torch.Generator().manual_seed(11))
+    naive = sample(model, labels, image_size=(7, 9), method="naive", generator=torch.Generator().manual_seed(11))
     cached = cached_sample(model, labels, 3, 7, 9, draw_noise(3, channels, 7, 9, torch.Generator().manual_seed(11)), engine=engine)
     assert cached.dtype == torch.float64
     assert torch.equal(cached, naive)
@@ -64,7 +64,7 @@ def test_the_cached_sampler_follows_a_changed_topology(engine):
     with torch.no_grad():
         assert not torch.allclose(model(x, labels), rewired(x, labels))  # the rewiring changes the output
     for net in (model, rewired):  # same config: the schedules must not be shared
-        naive = sample(net, labels, image_size=(6, 5), generator=torch.Generator().manual_seed(5))
+        naive = sample(net, labels, image_size=(6, 5), method="naive", generator=torch.Generator().manual_seed(5))
         cached = cached_sample(net, labels, 2, 6, 5, draw_noise(2, 3, 6, 5, torch.Generator().manual_seed(5)), engine=engine)
         assert torch.equal(cached, naive)
 
@@ -73,7 +73,7 @@ def test_the_cached_sampler_follows_a_changed_topology(engine):
 @pytest.mark.parametrize("channels,size,batch", [(3, (1, 1), 1), (1, (4, 4), 1), (3, (5, 3), 2), (3, (9, 4), 1)])
 def test_unconditional_and_edge_sizes(channels, size, batch, engine):
     model = tiny_model(in_channels=channels, num_classes=0, nr_resnet=2)
-    naive = sample(model, None, image_size=size, batch_size=batch, generator=torch.Generator().manual_seed(2))
+    naive = sample(model, None, image_size=size, batch_size=batch, method="naive", generator=torch.Generator().manual_seed(2))
     cached = cached_sample(model, None, batch, *size, draw_noise(batch, channels, *size, torch.Generator().manual_seed(2)), engine=engine)
     assert torch.equal(cached, naive)
 
@@ -88,7 +88,7 @@ def test_per_step_params_equal_a_full_forward_float32():
     with torch.no_grad():
         full = model(images, labels)
     assert ((params - full).abs().max() / full.abs().max()).item() < 1e-5
-    naive = sample(model, labels, image_size=(8, 8), generator=torch.Generator().manual_seed(4))
+    naive = sample(model, labels, image_size=(8, 8), method="naive", generator=torch.Generator().manual_seed(4))
     identical = (naive == images).float().mean().item()
     print(f"float32: {identical:.4%} of pixels identical to naive")
     assert identical > 0.95  # rounding order can flip a level rarely, and later pixels follow it
@@ -100,7 +100,7 @@ def test_schedule_is_reused_and_weights_are_not_cached():
     with torch.no_grad():
         model.nin_out.conv.bias.add_(0.5)  # same architecture, new weights
     second = sample(model, torch.tensor([1]), image_size=(5, 5), method="cached", generator=torch.Generator().manual_seed(0))
-    naive = sample(model, torch.tensor([1]), image_size=(5, 5), generator=torch.Generator().manual_seed(0))
+    naive = sample(model, torch.tensor([1]), image_size=(5, 5), method="naive", generator=torch.Generator().manual_seed(0))
     assert torch.equal(second, naive) and not torch.equal(first, second)
 
 
@@ -161,7 +161,7 @@ def test_engine_choice_errors():
 def test_cuda_cached_identical_to_naive_float64(channels):
     model = tiny_model(in_channels=channels, nr_resnet=2, nr_logistic_mix=3).cuda()
     labels = torch.tensor([0, 3, 1], device="cuda")
-    naive = sample(model, labels, image_size=(7, 9), generator=torch.Generator().manual_seed(11))
+    naive = sample(model, labels, image_size=(7, 9), method="naive", generator=torch.Generator().manual_seed(11))
     cached = sample(model, labels, image_size=(7, 9), method="cached", generator=torch.Generator().manual_seed(11))
     assert cached.is_cuda and torch.equal(cached, naive)
 

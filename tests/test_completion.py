@@ -21,7 +21,7 @@ def test_naive_cached_and_emulated_cuda_complete_identically(channels, condition
     model = tiny_model(in_channels=channels, conditioning=conditioning, nr_resnet=2, nr_logistic_mix=3)
     labels = torch.tensor([0, 3])
     prefix = random_grid_images(2, channels, 7, 9, generator=torch.Generator().manual_seed(5))
-    naive = sample(model, labels, image_size=(7, 9), generator=torch.Generator().manual_seed(1), prefix=prefix, prefix_pixels=n)
+    naive = sample(model, labels, image_size=(7, 9), method="naive", generator=torch.Generator().manual_seed(1), prefix=prefix, prefix_pixels=n)
     cached = sample(model, labels, image_size=(7, 9), method="cached", generator=torch.Generator().manual_seed(1), prefix=prefix, prefix_pixels=n)
     noise = draw_noise(2, channels, 7, 9, torch.Generator().manual_seed(1))
     emulated = cached_sample(model, labels, 2, 7, 9, noise, engine="cuda-emulated", prefix=prefix, prefix_pixels=n)

@@ -19,7 +19,7 @@ LAYERS = {
     "base": ["_version", "_C", "_extension", "_toolchain", "notices", "io", "limits", "devices", "plot", "trust", "dmol_layout"],
     "ops and data": ["ops", "ops.*", "kernels", "kernels.*", "data", "data.*"],
     "model": ["layers", "model", "per_class"],
-    "sampling and classification": ["cached", "sampling", "classifier", "metrics", "scoring"],
+    "sampling and classification": ["cached", "likelihood", "sampling", "classifier", "metrics", "scoring"],
     "training and run files": ["rundir", "rundir.*", "checkpoint", "pixelcnnpp_port", "training", "training.*", "train"],
     "commands": ["cli", "commands", "commands.*", "demo", "doctor", "bench", "__main__"],
 }

@@ -55,7 +55,7 @@ def test_naive_sample_is_exact_reconstruction(channels, size):
     finished image (causality makes those the params seen while sampling)."""
     model = tiny_model(in_channels=channels, nr_logistic_mix=3)
     labels = torch.tensor([0, 3, 1])
-    x = sample(model, labels, image_size=size, generator=torch.Generator().manual_seed(3))
+    x = sample(model, labels, image_size=size, method="naive", generator=torch.Generator().manual_seed(3))
     assert x.shape == (3, channels, *size) and x.dtype == torch.float64
     noise = draw_noise(3, channels, *size, torch.Generator().manual_seed(3))
     params = model(x, labels)
@@ -63,6 +63,16 @@ def test_naive_sample_is_exact_reconstruction(channels, size):
         for j in range(size[1]):
             assert torch.equal(sample_pixel(params[:, :, i, j], noise[:, i, j], channels, 8), x[:, :, i, j])
     assert torch.isfinite(dmol_log_prob(x, params)).all()
+
+
+def test_the_api_samples_as_the_command_line_does_by_default():
+    """sample() and `cpixelcnn sample` both default to method='auto' (the cached sampler where it runs)."""
+    import inspect
+
+    from cpixelcnn.cli import build_parser
+
+    assert inspect.signature(sample).parameters["method"].default == "auto"
+    assert build_parser().parse_args(["sample", "--checkpoint", "r", "--out", "x.png"]).method == "auto"
 
 
 def test_sampling_is_reproducible_and_batch_independent():

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from cpixelcnn.classifier import class_log_likelihoods
+from cpixelcnn.classifier import class_log_likelihoods, classify
 from cpixelcnn.cli import main
 from cpixelcnn.data import mutate
 from cpixelcnn.ops.dmol import dmol_log_prob
@@ -123,3 +123,27 @@ def test_score_with_a_background_model_as_csv_and_json(two_runs, tmp_path, capsy
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 100 and "mean_llr_bpd" in result["summary"] and len(out.read_text().splitlines()) == 101
     assert result["rows"][0]["llr_bpd"] == pytest.approx(result["rows"][0]["background_bpd"] - result["rows"][0]["bpd"])
+
+
+def test_score_and_classify_name_the_same_class_on_a_per_class_model_with_unequal_priors():
+    """score's Bayes class and margin follow classify's rule, argmax_c log p_c(x) + log π_c: with class
+    counts 200 : 10 : 1 the priors overrule the likelihood on some images, and both commands agree there."""
+    from cpixelcnn.per_class import PerClassPixelCNN
+
+    torch.manual_seed(3)
+    members = []
+    for k in range(3):
+        member = tiny_model(num_classes=0, nr_logistic_mix=2)
+        with torch.no_grad():
+            for p in member.parameters():
+                p.add_(0.05 * (k + 1) * torch.randn_like(p))
+        members.append(member)
+    model = PerClassPixelCNN(members, [200, 10, 1])
+    images = torch.randint(0, 256, (24, 3, 2, 2), dtype=torch.uint8)
+    predicted, loglik = classify(model, images)
+    scores = score_images(model, images)
+    assert scores["bayes_class"] == predicted.tolist()
+    assert (loglik.argmax(1) != predicted).any()  # the priors decide some images: the check above is not vacuous
+    posterior = loglik + model.class_log_priors
+    best2 = posterior.topk(2, dim=1).values
+    assert scores["margin_nats"] == pytest.approx((best2[:, 0] - best2[:, 1]).tolist())

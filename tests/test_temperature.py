@@ -89,7 +89,7 @@ def test_low_temperature_picks_the_likeliest_component_and_its_mean():
 def test_naive_cached_and_emulated_cuda_agree_at_any_temperature(channels, temperature):
     model = tiny_model(in_channels=channels, nr_resnet=1, nr_logistic_mix=3)
     labels = torch.tensor([0, 3])
-    naive = sample(model, labels, image_size=(6, 7), generator=torch.Generator().manual_seed(2), temperature=temperature)
+    naive = sample(model, labels, image_size=(6, 7), method="naive", generator=torch.Generator().manual_seed(2), temperature=temperature)
     cached = sample(model, labels, image_size=(6, 7), method="cached", generator=torch.Generator().manual_seed(2), temperature=temperature)
     noise = draw_noise(2, channels, 6, 7, torch.Generator().manual_seed(2))
     emulated = cached_sample(model, labels, 2, 6, 7, noise, engine="cuda-emulated", temperature=temperature)
@@ -106,7 +106,7 @@ def test_completion_at_a_temperature_agrees_across_engines_and_keeps_the_prefix(
     labels, n = torch.tensor([1, 2]), 20
     prefix = random_grid_images(2, 3, 6, 7, generator=torch.Generator().manual_seed(5))
     kw = dict(image_size=(6, 7), prefix=prefix, prefix_pixels=n, temperature=0.8)
-    naive = sample(model, labels, generator=torch.Generator().manual_seed(9), **kw)
+    naive = sample(model, labels, method="naive", generator=torch.Generator().manual_seed(9), **kw)
     cached = sample(model, labels, method="cached", generator=torch.Generator().manual_seed(9), **kw)
     emulated = cached_sample(model, labels, 2, 6, 7, draw_noise(2, 3, 6, 7, torch.Generator().manual_seed(9)), engine="cuda-emulated", prefix=prefix,
                              prefix_pixels=n, temperature=0.8)  # fmt: skip

@@ -57,11 +57,14 @@ def test_merging_with_a_saved_run_returns_a_new_checked_config():
     with pytest.raises(
         ValueError, match=r"--data demo \(run: digits\), --lr 0.005 \(run: 0.001\), --nr-resnet 2 \(run: 1\): these settings cannot change"
     ):
-        merged_with_saved(cfg, saved, model)  # asked for (not at their defaults) and different: refused
+        merged_with_saved(cfg, saved, model)  # passed to TrainConfig and different: refused
     merged = merged_with_saved(cfg, saved, model, asked={"epochs", "out"})  # the caller wrote only these: the rest is the run's
     assert merged is not cfg and cfg.lr == 5e-3 and cfg.data == "demo"
     assert (merged.data, merged.lr, merged.image_size, merged.nr_resnet, merged.in_channels) == ("digits", 1e-3, 8, 1, 1)
     assert merged.epochs == 3 and merged.out == "run"  # not fixed: this run's
-    same = merged_with_saved(dataclasses.replace(cfg, data="digits", lr=1e-3, nr_resnet=1), saved, model)  # asked, but as the run has them
+    same = merged_with_saved(TrainConfig(data="digits", out="run", lr=1e-3, nr_resnet=1, resume=True), saved, model)  # asked, as the run has them
     assert (same.image_size, same.in_channels) == (8, 1)
+    with pytest.raises(ValueError, match=r"--lr 0.001 \(run: 0.005\)"):  # a default written out is asked for, as on the command line
+        merged_with_saved(TrainConfig(data="digits", out="run", lr=1e-3, resume=True), dataclasses.asdict(TrainConfig(data="digits", out="o", lr=5e-3)),
+                          model)  # fmt: skip
     assert {"data", "lr", "seed", "batch_size"} <= set(fixed_on_resume()) and "epochs" not in fixed_on_resume()

@@ -35,8 +35,16 @@ def run(args) -> int:
         raise ValueError(f"--n and --samples must be >= 1 (and at most 10000 and 1000), got {args.n} and {args.samples}")
     names = config["class_names"]
     data = load_dataset(args.data, args.split, size, model.in_channels, class_names=names if model.num_classes else None)
-    tiles = complete_images(model, to_model_range(data.images[: args.n]), args.rows, args.samples, args.seed, method=args.method, engine=args.engine,
-                            temperature=args.temperature)  # fmt: skip
+    tiles = complete_images(
+        model,
+        to_model_range(data.images[: args.n]),
+        args.rows,
+        args.samples,
+        args.seed,
+        method=args.method,
+        engine=args.engine,
+        temperature=args.temperature,
+    )
     path = save_png(args.out, image_grid(to_uint8(tiles.flatten(0, 1)), nrow=tiles.shape[1]), scale=args.scale)
     columns = ", ".join(names) if model.num_classes else f"{tiles.shape[1] - 2} samples"
     print(f"{tiles.shape[0]} images, top {args.rows} of {size} rows kept, columns: original | kept | {columns} -> {path}")

@@ -26,7 +26,9 @@ def run(args) -> int:
     extra = {"imported_from": "pixelcnnpp", "source": str(args.checkpoint), "note": PORT_NOTE}
     write_run(args.out, lambda directory: save_run(directory, model, class_names=[], extra=extra), "import")
     cfg = model.config
-    print(f"imported {args.checkpoint}: nr_resnet={cfg['nr_resnet']} nr_filters={cfg['nr_filters']} "
-          f"nr_logistic_mix={cfg['nr_logistic_mix']} in_channels={cfg['in_channels']} -> {args.out}")  # fmt: skip
+    print(
+        f"imported {args.checkpoint}: nr_resnet={cfg['nr_resnet']} nr_filters={cfg['nr_filters']} "
+        f"nr_logistic_mix={cfg['nr_logistic_mix']} in_channels={cfg['in_channels']} -> {args.out}"
+    )
     print(f"note: {PORT_NOTE}")
     return 0

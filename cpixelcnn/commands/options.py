@@ -23,8 +23,11 @@ def data_options(p, required: bool = True) -> None:
 
     if required:
         p.add_argument("--data", required=True, help=data_help())
-    p.add_argument("--data-cache", metavar="DIR", help=f"decode image sources once into DIR and map them from there (default: ${ENV_LOCATION}, "
-                   "else ~/.cache/cpixelcnn/data)")  # fmt: skip
+    p.add_argument(
+        "--data-cache",
+        metavar="DIR",
+        help=f"decode image sources once into DIR and map them from there (default: ${ENV_LOCATION}, else ~/.cache/cpixelcnn/data)",
+    )
     p.add_argument("--no-cache", action="store_true", help="decode the images into memory, every time")
 
 
@@ -33,8 +36,12 @@ def sampler_options(p) -> None:
     from cpixelcnn.cached import engine_choices, engine_help
     from cpixelcnn.sampling import METHODS
 
-    p.add_argument("--method", choices=METHODS, default="auto", help="naive: one forward pass per pixel (the reference); cached: every activation "
-                   "once; auto (default): cached where it can run, else naive")  # fmt: skip
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="auto",
+        help="naive: one forward pass per pixel (the reference); cached: every activation once; auto (default): cached where it can run, else naive",
+    )
     p.add_argument("--engine", choices=engine_choices(), default="auto", help=f"how the cached sampler runs: {engine_help()}")
 
 

@@ -32,7 +32,8 @@ def run(args) -> int:
             raise ValueError(f"--class {args.cls!r} is not a class of this model ({', '.join(names)}, or 'all')")
         classes = [names.index(args.cls)]
     size = args.image_size if args.image_size is not None else image_size(config)
-    path, images = write_sample_grid(args.out, model, args.n, size, classes, seed=args.seed, scale=args.scale, method=args.method, engine=args.engine,
-                                     temperature=args.temperature)  # fmt: skip
+    path, images = write_sample_grid(
+        args.out, model, args.n, size, classes, seed=args.seed, scale=args.scale, method=args.method, engine=args.engine, temperature=args.temperature
+    )
     print(f"{images.shape[0]} samples -> {path}")
     return 0

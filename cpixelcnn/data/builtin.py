@@ -77,5 +77,13 @@ def _load(request: Request) -> Dataset:
     return Dataset(images, labels, names, layout="builtin")
 
 
-register(DataFormat("demo", "builtin", "demo", "the built-in shapes: 4 classes (stripes, checker, disc, diagonal), 300/25/25 per class",
-                    _load, lambda source, split: split in SPLITS))  # fmt: skip
+register(
+    DataFormat(
+        "demo",
+        "builtin",
+        "demo",
+        "the built-in shapes: 4 classes (stripes, checker, disc, diagonal), 300/25/25 per class",
+        _load,
+        lambda source, split: split in SPLITS,
+    )
+)

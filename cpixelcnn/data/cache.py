@@ -162,8 +162,11 @@ def _in_memory(job: DecodeJob, folder: Path, err: OSError) -> np.ndarray:
     from cpixelcnn.notices import warn_once
 
     reason = f"{type(err).__name__}: {err.strerror or err}"
-    warn_once(f"data-cache-{folder}", f"cpixelcnn: the data cache {folder} cannot be written ({reason}): decoding in memory "
-              f"(choose a writable folder with --data-cache DIR or ${ENV_LOCATION}, or say --no-cache)")  # fmt: skip
+    warn_once(
+        f"data-cache-{folder}",
+        f"cpixelcnn: the data cache {folder} cannot be written ({reason}): decoding in memory "
+        f"(choose a writable folder with --data-cache DIR or ${ENV_LOCATION}, or say --no-cache)",
+    )
     return decode_into(job, np.empty((job.count, *job.shape), dtype=np.uint8))
 
 
@@ -228,9 +231,19 @@ class Entry:
             os.fsync(f.fileno())
         os.replace(self.partial, self.images)
         fsync_path(self.folder)
-        atomic_write_json(self.marker, {"format": FORMAT, "version": VERSION, "shape": list(shape), "bytes": self.images.stat().st_size,
-                                        "identity": job.identity, "what": job.what, "key": job.key,
-                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})  # fmt: skip
+        atomic_write_json(
+            self.marker,
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "shape": list(shape),
+                "bytes": self.images.stat().st_size,
+                "identity": job.identity,
+                "what": job.what,
+                "key": job.key,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
         images = self.read(job)
         if images is None:
             raise OSError(f"the cache entry {self.images} did not read back whole")

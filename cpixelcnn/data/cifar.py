@@ -34,16 +34,24 @@ RECORD_PIXELS = 3 * SIDE * SIDE
 # class-name file. The binary CIFAR-100 records hold (coarse, fine) label bytes.
 _FORMATS = {
     "cifar10": dict(
-        python=("cifar-10-batches-py", "cifar-10-python.tar.gz", {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
-                "batches.meta"),
-        binary=("cifar-10-batches-bin", "cifar-10-binary.tar.gz",
-                {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}, "batches.meta.txt"),
+        python=(
+            "cifar-10-batches-py",
+            "cifar-10-python.tar.gz",
+            {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]},
+            "batches.meta",
+        ),
+        binary=(
+            "cifar-10-batches-bin",
+            "cifar-10-binary.tar.gz",
+            {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]},
+            "batches.meta.txt",
+        ),
     ),
     "cifar100": dict(
         python=("cifar-100-python", "cifar-100-python.tar.gz", {"train": ["train"], "test": ["test"]}, "meta"),
         binary=("cifar-100-binary", "cifar-100-binary.tar.gz", {"train": ["train.bin"], "test": ["test.bin"]}, None),
     ),
-}  # fmt: skip
+}
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -149,8 +157,9 @@ def _locate(kind: str, root: Path) -> tuple[str, Path]:
         for candidate in (root, root / folder):
             if all((candidate / f).is_file() for f in splits["train"] + splits["test"]):
                 return fmt, candidate
-    wanted = "; ".join(f"{folder}/ ({', '.join(splits['train'] + splits['test'])}) from {archive}"
-                       for folder, archive, splits, _ in _FORMATS[base].values())  # fmt: skip
+    wanted = "; ".join(
+        f"{folder}/ ({', '.join(splits['train'] + splits['test'])}) from {archive}" for folder, archive, splits, _ in _FORMATS[base].values()
+    )
     raise DataError(
         f"no {base.upper().replace('CIFAR', 'CIFAR-')} files in {root}; nothing is downloaded: fetch and unpack either {wanted} from {URL}"
     )
@@ -224,8 +233,15 @@ def _load(kind: str, request: Request) -> Dataset:
     labels, names, counts = torch.cat([r[1] for r in read]), read[0][2], [len(r[1]) for r in read]
     del read
     size, channels = request.size, request.channels
-    key = {"reader": f"{kind}/{fmt}", "version": READER_VERSION, "root": str(folder.resolve()), "split": request.split, "size": size,
-           "channels": channels, "files": fingerprint(folder, files, "file")}  # fmt: skip
+    key = {
+        "reader": f"{kind}/{fmt}",
+        "version": READER_VERSION,
+        "root": str(folder.resolve()),
+        "split": request.split,
+        "size": size,
+        "channels": channels,
+        "files": fingerprint(folder, files, "file"),
+    }
     parts = [_CifarFile(kind, str(root), request.split, name, count, size, channels) for name, count in zip(files, counts)]
     images = materialise(DecodeJob(f"the {request.split} split of {kind}:{root}", key, (channels, size, size), parts, parallel=False))
     return Dataset(torch.from_numpy(images), labels, names, layout=kind)

@@ -104,6 +104,14 @@ def _recognises(root: Path) -> bool:
     return any((root / f"{split}.csv").is_file() for split in SPLITS)
 
 
-register(DataFormat("course", "folder", "a course-layout FOLDER (<split>.csv, <split>/)", "the CPEN 455 layout: <split>.csv rows 'file,label' and images in <split>/",
-                    lambda r: load_course_split(r.source, r.split, r.size, r.channels, r.class_names),
-                    lambda source, split: (Path(source) / f"{split}.csv").is_file(), recognises=_recognises))  # fmt: skip
+register(
+    DataFormat(
+        "course",
+        "folder",
+        "a course-layout FOLDER (<split>.csv, <split>/)",
+        "the CPEN 455 layout: <split>.csv rows 'file,label' and images in <split>/",
+        lambda r: load_course_split(r.source, r.split, r.size, r.channels, r.class_names),
+        lambda source, split: (Path(source) / f"{split}.csv").is_file(),
+        recognises=_recognises,
+    )
+)

@@ -19,8 +19,9 @@ def load_image_folder(root: str | Path, size: int = 32, channels: int = 3, class
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise DataError(f"{root} has no class folders and no images (expected {root}/<class name>/*.png, {root}/*.png or the course layout "
-                        "with <split>.csv)")  # fmt: skip
+        raise DataError(
+            f"{root} has no class folders and no images (expected {root}/<class name>/*.png, {root}/*.png or the course layout with <split>.csv)"
+        )
     found = [p.name for p in folders]
     if class_names is None:
         class_names = found
@@ -53,8 +54,7 @@ def load_unlabelled_folder(root: str | Path, size: int = 32, channels: int = 3, 
     if not names:
         raise DataError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     images = decode_files(root, names, f"the images in {root}", "images", size, channels)
-    return Dataset(torch.from_numpy(images), torch.full((len(names),), -1, dtype=torch.long), list(class_names or []), names,
-                   layout="images")  # fmt: skip
+    return Dataset(torch.from_numpy(images), torch.full((len(names),), -1, dtype=torch.long), list(class_names or []), names, layout="images")
 
 
 def _unlabelled(root: Path) -> bool:
@@ -62,10 +62,29 @@ def _unlabelled(root: Path) -> bool:
     return not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()) and bool(_image_names(root))
 
 
-register(DataFormat("images", "folder", "a FOLDER of images without class sub-folders (unlabelled)", "images without labels; one split",
-                    lambda r: load_unlabelled_folder(r.source, r.size, r.channels, r.class_names),
-                    lambda source, split: False, recognises=_unlabelled, partial_classes=True))  # fmt: skip
+register(
+    DataFormat(
+        "images",
+        "folder",
+        "a FOLDER of images without class sub-folders (unlabelled)",
+        "images without labels; one split",
+        lambda r: load_unlabelled_folder(r.source, r.size, r.channels, r.class_names),
+        lambda source, split: False,
+        recognises=_unlabelled,
+        partial_classes=True,
+    )
+)
 
-register(DataFormat("folders", "folder", "an image-folder FOLDER (<class>/*.png)", "one sub-folder of images per class; the whole tree is one split",
-                    lambda r: load_image_folder(r.source, r.size, r.channels, r.class_names),
-                    lambda source, split: False, recognises=lambda root: True, partial_classes=True, fallback=True))  # fmt: skip
+register(
+    DataFormat(
+        "folders",
+        "folder",
+        "an image-folder FOLDER (<class>/*.png)",
+        "one sub-folder of images per class; the whole tree is one split",
+        lambda r: load_image_folder(r.source, r.size, r.channels, r.class_names),
+        lambda source, split: False,
+        recognises=lambda root: True,
+        partial_classes=True,
+        fallback=True,
+    )
+)

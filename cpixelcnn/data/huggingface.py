@@ -159,8 +159,16 @@ def load_hf(request: Request) -> Dataset:
     else:
         labels, names = np.full(len(ds), -1, dtype=np.int64), list(request.class_names or [])
     files = sorted(f["filename"] for f in ds.cache_files)
-    key = {"reader": "hf", "version": READER_VERSION, "source": where, "split": request.split, "column": image, "size": request.size,
-           "channels": request.channels, "files": fingerprint(Path("/"), [f.lstrip("/") for f in files], "file") if files else getattr(ds, "_fingerprint", "")}  # fmt: skip
+    key = {
+        "reader": "hf",
+        "version": READER_VERSION,
+        "source": where,
+        "split": request.split,
+        "column": image,
+        "size": request.size,
+        "channels": request.channels,
+        "files": fingerprint(Path("/"), [f.lstrip("/") for f in files], "file") if files else getattr(ds, "_fingerprint", ""),
+    }
     raw = ds.cast_column(image, datasets.Image(decode=False)).select_columns([image])
     parts = [_Rows(raw, image, i, min(i + PART_ROWS, len(ds)), request.size, request.channels) for i in range(0, len(ds), PART_ROWS)]
     images = materialise(DecodeJob(f"the {request.split} split of hf:{where}", key, (request.channels, request.size, request.size), parts))
@@ -181,6 +189,15 @@ def _has_split(source: str, split: str) -> bool:
         return False
 
 
-register(DataFormat("hf", "prefix", "hf:FOLDER or hf:OWNER/NAME",
-                    "a Hugging Face dataset: a save_to_disk FOLDER, or a Hub name where the machine is online (needs cpixelcnn[hf]); "
-                    "columns found, or named as hf:SOURCE?image=COL&label=COL", load_hf, _has_split, partial_classes=False))  # fmt: skip
+register(
+    DataFormat(
+        "hf",
+        "prefix",
+        "hf:FOLDER or hf:OWNER/NAME",
+        "a Hugging Face dataset: a save_to_disk FOLDER, or a Hub name where the machine is online (needs cpixelcnn[hf]); "
+        "columns found, or named as hf:SOURCE?image=COL&label=COL",
+        load_hf,
+        _has_split,
+        partial_classes=False,
+    )
+)

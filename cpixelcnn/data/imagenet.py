@@ -54,8 +54,10 @@ def _files(side: int, root: Path, split: str) -> list[Path]:
             found[name] = places[0]
     missing = [name for name in wanted if name not in found]
     if missing:
-        raise DataError(f"imagenet{side}:{root}: {', '.join(missing)} not found in {root} or the folders in it; nothing is downloaded: "
-                        f"unpack the Imagenet{side} {'training' if split == 'train' else 'validation'} archive(s) from {URL} there")  # fmt: skip
+        raise DataError(
+            f"imagenet{side}:{root}: {', '.join(missing)} not found in {root} or the folders in it; nothing is downloaded: "
+            f"unpack the Imagenet{side} {'training' if split == 'train' else 'validation'} archive(s) from {URL} there"
+        )
     return [found[name] for name in wanted]
 
 
@@ -162,12 +164,20 @@ def load_imagenet_npz(side: int, request: Request) -> Dataset:
     for path, batch_labels in zip(paths, labels):
         _data_header(path, side, len(batch_labels))
     size, channels = request.size, request.channels
-    key = {"reader": f"imagenet{side}-npz", "version": READER_VERSION, "root": str(root.resolve()), "split": request.split, "size": size,
-           "channels": channels, "files": fingerprint(root, [str(p.relative_to(root)) for p in paths], "file")}  # fmt: skip
+    key = {
+        "reader": f"imagenet{side}-npz",
+        "version": READER_VERSION,
+        "root": str(root.resolve()),
+        "split": request.split,
+        "size": size,
+        "channels": channels,
+        "files": fingerprint(root, [str(p.relative_to(root)) for p in paths], "file"),
+    }
     parts = [_NpzBatch(str(path), len(batch_labels), side, size, channels) for path, batch_labels in zip(paths, labels)]
     images = materialise(DecodeJob(f"the {request.split} split of imagenet{side}:{root}", key, (channels, size, size), parts))
-    return Dataset(torch.from_numpy(images), torch.from_numpy(np.concatenate(labels)), [str(i) for i in range(1, CLASSES + 1)],
-                   layout=f"imagenet{side}")  # fmt: skip
+    return Dataset(
+        torch.from_numpy(images), torch.from_numpy(np.concatenate(labels)), [str(i) for i in range(1, CLASSES + 1)], layout=f"imagenet{side}"
+    )
 
 
 # -- van den Oord's small ImageNet: train_32x32/ and valid_32x32/ ---------------------------------
@@ -202,18 +212,32 @@ def load_small_imagenet(request: Request) -> Dataset:
     if not names:
         raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     images = decode_files(folder, names, f"{folder}", "small-imagenet", request.size, request.channels)
-    return Dataset(torch.from_numpy(images), torch.full((len(names),), -1, dtype=torch.long), list(request.class_names or []), names,
-                   layout="small-imagenet")  # fmt: skip
+    return Dataset(
+        torch.from_numpy(images), torch.full((len(names),), -1, dtype=torch.long), list(request.class_names or []), names, layout="small-imagenet"
+    )
 
 
 for _side in SIDES:
-    register(DataFormat(f"imagenet{_side}", "prefix", f"imagenet{_side}:DIR",
-                        f"downsampled ImageNet's {_side}x{_side} npz batches in DIR (train_data_batch_1..10.npz, val_data.npz): 1000 classes, "
-                        "train/validation", lambda r, side=_side: load_imagenet_npz(side, r),
-                        lambda source, split: split in ("train", "validation")))  # fmt: skip
+    register(
+        DataFormat(
+            f"imagenet{_side}",
+            "prefix",
+            f"imagenet{_side}:DIR",
+            f"downsampled ImageNet's {_side}x{_side} npz batches in DIR (train_data_batch_1..10.npz, val_data.npz): 1000 classes, train/validation",
+            lambda r, side=_side: load_imagenet_npz(side, r),
+            lambda source, split: split in ("train", "validation"),
+        )
+    )
 
-register(DataFormat("small-imagenet", "folder", "a FOLDER with train_32x32/ and valid_32x32/ (van den Oord's small ImageNet)",
-                    "unlabelled PNG folders train_SxS/ and valid_SxS/ (S = 32 or 64): train/validation",
-                    load_small_imagenet, lambda source, split: split in _SPLIT_FOLDER and any(kind == _SPLIT_FOLDER[split] for kind, _ in
-                                                                                            _small_imagenet_folders(Path(source))),
-                    recognises=lambda root: bool(_small_imagenet_folders(root)), partial_classes=True))  # fmt: skip
+register(
+    DataFormat(
+        "small-imagenet",
+        "folder",
+        "a FOLDER with train_32x32/ and valid_32x32/ (van den Oord's small ImageNet)",
+        "unlabelled PNG folders train_SxS/ and valid_SxS/ (S = 32 or 64): train/validation",
+        load_small_imagenet,
+        lambda source, split: split in _SPLIT_FOLDER and any(kind == _SPLIT_FOLDER[split] for kind, _ in _small_imagenet_folders(Path(source))),
+        recognises=lambda root: bool(_small_imagenet_folders(root)),
+        partial_classes=True,
+    )
+)

@@ -210,8 +210,15 @@ def decode_files(root: Path, relative: list[str], what: str, reader: str, size: 
     modification times) and mapped after."""
     from cpixelcnn.data.cache import DecodeJob, fingerprint, materialise
 
-    key = {"reader": reader, "decoder": READER_VERSION, "root": str(root.resolve()), "split": split, "size": size, "channels": channels,
-           "files": fingerprint(root, relative)}  # fmt: skip
+    key = {
+        "reader": reader,
+        "decoder": READER_VERSION,
+        "root": str(root.resolve()),
+        "split": split,
+        "size": size,
+        "channels": channels,
+        "files": fingerprint(root, relative),
+    }
     base = f"{root}/"
     parts = [ImageFiles(tuple(base + name for name in relative[i : i + PART_ROWS]), size, channels) for i in range(0, len(relative), PART_ROWS)]
     return materialise(DecodeJob(what, key, (channels, size, size), parts))

@@ -109,8 +109,9 @@ def has_split(data: str, split: str) -> bool:
     return fmt.has_split(source, split)
 
 
-def load_dataset(data: str, split: str = "train", size: int = 32, channels: int = 3, class_names: list[str] | None = None, seed: int = 0,
-                 holdout: int = 0) -> Dataset:  # fmt: skip
+def load_dataset(
+    data: str, split: str = "train", size: int = 32, channels: int = 3, class_names: list[str] | None = None, seed: int = 0, holdout: int = 0
+) -> Dataset:
     """The ``split`` of ``data`` (a ``--data`` value: see the module docstring and :func:`data_help`)
     as uint8 (N, channels, size, size) images. ``class_names`` (a model's) must match the data's,
     except for formats that may hold a subset of them.

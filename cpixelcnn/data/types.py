@@ -40,8 +40,15 @@ class Dataset:
     indices it selects (``rows``) instead of copying images: :meth:`gather` reads a batch,
     :attr:`images` all of them (a copy for a subset)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, class_names: list[str], files: Sequence[str] | None = None, layout: str = "builtin",
-                 rows: torch.Tensor | None = None):  # fmt: skip
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        class_names: list[str],
+        files: Sequence[str] | None = None,
+        layout: str = "builtin",
+        rows: torch.Tensor | None = None,
+    ):
         self.stored = images  # every image read, (M, C, H, W); ``rows`` picks this data set's N of them
         self.rows = rows
         self.labels = labels
@@ -73,8 +80,14 @@ class Dataset:
 
     def subset(self, keep: torch.Tensor, labels: torch.Tensor | None = None, class_names: list[str] | None = None) -> Dataset:
         """The images at indices ``keep`` (int64 (K,)), optionally relabelled; no image is copied."""
-        return Dataset(self.stored, (self.labels if labels is None else labels)[keep], list(self.class_names if class_names is None else class_names),
-                       TakenNames(self.files, keep), self.layout, keep if self.rows is None else self.rows[keep])  # fmt: skip
+        return Dataset(
+            self.stored,
+            (self.labels if labels is None else labels)[keep],
+            list(self.class_names if class_names is None else class_names),
+            TakenNames(self.files, keep),
+            self.layout,
+            keep if self.rows is None else self.rows[keep],
+        )
 
     def relabelled(self, labels: torch.Tensor, class_names: list[str]) -> Dataset:
         """The same images with other labels (N,) and class names."""

@@ -188,8 +188,10 @@ def resume_point(run_dir: Path, device: torch.device, writer: bool, say) -> Resu
             point = open_checkpoint(source, device)
         except Exception as err:
             if is_transient(err):  # trouble around the files, not in them: change nothing
-                raise RuntimeError(f"could not read the checkpoint {source} ({type(err).__name__}: {first_line(err)}); "
-                                   "nothing was changed: fix that, then run --resume again") from None  # fmt: skip
+                raise RuntimeError(
+                    f"could not read the checkpoint {source} ({type(err).__name__}: {first_line(err)}); "
+                    "nothing was changed: fix that, then run --resume again"
+                ) from None
             problems.append(f"{source.name}: {first_line(err)}")  # a torn, truncated, corrupted or inconsistent checkpoint
             if writer and source != run_dir:
                 os.rename(source, set_aside_name(source))

@@ -37,8 +37,16 @@ def save_run(run_dir: str | os.PathLike, model: ConditionalPixelCNN, class_names
 
 # Upper bounds on a model configuration read from a file, checked before anything is allocated:
 # far above any published PixelCNN++ (5/160/10), far below what would exhaust memory by accident.
-MODEL_LIMITS = {"in_channels": (1, 3), "num_classes": (0, 10_000), "nr_resnet": (1, 64), "nr_filters": (1, 2048), "nr_logistic_mix": (1, 256),
-                "embedding_dim": (1, 4096), "film_hidden": (1, 4096), "bits": (1, 16)}  # fmt: skip
+MODEL_LIMITS = {
+    "in_channels": (1, 3),
+    "num_classes": (0, 10_000),
+    "nr_resnet": (1, 64),
+    "nr_filters": (1, 2048),
+    "nr_logistic_mix": (1, 256),
+    "embedding_dim": (1, 4096),
+    "film_hidden": (1, 4096),
+    "bits": (1, 16),
+}
 MODEL_STRINGS = {"conditioning", "fusion", "embedding", "backend"}
 MAX_PARAMETERS = 2_000_000_000
 MAX_CONFIG_BYTES = 10_000_000
@@ -105,8 +113,10 @@ def _check_per_class(config: dict, path) -> None:
         raise ValueError(f"{path}: 'per_class' must be an object with 'members' and 'class_counts' lists")
     members, counts = section["members"], section["class_counts"]
     if not len(members) == len(counts) == len(names) >= 2:
-        raise ValueError(f"{path}: a per-class run needs one member and one class count per class (at least 2), got {len(members)}, {len(counts)} "
-                         f"for {len(names)} classes")  # fmt: skip
+        raise ValueError(
+            f"{path}: a per-class run needs one member and one class count per class (at least 2), got {len(members)}, {len(counts)} "
+            f"for {len(names)} classes"
+        )
     if any(not isinstance(m, str) or m != member_folder(i) for i, m in enumerate(members)):
         raise ValueError(f"{path}: per-class members must be {member_folder(0)}, {member_folder(1)}, ...; got {members[:3]}")
     if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
@@ -123,8 +133,13 @@ def member_folder(index: int) -> str:
 def save_per_class_config(run_dir: str | os.PathLike, model_config: dict, class_names: list[str], class_counts: list[int], extra: dict) -> Path:
     """A per-class run's config.json: the members' model config, the classes, their members and training counts."""
     members = [member_folder(i) for i in range(len(class_names))]
-    config = {"format_version": FORMAT_VERSION, "model": model_config, "class_names": list(class_names),
-              "per_class": {"members": members, "class_counts": list(class_counts)}, **extra}  # fmt: skip
+    config = {
+        "format_version": FORMAT_VERSION,
+        "model": model_config,
+        "class_names": list(class_names),
+        "per_class": {"members": members, "class_counts": list(class_counts)},
+        **extra,
+    }
     check_config(config, Path(run_dir) / CONFIG_NAME)
     return atomic_write_json(Path(run_dir) / CONFIG_NAME, config)
 
@@ -241,8 +256,10 @@ def _load_per_class(run_dir, config: dict, map_location, use_ema: bool):
     members = []
     for name, folder in zip(config["class_names"], config["per_class"]["members"]):
         if not (Path(run_dir) / folder / CONFIG_NAME).is_file():
-            raise ValueError(f"{run_dir}: the model of class {name} ({folder}) has not been trained yet; continue the run with "
-                             f"`cpixelcnn train --resume --out {run_dir}`")  # fmt: skip
+            raise ValueError(
+                f"{run_dir}: the model of class {name} ({folder}) has not been trained yet; continue the run with "
+                f"`cpixelcnn train --resume --out {run_dir}`"
+            )
         member, member_config = load_run(Path(run_dir) / folder, map_location, use_ema)
         if member.num_classes:
             raise ValueError(f"{run_dir}/{folder} holds a class-conditional model; a per-class run's members are unconditional")

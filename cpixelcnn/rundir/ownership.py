@@ -62,8 +62,10 @@ def is_run(run_dir: str | os.PathLike) -> bool:
 def _write_marker(folder: Path, creator: str, kind: str) -> None:
     from cpixelcnn.io import atomic_write_json
 
-    atomic_write_json(folder / MARKER_NAME, {"format": MARKER_FORMAT, "version": MARKER_VERSION, "kind": kind, "created_by": creator,
-                                             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})  # fmt: skip
+    atomic_write_json(
+        folder / MARKER_NAME,
+        {"format": MARKER_FORMAT, "version": MARKER_VERSION, "kind": kind, "created_by": creator, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+    )
 
 
 def claim(folder: str | os.PathLike, creator: str = "train", flag: str = "--out", kind: str = "run") -> Path:
@@ -168,8 +170,10 @@ def check_writable_run(folder: str | os.PathLike, replace: bool, creator: str) -
         if not is_run(folder):
             claim(folder, creator)  # raises: not ours
         if not replace:
-            raise RunDirError(f"--out {folder} already holds a cpixelcnn run: pass --replace to replace it whole (weights, EMA, state, checkpoints), "
-                              "or choose another --out")  # fmt: skip
+            raise RunDirError(
+                f"--out {folder} already holds a cpixelcnn run: pass --replace to replace it whole (weights, EMA, state, checkpoints), "
+                "or choose another --out"
+            )
 
 
 def write_run(folder: str | os.PathLike, fill, creator: str) -> Path:

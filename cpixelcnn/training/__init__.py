@@ -37,5 +37,14 @@ from cpixelcnn.training.run import train
 from cpixelcnn.training.state import TrainingState
 from cpixelcnn.training.trainer import Trainer
 
-__all__ = ["ModelConfig", "TrainConfig", "TrainingState", "PolyakAverage", "Trainer", "train", "TrainingInterrupted", "TrainingDiverged",
-           "CheckpointWriteFailed"]  # fmt: skip
+__all__ = [
+    "ModelConfig",
+    "TrainConfig",
+    "TrainingState",
+    "PolyakAverage",
+    "Trainer",
+    "train",
+    "TrainingInterrupted",
+    "TrainingDiverged",
+    "CheckpointWriteFailed",
+]

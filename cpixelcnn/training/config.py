@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field, fields
 
@@ -20,8 +21,19 @@ from cpixelcnn.ops.backend import BACKENDS
 from cpixelcnn.training.objectives import LR_SCHEDULES
 
 
-def setting(default=dataclasses.MISSING, help: str = "", *, flag: str | None = None, check: str | None = None, unit: str = "",
-            choices: tuple | None = None, metavar: str | None = None, fixed_on_resume: bool = False, cli: bool = True, word: str | None = None):  # fmt: skip
+def setting(
+    default=dataclasses.MISSING,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    check: str | None = None,
+    unit: str = "",
+    choices: tuple | None = None,
+    metavar: str | None = None,
+    fixed_on_resume: bool = False,
+    cli: bool = True,
+    word: str | None = None,
+):
     """A configuration field with what the command line and the checks need to know about it.
 
     check: None (only ``choices`` and, for integers, ``limits.RANGES``), ``"positive"`` (a finite
@@ -48,75 +60,140 @@ class ModelConfig:
     dropout: float = setting(0.5, "dropout rate inside the gated resnets", check="fraction")
 
 
+def _remembers_given(cls):
+    """``cls(...).given``: the names of the settings its caller passed (``dataclasses.replace`` passes them all)."""
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.given = frozenset(kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_remembers_given
 @dataclass(kw_only=True)
 class TrainConfig(ModelConfig):
     """Everything ``train`` needs. ``data`` and ``out`` are required."""
 
-    data: str = setting(help="'demo' (built-in data), digits / textures / micrographs (packaged), cifar10:DIR / cifar100:DIR / cifar100-coarse:DIR "
-                        "(the python or binary version, unpacked in DIR), an image-folder tree or the course layout",
-                        fixed_on_resume=True)  # fmt: skip
+    data: str = setting(
+        help="'demo' (built-in data), digits / textures / micrographs (packaged), cifar10:DIR / cifar100:DIR / cifar100-coarse:DIR "
+        "(the python or binary version, unpacked in DIR), an image-folder tree or the course layout",
+        fixed_on_resume=True,
+    )
     out: str = setting(help="run directory")
     split: str = setting("train", "split of --data to train on", fixed_on_resume=True)
-    unconditional: bool = setting(False, "train an unconditional model p(x) (the paper's; labels, if any, are ignored): the default for images "
-                                  "without labels (a folder with no class sub-folders)", fixed_on_resume=True)  # fmt: skip
-    only_class: str | None = setting(None, "train an unconditional model of this class's images of --data only", metavar="CLASS",
-                                     fixed_on_resume=True)  # fmt: skip
-    per_class: bool = setting(False, "train one unconditional model per class into RUN/members/ (a Bayes classifier with the training "
-                              "data's class priors); the budget (--max-steps, --max-time) is split over the classes by their image "
-                              "counts, --epochs is each member's", fixed_on_resume=True)  # fmt: skip
+    unconditional: bool = setting(
+        False,
+        "train an unconditional model p(x) (the paper's; labels, if any, are ignored): the default for images "
+        "without labels (a folder with no class sub-folders)",
+        fixed_on_resume=True,
+    )
+    only_class: str | None = setting(
+        None, "train an unconditional model of this class's images of --data only", metavar="CLASS", fixed_on_resume=True
+    )
+    per_class: bool = setting(
+        False,
+        "train one unconditional model per class into RUN/members/ (a Bayes classifier with the training "
+        "data's class priors); the budget (--max-steps, --max-time) is split over the classes by their image "
+        "counts, --epochs is each member's",
+        fixed_on_resume=True,
+    )
     epochs: int = setting(1, "passes over the data (--max-steps overrides)")
     max_steps: int | None = setting(None, "stop after this many steps")
-    max_seconds: float | None = setting(None, "stop (and checkpoint) after this many seconds of training", flag="--max-time", check="positive",
-                                        unit="seconds")  # fmt: skip
+    max_seconds: float | None = setting(
+        None, "stop (and checkpoint) after this many seconds of training", flag="--max-time", check="positive", unit="seconds"
+    )
     grad_clip: float | None = setting(None, "clip the global gradient norm to this (off by default)", check="positive", metavar="MAX_NORM")
     max_skipped: int = setting(20, "stop after this many consecutive non-finite steps, which are skipped")
-    batch_size: int | str = setting(32, "global batch size (split over torchrun processes); auto: the largest that fits the device's free memory "
-                                    "(measured before the first step)", fixed_on_resume=True, word="auto")  # fmt: skip
+    batch_size: int | str = setting(
+        32,
+        "global batch size (split over torchrun processes); auto: the largest that fits the device's free memory (measured before the first step)",
+        fixed_on_resume=True,
+        word="auto",
+    )
     lr: float = setting(1e-3, "Adam learning rate", check="positive", fixed_on_resume=True)
-    lr_decay: float = setting(0.999995, "learning-rate decay per step (PixelCNN++'s; with --lr-schedule exponential)", check="positive",
-                              fixed_on_resume=True)  # fmt: skip
-    lr_schedule: str = setting("exponential", "exponential: lr x lr_decay^step (the paper's); cosine: lr x (1 + cos(pi step / total steps)) / 2, "
-                               "reaching 0 at the last step of --max-steps (or of --epochs); a --resume with a larger --max-steps lays the "
-                               "cosine over the new total, so the lr rises to where that longer schedule stands",
-                               choices=LR_SCHEDULES, fixed_on_resume=True)  # fmt: skip
-    ema: float = setting(0.9995, "Polyak averaging decay with TensorFlow's warm-up min(decay, (1+n)/(10+n)); sample/classify/evaluate use "
-                         "the averaged weights (the paper's 0.9995; 0: off)", check="fraction", fixed_on_resume=True)  # fmt: skip
+    lr_decay: float = setting(
+        0.999995, "learning-rate decay per step (PixelCNN++'s; with --lr-schedule exponential)", check="positive", fixed_on_resume=True
+    )
+    lr_schedule: str = setting(
+        "exponential",
+        "exponential: lr x lr_decay^step (the paper's); cosine: lr x (1 + cos(pi step / total steps)) / 2, "
+        "reaching 0 at the last step of --max-steps (or of --epochs); a --resume with a larger --max-steps lays the "
+        "cosine over the new total, so the lr rises to where that longer schedule stands",
+        choices=LR_SCHEDULES,
+        fixed_on_resume=True,
+    )
+    ema: float = setting(
+        0.9995,
+        "Polyak averaging decay with TensorFlow's warm-up min(decay, (1+n)/(10+n)); sample/classify/evaluate use "
+        "the averaged weights (the paper's 0.9995; 0: off)",
+        check="fraction",
+        fixed_on_resume=True,
+    )
     weight_decay: float = setting(0.0, "Adam weight decay", check="non_negative", fixed_on_resume=True)
-    cond_lr_scale: float = setting(1.0, "learning-rate multiplier for the class embedding and conditioning heads", check="positive",
-                                   fixed_on_resume=True)  # fmt: skip
-    discriminative: float = setting(0.0, "add WEIGHT x the Bayes classifier's cross-entropy to the loss (off by default: it changes what "
-                                    "the model optimises and costs one forward pass per class)", check="non_negative", metavar="WEIGHT",
-                                    fixed_on_resume=True)  # fmt: skip
+    cond_lr_scale: float = setting(
+        1.0, "learning-rate multiplier for the class embedding and conditioning heads", check="positive", fixed_on_resume=True
+    )
+    discriminative: float = setting(
+        0.0,
+        "add WEIGHT x the Bayes classifier's cross-entropy to the loss (off by default: it changes what "
+        "the model optimises and costs one forward pass per class)",
+        check="non_negative",
+        metavar="WEIGHT",
+        fixed_on_resume=True,
+    )
     seed: int = setting(0, "seeds the initialisation, data order, dropout and augmentation", fixed_on_resume=True)
     device: str = setting("auto", "cpu, cuda, cuda:N, mps (Apple GPU) or auto (cuda, then mps, then cpu)")
     backend: str = setting("eager", "kernels: the eager PyTorch reference, Triton, or auto", choices=BACKENDS)
     image_size: int = setting(32, "images are resized to this (square)", fixed_on_resume=True)
     augment: bool = setting(False, "random horizontal flips and brightness jitter", fixed_on_resume=True)
-    balanced_batches: bool = setting(False, "deal every batch with equal numbers of images per class (as the class counts allow)",
-                                     fixed_on_resume=True)  # fmt: skip
-    mutation_rate: float = setting(0.0, "replace each training pixel value by a random level at this rate: train a background model for "
-                                   "'cpixelcnn score --background' with 0.1-0.3 (Ren et al. 2019)", check="fraction", metavar="RATE",
-                                   fixed_on_resume=True)  # fmt: skip
+    balanced_batches: bool = setting(
+        False, "deal every batch with equal numbers of images per class (as the class counts allow)", fixed_on_resume=True
+    )
+    mutation_rate: float = setting(
+        0.0,
+        "replace each training pixel value by a random level at this rate: train a background model for "
+        "'cpixelcnn score --background' with 0.1-0.3 (Ren et al. 2019)",
+        check="fraction",
+        metavar="RATE",
+        fixed_on_resume=True,
+    )
     amp: str | None = setting(None, "bf16 autocast", choices=("bf16",))
     compile: bool = setting(False, "compile the training step (forward and loss) with torch.compile")
-    checkpoint_activations: bool = setting(False, "recompute each gated resnet in the backward pass instead of keeping its activations "
-                                           "(less memory for big models, one more forward pass of compute; same loss and gradients)")  # fmt: skip
-    val_data: str | None = setting(None, "validation images ('none': no validation; default: --data's own --val-split when it has one)",
-                                   fixed_on_resume=True)  # fmt: skip
-    val_split: str = setting("validation", "split of --val-data, or a number N: hold N images of --data's training split out (the same N "
-                             "for every seed) and validate on them", fixed_on_resume=True)  # fmt: skip
+    checkpoint_activations: bool = setting(
+        False,
+        "recompute each gated resnet in the backward pass instead of keeping its activations "
+        "(less memory for big models, one more forward pass of compute; same loss and gradients)",
+    )
+    val_data: str | None = setting(
+        None, "validation images ('none': no validation; default: --data's own --val-split when it has one)", fixed_on_resume=True
+    )
+    val_split: str = setting(
+        "validation",
+        "split of --val-data, or a number N: hold N images of --data's training split out (the same N for every seed) and validate on them",
+        fixed_on_resume=True,
+    )
     val_every: int = setting(1, "validate every N epochs and at the end", metavar="N")
     val_limit: int = setting(500, "validate on at most this many images (a fixed random subset)", fixed_on_resume=True)
-    keep_best: str | None = setting(None, "what RUN/best/ is chosen by (default: accuracy; bpd for unconditional models)",
-                                    choices=("accuracy", "bpd"), fixed_on_resume=True)  # fmt: skip
-    checkpoint_every: float = setting(10.0, "checkpoint every this many minutes as well as at epoch ends", check="positive", unit="minutes",
-                                      metavar="MINUTES")  # fmt: skip
+    keep_best: str | None = setting(
+        None, "what RUN/best/ is chosen by (default: accuracy; bpd for unconditional models)", choices=("accuracy", "bpd"), fixed_on_resume=True
+    )
+    checkpoint_every: float = setting(
+        10.0, "checkpoint every this many minutes as well as at epoch ends", check="positive", unit="minutes", metavar="MINUTES"
+    )
     sample_every: int = setting(0, "write per-class sample grids every N epochs (0: never)")
     samples_per_class: int = setting(4, "samples per class in those grids")
     log_every: int = setting(10, "steps between metrics.jsonl records")
     wandb: bool = setting(False, "also log to Weights & Biases (needs wandb installed)")
-    resume: bool | str = setting(False, "continue the run in --out; --resume auto: continue it if --out holds it, else start it (what a "
-                                 "requeued job runs; a worker torchrun restarts does this by itself)", word="auto")  # fmt: skip
+    resume: bool | str = setting(
+        False,
+        "continue the run in --out; --resume auto: continue it if --out holds it, else start it (what a "
+        "requeued job runs; a worker torchrun restarts does this by itself)",
+        word="auto",
+    )
 
     @property
     def holdout(self) -> int:
@@ -177,12 +254,22 @@ def _check_holdout(cfg: TrainConfig) -> None:
 
 def _check_kind(cfg: TrainConfig) -> None:
     """The kind of model asked for (conditional, unconditional, one class's, per-class) against the settings that need classes."""
-    kinds = [flag for flag, on in (("--per-class", cfg.per_class), ("--unconditional", cfg.unconditional), ("--only-class", cfg.only_class is not None))
-             if on]  # fmt: skip
+    kinds = [
+        flag
+        for flag, on in (("--per-class", cfg.per_class), ("--unconditional", cfg.unconditional), ("--only-class", cfg.only_class is not None))
+        if on
+    ]
     if len(kinds) > 1:
         raise ValueError(f"{' and '.join(kinds)} ask for different models: give one of them")
-    needs_classes = [flag for flag, on in (("--discriminative", cfg.discriminative > 0), ("--balanced-batches", cfg.balanced_batches),
-                                           ("--keep-best accuracy", cfg.keep_best == "accuracy")) if on]  # fmt: skip
+    needs_classes = [
+        flag
+        for flag, on in (
+            ("--discriminative", cfg.discriminative > 0),
+            ("--balanced-batches", cfg.balanced_batches),
+            ("--keep-best accuracy", cfg.keep_best == "accuracy"),
+        )
+        if on
+    ]
     if kinds and needs_classes:
         raise ValueError(f"{needs_classes[0]} needs a class-conditional model; {kinds[0]} trains unconditional ones")
 
@@ -192,26 +279,24 @@ def fixed_on_resume() -> tuple[str, ...]:
     return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("fixed_on_resume"))
 
 
-def asked_settings(cfg: TrainConfig) -> set[str]:
-    """The settings of ``cfg`` that differ from their defaults (a required setting always counts):
-    what a Python caller asked for when nothing says which it wrote."""
-    return {f.name for f in fields(TrainConfig) if f.default is dataclasses.MISSING or getattr(cfg, f.name) != f.default}
-
-
 def merged_with_saved(cfg: TrainConfig, saved: dict, model_config: dict, world_size: int = 1, asked: set[str] | None = None) -> TrainConfig:
     """The configuration a resumed run continues with: the saved run's fixed settings (``saved``:
     its config.json "train" object) and architecture (``model_config``), this run's others; checked again.
 
     One rule for the command line and the Python API: a fixed setting that was asked for with
     another value than the run's is refused, naming it. ``asked``: the settings the caller wrote
-    (the command line passes its flags); None takes those that differ from their defaults."""
+    (the command line passes its flags); None takes ``cfg.given``, those the caller passed to
+    ``TrainConfig(...)`` — whatever their values, a default written out counts as asked."""
     kept = {name: saved[name] for name in fixed_on_resume() if name in saved}
     kept |= {f.name: model_config[f.name] for f in fields(ModelConfig) if f.name in model_config}
-    asked = asked_settings(cfg) if asked is None else set(asked)
+    asked = set(cfg.given) if asked is None else set(asked)
     flags = {f.name: flag_of(f) for f in fields(TrainConfig)}
     words = {f.name: f.metadata["word"] for f in fields(TrainConfig)}
-    changed = [f"{flags[name]} {getattr(cfg, name)} (run: {value})" for name, value in kept.items()
-               if name in asked and getattr(cfg, name) not in (value, words.get(name))]  # fmt: skip
+    changed = [
+        f"{flags[name]} {getattr(cfg, name)} (run: {value})"
+        for name, value in kept.items()
+        if name in asked and getattr(cfg, name) not in (value, words.get(name))
+    ]
     if changed:
         raise ValueError(f"{', '.join(changed)}: these settings cannot change on --resume; drop them, or train a new run with another --out")
     merged = dataclasses.replace(cfg, **kept)

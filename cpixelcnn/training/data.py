@@ -141,8 +141,9 @@ def training_images(cfg, class_names: list[str] | None) -> Dataset:
     """``cfg.split`` of ``cfg.data`` (less the ``--val-split N`` held out), labelled in ``class_names``' order when
     given (a resumed conditional run's); for an unconditional model the labels are dropped (-1)."""
     unconditional = cfg.unconditional or cfg.only_class is not None
-    data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=None if unconditional else class_names, seed=cfg.seed,
-                        holdout=cfg.holdout)  # fmt: skip
+    data = load_dataset(
+        cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=None if unconditional else class_names, seed=cfg.seed, holdout=cfg.holdout
+    )
     if cfg.only_class is not None:
         return class_images(data, cfg.only_class, cfg.data)
     if unconditional or not data.has_labels:  # asked for, or images without labels
@@ -150,16 +151,19 @@ def training_images(cfg, class_names: list[str] | None) -> Dataset:
             raise ValueError(f"the {cfg.split} split of {cfg.data} has images without labels; this run's model is class-conditional")
         return data.relabelled(torch.full_like(data.labels, -1), [])
     if len(data.class_names) < 2:
-        raise ValueError(f"{cfg.data} has a single class ({data.class_names[0]}); a class-conditional model needs at least 2: "
-                         "train an unconditional model of it with --unconditional")  # fmt: skip
+        raise ValueError(
+            f"{cfg.data} has a single class ({data.class_names[0]}); a class-conditional model needs at least 2: "
+            "train an unconditional model of it with --unconditional"
+        )
     return data
 
 
 def dealt(data: Dataset, cfg, ranks) -> TrainingData:
     """The images dealt into this rank's batches of ``cfg.batch_size // ranks.world`` (a number by now)."""
     per_rank = cfg.batch_size // ranks.world
-    sampler = torch.utils.data.DistributedSampler(range(len(data)), num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=cfg.seed,
-                                                  drop_last=True)  # fmt: skip
+    sampler = torch.utils.data.DistributedSampler(
+        range(len(data)), num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
     steps_per_epoch = len(sampler) // per_rank
     if steps_per_epoch < 1:
         what = f"the {len(data)} training images" + (f" of class {cfg.only_class}" if cfg.only_class is not None else "")

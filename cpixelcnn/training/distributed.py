@@ -139,8 +139,15 @@ class StopSignals:
 # -- errors under torchrun: said once, by the rank that found them --------------------------------
 
 ERRORS_KEY = "cpixelcnn/errors"  # in the job's store: how many ranks have reported an error of their own
-_PEER_FAILURE_MARKS = ("third_party/gloo", "ProcessGroupGloo", "ProcessGroupNCCL", "NCCL error", "Connection reset by peer",
-                       "Connection closed by peer", "connectFullMesh")  # fmt: skip
+_PEER_FAILURE_MARKS = (
+    "third_party/gloo",
+    "ProcessGroupGloo",
+    "ProcessGroupNCCL",
+    "NCCL error",
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "connectFullMesh",
+)
 
 
 def peer_failure(err: BaseException) -> bool:

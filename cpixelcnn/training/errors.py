@@ -29,8 +29,10 @@ class TrainingPreempted(Exception):
     the same step boundary and the checkpoint of that step was written; exit with REQUEUE_STATUS."""
 
     def __init__(self, run_dir: Path, step: int, signal_name: str):
-        super().__init__(f"stopped by {signal_name} at step {step}; checkpoint written in {run_dir} "
-                         "(the same command with --resume auto, or --resume, continues it)")  # fmt: skip
+        super().__init__(
+            f"stopped by {signal_name} at step {step}; checkpoint written in {run_dir} "
+            "(the same command with --resume auto, or --resume, continues it)"
+        )
         self.run_dir, self.step, self.signal_name = run_dir, step, signal_name
 
 

@@ -237,9 +237,12 @@ def plan_batch(model, cfg, device: torch.device, ranks, images: int) -> MemoryPl
         per_rank = per_rank // 8 * 8 if per_rank >= 8 else per_rank
         if per_rank < 1:
             raise ValueError(_refusal(model, cfg, device, ranks, free, why, footprint, 1, how))
-        return MemoryPlan(per_rank * ranks.world, footprint.need(per_rank),
-                          f"memory: --batch-size auto took {per_rank * ranks.world} ({per_rank} per process), the largest that fits: "
-                          f"a step needs about {size(footprint.need(per_rank))} of the {size(free)} {why} ({how})")  # fmt: skip
+        return MemoryPlan(
+            per_rank * ranks.world,
+            footprint.need(per_rank),
+            f"memory: --batch-size auto took {per_rank * ranks.world} ({per_rank} per process), the largest that fits: "
+            f"a step needs about {size(footprint.need(per_rank))} of the {size(free)} {why} ({how})",
+        )
     per_rank = cfg.batch_size // ranks.world
     if per_rank > largest:
         raise ValueError(_refusal(model, cfg, device, ranks, free, why, footprint, per_rank, how))
@@ -257,8 +260,10 @@ def _refusal(model, cfg, device, ranks, free: float, why: str, footprint: Footpr
     largest = footprint.largest(free) * ranks.world
     fits = f"the largest batch that fits is {largest}" if largest >= ranks.world else "no batch fits"
     alternatives = []
-    for flag, setting in (("--checkpoint-activations", dict(checkpoint_activations=True, amp=cfg.amp)),
-                          ("--amp bf16", dict(checkpoint_activations=cfg.checkpoint_activations, amp="bf16"))):  # fmt: skip
+    for flag, setting in (
+        ("--checkpoint-activations", dict(checkpoint_activations=True, amp=cfg.amp)),
+        ("--amp bf16", dict(checkpoint_activations=cfg.checkpoint_activations, amp="bf16")),
+    ):
         if (flag == "--checkpoint-activations" and cfg.checkpoint_activations) or (flag == "--amp bf16" and cfg.amp == "bf16"):
             continue
         other = measure(model, cfg, device, ranks.world, **setting)

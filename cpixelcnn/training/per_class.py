@@ -63,8 +63,9 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
         cfg = dataclasses.replace(cfg, per_class=True)
     elif (run_dir / CONFIG_NAME).exists():
         raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
-    data = load_dataset(cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=saved["class_names"] if saved else None, seed=cfg.seed,
-                        holdout=cfg.holdout)  # fmt: skip
+    data = load_dataset(
+        cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=saved["class_names"] if saved else None, seed=cfg.seed, holdout=cfg.holdout
+    )
     if not data.has_labels:
         raise ValueError(f"--per-class trains one model per class: the {cfg.split} split of {cfg.data} has images without labels")
     names = data.class_names
@@ -89,14 +90,23 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
         resume = ranks.main_says((member / CONFIG_NAME).is_file())  # rank 0 may write it before another rank looks
         if ranks.is_main and not resume:
             claim(member, "train")
-        member_cfg = dataclasses.replace(cfg, out=str(member), per_class=False, only_class=name, max_steps=steps[k], max_seconds=seconds[k],
-                                         resume=resume)  # fmt: skip
+        member_cfg = dataclasses.replace(
+            cfg, out=str(member), per_class=False, only_class=name, max_steps=steps[k], max_seconds=seconds[k], resume=resume
+        )
         say(f"class {k + 1}/{len(names)}: {name}" + (" (continuing)" if resume else ""))
-        results.append(Trainer(member_cfg, log, ranks=ranks, **hooks).fit())
+        results.append(Trainer(member_cfg, log, ranks=ranks, asked=set(), **hooks).fit())  # its settings were checked as the run's
     total = sum(r["steps"] for r in results)
     say(f"done: per-class run of {len(names)} models, {total} steps in all; classify with `cpixelcnn classify --checkpoint {run_dir} --data ...`")
-    return dict(steps=total, run_dir=str(run_dir), members=results, class_names=names, class_counts=counts, history=[], best=None,
-                train_bpd=sum(r["train_bpd"] * r["steps"] for r in results) / max(total, 1))  # fmt: skip
+    return dict(
+        steps=total,
+        run_dir=str(run_dir),
+        members=results,
+        class_names=names,
+        class_counts=counts,
+        history=[],
+        best=None,
+        train_bpd=sum(r["train_bpd"] * r["steps"] for r in results) / max(total, 1),
+    )
 
 
 def _auto_batch(cfg: TrainConfig, ranks, images: int, say) -> int:

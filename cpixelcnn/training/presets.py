@@ -23,13 +23,15 @@ class Preset:
     settings: dict
 
 
-_PAPER = dict(nr_resnet=5, nr_filters=160, nr_logistic_mix=10, dropout=0.5, lr=1e-3, lr_decay=0.999995, batch_size=128, ema=0.9995, image_size=32,
-              in_channels=3)  # fmt: skip
+_PAPER = dict(
+    nr_resnet=5, nr_filters=160, nr_logistic_mix=10, dropout=0.5, lr=1e-3, lr_decay=0.999995, batch_size=128, ema=0.9995, image_size=32, in_channels=3
+)
 PRESETS = {
-    "pixelcnnpp-cifar10": Preset("the paper's unconditional PixelCNN++ on CIFAR-10 (Salimans et al. 2017; openai/pixel-cnn's train.py)",
-                                 _PAPER | dict(unconditional=True)),
+    "pixelcnnpp-cifar10": Preset(
+        "the paper's unconditional PixelCNN++ on CIFAR-10 (Salimans et al. 2017; openai/pixel-cnn's train.py)", _PAPER | dict(unconditional=True)
+    ),
     "pixelcnnpp-cifar10-conditional": Preset("the paper's recipe for a class-conditional PixelCNN++ (FiLM)", _PAPER),
-}  # fmt: skip
+}
 # Settings that choose another kind of model than a preset's --unconditional: given, they keep the preset from setting it.
 OTHER_KINDS = {"per_class", "only_class"}
 

@@ -90,8 +90,16 @@ class _Lines:
 
         self.n += steps
         if self.n % self.every == 0 or self.n == self.total:
-            line = tqdm.format_meter(self.n, self.total, time.monotonic() - self.start, ncols=100, ascii=True, bar_format=BAR_FORMAT, postfix=self.postfix,
-                                     initial=self.initial)  # fmt: skip
+            line = tqdm.format_meter(
+                self.n,
+                self.total,
+                time.monotonic() - self.start,
+                ncols=100,
+                ascii=True,
+                bar_format=BAR_FORMAT,
+                postfix=self.postfix,
+                initial=self.initial,
+            )
             print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -114,8 +122,10 @@ def start_line(cfg, model, kind: str, n_images: int, val, world: int, device, st
         split = f"{cfg.holdout} held-out training images" if cfg.holdout else cfg.val_split
         validation = f"; validating on {len(val)} images of {cfg.val_data} ({split}) every {cfg.val_every} epoch(s), best by {cfg.keep_best}"
     shape = f"{cfg.image_size}x{cfg.image_size} {'RGB' if cfg.in_channels == 3 else 'grey'}"  # what --image-size made of the data
-    return (f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter {kind} on {n_images} {shape} images, "
-            f"{world} process(es), {device}, backend {cfg.backend}, {limit}{validation}")  # fmt: skip
+    return (
+        f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter {kind} on {n_images} {shape} images, "
+        f"{world} process(es), {device}, backend {cfg.backend}, {limit}{validation}"
+    )
 
 
 def end_line(steps: int, train_bpd: float, validated: dict | None, run_dir: Path) -> str:

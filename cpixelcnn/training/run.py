@@ -52,8 +52,9 @@ def continues(cfg: TrainConfig, restart: int) -> bool:
 def train(cfg: TrainConfig, log=print, asked: set[str] | None = None, **hooks) -> dict:
     """Train as configured; returns a summary dict (steps, final bits/dim, run directory, history,
     best record; a per-class run's also its members'). On ``cfg.resume`` a fixed setting asked for with another value than the run's is
-    refused (``asked``: the settings the caller wrote; default: those not at their defaults).
+    refused (``asked``: the settings the caller wrote; default: those passed to ``TrainConfig(...)``).
     ``hooks``: the Trainer's injectable behaviour (``loss``, ``clock``, ``save_weights``)."""
+    asked = set(cfg.given) if asked is None else asked  # what the caller wrote, before any copy of the config
     ranks = Ranks()
     restart = elastic_restart()
     lock, created, resume = None, False, False

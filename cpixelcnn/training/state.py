@@ -31,5 +31,11 @@ def restore_state(saved: dict, history: list[dict], best: dict | None) -> Traini
     takes it from what the run directory shows: skipped steps from metrics.jsonl, the best record
     from best/config.json, Polyak updates = steps."""
     skipped = next((r["skipped_steps"] for r in reversed(history) if "skipped_steps" in r), 0)
-    return TrainingState(step=saved["step"], epoch=saved["epoch"], position=saved["position"], skipped_steps=saved.get("skipped_steps", skipped),
-                         ema_updates=saved.get("ema_updates", saved["step"]), best=saved.get("best", best))  # fmt: skip
+    return TrainingState(
+        step=saved["step"],
+        epoch=saved["epoch"],
+        position=saved["position"],
+        skipped_steps=saved.get("skipped_steps", skipped),
+        ema_updates=saved.get("ema_updates", saved["step"]),
+        best=saved.get("best", best),
+    )

@@ -46,8 +46,18 @@ from cpixelcnn.training.validation import is_better, latest_validation, validati
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, log=print, *, ranks: Ranks | None = None, asked: set[str] | None = None, loss=likelihood_loss,
-                 clock=time.monotonic, save_weights=save_weights, restart: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        log=print,
+        *,
+        ranks: Ranks | None = None,
+        asked: set[str] | None = None,
+        loss=likelihood_loss,
+        clock=time.monotonic,
+        save_weights=save_weights,
+        restart: int = 0,
+    ):
         """``asked``: the settings the caller wrote (see :func:`~cpixelcnn.training.config.merged_with_saved`);
         ``restart``: which restart of its workers torchrun is on (said in the log);
         ``loss(forward, model, x, y, discriminative, backend)`` → mean nats per image;
@@ -104,8 +114,15 @@ class Trainer:
         self.compile_pending = cfg.compile  # compiled at the first step, which says what it took
         if cfg.compile:
             self._compile(compile_options(self.device))
-        self.reporter = Reporter(self.run_dir, writer=self.ranks.is_main, first_step=self.state.step, total=self.total, log_every=cfg.log_every,
-                                 history=history, wandb_config=dataclasses.asdict(cfg) if cfg.wandb else None)  # fmt: skip
+        self.reporter = Reporter(
+            self.run_dir,
+            writer=self.ranks.is_main,
+            first_step=self.state.step,
+            total=self.total,
+            log_every=cfg.log_every,
+            history=history,
+            wandb_config=dataclasses.asdict(cfg) if cfg.wandb else None,
+        )
         self.last_checkpoint_time = self.clock()
 
     def _model_and_config(self):
@@ -150,14 +167,17 @@ class Trainer:
             self.checkpoint()
             raise TrainingInterrupted(self.run_dir, self.state.step) from None
         except OSError as err:  # disk full and the like while writing metrics, best/ or plots
-            raise CheckpointWriteFailed(f"writing into {self.run_dir} failed at step {self.state.step} ({err}); {self._previous()}: "
-                                        "free space, then run again with --resume") from None  # fmt: skip
+            raise CheckpointWriteFailed(
+                f"writing into {self.run_dir} failed at step {self.state.step} ({err}); {self._previous()}: free space, then run again with --resume"
+            ) from None
         except (RuntimeError, MemoryError) as err:
             if not is_out_of_memory(err):
                 raise
-            raise OutOfMemory(f"out of memory at step {self.state.step} on {self.device} ({' '.join(str(err).split())[:160]}); {self._previous()}: "
-                              f"continue with --resume and --checkpoint-activations or --amp bf16, or start a new run with a smaller "
-                              "--batch-size (auto takes the largest that fits)") from None  # fmt: skip
+            raise OutOfMemory(
+                f"out of memory at step {self.state.step} on {self.device} ({' '.join(str(err).split())[:160]}); {self._previous()}: "
+                f"continue with --resume and --checkpoint-activations or --amp bf16, or start a new run with a smaller "
+                "--batch-size (auto takes the largest that fits)"
+            ) from None
         return self._finish()
 
     def run_epoch(self) -> None:
@@ -202,9 +222,11 @@ class Trainer:
         state.step += 1
         state.position += 1
         if self.skipped_in_a_row >= cfg.max_skipped:
-            raise TrainingDiverged(f"training diverged: {self.skipped_in_a_row} consecutive steps up to step {state.step} had a non-finite loss or "
-                                   f"gradient and were skipped; the last checkpoint (step {self.checkpointed_at}) is in {self.run_dir} "
-                                   "(try a lower --lr or --grad-clip)")  # fmt: skip
+            raise TrainingDiverged(
+                f"training diverged: {self.skipped_in_a_row} consecutive steps up to step {state.step} had a non-finite loss or "
+                f"gradient and were skipped; the last checkpoint (step {self.checkpointed_at}) is in {self.run_dir} "
+                "(try a lower --lr or --grad-clip)"
+            )
         return ranks.mean(loss.detach()).item() / math.log(2) if finite else None
 
     def _loss_and_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -254,8 +276,10 @@ class Trainer:
         graphs = _compiled_graph_count() - graphs_before
         what = "the network (forward and backward)" if self.ranks.active else "the training step (forward, loss and backward)"
         wrapper = " (C++ wrapper)" if options else ""
-        self.say(f"--compile: torch.compile compiled {what}{wrapper} in {time.perf_counter() - start:.1f} s: {graphs} graph{'s' if graphs != 1 else ''}; "
-                 "validation, averaged weights and sampling stay eager")  # fmt: skip
+        self.say(
+            f"--compile: torch.compile compiled {what}{wrapper} in {time.perf_counter() - start:.1f} s: {graphs} graph{'s' if graphs != 1 else ''}; "
+            "validation, averaged weights and sampling stay eager"
+        )
         return loss
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -271,8 +295,15 @@ class Trainer:
         speed = len(self.window) * cfg.batch_size / max(elapsed, 1e-9)
         self.reporter.advance(step, self.state.epoch, bpd, speed)
         if step % cfg.log_every == 0 or step == self.total:
-            record = dict(step=step, epoch=self.state.epoch, train_bpd=sum(self.window) / len(self.window), lr=self.scheduler.get_last_lr()[0],
-                          images_per_s=speed, skipped_steps=self.state.skipped_steps, **self._data_time())  # fmt: skip
+            record = dict(
+                step=step,
+                epoch=self.state.epoch,
+                train_bpd=sum(self.window) / len(self.window),
+                lr=self.scheduler.get_last_lr()[0],
+                images_per_s=speed,
+                skipped_steps=self.state.skipped_steps,
+                **self._data_time(),
+            )
             self.reporter.report(record)
             self.window, self.window_start = [], self.clock()
 
@@ -317,8 +348,10 @@ class Trainer:
             try:
                 write_checkpoint(self.run_dir, self.state.step, self._fill_checkpoint)
             except OSError as err:
-                raise CheckpointWriteFailed(f"could not write the checkpoint of step {self.state.step} into {self.run_dir / CHECKPOINTS_DIR} ({err}); "
-                                            f"{self._previous()}: free space, then run again with --resume") from None  # fmt: skip
+                raise CheckpointWriteFailed(
+                    f"could not write the checkpoint of step {self.state.step} into {self.run_dir / CHECKPOINTS_DIR} ({err}); "
+                    f"{self._previous()}: free space, then run again with --resume"
+                ) from None
         self.checkpointed_at, self.last_checkpoint_time = self.state.step, self.clock()
 
     def _fill_checkpoint(self, directory: Path) -> None:

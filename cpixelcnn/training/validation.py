@@ -34,8 +34,9 @@ def validation_set(source: str, cfg, class_names: list[str]) -> Dataset | None:
         labels = torch.full((len(val),), -1, dtype=torch.long)
     else:
         if sorted(val.class_names) != sorted(class_names):
-            raise ValueError(f"the validation set {source} has classes ({brief(val.class_names)}) that differ from the training set's "
-                             f"({brief(class_names)})")  # fmt: skip
+            raise ValueError(
+                f"the validation set {source} has classes ({brief(val.class_names)}) that differ from the training set's ({brief(class_names)})"
+            )
         if not val.has_labels:
             raise ValueError(f"the {cfg.val_split} split of {source} has images without labels; validation needs them")
         labels = torch.tensor([class_names.index(val.class_names[i]) for i in val.labels.tolist()], dtype=torch.long)
