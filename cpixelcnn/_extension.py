@@ -6,6 +6,8 @@ The package works without it (everything has an eager path); features that need 
 
 from __future__ import annotations
 
+import importlib
+
 import torch  # noqa: F401  (loads libc10/libtorch, which _C links against)
 
 _BUILD_HINT = (
@@ -13,9 +15,8 @@ _BUILD_HINT = (
     "(a C++ compiler and ninja are needed; CUDA is optional)"
 )
 
-try:
-    from cpixelcnn import _C  # type: ignore[attr-defined]
-
+try:  # the compiled module by its full name: it is no Python module of the package (and not its facade)
+    _C = importlib.import_module("cpixelcnn._C")
     IMPORT_ERROR: str | None = None
 except ImportError as err:  # not built, or built against another torch
     _C = None
