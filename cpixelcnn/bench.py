@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-NOT_BENCHMARKS = ("__init__", "common")
+NOT_BENCHMARKS = ("__init__", "common", "tables")  # helpers: shared code, the docs tables from the results
 DEFAULT_SMOKE_ARGS = ["--smoke"]
 
 

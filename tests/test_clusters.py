@@ -226,6 +226,7 @@ def test_the_memory_estimate_is_within_25_percent_of_the_measured_step(tmp_path,
 
 LIMIT_HOOK = """
 import resource
+import torch  # mapped before the limit is set: a CUDA build maps gigabytes of libraries at import
 with open("/proc/self/status") as f:
     used = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
 resource.setrlimit(resource.RLIMIT_AS, (used + {room}, resource.RLIM_INFINITY))
@@ -313,6 +314,24 @@ def test_stop_signals_are_noted_not_fatal_and_handlers_come_back():
         assert stop.received == "SIGUSR1"
     assert signal.getsignal(signal.SIGUSR1) == before
     assert Ranks().any_of(True, False) == (True, False)
+
+
+def test_the_command_lines_stop_signals_stay_ignored_once_a_rank_is_stopping():
+    """torchrun sends SIGTERM to the ranks still running when one exits: a rank already stopping keeps its own status."""
+    from cpixelcnn.training.distributed import StopSignals
+
+    before = signal.getsignal(signal.SIGUSR1)
+    try:
+        with StopSignals(until_exit=True):
+            pass
+        assert signal.getsignal(signal.SIGUSR1) == before  # nothing received: the handlers come back
+        with StopSignals(until_exit=True) as stop:
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.01)
+        assert stop.received == "SIGUSR1" and signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGUSR1)  # would end this process with the default handler
+    finally:
+        signal.signal(signal.SIGUSR1, before)
 
 
 def test_folders_train_with_the_memory_line_after_the_start_line(tmp_path):

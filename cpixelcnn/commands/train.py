@@ -33,7 +33,7 @@ def run(args) -> int:
             setattr(args, name, value)
         print(describe(args.preset, filled, given))
     try:
-        with StopSignals():  # held until the command ends: a rank that stops is not killed while it says so
+        with StopSignals(until_exit=True):  # a rank that stops is not killed while it says so, nor after
             train(from_arguments(args), asked=given)
     except (TrainingInterrupted, TrainingPreempted) as err:  # every rank stopped; rank 0 says so
         if is_main_process():

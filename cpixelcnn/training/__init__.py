@@ -32,7 +32,7 @@ run stands), ``objectives`` (loss, parameter groups, finite-step guard), ``avera
 
 from cpixelcnn.training.averaging import PolyakAverage
 from cpixelcnn.training.config import ModelConfig, TrainConfig
-from cpixelcnn.training.errors import CheckpointWriteFailed, TrainingDiverged, TrainingInterrupted
+from cpixelcnn.training.errors import CheckpointWriteFailed, OutOfMemory, TrainingDiverged, TrainingInterrupted, TrainingPreempted
 from cpixelcnn.training.run import train
 from cpixelcnn.training.state import TrainingState
 from cpixelcnn.training.trainer import Trainer
@@ -45,6 +45,8 @@ __all__ = [
     "Trainer",
     "train",
     "TrainingInterrupted",
+    "TrainingPreempted",
     "TrainingDiverged",
     "CheckpointWriteFailed",
+    "OutOfMemory",
 ]

@@ -99,14 +99,18 @@ class StopSignals:
     next step boundary. Nested, the inner one shares the outer's handlers: the command line holds
     one for the whole command, so a second SIGTERM (torchrun's, after another rank stopped) cannot
     end a rank while it is still writing its checkpoint or saying why it stopped. Outside the main
-    thread, where handlers cannot be set, it only notes what an outer one received."""
+    thread, where handlers cannot be set, it only notes what an outer one received.
+    ``StopSignals(until_exit=True)`` (the command line's): once a stop was received, further stop
+    signals stay ignored after the block, until the process exits — torchrun sends SIGTERM to the
+    ranks still running when one exits, and a rank already stopping must exit with its own status."""
 
     NAMES = ("SIGTERM", "SIGUSR1")
     _active: list = []
 
-    def __init__(self):
+    def __init__(self, until_exit: bool = False):
         self._received: str | None = None
         self.previous: dict = {}
+        self.until_exit = until_exit
 
     @property
     def received(self) -> str | None:
@@ -132,8 +136,9 @@ class StopSignals:
         import signal
 
         StopSignals._active.remove(self)
+        stopping = self.until_exit and self.received is not None
         for name, handler in self.previous.items():
-            signal.signal(getattr(signal, name), handler)
+            signal.signal(getattr(signal, name), signal.SIG_IGN if stopping else handler)
 
 
 # -- errors under torchrun: said once, by the rank that found them --------------------------------

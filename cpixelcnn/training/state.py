@@ -13,6 +13,10 @@ from cpixelcnn.rundir import write_state
 
 @dataclass
 class TrainingState:
+    """Where a run stands, saved with every checkpoint: ``step`` (optimisation steps done, skipped
+    ones included), ``epoch`` and ``position`` (batches of that epoch done), ``skipped_steps``,
+    ``ema_updates`` (Polyak updates so far) and ``best`` (the best validation record, or None)."""
+
     step: int = 0
     epoch: int = 0
     position: int = 0  # batches of this epoch already done

@@ -46,6 +46,11 @@ from cpixelcnn.training.validation import is_better, latest_validation, validati
 
 
 class Trainer:
+    """One run of training in ``cfg.out`` (the caller owns and locks it: :func:`cpixelcnn.training.train`
+    does). :meth:`fit` sets up — resuming a saved run, planning memory, dealing the data — and runs
+    epochs of :meth:`step`, checkpointing, validating and reporting as configured; it returns a
+    summary (steps, final bits/dim, run directory, history, best record)."""
+
     def __init__(
         self,
         cfg: TrainConfig,
