@@ -110,3 +110,10 @@ def test_the_docs_name_every_page_once_in_their_navigation(source_tree):
     nav = (source_tree / "mkdocs.yml").read_text()
     pages = sorted(p.name for p in (source_tree / "docs").glob("*.md"))
     assert all(nav.count(f" {page}") == 1 for page in pages), [p for p in pages if nav.count(f" {p}") != 1]
+
+
+def test_the_readmes_links_lead_to_files_of_the_checkout(source_tree):
+    """The README is outside the site's strict build: its relative links are checked here."""
+    text = (source_tree / "README.md").read_text()
+    targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t and not t.startswith("#")]
+    assert targets and all((source_tree / t).exists() for t in targets), [t for t in targets if not (source_tree / t).exists()]
