@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load_checkpoint
+from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load_checkpoint, split_options
 
 NAME, HELP = "classify", "Bayes-classify a data split"
 
@@ -13,9 +13,7 @@ NAME, HELP = "classify", "Bayes-classify a data split"
 def add_arguments(p) -> None:
     checkpoint_options(p)
     data_options(p)
-    p.add_argument("--split", default="test")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch-size", type=int, default=64)
+    split_options(p, "test")
     p.add_argument("--predictions", help="CSV path (default RUN_DIR/predictions_<split>.csv)")
 
 

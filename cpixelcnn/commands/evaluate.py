@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load_checkpoint
+from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load_checkpoint, split_options
 
 NAME, HELP = "evaluate", "bits/dim, accuracy and FID on a split"
 
@@ -13,9 +13,7 @@ NAME, HELP = "evaluate", "bits/dim, accuracy and FID on a split"
 def add_arguments(p) -> None:
     checkpoint_options(p)
     data_options(p)
-    p.add_argument("--split", default="validation")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch-size", type=int, default=64)
+    split_options(p, "validation")
     p.add_argument("--fid", action="store_true", help="also FID of generated samples against the split")
     p.add_argument("--fid-dims", type=int, default=192, choices=[64, 192, 768, 2048])
     p.add_argument("--fid-samples-per-class", type=int, default=25)

@@ -31,6 +31,13 @@ def data_options(p, required: bool = True) -> None:
     p.add_argument("--no-cache", action="store_true", help="decode the images into memory, every time")
 
 
+def split_options(p, split: str) -> None:
+    """What a command that reads one split of its data takes beside it: the split, --json, --batch-size."""
+    p.add_argument("--split", default=split)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--batch-size", type=int, default=64)
+
+
 def sampler_options(p) -> None:
     """How the sampler runs: ``--method`` and ``--engine`` (the engines registered in cpixelcnn.cached)."""
     from cpixelcnn.cached import engine_choices, engine_help

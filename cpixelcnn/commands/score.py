@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load, load_checkpoint
+from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load, load_checkpoint, split_options
 
 NAME, HELP = "score", "per-image bits/dim, Bayes class and margin, and the likelihood ratio to a background model"
 
@@ -13,9 +13,7 @@ NAME, HELP = "score", "per-image bits/dim, Bayes class and margin, and the likel
 def add_arguments(p) -> None:
     checkpoint_options(p)
     data_options(p)
-    p.add_argument("--split", default="test")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch-size", type=int, default=64)
+    split_options(p, "test")
     p.add_argument("--background", metavar="RUN", help="a background model's run: adds its bits/dim and the likelihood ratio")
     p.add_argument("--out", metavar="FILE.csv", help="write the scores as CSV (default: CSV on standard output, or --json)")
 
