@@ -2,12 +2,15 @@
 figure in the documentation is the figure in its results file.
 
 A table stands in a Markdown file between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``.
+The command-line reference (``<!-- cli:reference -->``) is rendered the same way from the real
+argument parser, so every option, default and help text in docs/cli.md is the parser's.
 
     python -m benchmarks.tables            # rewrite every table of README.md and docs/*.md
     python -m benchmarks.tables --check    # exit 1 naming the tables that differ from their results
 
-The docs build renders them again (``docs/hooks.py``), so a changed results file changes the site;
-the test suite runs ``--check``, so the committed Markdown never lags behind.
+The docs build renders the results tables again (``docs/hooks.py``), so a changed results file
+changes the site; the test suite runs ``--check`` (results and command line: it imports the
+package), so the committed Markdown never lags behind.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"  # where the figures come from (this file's own checkout)
 BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+CLI_BLOCK = re.compile(r"(<!-- cli:reference -->\n)(?P<body>.*?)(<!-- /cli:reference -->)", re.S)
 
 
 def _load(name: str) -> dict:
@@ -185,6 +189,50 @@ def render_blocks(text: str) -> str:
     return BLOCK.sub(fill, text)
 
 
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _option_row(action) -> str:
+    import argparse
+
+    name = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest.upper()}` (positional)"
+    if action.choices is not None and action.metavar is None:
+        name += ": " + " / ".join(f"`{c}`" for c in action.choices)
+    elif action.nargs != 0 and action.option_strings:
+        name += f" `{action.metavar or action.dest.upper()}`" + (" …" if action.nargs in ("+", "*") else "")
+    meaning = (action.help or "").replace("%(default)s", str(action.default)).replace("%%", "%")
+    quiet = action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0
+    if not quiet and "default" not in meaning:
+        meaning += f" (default: {action.default})"
+    return f"| {_cell(name)} | {'**required**: ' if action.required else ''}{_cell(meaning)} |"
+
+
+def cli_reference() -> str:
+    """Every command of ``cpixelcnn`` with every option, its default and its help, as the parser has them."""
+    import argparse
+
+    from cpixelcnn.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {c.dest: c.help for c in commands._choices_actions}
+    parts = []
+    for name, parser in commands.choices.items():
+        rows = []
+        for group in parser._action_groups:  # train's options come in titled groups (model, data, ...)
+            actions = [a for a in group._group_actions if not isinstance(a, argparse._HelpAction)]
+            if actions and group.title not in ("options", "optional arguments", "positional arguments"):
+                rows.append(f"| **{_cell(group.title)}** | |")
+            rows += [_option_row(a) for a in actions]
+        parts.append(f"### cpixelcnn {name}\n\n{helps.get(name) or ''}.\n\n| option | what it does |\n| --- | --- |\n" + "\n".join(rows) + "\n")
+    return "\n".join(parts)
+
+
+def render_cli_blocks(text: str) -> str:
+    """``text`` with its command-line reference rendered anew from the parser (imports the package)."""
+    return CLI_BLOCK.sub(lambda m: m.group(1) + cli_reference() + m.group(3), text)
+
+
 def documents(root: Path = ROOT) -> list[Path]:
     """The Markdown files whose tables are rendered: the README and every page of docs/ in ``root``."""
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
@@ -198,7 +246,7 @@ def main(argv=None) -> int:
     stale = []
     for path in documents(args.root):
         text = path.read_text()
-        rendered = render_blocks(text)
+        rendered = render_cli_blocks(render_blocks(text))
         if rendered != text:
             stale.append(path)
             if not args.check:

@@ -117,3 +117,33 @@ def test_the_readmes_links_lead_to_files_of_the_checkout(source_tree):
     text = (source_tree / "README.md").read_text()
     targets = [t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t and not t.startswith("#")]
     assert targets and all((source_tree / t).exists() for t in targets), [t for t in targets if not (source_tree / t).exists()]
+
+
+def test_every_command_line_option_says_what_it_does():
+    """The reference on docs/cli.md is the parser's help: an option without help would be a blank row."""
+    import argparse
+
+    from cpixelcnn.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [f"{name} {a.option_strings or a.dest}" for name, p in commands.choices.items() for a in p._actions if not (a.help or "").strip()]
+    assert not silent, silent
+
+
+def test_the_command_line_reference_is_the_parsers(source_tree, monkeypatch):
+    """docs/cli.md holds the rendered reference; an option added to a command appears in it."""
+    from benchmarks import tables
+    from cpixelcnn import cli
+
+    page = (source_tree / "docs" / "cli.md").read_text()
+    assert tables.CLI_BLOCK.search(page) and "`--max-steps` `MAX_STEPS`" in page
+    real = cli.build_parser
+
+    def with_extra_option():
+        parser = real()
+        sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+        sub.choices["sample"].add_argument("--brand-new", type=int, default=7, help="a new option")
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", with_extra_option)
+    assert "| `--brand-new` `BRAND_NEW` | a new option (default: 7) |" in tables.render_cli_blocks(page)

@@ -9,7 +9,13 @@ def add_arguments(p) -> None:
     from cpixelcnn.bench import benchmark_modules
 
     p.add_argument("--smoke", action="store_true", help="each benchmark's quick mode (its SMOKE_ARGS), results to a temporary folder")
-    p.add_argument("--only", nargs="*", choices=list(benchmark_modules()) or None, help="these benchmarks (default: every module of benchmarks/)")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        metavar="NAME",
+        choices=list(benchmark_modules()) or None,
+        help="these benchmarks, by module name without bench_ (default: every module of benchmarks/)",
+    )
 
 
 def run(args) -> int:

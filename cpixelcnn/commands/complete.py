@@ -11,13 +11,13 @@ OWN_CHECKS = ("n", "samples")  # bounds that depend on each other
 def add_arguments(p) -> None:
     checkpoint_options(p)
     data_options(p)
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="the split whose first --n images are completed")
     p.add_argument("--rows", type=int, required=True, help="image rows kept from the top (0 .. image height)")
     p.add_argument("--n", type=int, default=4, help="images to complete (the first N of the split)")
     p.add_argument("--samples", type=int, default=4, help="completions per image for an unconditional model")
     p.add_argument("--out", required=True, help="PNG file")
     sampler_options(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampler: the same seed, the same completions")
     p.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
     p.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")
 

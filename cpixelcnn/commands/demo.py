@@ -11,14 +11,14 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="cpixelcnn-demo", help="output folder (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=60.0, help="training time in seconds (default: %(default)s)")
     p.add_argument("--max-steps", type=int, default=None, help="train for this many steps instead")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds training and sampling")
     p.add_argument(
         "--data",
         choices=list(DEMO_DATA),
         default="digits",
         help="; ".join(f"{name}: {about}" for name, (_, _, about) in DEMO_DATA.items()) + " (default: %(default)s)",
     )
-    p.add_argument("--samples-per-class", type=int, default=8)
+    p.add_argument("--samples-per-class", type=int, default=8, help="images per class in the sample grid")
 
 
 def run(args) -> int:

@@ -15,9 +15,9 @@ def add_arguments(p) -> None:
     data_options(p)
     split_options(p, "validation")
     p.add_argument("--fid", action="store_true", help="also FID of generated samples against the split")
-    p.add_argument("--fid-dims", type=int, default=192, choices=[64, 192, 768, 2048])
-    p.add_argument("--fid-samples-per-class", type=int, default=25)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fid-dims", type=int, default=192, choices=[64, 192, 768, 2048], help="which Inception features FID compares")
+    p.add_argument("--fid-samples-per-class", type=int, default=25, help="generated images per class for FID")
+    p.add_argument("--seed", type=int, default=0, help="seeds the samples that FID compares")
     p.add_argument("--heatmap", metavar="OUT.png", help="bits per pixel of the first --heatmap-n images, beside each image")
     p.add_argument("--heatmap-n", type=int, default=8, help="images in the --heatmap figure (default: %(default)s)")
 

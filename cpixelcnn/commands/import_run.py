@@ -11,9 +11,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="run directory to write (new or empty)")
     p.add_argument("--replace", action="store_true", help="replace an existing run in --out whole (its weights, EMA, state and checkpoints go)")
     p.add_argument("--nr-resnet", type=int, help="check against this (inferred from the tensors otherwise)")
-    p.add_argument("--nr-filters", type=int)
-    p.add_argument("--nr-mix", type=int)
-    p.add_argument("--in-channels", type=int)
+    p.add_argument("--nr-filters", type=int, help="check against this (inferred from the tensors otherwise)")
+    p.add_argument("--nr-mix", type=int, help="check against this (inferred from the tensors otherwise)")
+    p.add_argument("--in-channels", type=int, help="check against this (inferred from the tensors otherwise)")
 
 
 def run(args) -> int:

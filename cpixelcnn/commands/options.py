@@ -33,9 +33,9 @@ def data_options(p, required: bool = True) -> None:
 
 def split_options(p, split: str) -> None:
     """What a command that reads one split of its data takes beside it: the split, --json, --batch-size."""
-    p.add_argument("--split", default=split)
+    p.add_argument("--split", default=split, help="the split of --data to read")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (memory, not results)")
 
 
 def sampler_options(p) -> None:

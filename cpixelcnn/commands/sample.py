@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
     p.add_argument("--n", type=int, default=4, help="samples per class")
     p.add_argument("--out", required=True, help="PNG file")
     sampler_options(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampler: the same seed, the same images")
     p.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
     p.add_argument("--image-size", type=int, help="default: the training size")
     p.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")

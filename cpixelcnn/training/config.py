@@ -78,11 +78,7 @@ def _remembers_given(cls):
 class TrainConfig(ModelConfig):
     """Everything ``train`` needs. ``data`` and ``out`` are required."""
 
-    data: str = setting(
-        help="'demo' (built-in data), digits / textures / micrographs (packaged), cifar10:DIR / cifar100:DIR / cifar100-coarse:DIR "
-        "(the python or binary version, unpacked in DIR), an image-folder tree or the course layout",
-        fixed_on_resume=True,
-    )
+    data: str = setting(help="the images (on the command line: every format data_help() lists)", fixed_on_resume=True)
     out: str = setting(help="run directory")
     split: str = setting("train", "split of --data to train on", fixed_on_resume=True)
     unconditional: bool = setting(
@@ -307,13 +303,17 @@ def merged_with_saved(cfg: TrainConfig, saved: dict, model_config: dict, world_s
 def add_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True) -> None:
     """``cpixelcnn train``'s options, one per field, in two groups (model, training). Without
     defaults an option absent from the command line is absent from the parsed namespace."""
+    from cpixelcnn.data import data_help  # the registered formats: the same --data help as every command's
+
     for title, group_fields in (("model", fields(ModelConfig)), ("training", [f for f in fields(TrainConfig) if f.name not in _MODEL_NAMES])):
         group = parser.add_argument_group(title)
         for f in group_fields:
             meta = f.metadata
             required = f.default is dataclasses.MISSING
             default = None if required else f.default
-            help_text = meta["help"] + (f" (default: {default})" if default is not None and not isinstance(default, bool) else "")
+            help_text = (data_help() if f.name == "data" else meta["help"]) + (
+                f" (default: {default})" if default is not None and not isinstance(default, bool) else ""
+            )
             kw = dict(dest=f.name, help=help_text.replace("%", "%%"))
             if not with_defaults:
                 kw["default"] = argparse.SUPPRESS

@@ -106,12 +106,29 @@ class _Lines:
         pass
 
 
+WANDB_ID_FILE = "wandb/run-id"  # in the run directory: a resumed run logs into the same W&B run
+
+
 def _start_wandb(run_dir: Path, config: dict):
+    """One W&B run per run directory: its id is kept in RUN/wandb/run-id, so ``--resume`` (and a
+    torchrun restart) continues it. ``WANDB_PROJECT`` names the project (default cpixelcnn);
+    ``WANDB_MODE=offline`` logs without a network, for ``wandb sync`` later."""
+    import os
+    import secrets
+
     try:
         import wandb
     except ImportError:
         raise RuntimeError("--wandb needs the wandb package (pip install wandb); metrics.jsonl is written either way") from None
-    return wandb.init(project="cpixelcnn", name=run_dir.name, dir=str(run_dir), config=config, resume="allow")
+    from cpixelcnn.io import atomic_write_bytes
+
+    id_file = run_dir / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(6)
+    if not id_file.is_file():
+        id_file.parent.mkdir(exist_ok=True)
+        atomic_write_bytes(id_file, run_id.encode())
+    project = os.environ.get("WANDB_PROJECT", "cpixelcnn")
+    return wandb.init(project=project, name=run_dir.name, id=run_id, dir=str(run_dir), config=config, resume="allow")
 
 
 def start_line(cfg, model, kind: str, n_images: int, val, world: int, device, step: int, total: int) -> str:
