@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,13 +50,15 @@ import atexit, os, sys, time
 def _status(key):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
-atexit.register(lambda: print(f"BENCH peak_rss_mb {_status('VmHWM')}", file=sys.stderr, flush=True))
+def _report(line):  # one write per line: two torchrun ranks share the stream, print's separate newline let them interleave
+    os.write(2, f"BENCH {line}\\n".encode())
+atexit.register(lambda: _report(f"peak_rss_mb {_status('VmHWM')}"))
 import cpixelcnn.training.trainer as _t
 _real, _first = _t.Trainer.step, [True]
 def _step(self, *args, **kwargs):
     if _first[0]:
         _first[0] = False
-        print(f"BENCH first_step {time.time()}", file=sys.stderr, flush=True)
+        _report(f"first_step {time.time()}")
         if os.environ.get("BENCH_PSS") == "1":
             _touch_and_measure(self)
     return _real(self, *args, **kwargs)
@@ -79,7 +82,7 @@ def _touch_and_measure(self):
                 kb = int(line.split()[1])
                 pss += kb
                 data += kb if "cpixelcnn-" in mapping else 0
-    print(f"BENCH pss_mb {pss / 1024} {data / 1024}", file=sys.stderr, flush=True)
+    _report(f"pss_mb {pss / 1024} {data / 1024}")
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
 """
@@ -192,7 +195,10 @@ def run_train(
     proc = subprocess.run([*launcher, *args], capture_output=True, text=True, env=env, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"train failed ({proc.returncode}): {proc.stderr[-3000:]}")
-    lines = [line.split() for line in proc.stderr.splitlines() if line.startswith("BENCH ")]
+    lines = [
+        m.split() for m in re.findall(r"BENCH ([a-z_]+(?: [\d.e+-]+)+)", proc.stderr)
+    ]  # wherever a line starts (a rank's warning may precede it)
+    lines = [["BENCH", *parts] for parts in lines]
     firsts = [float(parts[2]) for parts in lines if parts[1] == "first_step"]
     result = dict(to_first_step_s=min(firsts) - start, peak_rss_mb=max(float(p[2]) for p in lines if p[1] == "peak_rss_mb"))
     if pss:
@@ -206,7 +212,8 @@ def run_train(
         result["data_share"] = result["data_ms_per_step"] / result["step_ms"]
     decoded = [line for line in proc.stderr.splitlines() if line.startswith("cpixelcnn: decoded ")]
     if decoded:
-        result["decode_s"] = float(decoded[-1].split(" in ")[1].split(" s ")[0])
+        count, rate = re.search(r"decoded ([\d,]+) images in [\d.]+ s \(([\d,]+) images/s\)", decoded[-1]).groups()
+        result["decode_s"] = int(count.replace(",", "")) / int(rate.replace(",", ""))  # the rate's digits: the seconds are rounded to 0.1
     shutil.rmtree(out, ignore_errors=True)
     return result
 

@@ -24,7 +24,7 @@ except ImportError as err:  # not built, or built against another torch
 
 
 def extension_available() -> bool:
-    """Whether the compiled extension ``cpixelcnn._C`` (the cached sampler's engines) is built and importable."""
+    """Whether the compiled extension ``cpixelcnn._C`` (the cached sampler's engines, the fast PNG row reconstruction) is built and importable."""
     return _C is not None
 
 

@@ -6,6 +6,7 @@ decoder gives exactly the pixels of the general one."""
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -412,3 +413,64 @@ def test_a_batch_reads_from_an_entry_whose_file_was_replaced(tmp_path, cache_dir
     Image.fromarray(np.full((8, 8, 3), 1, dtype=np.uint8)).save(root / "a" / "new.png")
     load_dataset(str(root), "train", 8)  # supersedes (and removes) the first entry
     assert len(_entries(cache_dir)) == 1 and torch.equal(ds.gather(torch.tensor([3, 7])), expected)
+
+
+def _filtered_png(pixels: np.ndarray, filters: list[int], extra: bytes = b"") -> bytes:
+    """A PNG of uint8 pixels (H, W) or (H, W, 3) whose row y is stored with PNG filter type filters[y]
+    (0 none, 1 sub, 2 up, 3 average, 4 Paeth), written by hand: PIL's encoder picks its own."""
+    height, width = pixels.shape[:2]
+    bpp = 1 if pixels.ndim == 2 else 3
+    rows = pixels.reshape(height, width * bpp).astype(np.int64)
+    raw = bytearray()
+    for y, kind in enumerate(filters):
+        line, prior = rows[y], rows[y - 1] if y else np.zeros_like(rows[0])
+        left = np.concatenate([np.zeros(bpp, np.int64), line[:-bpp]])
+        upper_left = np.concatenate([np.zeros(bpp, np.int64), prior[:-bpp]])
+        p = left + prior - upper_left
+        pa, pb, pc = abs(p - left), abs(p - prior), abs(p - upper_left)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prior, upper_left))
+        predictor = [0 * line, left, prior, (left + prior) // 2, paeth][kind]
+        raw += bytes([kind]) + ((line - predictor) % 256).astype(np.uint8).tobytes()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0 if bpp == 1 else 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(raw) + extra)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("size", [1, 7, 16])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("filters", ["none", "sub", "up", "average", "paeth", "mixed"])
+@pytest.mark.parametrize("reconstruction", ["compiled", "PIL"])
+def test_every_png_filter_type_decodes_to_pils_pixels(size, channels, filters, reconstruction, monkeypatch):
+    from cpixelcnn.data import images
+
+    if reconstruction == "compiled" and images._png_unfilter() is None:
+        pytest.skip("the compiled extension is not built")
+    if reconstruction == "PIL":
+        monkeypatch.setattr(images, "_png_unfilter", lambda: None)
+    rng = np.random.default_rng(size * 10 + channels)
+    pixels = rng.integers(0, 256, (size, size, 3) if channels == 3 else (size, size), dtype=np.uint8)
+    kinds = {"none": 0, "sub": 1, "up": 2, "average": 3, "paeth": 4}
+    per_row = [int(k) for k in rng.integers(0, 5, size)] if filters == "mixed" else [kinds[filters]] * size
+    data = _filtered_png(pixels, per_row)
+    out = np.full((channels, size, size), 77, dtype=np.uint8)
+    assert _plain_png(data, size, channels, out)
+    expected = pixels.transpose(2, 0, 1) if channels == 3 else pixels[None]
+    assert np.array_equal(out, expected)
+    assert np.array_equal(out, _decode(data, "x.png", size, channels))
+
+
+def test_a_png_the_compiled_reconstruction_does_not_accept_goes_to_pil():
+    from cpixelcnn.data import images
+
+    if images._png_unfilter() is None:
+        pytest.skip("the compiled extension is not built")
+    out = np.empty((3, 8, 8), dtype=np.uint8)
+    bad_filter = bytearray(zlib.decompress(_filtered_png(RGB, [0] * 8)[41:-16]))
+    bad_filter[0] = 5
+    assert not images._png_unfilter()(bytes(bad_filter), out, 8, 3)
+    assert not _plain_png(_filtered_png(RGB, [0] * 8, extra=b"\0" * 100), 8, 3, out)  # more data than the image: PIL decides
+    assert not images._png_unfilter()(b"\0" * 10, out, 8, 3)
+    assert not images._png_unfilter()(bytes(8 * 25), np.empty((3, 8, 16), dtype=np.uint8)[:, :, ::2], 8, 3)  # not contiguous

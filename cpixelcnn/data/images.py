@@ -4,6 +4,7 @@ square and the size; every failure is a one-line :class:`DataError` naming the f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import struct
 import threading
@@ -95,11 +96,20 @@ def _png_target(size: int, channels: int):
     return targets[size, channels]
 
 
+@functools.cache
+def _png_unfilter():
+    """The compiled PNG row reconstruction (``cpixelcnn._C.png_unfilter``), or None without the extension (PIL decodes then)."""
+    from cpixelcnn._extension import _C
+
+    return getattr(_C, "png_unfilter", None)
+
+
 def _plain_png(data: bytes, size: int, channels: int, out: np.ndarray) -> bool:
     """Decode into ``out`` (C, size, size) an 8-bit, non-interlaced PNG of ``size``x``size`` in the
-    colour type ``channels`` asks for, with no transparency, palette, EXIF or animation: PIL's own
-    PNG decoder writing into memory of ours, without the Python layers around it (chunk CRCs
-    checked as PIL checks them). False for any other file, or anything unexpected: the general
+    colour type ``channels`` asks for, with no transparency, palette, EXIF or animation, without
+    PIL's Python layers (chunk CRCs checked as PIL checks them): zlib inflates and the extension
+    reconstructs the rows into ``out`` (2x faster than PIL at 64x64), or, without the extension,
+    PIL's own PNG decoder writes into memory of ours. False for any other file, or anything unexpected: the general
     path then decodes it (or names what is wrong)."""
     if not data.startswith(_PNG_SIGNATURE):
         return False
@@ -123,6 +133,12 @@ def _plain_png(data: bytes, size: int, channels: int, out: np.ndarray) -> bool:
             pos += 12 + length
         if header is None or header != (size, size, 8, _PNG_COLOUR[channels], 0, 0, 0) or not compressed:
             return False
+        unfilter = _png_unfilter()
+        if unfilter is not None:  # inflate here, reconstruct the rows in C++ straight into out
+            inflater = zlib.decompressobj()
+            expected = size * (1 + size * channels)
+            raw = inflater.decompress(b"".join(compressed), expected + 1)  # bounded: a small file cannot inflate to gigabytes
+            return len(raw) == expected and inflater.eof and unfilter(raw, out, size, channels)
         from PIL import Image
 
         pixels, target = _png_target(size, channels)
