@@ -474,3 +474,17 @@ def test_a_png_the_compiled_reconstruction_does_not_accept_goes_to_pil():
     assert not _plain_png(_filtered_png(RGB, [0] * 8, extra=b"\0" * 100), 8, 3, out)  # more data than the image: PIL decides
     assert not images._png_unfilter()(b"\0" * 10, out, 8, 3)
     assert not images._png_unfilter()(bytes(8 * 25), np.empty((3, 8, 16), dtype=np.uint8)[:, :, ::2], 8, 3)  # not contiguous
+
+
+def test_an_entry_is_named_by_the_cache_version_and_the_readers_each(monkeypatch):
+    """A reader's key holds its own "version": a new cache format and a new reader each name a new entry
+    (the reader's field once overrode the cache's); the identity, which finds superseded entries, holds neither."""
+    from cpixelcnn.data import cache
+
+    def job(reader_version):
+        return cache.DecodeJob("x", {"reader": "cifar10/binary", "version": reader_version, "files": "f"}, (3, 8, 8), [])
+
+    first, identity = job(1).digest, job(1).identity
+    assert job(2).digest != first
+    monkeypatch.setattr(cache, "VERSION", cache.VERSION + 1)
+    assert job(1).digest != first and job(1).identity == identity  # the new entry replaces the old one

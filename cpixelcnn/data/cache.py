@@ -63,8 +63,9 @@ class DecodeJob:
 
     @property
     def digest(self) -> str:
-        """Names the cache entry: everything the images were read from."""
-        return _digest({"format": FORMAT, "version": VERSION, "shape": list(self.shape), **self.key})
+        """Names the cache entry: the cache's format and version, the shape and everything the images
+        were read from (the key apart: a reader's own "version" must not stand in for the cache's)."""
+        return _digest({"cache": [FORMAT, VERSION], "shape": list(self.shape), "source": self.key})
 
     @property
     def identity(self) -> str:
