@@ -252,7 +252,7 @@ def main(argv=None) -> int:
 
 
 def _print_table(rows: list[dict], speed: dict) -> None:
-    """The README's table (mean / worst accuracy and bits/dim per data set and approach, which wins) and the speed lines."""
+    """The table of docs/per-class.md (mean / worst accuracy and bits/dim per data set and approach, which wins) and the speed lines."""
     summary = summarize(rows)
     print(
         f"\n| data | steps | conditional: mean / worst accuracy, bits/dim | per-class: mean / worst accuracy, bits/dim | which wins |  "

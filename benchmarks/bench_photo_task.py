@@ -16,7 +16,7 @@ conv layers, flips, 1,500 Adam steps) on the same patches: how separable the tas
     python -m benchmarks.bench_photo_task --smoke                          # the harness works
 
 Results: JSON (per seed, mean and worst) with device info. One thread per process is what the
-README's figures used (``OMP_NUM_THREADS=1``); accuracy does not depend on it, time does.
+docs' figures used (``OMP_NUM_THREADS=1``); accuracy does not depend on it, time does.
 """
 
 from __future__ import annotations

@@ -313,7 +313,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--report", default=str(RESULTS / "kernel-resources.json"))
     parser.add_argument("--out", default=str(RESULTS / "gpu-prediction.json"))
-    parser.add_argument("--markdown", action="store_true", help="print the README tables")
+    parser.add_argument("--markdown", action="store_true", help="print the tables of docs/gpu.md")
     args = parser.parse_args(argv)
     resources, kernels, sampler, epochs = resource_table(Path(args.report)), kernel_predictions(), sampler_predictions(), epoch_predictions()
     steps = train_step_predictions()

@@ -4,8 +4,8 @@ sample per class, classify held-out images.
 Default: scikit-learn's handwritten digits (real images, 10 classes, 8×8 grey; nothing is
 downloaded) with a 1/32/5 conditional model — a minute of CPU time gives a Bayes classifier near
 99 % on held-out digits and samples that read as their digit. ``--data demo`` runs the built-in
-procedural shapes instead (16×16 colour); see the README for why a short run does not classify
-those well. It runs the same code as ``cpixelcnn train / sample / classify``.
+procedural shapes instead (16×16 colour); docs/classification.md ("Classification quality in short runs") says why a
+short run does not classify those well. It runs the same code as ``cpixelcnn train / sample / classify``.
 """
 
 from __future__ import annotations

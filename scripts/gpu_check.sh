@@ -2,11 +2,11 @@
 # The runbook for whoever has a GPU, in one call: build the CUDA extension, run `cpixelcnn doctor`
 # (every fast path against its eager reference on this GPU; the verdicts let `auto` use them), the
 # whole suite with real Triton kernels and the GPU-only tests, and every benchmark. Results and logs
-# go to $OUT (the device tool brings them back) or ./gpu-out; everything the README's GPU tables are
+# go to $OUT (the device tool brings them back) or ./gpu-out; everything docs/gpu.md's tables are
 # made from is gathered into ONE file, $OUT/gpu-report.json — send that one back.
 #
 # The machine has its own torch/Triton/nvcc and no registry: carry missing wheels in .whl/
-# (safetensors, pytest, pytest-benchmark, matplotlib ...), see /work/.library/device/README.md.
+# (safetensors, pytest, pytest-benchmark, matplotlib ...).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-out}"

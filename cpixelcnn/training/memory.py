@@ -7,7 +7,7 @@ the device has free — measured, not guessed.
   On CUDA the peak is the caching allocator's (``max_memory_allocated``) above what was allocated
   before; on the CPU the process's peak resident memory (VmHWM, reset through
   ``/proc/self/clear_refs`` after freed memory is handed back with ``malloc_trim``) above its
-  resident memory before. How close it comes: ``tests/test_memory_plan.py`` and the README.
+  resident memory before. How close it comes: ``tests/test_clusters.py`` and docs/clusters.md.
 - **What training adds** to the weights, counted exactly from the parameters: their gradients,
   Adam's two moments, the Polyak average and, under torchrun, DDP's gradient buckets.
 - **Free**: CUDA's ``mem_get_info`` (plus what the allocator holds unused); on the host the least

@@ -123,8 +123,10 @@ def _start_wandb(run_dir: Path, config: dict):
     from cpixelcnn.io import atomic_write_bytes
 
     id_file = run_dir / WANDB_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(6)
-    if not id_file.is_file():
+    if id_file.is_file():
+        run_id = id_file.read_text().strip()
+    else:
+        run_id = secrets.token_hex(6)
         id_file.parent.mkdir(exist_ok=True)
         atomic_write_bytes(id_file, run_id.encode())
     project = os.environ.get("WANDB_PROJECT", "cpixelcnn")
