@@ -21,7 +21,7 @@ from cpixelcnn.train import TrainConfig, train  # noqa: E402
 SEEDS = (0, 1, 2)
 RECIPE = dict(data="digits", image_size=8, in_channels=1, nr_resnet=1, nr_filters=32, nr_logistic_mix=5, batch_size=32, lr=2e-3, max_steps=300,
               val_data="none", log_every=1000)  # fmt: skip
-QUALITY_FLOOR = {"mean": 0.97, "worst": 0.96}  # measured (seeds 0-4): see the README's "Classification quality guard"
+QUALITY_FLOOR = {"mean": 0.97, "worst": 0.96}  # measured 2026-12-06, seeds 0-4, torch 2.13 CPU: 98.1-98.9 %, mean 98.4 %, worst 98.1 %
 
 
 @pytest.mark.quality  # CI runs it once, on the pinned torch (it measures training, not the build)
