@@ -3,7 +3,8 @@
 The commands live in :mod:`cpixelcnn.commands`, one module each; this module only parses and
 calls. Errors a user can cause print one line ``cpixelcnn: error: …`` and exit with status 2
 (under torchrun: by the rank that found them, and where torchrun's summary reads it); Ctrl-C exits
-130 (training saves first); a training run stopped by SIGTERM or SIGUSR1 exits 75.
+130 (training saves first); a training run, classify, evaluate or score stopped by SIGTERM or
+SIGUSR1 exits 75.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         p = sub.add_parser(command.NAME, help=command.HELP)
         command.add_arguments(p)
-        p.set_defaults(func=command.run, own_checks=getattr(command, "OWN_CHECKS", ()))
+        p.set_defaults(func=command.run, own_checks=getattr(command, "OWN_CHECKS", ()), stoppable=getattr(command, "STOPPABLE", False))
     return parser
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
             configure_cache(args)
         _check_ranges(args)
-        return args.func(args)
+        return _run(args)
     except (ValueError, TypeError, RuntimeError, OSError) as err:
         from cpixelcnn.training.distributed import record_for_torchrun
 
@@ -64,6 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cpixelcnn: interrupted", file=sys.stderr)
         return 130
+
+
+def _run(args) -> int:
+    """The command; one that loops over images (``STOPPABLE``) stops between two batches on
+    SIGTERM or SIGUSR1 and exits 75, as a preempted training run does."""
+    if not args.stoppable:
+        return args.func(args)
+    from cpixelcnn.stopping import REQUEUE_STATUS, Stopped, StopSignals
+
+    try:
+        with StopSignals(until_exit=True):
+            return args.func(args)
+    except Stopped as err:
+        print(f"cpixelcnn: {args.command} {err} between two batches; nothing was written (run it again to finish)", file=sys.stderr)
+        return REQUEUE_STATUS
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from torch.nn.utils import parametrize
 
 from cpixelcnn.devices import float64_math, model_device_and_dtype, to_float64
 from cpixelcnn.ops.dmol import dmol_log_prob, quantize_to_grid
+from cpixelcnn.stopping import raise_if_stopped
 
 
 @contextlib.contextmanager
@@ -68,7 +69,8 @@ def log_likelihoods(
     """log p(x_r | y_r) in nats for rows r = 0 … R−1 (R = len(labels), or of ``image_of``, or N): image
     ``images[image_of[r]]`` (``image_of`` None: image r), class ``labels[r]`` (None: an unconditional
     model). ``batch_size`` rows per forward pass. Returns (R,), or (R, H, W) with ``per_pixel``:
-    float64 on the host. The inputs are checked once (:func:`check_images`), not per batch."""
+    float64 on the host. The inputs are checked once (:func:`check_images`), not per batch. A stop
+    signal (:mod:`cpixelcnn.stopping`) ends the loop between two batches with :class:`~cpixelcnn.stopping.Stopped`."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if model.num_classes and labels is None:
@@ -79,6 +81,7 @@ def log_likelihoods(
     pieces = []
     with evaluating(model):
         for start in range(0, rows, batch_size):
+            raise_if_stopped()
             stop = min(start + batch_size, rows)
             which = image_of[start:stop] if image_of is not None else slice(start, stop)
             x = as_model_input(images[which.to(images.device) if image_of is not None else which], model)

@@ -8,6 +8,7 @@ from pathlib import Path
 from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load_checkpoint, split_options
 
 NAME, HELP = "classify", "Bayes-classify a data split"
+STOPPABLE = True  # SIGTERM / SIGUSR1 end it between two batches (exit 75)
 
 
 def add_arguments(p) -> None:

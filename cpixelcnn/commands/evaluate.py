@@ -8,6 +8,7 @@ import sys
 from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load_checkpoint, split_options
 
 NAME, HELP = "evaluate", "bits/dim, accuracy and FID on a split"
+STOPPABLE = True  # SIGTERM / SIGUSR1 end it between two batches (exit 75)
 
 
 def add_arguments(p) -> None:

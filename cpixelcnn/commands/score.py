@@ -8,6 +8,7 @@ import sys
 from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load, load_checkpoint, split_options
 
 NAME, HELP = "score", "per-image bits/dim, Bayes class and margin, and the likelihood ratio to a background model"
+STOPPABLE = True  # SIGTERM / SIGUSR1 end it between two batches (exit 75)
 
 
 def add_arguments(p) -> None:

@@ -1,27 +1,44 @@
 """Decoded once: the first read of an image source decodes it, on every core, straight into a uint8
-array on disk; every later read — any command, any torchrun rank, any run — maps that file, so the
-operating system keeps one copy of its pages for all of them and reads only the pages touched.
+array on disk; every later read — any command, any torchrun rank, any run, any node of a shared
+filesystem — maps that file, so the operating system keeps one copy of its pages for all of them.
 
 A cache entry is named by a digest of what its images were read from (:attr:`DecodeJob.key`: the
-format and its reader's version, the source, the split, the image size and channels, and the names,
-sizes and modification times of the source files), so a changed, added or removed source file
-names another entry and is decoded afresh; a stale image is never read. In the cache folder
-(``--data-cache DIR``, ``$CPIXELCNN_DATA_CACHE``, default ``~/.cache/cpixelcnn/data``):
+format and its reader's version, the source, the split, the image size and channels, and the
+source files' :func:`fingerprint`), so a changed, added or removed source file names another
+entry. The folder is ``--data-cache DIR``, else ``$CPIXELCNN_DATA_CACHE``, else
+``$XDG_CACHE_HOME/cpixelcnn/data`` (``~/.cache/cpixelcnn/data``); its files are described in
+:mod:`cpixelcnn.data.cache_files`.
 
-- ``cpixelcnn-<digest>.npy``: the images, uint8 (N, C, S, S) in numpy's format
-- ``cpixelcnn-<digest>.json``: the completion marker, written last (what the images were read from,
-  their shape and the file's size, checked before every read: a half-written entry is never mapped)
-- ``cpixelcnn-<digest>.lock``: held by the one process that builds the entry; others wait for it
-- ``cpixelcnn-<digest>.partial.npy``: the entry being written (the next builder removes a leftover)
+What a shared cluster does not promise, this does not assume:
 
-``--no-cache`` (or ``CPIXELCNN_DATA_CACHE=off``) decodes into memory, as does a cache folder that
-cannot be written (said once). Nothing outside these names is ever written or removed.
+- **No lock is needed for correctness.** Each builder decodes into a partial file of its own and
+  renames only that into place, the marker last; racing builders (where ``flock`` does not exclude,
+  or fails: read-only folders, NFS without lockd) waste work, never each other's pixels. The lock
+  only saves the work; any error taking it is said once and the build goes on without it. A wait
+  names the holder, ends when that holder is seen dead on this host, and is bounded
+  (``$CPIXELCNN_DATA_CACHE_WAIT`` seconds, default 1800): the waiter then builds its own copy.
+- **Content is checked.** The marker holds a CRC-32 per 8 MiB chunk; every open checks the first
+  chunk, the last and two random others (a few MB read); ``cpixelcnn cache verify`` checks all.
+  An entry that fails is said once and decoded afresh.
+- **Source files are fingerprinted** by name, size, modification time, change time and inode (a
+  rewrite that keeps size and modification time — ``cp -p``, ``rsync -t``, ``tar x`` — changes the
+  change time); ``$CPIXELCNN_DATA_FINGERPRINT=content`` hashes their bytes instead (for filesystems
+  that keep neither; every start then reads every source file).
+- **Other users' files are not trusted.** A folder or entry owned by another user, or writable by
+  one, is not read (said once); ``$CPIXELCNN_DATA_CACHE_GROUP=GROUP`` shares a folder with a team.
+- **Where the folder cannot be used**, the images are decoded into memory when they fit in half of
+  what is free, else into a private folder on local disk (``$TMPDIR/cpixelcnn-<uid>/data``), said once with the size.
+- **A size bound**, ``$CPIXELCNN_DATA_CACHE_LIMIT`` (e.g. ``200G``), evicts the least recently used
+  entries after a build, never one a process has mapped.
+
+``--no-cache`` (or ``CPIXELCNN_DATA_CACHE=off``) decodes into memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -32,17 +49,21 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from cpixelcnn.data import cache_files as files
+from cpixelcnn.data.cache_files import FORMAT, PREFIX, VERSION, Entry, describe_size
 from cpixelcnn.data.mapped import remember_file
 from cpixelcnn.data.types import DataError
 
 ENV_LOCATION = "CPIXELCNN_DATA_CACHE"  # a folder, or off / none / 0: decode in memory
 ENV_WORKERS = "CPIXELCNN_DATA_WORKERS"  # processes that decode (default: every core this process may use)
+ENV_FINGERPRINT = "CPIXELCNN_DATA_FINGERPRINT"  # stat (default) or content
+ENV_WAIT = "CPIXELCNN_DATA_CACHE_WAIT"  # seconds a builder waits for another one building the same entry
+ENV_GROUP, ENV_LIMIT = files.ENV_GROUP, files.ENV_LIMIT
 OFF = ("off", "none", "0", "no", "false")
-PREFIX = "cpixelcnn-"
-FORMAT = "cpixelcnn-data-cache"
-VERSION = 1
+FINGERPRINTS = ("stat", "content")
 ANNOUNCE_FROM = 20_000  # images: a build at least this large says what it does (and a terminal shows a bar)
 PARALLEL_FROM = 2_000  # images: smaller jobs decode in this process (a pool costs more than it saves)
+MEMORY_SHARE = 0.5  # where the cache cannot be used: decode in memory only into this share of what is free
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +83,10 @@ class DecodeJob:
         return sum(part.rows for part in self.parts)
 
     @property
+    def nbytes(self) -> int:
+        return self.count * int(np.prod(self.shape))
+
+    @property
     def digest(self) -> str:
         """Names the cache entry: the cache's format and version, the shape and everything the images
         were read from (the key apart: a reader's own "version" must not stand in for the cache's)."""
@@ -78,17 +103,38 @@ def _digest(fields: dict) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
 
 
+def fingerprint_mode() -> str:
+    chosen = os.environ.get(ENV_FINGERPRINT, "").strip().lower() or "stat"
+    if chosen not in FINGERPRINTS:
+        raise DataError(f"{ENV_FINGERPRINT}={chosen}: must be one of {', '.join(FINGERPRINTS)}")
+    return chosen
+
+
 def fingerprint(root: Path, relative: Sequence[str], what: str = "image") -> str:
-    """A digest of the names (``relative`` to ``root``), sizes and modification times of files
-    (``what`` a file is, for the message when one cannot be read). Strings, not Paths: a million
+    """A digest of the files ``relative`` to ``root`` (``what`` a file is, for the message when one
+    cannot be read): their names, sizes, modification and change times and inodes, or with
+    ``$CPIXELCNN_DATA_FINGERPRINT=content`` their names and bytes. Strings, not Paths: a million
     files take a second, not five."""
     digest, base = hashlib.sha256(), f"{root}/"
+    by_content = fingerprint_mode() == "content"
+    digest.update(b"content\n" if by_content else b"")
     for name in relative:
         try:
+            if by_content:
+                with open(base + name, "rb") as f:
+                    digest.update(f"{name}\0{hashlib.file_digest(f, 'sha256').hexdigest() if hasattr(hashlib, 'file_digest') else _file_sha256(f)}\n".encode())
+                continue
             st = os.stat(base + name)
         except OSError as err:
             raise DataError(f"cannot read {what} {base + name}: {type(err).__name__}: {err.strerror or err}") from None
-        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\n".encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(f) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -117,6 +163,24 @@ def location() -> Path | None:
     return Path(base) / "cpixelcnn" / "data"
 
 
+def location_source() -> str:
+    """How :func:`location` was chosen, in words."""
+    if _settings["enabled"] is False:
+        return "--no-cache"
+    if _settings["location"]:
+        return "--data-cache"
+    if os.environ.get(ENV_LOCATION, "").strip():
+        return f"${ENV_LOCATION}"
+    return "$XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "the default"
+
+
+def private_location() -> Path:
+    """This user's folder on local disk, for images that cannot go into the cache or memory."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"cpixelcnn-{os.getuid()}" / "data"
+
+
 def workers() -> int:
     """Processes that decode: ``$CPIXELCNN_DATA_WORKERS``, else every core this process may run on."""
     chosen = os.environ.get(ENV_WORKERS, "").strip()
@@ -127,158 +191,262 @@ def workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def wait_bound() -> float:
+    chosen = os.environ.get(ENV_WAIT, "").strip()
+    try:
+        return float(chosen) if chosen else 1800.0
+    except ValueError:
+        raise DataError(f"{ENV_WAIT}={chosen}: must be a number of seconds") from None
+
+
 # -- reading and building --------------------------------------------------------------------------
 
 
 def materialise(job: DecodeJob) -> np.ndarray:
-    """The job's images, uint8 (N, C, S, S): mapped from the cache entry (built first if missing),
-    or decoded into memory when caching is off or its folder cannot be written (said once)."""
+    """The job's images, uint8 (N, C, S, S): mapped from the cache entry (built first if missing or
+    broken), or — caching off, or a folder this process cannot use — decoded into memory or a
+    private folder (said once)."""
     folder = location()
     if folder is None or job.count == 0:
         return decode_into(job, np.empty((job.count, *job.shape), dtype=np.uint8))
+    return _from_folder(job, folder, private=False)
+
+
+def _from_folder(job: DecodeJob, folder: Path, private: bool) -> np.ndarray:
+    team = None if private else files.team_group()
+    reason = _folder_distrust(folder, team)
+    if reason is not None:
+        return _elsewhere(job, folder, f"it is {reason}", private)
     entry = Entry(folder, job.digest)
-    images = entry.read(job)
+    images, problem = read_entry(entry, job, team)
+    if images is not None:
+        return images
+    if problem is not None and problem.startswith("owned by"):
+        return _elsewhere(job, folder, f"its entry {entry.images.name} is {problem}", private)
+    if problem is not None:
+        _say_once(f"cache-entry-{entry.images}", f"cpixelcnn: the data cache entry {entry.images} {problem}: decoding it afresh")
+    try:
+        files.make_folder(folder, team)
+    except OSError as err:
+        return _elsewhere(job, folder, _reason(err), private)
+    try:
+        lock, images = _lock_or_wait(entry, job, team)
+    except OSError as err:
+        if err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        return _elsewhere(job, folder, _reason(err), private)
     if images is not None:
         return images
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = entry.lock()
-    except OSError as err:
-        return _in_memory(job, folder, err)
-    with lock:
-        images = entry.read(job)  # another process may have built it while this one waited
-        if images is not None:
-            return images
-        try:
-            return entry.build(job)
-        except OSError as err:  # a full disk, a folder that refuses files: this run decodes in memory
-            entry.discard()
-            return _in_memory(job, folder, err)
-        except BaseException:  # a bad source file, Ctrl-C: no partial entry is left behind
-            entry.discard()
-            raise
+        images = build(entry, job, team)
+    except OSError as err:  # a full disk, a folder that refuses files: this run decodes elsewhere
+        return _elsewhere(job, folder, _reason(err), private)
+    finally:
+        if lock is not None:
+            os.close(lock)  # drops the lock; the file stays (removing it would race a waiting process)
+    _housekeeping(folder, entry, job, team)
+    return images
 
 
-def _in_memory(job: DecodeJob, folder: Path, err: OSError) -> np.ndarray:
-    from cpixelcnn.notices import warn_once
-
-    reason = f"{type(err).__name__}: {err.strerror or err}"
-    warn_once(
-        f"data-cache-{folder}",
-        f"cpixelcnn: the data cache {folder} cannot be written ({reason}): decoding in memory "
-        f"(choose a writable folder with --data-cache DIR or ${ENV_LOCATION}, or say --no-cache)",
-    )
-    return decode_into(job, np.empty((job.count, *job.shape), dtype=np.uint8))
+def _reason(err: OSError) -> str:
+    return f"it cannot be written ({type(err).__name__}: {err.strerror or err})"
 
 
-class Entry:
-    """One cache entry's files (module docstring)."""
+def _folder_distrust(folder: Path, team: int | None) -> str | None:
+    try:
+        st = folder.stat()
+    except OSError:
+        return None  # made below, with this user's modes
+    return files.distrust(st, team)
 
-    def __init__(self, folder: Path, digest: str):
-        self.folder = folder
-        stem = folder / f"{PREFIX}{digest}"
-        self.images, self.marker = stem.with_suffix(".npy"), stem.with_suffix(".json")
-        self.partial, self.lock_path = stem.with_suffix(".partial.npy"), stem.with_suffix(".lock")
 
-    def read(self, job: DecodeJob) -> np.ndarray | None:
-        """The mapped images if the entry is complete and whole, else None (it is then rebuilt)."""
-        try:
-            marker = json.loads(self.marker.read_text())
-            if marker.get("format") != FORMAT or marker.get("shape") != [job.count, *job.shape]:
-                return None
-            if self.images.stat().st_size != marker.get("bytes"):
-                return None
-            images = np.load(self.images, mmap_mode="c", allow_pickle=False)  # copy-on-write: a stray write never reaches the file
-        except (OSError, ValueError):
-            return None
-        if images.dtype != np.uint8 or list(images.shape) != marker["shape"]:
-            return None
-        remember_file(images, str(self.images), images.offset)
-        return images
+def read_entry(entry: Entry, job: DecodeJob, team: int | None) -> tuple[np.ndarray | None, str | None]:
+    """(the mapped images, None) when the entry is complete, trusted and passes the open check;
+    else (None, what is wrong: None for a missing entry)."""
+    marker = entry.load_marker()
+    if marker is None:
+        return None, None
+    try:
+        for path in (entry.marker, entry.images):
+            reason = files.distrust(path.stat(), team)
+            if reason is not None:
+                return None, reason
+        if marker.get("version") != VERSION or "checksums" not in marker:
+            return None, None  # an older format: superseded silently
+        if marker.get("shape") != [job.count, *job.shape] or entry.images.stat().st_size != marker.get("bytes"):
+            return None, "is not whole (its size or shape differs from its marker)"
+        checksums = marker["checksums"]
+        bad = files.first_bad_chunk(entry.images, checksums, files.sampled_chunks(len(checksums)))
+        if bad is not None:
+            return None, f"failed its checksum (chunk {bad + 1} of {len(checksums)})"
+        images = np.load(entry.images, mmap_mode="c", allow_pickle=False)  # copy-on-write: a stray write never reaches the file
+    except (OSError, ValueError):
+        return None, None
+    if images.dtype != np.uint8 or list(images.shape) != marker["shape"]:
+        return None, "holds other images than its marker says"
+    entry.touch()
+    remember_file(images, str(entry.images), images.offset)
+    return images, None
 
-    @contextlib.contextmanager
-    def lock(self):
-        """Held while this process builds the entry; another builder of the same entry waits here."""
-        import fcntl
 
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
+def _lock_or_wait(entry: Entry, job: DecodeJob, team: int | None) -> tuple[int | None, np.ndarray | None]:
+    """(the held build lock's descriptor, None), or (None, the images another process built while
+    this one waited), or (None, None): build without the lock — it could not be taken (said once),
+    its holder died, or the wait reached its bound."""
+    import fcntl
+
+    fd = os.open(entry.lock_path, os.O_RDWR | os.O_CREAT, files.file_mode(team))  # EROFS, EACCES: the folder cannot be written (the caller's)
+    start, pause, said, images = time.monotonic(), 0.2, False, None
+    try:
+        while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                images, _ = read_entry(entry, job, team)  # built by the holder this process may have waited for
+                if images is not None:
+                    break
+                files.write_holder(fd)
+                return fd, None
             except BlockingIOError:
-                _say(f"cpixelcnn: waiting for another process that is decoding the same images into {self.images}")
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # drops the lock; the file stays (removing it would race a waiting process)
+                pass
+            except OSError as err:
+                _no_lock(entry, err)
+                break
+            images, _ = read_entry(entry, job, team)
+            if images is not None:
+                break
+            holder = files.read_holder(fd)
+            who = str(holder) if holder else "another process"
+            if holder is not None and holder.dead:
+                _say(f"cpixelcnn: {who}, which was decoding the same images into {entry.images}, is gone: building them here")
+                break
+            waited = time.monotonic() - start
+            if waited >= wait_bound():
+                _say(f"cpixelcnn: waited {waited:.0f} s for {who} decoding the same images into {entry.images} ({ENV_WAIT}): building them here too")
+                break
+            if not said:
+                _say(f"cpixelcnn: waiting for {who}, which is decoding the same images into {entry.images}")
+                said = True
+            time.sleep(pause)
+            pause = min(pause * 1.5, 5.0)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return None, images
 
-    def build(self, job: DecodeJob) -> np.ndarray:
-        """Decode into ``.partial.npy`` (its space reserved first: a full disk fails here, not as a
-        crash inside the mapping), make it durable, rename it into place, then write the marker."""
-        from numpy.lib.format import open_memmap
 
-        from cpixelcnn.io import atomic_write_json, fsync_path
+def _no_lock(entry: Entry, err: OSError) -> None:
+    _say_once(
+        f"cache-lock-{entry.folder}",
+        f"cpixelcnn: the data cache {entry.folder} cannot be locked ({type(err).__name__}: {err.strerror or err}): "
+        "going on without the lock (builders of one entry may then decode it twice; none reads another's pixels)",
+    )
 
-        self.discard()
-        shape = (job.count, *job.shape)
-        out = open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=shape)
-        with open(self.partial, "r+b") as f:
+
+def build(entry: Entry, job: DecodeJob, team: int | None) -> np.ndarray:
+    """Decode into this process's own partial file (its space reserved first: a full disk fails
+    here, not as a crash inside the mapping), checksum it, make it durable, rename it into place,
+    then write the marker. On any failure only this process's own partial file is removed."""
+    from numpy.lib.format import open_memmap
+
+    from cpixelcnn.io import atomic_write_json, fsync_path
+
+    partial = entry.new_partial()
+    shape = (job.count, *job.shape)
+    try:
+        out = open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+        with open(partial, "r+b") as f:
             if hasattr(os, "posix_fallocate"):
                 os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-        decode_into(job, out, destination=str(self.images))
+        decode_into(job, out, destination=str(entry.images))
         out.flush()
         del out
-        with open(self.partial, "rb") as f:
+        size = partial.stat().st_size
+        checksums = files.chunk_checksums(partial, size, threads=workers())
+        with open(partial, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(self.partial, self.images)
-        fsync_path(self.folder)
-        atomic_write_json(
-            self.marker,
-            {
-                "format": FORMAT,
-                "version": VERSION,
-                "shape": list(shape),
-                "bytes": self.images.stat().st_size,
-                "identity": job.identity,
-                "what": job.what,
-                "key": job.key,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
+        os.chmod(partial, files.file_mode(team))
+        os.replace(partial, entry.images)
+    except BaseException:  # a bad source file, Ctrl-C, a full disk: no partial file of ours is left behind
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+    fsync_path(entry.folder)
+    atomic_write_json(
+        entry.marker,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "shape": list(shape),
+            "bytes": size,
+            "chunk": files.CHUNK,
+            "checksums": checksums,
+            "identity": job.identity,
+            "what": job.what,
+            "key": job.key,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "built_by": f"{files.host()}:{os.getpid()}",
+        },
+    )
+    with contextlib.suppress(OSError):
+        os.chmod(entry.marker, files.file_mode(team))
+    images, problem = read_entry(entry, job, team)
+    if images is None:
+        raise OSError(f"the cache entry {entry.images} did not read back whole ({problem or 'unreadable'})")
+    return images
+
+
+def _housekeeping(folder: Path, entry: Entry, job: DecodeJob, team: int | None) -> None:
+    """After a build: superseded entries of the same source (not in use), leftovers of killed
+    builds, and the size bound."""
+    for other in files.entries(folder):
+        if other.digest == entry.digest:
+            continue
+        marker = other.load_marker()
+        if marker is None or marker.get("identity") != job.identity:
+            continue
+        with contextlib.suppress(OSError):
+            if files.distrust(other.marker.stat(), team) is None and not other.in_use():
+                other.remove()
+    files.remove_leftovers(folder)
+    limit = files.size_limit()
+    if limit is not None:
+        removed, left = files.evict(folder, limit, keep=entry, team=team)
+        if left > limit:
+            _say_once(
+                f"cache-limit-{folder}",
+                f"cpixelcnn: the data cache {folder} holds {describe_size(left)}, more than {ENV_LIMIT} ({describe_size(limit)}): "
+                "the entries past it are in use",
+            )
+
+
+def _elsewhere(job: DecodeJob, folder: Path, why: str, private: bool) -> np.ndarray:
+    """Where ``folder`` cannot serve this job: in memory when the images fit in MEMORY_SHARE of what
+    is free, else this user's private folder on local disk (said once, with the size)."""
+    from cpixelcnn.host import host_memory_free
+
+    free, _ = host_memory_free()
+    size = describe_size(job.nbytes)
+    if private or job.nbytes <= MEMORY_SHARE * free:
+        _say_once(
+            f"data-cache-{folder}",
+            f"cpixelcnn: the data cache {folder} cannot be used ({why}): decoding the {size} of {job.what} in memory "
+            f"(choose a folder of your own with --data-cache DIR or ${ENV_LOCATION}, or say --no-cache)",
         )
-        images = self.read(job)
-        if images is None:
-            raise OSError(f"the cache entry {self.images} did not read back whole")
-        self.remove_superseded(job.identity)
-        return images
+        return decode_into(job, np.empty((job.count, *job.shape), dtype=np.uint8))
+    own = private_location()
+    _say_once(
+        f"data-cache-{folder}",
+        f"cpixelcnn: the data cache {folder} cannot be used ({why}): decoding the {size} of {job.what} into {own} "
+        f"(more than half of the {describe_size(free)} of memory free; choose a folder with --data-cache DIR)",
+    )
+    return _from_folder(job, own, private=True)
 
-    def remove_superseded(self, identity: str) -> None:
-        """Remove the entries of the same identity but older files (not one another process holds:
-        it may be building it; one that is mapped stays readable to the processes mapping it)."""
-        import fcntl
 
-        for marker in self.folder.glob(f"{PREFIX}*.json"):
-            if marker == self.marker:
-                continue
-            try:
-                if json.loads(marker.read_text()).get("identity") != identity:
-                    continue
-            except (OSError, ValueError, AttributeError):
-                continue
-            other = Entry(self.folder, marker.name[len(PREFIX) : -len(".json")])
-            with contextlib.suppress(OSError):
-                fd = os.open(other.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    other.discard()
-                    other.lock_path.unlink()
-                finally:
-                    os.close(fd)
+def _say_once(key: str, message: str) -> None:
+    from cpixelcnn.notices import warn_once
 
-    def discard(self) -> None:
-        """Remove this entry's files (ours by name; called with the lock held)."""
-        for path in (self.marker, self.images, self.partial):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+    warn_once(key, message)
 
 
 # -- decoding --------------------------------------------------------------------------------------

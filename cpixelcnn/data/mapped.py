@@ -15,9 +15,16 @@ class CacheReadError(RuntimeError):
 def remember_file(images, path: str, offset: int) -> None:
     """``images`` (a numpy array mapped from ``path``, its data ``offset`` bytes in) can be read from
     the file, opened now (a newer entry may replace the file's name while the array is in use);
-    forgotten, and the file closed, when the array goes (its address may later belong to other memory)."""
+    forgotten, and the file closed, when the array goes (its address may later belong to other memory).
+    The open file holds a shared lock while the array lives: the cache's eviction sees it in use."""
     if images.size:
         fd = os.open(path, os.O_RDONLY)
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except (ImportError, OSError):
+            pass  # no locks here (or an evictor holds it this instant): the memory map still tells
         _FILES[images.ctypes.data] = (path, offset, images.shape, fd)
         weakref.finalize(images, _forget, images.ctypes.data, fd)
 

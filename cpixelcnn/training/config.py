@@ -174,8 +174,18 @@ class TrainConfig(ModelConfig):
     )
     val_every: int = setting(1, "validate every N epochs and at the end", metavar="N")
     val_limit: int = setting(500, "validate on at most this many images (a fixed random subset)", fixed_on_resume=True)
+    val_accuracy: str = setting(
+        "auto",
+        "Bayes accuracy at validation, one forward pass per class and image: auto (for at most 32 classes; bits/dim alone "
+        "beyond), on (every class), off, or a number N (N-way accuracy among N classes drawn once, on their images)",
+        metavar="auto|on|off|N",
+        fixed_on_resume=True,
+    )
     keep_best: str | None = setting(
-        None, "what RUN/best/ is chosen by (default: accuracy; bpd for unconditional models)", choices=("accuracy", "bpd"), fixed_on_resume=True
+        None,
+        "what RUN/best/ is chosen by (default: accuracy where validation measures it, else bpd; accuracy turns --val-accuracy auto on)",
+        choices=("accuracy", "bpd"),
+        fixed_on_resume=True,
     )
     checkpoint_every: float = setting(
         10.0, "checkpoint every this many minutes as well as at epoch ends", check="positive", unit="minutes", metavar="MINUTES"
@@ -233,6 +243,7 @@ def check(cfg: ModelConfig, world_size: int = 1) -> None:
     if isinstance(cfg, TrainConfig):
         _check_holdout(cfg)
         _check_kind(cfg)
+        _check_val_accuracy(cfg)
     if isinstance(cfg, TrainConfig) and cfg.batch_size != "auto" and cfg.batch_size % world_size:
         raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) must divide evenly over {world_size} processes")
 
@@ -246,6 +257,14 @@ def _check_holdout(cfg: TrainConfig) -> None:
         raise ValueError(f"--val-split {cfg.holdout} holds images of the training split out; it needs --split train, got {cfg.split!r}")
     if cfg.holdout and cfg.val_data not in (None, "none", cfg.data):
         raise ValueError(f"--val-split {cfg.holdout} holds images of --data out; it cannot validate on another --val-data ({cfg.val_data})")
+
+
+def _check_val_accuracy(cfg: TrainConfig) -> None:
+    value = str(cfg.val_accuracy)
+    if value not in ("auto", "on", "off") and not (value.isdigit() and int(value) >= 2):
+        raise ValueError(f"--val-accuracy must be auto, on, off or a number of classes >= 2, got {cfg.val_accuracy!r}")
+    if value == "off" and cfg.keep_best == "accuracy":
+        raise ValueError("--keep-best accuracy needs the accuracy that --val-accuracy off turns off")
 
 
 def _check_kind(cfg: TrainConfig) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cpixelcnn.stopping import REQUEUE_STATUS  # noqa: F401  (what a preempted command exits with)
+
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the checkpoint at ``run_dir`` was saved first."""
@@ -21,7 +23,6 @@ class CheckpointWriteFailed(RuntimeError):
     """Writing into the run directory failed (disk full, ...); the previous checkpoint is intact."""
 
 
-REQUEUE_STATUS = 75  # sysexits.h EX_TEMPFAIL: a temporary failure, worth running again (a scheduler requeues on it)
 
 
 class TrainingPreempted(Exception):

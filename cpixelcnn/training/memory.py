@@ -28,6 +28,7 @@ import os
 
 import torch
 
+from cpixelcnn.host import host_memory_limits, status_bytes
 from cpixelcnn.ops.dmol import dmol_log_prob
 
 SAFETY = 0.9  # of the free memory a plan may use: room for the allocator's slack and what the estimate misses
@@ -118,11 +119,11 @@ def _peak(device: torch.device, step) -> int:
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
     _hand_back_freed_memory()
-    before = _status_bytes("VmRSS")
+    before = status_bytes("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the resident memory now
     step()
-    return max(0, _status_bytes("VmHWM") - before)
+    return max(0, status_bytes("VmHWM") - before)
 
 
 def measurable(device: torch.device) -> bool:
@@ -137,11 +138,6 @@ def _hand_back_freed_memory() -> None:
         import ctypes
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _status_bytes(key: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":"))
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -160,49 +156,10 @@ def free_memory(device: torch.device) -> tuple[float, str]:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device), f"free on {torch.cuda.get_device_name(device)}"
-    limits = [(_meminfo("MemAvailable"), "available on this machine")]
-    limits += _cgroup_room()
-    limits += _address_space_room()
+    limits = host_memory_limits()
     share = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # the ranks on this machine share its memory
     free, why = min((value, why) for value, why in limits if value is not None)
     return free / share, why + (f", shared by {share} processes" if share > 1 else "")
-
-
-def _meminfo(key: str) -> float | None:
-    with contextlib.suppress(OSError, StopIteration, ValueError):
-        with open("/proc/meminfo") as f:
-            return float(next(int(line.split()[1]) * 1024 for line in f if line.startswith(key + ":")))
-    return None
-
-
-def _cgroup_room() -> list[tuple[float, str]]:
-    """The memory cgroup's limit less its usage (cgroup v2, else v1), where there is a limit."""
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        with open("/proc/self/cgroup") as f:
-            path = next(line.strip().split(":", 2)[2] for line in f if line.startswith("0::"))
-        base = f"/sys/fs/cgroup{path}"
-        with open(f"{base}/memory.max") as f:
-            limit = f.read().strip()
-        if limit != "max":
-            with open(f"{base}/memory.current") as f:
-                return [(float(int(limit) - int(f.read())), "left under this job's cgroup memory limit")]
-        return []
-    with contextlib.suppress(OSError, ValueError):
-        with open("/sys/fs/cgroup/memory/memory.limit_in_bytes") as f:
-            limit = int(f.read())
-        if limit < 2**60:
-            with open("/sys/fs/cgroup/memory/memory.usage_in_bytes") as f:
-                return [(float(limit - int(f.read())), "left under this job's cgroup memory limit")]
-    return []
-
-
-def _address_space_room() -> list[tuple[float, str]]:
-    import resource
-
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft == resource.RLIM_INFINITY:
-        return []
-    return [(float(soft - _status_bytes("VmSize")), "left under this process's address-space limit (ulimit -v)")]
 
 
 # -- the plan -------------------------------------------------------------------------------------

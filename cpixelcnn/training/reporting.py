@@ -139,7 +139,9 @@ def start_line(cfg, model, kind: str, n_images: int, val, world: int, device, st
     validation = "; no validation"
     if val:
         split = f"{cfg.holdout} held-out training images" if cfg.holdout else cfg.val_split
-        validation = f"; validating on {len(val)} images of {cfg.val_data} ({split}) every {cfg.val_every} epoch(s), best by {cfg.keep_best}"
+        validation = (
+            f"; validating on {len(val)} images of {cfg.val_data} ({split}) every {cfg.val_every} epoch(s): {val.describe()}; best by {cfg.keep_best}"
+        )
     shape = f"{cfg.image_size}x{cfg.image_size} {'RGB' if cfg.in_channels == 3 else 'grey'}"  # what --image-size made of the data
     return (
         f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter {kind} on {n_images} {shape} images, "

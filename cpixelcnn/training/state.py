@@ -15,7 +15,8 @@ from cpixelcnn.rundir import write_state
 class TrainingState:
     """Where a run stands, saved with every checkpoint: ``step`` (optimisation steps done, skipped
     ones included), ``epoch`` and ``position`` (batches of that epoch done), ``skipped_steps``,
-    ``ema_updates`` (Polyak updates so far) and ``best`` (the best validation record, or None)."""
+    ``ema_updates`` (Polyak updates so far), ``best`` (the best validation record, or None) and
+    ``validation_pending`` (the validation of this step is still due)."""
 
     step: int = 0
     epoch: int = 0
@@ -23,6 +24,7 @@ class TrainingState:
     skipped_steps: int = 0  # non-finite steps skipped in the whole run
     ema_updates: int = 0
     best: dict | None = None  # the best validation record so far (RUN/best/)
+    validation_pending: bool = False  # this step's validation is due and not done (a stop signal ended it): a resumed run does it first
 
 
 def save_state(directory: Path, state: TrainingState, optimizer, scheduler) -> None:
@@ -42,4 +44,5 @@ def restore_state(saved: dict, history: list[dict], best: dict | None) -> Traini
         skipped_steps=saved.get("skipped_steps", skipped),
         ema_updates=saved.get("ema_updates", saved["step"]),
         best=saved.get("best", best),
+        validation_pending=bool(saved.get("validation_pending", False)),
     )

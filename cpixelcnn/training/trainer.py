@@ -42,7 +42,8 @@ from cpixelcnn.training.memory import is_out_of_memory, plan_batch
 from cpixelcnn.training.objectives import finite_step, likelihood_loss, optimizer_and_schedule
 from cpixelcnn.training.reporting import Reporter, end_line, start_line
 from cpixelcnn.training.state import TrainingState, restore_state, save_state
-from cpixelcnn.training.validation import is_better, latest_validation, validation_figures, validation_set, validation_source
+from cpixelcnn.stopping import Stopped
+from cpixelcnn.training.validation import accuracy_classes, is_better, latest_validation, validation_figures, validation_set, validation_source
 
 
 class Trainer:
@@ -97,7 +98,7 @@ class Trainer:
             batch_size=batch_size,
             unconditional=self.cfg.unconditional or (self.model.num_classes == 0 and self.cfg.only_class is None),
             val_data=validation_source(self.cfg.data, self.cfg.split, self.cfg.val_data, self.cfg.val_split),
-            keep_best=self.cfg.keep_best or ("accuracy" if self.model.num_classes else "bpd"),
+            keep_best=self.cfg.keep_best or ("accuracy" if accuracy_classes(self.cfg, self.model.num_classes) else "bpd"),
         )
         self.val = validation_set(cfg.val_data, cfg, self.class_names)
         self.total = cfg.epochs * self.steps_per_epoch if cfg.max_steps is None else cfg.max_steps
@@ -157,16 +158,18 @@ class Trainer:
         self.deadline = None if self.cfg.max_seconds is None else self.clock() + self.cfg.max_seconds
         self.window, self.window_start, self.skipped_in_a_row = [], self.clock(), 0
         self.data_waits, self.wall_start = [], time.perf_counter()  # seconds each step waited for its batch; the window's start
-        self.preempted = None
+        self.preempted, self.images_per_s = None, None
         try:
             with StopSignals() as self.stop_signals:
-                while self.state.step < self.total:
+                if self.state.validation_pending and self.val is not None:
+                    self.validate()  # the validation a stop signal interrupted before this run was resumed
+                while self.state.step < self.total and not self.preempted:
                     self.run_epoch()
-            if self.preempted:  # run_epoch wrote the checkpoint of the step every rank stopped at
+                if not self.preempted and self.val is not None and self.validated_at != self.state.step and self.state.step > 0:
+                    self.validate()  # the final model is a candidate for best/ too
+            if self.preempted:  # the checkpoint of the step every rank stopped at is written
                 self.reporter.close(finished=False)
                 raise TrainingPreempted(self.run_dir, self.state.step, self.preempted)
-            if self.val is not None and self.validated_at != self.state.step and self.state.step > 0:
-                self.validate()  # the final model is a candidate for best/ too
         except KeyboardInterrupt:
             self.reporter.close(finished=False)
             self.checkpoint()
@@ -201,7 +204,11 @@ class Trainer:
                 self.maybe_checkpoint()
         if self.state.position >= self.steps_per_epoch:
             self.end_epoch()
-        self.checkpoint()
+        due = self.val is not None and self.state.position == 0 and self.state.epoch % self.cfg.val_every == 0
+        self.state.validation_pending = due
+        self.checkpoint()  # before validation: a stop signal during it finds this step safe
+        if due and not self.preempted:
+            self.validate()
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> float | None:
         """One optimisation step on this rank's share of the batch: uint8 images (B, C, H, W) and
@@ -297,7 +304,7 @@ class Trainer:
         self.epoch_losses.append(bpd)
         self.window.append(bpd)
         elapsed = self.clock() - self.window_start
-        speed = len(self.window) * cfg.batch_size / max(elapsed, 1e-9)
+        speed = self.images_per_s = len(self.window) * cfg.batch_size / max(elapsed, 1e-9)
         self.reporter.advance(step, self.state.epoch, bpd, speed)
         if step % cfg.log_every == 0 or step == self.total:
             record = dict(
@@ -334,7 +341,7 @@ class Trainer:
             self.reporter.draw_curve()
 
     def end_epoch(self) -> None:
-        """The epoch's record, sample grids and validation (as configured)."""
+        """The epoch's record and sample grids (as configured); validation follows the epoch's checkpoint."""
         state, cfg = self.state, self.cfg
         state.epoch, state.position = state.epoch + 1, 0
         if self.ranks.is_main:
@@ -342,8 +349,6 @@ class Trainer:
             self.reporter.report(record)
             if cfg.sample_every and state.epoch % cfg.sample_every == 0:
                 write_samples(self.run_dir, state.epoch, self.model, cfg.samples_per_class, cfg.image_size, cfg.seed)
-        if self.val is not None and state.epoch % cfg.val_every == 0:
-            self.validate()
 
     # -- checkpoints and validation ------------------------------------------------------------------
 
@@ -375,11 +380,31 @@ class Trainer:
 
     def validate(self) -> None:
         """Figures of the Polyak average (PixelCNN++ evaluates it) or the weights on the validation
-        set; a better record replaces RUN/best/. Rank 0 validates; the others wait at their next collective."""
+        set; a better record replaces RUN/best/, and the checkpoint of this step is written again
+        with it. Rank 0 validates; the others wait at the collective that follows. A stop signal
+        ends it between two batches: every rank then stops, the checkpoint of this step (written
+        before) still saying the validation is due, so that a resumed run does it first."""
         self.validated_at = self.state.step
-        if not self.ranks.is_main:
+        stopped = None
+        if self.ranks.is_main:
+            try:
+                self._validate_on_main()
+            except Stopped as err:
+                stopped = err.signal_name
+                self.say(f"validation at step {self.state.step} stopped by {stopped} between two batches")
+        (stop,) = self.ranks.any_of(stopped is not None or self.stop_signals.received is not None)
+        if stop:
+            self.preempted = stopped or self.stop_signals.received or "a stop signal to another rank"
+            self.total = min(self.total, self.state.step)
             return
+        self.state.validation_pending = False
+        self.checkpoint()
+
+    def _validate_on_main(self) -> None:
         evaluated = self.ema.model(self.model) if self.ema is not None else self.model
+        passes = self.val.passes
+        if self.images_per_s and passes / (3 * self.images_per_s) > 60:  # a forward pass without gradients: about a third of a training image's
+            self.say(f"validating at step {self.state.step}: {passes:,} forward passes, about {passes / (3 * self.images_per_s) / 60:.0f} min")
         record = dict(step=self.state.step, epoch=self.state.epoch, **validation_figures(evaluated, self.val, self.cfg.batch_size))
         record["best"] = is_better(record, self.state.best, self.cfg.keep_best)
         if record["best"]:
