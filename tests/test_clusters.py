@@ -1,6 +1,7 @@
 """Training that survives what clusters do to it: torchrun's elastic restarts, --resume auto,
 preemption signals, memory planned before the first step, one-line errors said once by one rank."""
 
+import contextlib
 import json
 import os
 import re
@@ -160,6 +161,40 @@ def test_a_worker_killed_under_max_restarts_is_restarted_and_the_run_finishes(tm
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "train_bpd" in r] == sorted({r["step"] for r in records if "train_bpd" in r})  # no step twice
     assert "Grad strides do not match" not in out  # parameters and gradients share their layout: DDP copies nothing
+
+
+def _elastic_node(port: int, run, budget: int) -> list[str]:
+    """One "node" of an elastic job: a torchrun agent with one worker, c10d rendezvous, 1 to 2 nodes."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1:2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "lost-node", "--max-restarts", "3",
+            "--rdzv-conf", "join_timeout=120,last_call_timeout=15",
+            "-m", "cpixelcnn", "train", "--out", str(run), "--max-steps", str(budget), "--checkpoint-every", "0.01", "--resume", "auto", *ARGS]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_lost_node_under_c10d_rendezvous_leaves_the_other_to_finish_from_the_last_checkpoint(tmp_path):
+    """Two "nodes" (each an agent and its worker) under --nnodes 1:2; one is killed whole (agent and
+    worker, as a node that goes away): the other re-forms the job alone and finishes the budget."""
+    run, budget, port = tmp_path / "run", 400, 29561
+    first = subprocess.Popen(_elastic_node(port, run, budget), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    time.sleep(0.5)  # the first agent hosts the rendezvous store; the second joins within the last call
+    second = subprocess.Popen(_elastic_node(port, run, budget), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_step(run, 20, timeout=180)
+        workers = subprocess.run(["ps", "-o", "pid=", "--ppid", str(second.pid)], capture_output=True, text=True).stdout.split()
+        for pid in [second.pid, *map(int, workers)]:  # the whole node: its agent and its worker (in a session of its own)
+            os.kill(pid, signal.SIGKILL)
+        out, _ = first.communicate(timeout=400)
+    finally:
+        for proc in (first, second):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert first.returncode == 0, out[-3000:]
+    assert "2 process(es)" in out, out[:3000]  # the job was formed by both nodes
+    restart = re.search(r"continuing from the checkpoint of step (\d+)", out)
+    assert restart and 20 <= int(restart.group(1)) < budget, "\n".join(line for line in out.splitlines() if "step " not in line)[-3000:]
+    assert _steps(run) == budget
 
 
 @pytest.mark.slow
