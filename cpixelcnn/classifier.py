@@ -80,12 +80,13 @@ def classify_dataset(model, data, batch_size: int = 64) -> tuple[torch.Tensor, t
 
 def predictions_csv(data, predicted: torch.Tensor, loglik: torch.Tensor, class_names: list[str]) -> str:
     """The predictions as CSV: for the course layout ``file,label`` rows ready to submit; otherwise a
-    header and ``file,predicted,class,loglik_<class>…`` rows."""
+    header and ``file,predicted,class,true,true_class,loglik_<class>…`` rows (``true`` and
+    ``true_class`` empty where the label is unknown)."""
     if data.layout == "course":
         lines = [f"{f},{int(p)}" for f, p in zip(data.files, predicted)]
     else:
-        lines = ["file,predicted,class," + ",".join(f"loglik_{n}" for n in class_names)]
-        lines += [
-            f"{f},{int(p)},{class_names[int(p)]}," + ",".join(f"{v:.4f}" for v in row.tolist()) for f, p, row in zip(data.files, predicted, loglik)
-        ]
+        lines = ["file,predicted,class,true,true_class," + ",".join(f"loglik_{n}" for n in class_names)]
+        for f, p, t, row in zip(data.files, predicted, data.labels.tolist(), loglik):
+            truth = f"{t},{class_names[t]}" if t >= 0 else ","
+            lines.append(f"{f},{int(p)},{class_names[int(p)]},{truth}," + ",".join(f"{v:.4f}" for v in row.tolist()))
     return "\n".join(lines) + "\n"

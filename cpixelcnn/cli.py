@@ -25,7 +25,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cpixelcnn._version import __version__
+
     parser = _Parser(prog="cpixelcnn", description="Fast, exact class-conditional PixelCNN++")
+    parser.add_argument("--version", action="version", version=f"cpixelcnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command in COMMANDS:
         p = sub.add_parser(command.NAME, help=command.HELP)
@@ -46,7 +49,10 @@ def _check_ranges(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cpixelcnn.notices import speaking_command_line
+
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    speaking_command_line()
     try:
         if hasattr(args, "no_cache"):
             from cpixelcnn.commands.options import configure_cache

@@ -17,3 +17,15 @@ def warn_once(key: str, message: str) -> None:
         return
     _SAID.add(key)
     warnings.warn(message, FallbackWarning, stacklevel=3)
+
+
+_INTERFACE = {"command_line": False}  # set by cpixelcnn.cli.main: messages then name flags, not keywords
+
+
+def speaking_command_line(on: bool = True) -> None:
+    _INTERFACE["command_line"] = on
+
+
+def option(flag: str, keyword: str) -> str:
+    """How a message names a setting: ``flag`` on the command line (``--resume``), else ``keyword`` (``resume=True``)."""
+    return flag if _INTERFACE["command_line"] else keyword

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the checkout's benchmarks package and cpixelcnn sources
 
-from benchmarks.tables import render_blocks  # noqa: E402
+from benchmarks.tables import render_blocks, render_figures  # noqa: E402
 
 log = logging.getLogger("mkdocs.plugins.cpixelcnn")
 
@@ -27,7 +27,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
             log.warning(f"api.md: the public name {name} has no docstring")
         reference = "\n".join(f"::: {name}\n" for name in public_names())
         markdown = markdown.replace("<!-- api-reference -->", reference)
-    return render_blocks(markdown)
+    return render_figures(render_blocks(markdown))
 
 
 def public_names() -> list[str]:

@@ -25,5 +25,5 @@ python -m cpixelcnn.doctor --brief
 CPIXELCNN_EXPECT_INSTALLED=1 CPIXELCNN_SOURCE_TREE="$SOURCE" CPIXELCNN_DIST_DIR="$DIST" \
   python -m pytest -q -p no:cacheprovider -n "${CPIXELCNN_TEST_WORKERS:-auto}" tests "$@"
 tests_done=$SECONDS
-cpixelcnn demo --out "$WORK/demo" --seconds "${CPIXELCNN_DEMO_SECONDS:-15}"
+cpixelcnn demo --out "$WORK/demo" --max-steps "${CPIXELCNN_DEMO_STEPS:-100}"
 echo "installed-package phase: tests done at ${tests_done} s, demo took $((SECONDS - tests_done)) s"

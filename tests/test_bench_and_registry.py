@@ -49,7 +49,7 @@ def test_a_new_data_format_is_one_registration(tmp_path, capsys, monkeypatch):
         images = torch.full((n, request.channels, request.size, request.size), 17, dtype=torch.uint8)
         return data_pkg.Dataset(images, torch.arange(n) % 2, ["even", "odd"], layout="flat")
 
-    data_pkg.register(data_pkg.DataFormat("flat", "builtin", "flat", "six grey squares, 2 classes", load, lambda source, split: True))
+    data_pkg.register(data_pkg.DataFormat("flat", "builtin", "flat", "six grey squares, 2 classes", load, lambda source, split: True, _native))
     ds = data_pkg.load_dataset("flat", "train", size=5, channels=1)
     assert ds.images.shape == (6, 1, 5, 5) and ds.class_names == ["even", "odd"] and ds.layout == "flat"
     assert data_pkg.load_dataset("builtin:flat", "validation", size=5, holdout=2).images.shape[0] == 2
@@ -57,9 +57,13 @@ def test_a_new_data_format_is_one_registration(tmp_path, capsys, monkeypatch):
     with pytest.raises(data_pkg.DataError, match="builtin:flat"):
         data_pkg.load_dataset("builtin:nope")
     with pytest.raises(ValueError, match="registered twice"):
-        data_pkg.register(data_pkg.DataFormat("flat", "builtin", "flat", "again", load, lambda source, split: True))
+        data_pkg.register(data_pkg.DataFormat("flat", "builtin", "flat", "again", load, lambda source, split: True, _native))
     with pytest.raises(ValueError, match="needs recognises"):
-        data_pkg.register(data_pkg.DataFormat("tree2", "folder", "FOLDER", "x", load, lambda source, split: True))
+        data_pkg.register(data_pkg.DataFormat("tree2", "folder", "FOLDER", "x", load, lambda source, split: True, _native))
+
+
+def _native(source):
+    return data_pkg.registry.Native(None, None, ["even", "odd"], ("train", "validation", "test"))
 
 
 def test_folder_formats_are_tried_in_order(tmp_path):

@@ -151,7 +151,11 @@ def test_train_on_cifar_with_a_held_out_split_then_classify_the_test_split(tmp_p
     tiny = ["--image-size", "8", "--nr-resnet", "1", "--nr-filters", "6", "--nr-mix", "2", "--batch-size", "8"]
     assert main(["train", "--data", spec, "--out", str(run), "--val-split", "10", "--max-steps", "2", *tiny]) == 0
     said = capsys.readouterr().out
-    assert "on 30 8x8 RGB images" in said and "validating on 10 images" in said and "10 held-out training images" in said
+    assert (
+        "on 30 images (8x8 RGB, resized from the data's 32x32)" in said
+        and "validating on 10 images" in said
+        and "10 held-out training images" in said
+    )
     record = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "val_bpd" in line][-1]
     assert record["val_n"] == 10
     capsys.readouterr()

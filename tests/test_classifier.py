@@ -60,7 +60,8 @@ def test_classify_dataset_and_its_predictions_file():
     predicted, loglik, report = classify_dataset(model, labelled, batch_size=2)
     assert torch.equal(predicted, classify(model, images)[0]) and report["n"] == 5 and sum(map(sum, report["confusion_matrix"])) == 5
     lines = predictions_csv(labelled, predicted, loglik, ["a", "b", "c"]).splitlines()
-    assert lines[0] == "file,predicted,class,loglik_a,loglik_b,loglik_c" and len(lines) == 6
+    assert lines[0] == "file,predicted,class,true,true_class,loglik_a,loglik_b,loglik_c" and len(lines) == 6
+    assert lines[2].split(",")[3:5] == ["1", "b"]  # the true label beside the prediction
     unlabelled = Dataset(images, torch.full((5,), -1), ["a", "b", "c"], layout="course")
     assert classify_dataset(model, unlabelled)[2] is None
     assert predictions_csv(unlabelled, predicted, loglik, ["a", "b", "c"]).splitlines()[0] == f"0000000,{int(predicted[0])}"

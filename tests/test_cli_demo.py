@@ -27,4 +27,4 @@ def test_cli_errors_are_one_line_with_nonzero_exit(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cpixelcnn", "demo", "--out", str(tmp_path), "--seconds", "0"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
-    assert proc.stderr.startswith("cpixelcnn: error:") and "max_steps" in proc.stderr
+    assert proc.stderr.startswith("cpixelcnn: error:") and "seconds must be a positive training time" in proc.stderr

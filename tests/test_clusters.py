@@ -176,7 +176,9 @@ def test_a_lost_node_under_c10d_rendezvous_leaves_the_other_to_finish_from_the_l
     """Two "nodes" (each an agent and its worker) under --nnodes 1:2; one is killed whole (agent and
     worker, as a node that goes away): the other re-forms the job alone and finishes the budget."""
     run, budget, port = tmp_path / "run", 400, 29561
-    first = subprocess.Popen(_elastic_node(port, run, budget), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    first = subprocess.Popen(
+        _elastic_node(port, run, budget), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     time.sleep(0.5)  # the first agent hosts the rendezvous store; the second joins within the last call
     second = subprocess.Popen(_elastic_node(port, run, budget), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

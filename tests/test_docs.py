@@ -30,11 +30,12 @@ def _pages_with(langs: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize("page", _pages_with(("python",)))
 def test_every_python_example_runs(page, source_tree, tmp_path, monkeypatch):
-    """A page's Python blocks run in order in one namespace (as a reader runs them), in a fresh folder."""
+    """Every Python block of a page runs on its own (a reader may copy any one of them), twice in a
+    row (a reader runs an example again), in a fresh folder."""
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": f"example:{page}"}
     for number, code in enumerate(_blocks(source_tree / page, ("python",)), 1):
-        exec(compile(code, f"{page}, Python example {number}", "exec"), namespace)
+        for _ in range(2):
+            exec(compile(code, f"{page}, Python example {number}", "exec"), {"__name__": f"example:{page}:{number}"})
 
 
 def _commands(code: str) -> list[list[str]]:
@@ -147,3 +148,19 @@ def test_the_command_line_reference_is_the_parsers(source_tree, monkeypatch):
 
     monkeypatch.setattr(cli, "build_parser", with_extra_option)
     assert "| `--brand-new` `BRAND_NEW` | a new option (default: 7) |" in tables.render_cli_blocks(page)
+
+
+def test_a_measured_figure_in_prose_is_rendered_from_its_results_file():
+    """One source per figure: the digits accuracy in the README and the docs is the results file's,
+    and a hand-written one is named by ``benchmarks.tables --check``."""
+    import json
+
+    from benchmarks import tables
+
+    summary = json.loads((tables.RESULTS / "quality-digits-cpu--2-cores.json").read_text())["summary"]
+    text = "Held-out accuracy on the digits: <!-- figure:digits.mean -->1.0 %<!-- /figure:digits.mean --> mean."
+    assert f"-->{summary['mean_accuracy']:.1%}<!--" in tables.render_figures(text)
+    assert tables.loose_figures("On the digits the accuracy is 98.5 % by hand.\n") and not tables.loose_figures(tables.render_figures(text))
+    assert not tables.loose_figures("Requires accuracy ≥ 97 % on the digits (chance 10 %).\n")
+    for path in tables.documents():
+        assert not tables.loose_figures(path.read_text()), path

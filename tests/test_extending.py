@@ -76,12 +76,17 @@ def test_a_command_is_its_module_and_one_entry(monkeypatch, capsys):
 def test_a_data_format_is_its_module_and_one_registration(registries):
     """data.registry.register: --data's help and load_dataset follow."""
     from cpixelcnn.data import DataFormat, Dataset, data_help, load_dataset, register
+    from cpixelcnn.data.registry import Native
 
     def load(request):
         n = int(request.source)
         return Dataset(torch.full((n, request.channels, request.size, request.size), 7, dtype=torch.uint8), torch.arange(n) % 2, ["a", "b"])
 
-    register(DataFormat("toy", "prefix", "toy:N", "N grey-7 images", load, lambda source, split: split == "train"))
+    register(
+        DataFormat(
+            "toy", "prefix", "toy:N", "N grey-7 images", load, lambda source, split: split == "train", lambda source: Native(4, 1, None, ("train",))
+        )
+    )
     assert "toy:N" in data_help()
     ds = load_dataset("toy:5", "train", 4, 1)
     assert len(ds) == 5 and ds.images.shape == (5, 1, 4, 4) and ds.class_names == ["a", "b"]

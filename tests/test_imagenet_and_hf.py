@@ -129,7 +129,7 @@ def test_train_classify_and_evaluate_on_the_npz_layout(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 3 and 0.0 <= result["accuracy"] <= 1.0
     rows = (run / "predictions_validation.csv").read_text().splitlines()
-    assert rows[0].startswith("file,predicted,class,loglik_1,") and len(rows) == 4
+    assert rows[0].startswith("file,predicted,class,true,true_class,loglik_1,") and len(rows) == 4
     assert main(["evaluate", "--checkpoint", str(run), "--data", data, "--json", "--batch-size", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 3
     assert main(["classify", "--checkpoint", str(run), "--data", data]) == 2  # the default split, test, is not published

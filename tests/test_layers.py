@@ -16,11 +16,26 @@ import pytest
 # Lowest first. A module may import its own layer and those before it. Modules not named here
 # (a new module) fail the test until they are placed.
 LAYERS = {
-    "base": ["_version", "_C", "_extension", "_toolchain", "notices", "io", "limits", "devices", "plot", "trust", "dmol_layout"],
+    "base": [
+        "_version",
+        "_C",
+        "_extension",
+        "_toolchain",
+        "notices",
+        "io",
+        "limits",
+        "devices",
+        "plot",
+        "trust",
+        "dmol_layout",
+        "host",
+        "stopping",
+        "tf_checkpoint",
+    ],
     "ops and data": ["ops", "ops.*", "kernels", "kernels.*", "data", "data.*"],
     "model": ["layers", "model", "per_class"],
     "sampling and classification": ["cached", "likelihood", "sampling", "classifier", "metrics", "scoring"],
-    "training and run files": ["rundir", "rundir.*", "checkpoint", "pixelcnnpp_port", "training", "training.*", "train"],
+    "training and run files": ["rundir", "rundir.*", "checkpoint", "pixelcnnpp_port", "openai_import", "training", "training.*", "train"],
     "commands": ["cli", "commands", "commands.*", "demo", "doctor", "bench", "__main__"],
 }
 

@@ -148,7 +148,13 @@ def test_a_read_only_cache_folder_with_a_missing_entry_is_one_line_and_the_right
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", read_only_open)
-    monkeypatch.setattr(os, "mkdir", lambda path, *a, **k: real_mkdir(path, *a, **k) if not str(path).startswith(folder) else (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system")))
+    monkeypatch.setattr(
+        os,
+        "mkdir",
+        lambda path, *a, **k: (
+            real_mkdir(path, *a, **k) if not str(path).startswith(folder) else (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system"))
+        ),
+    )
     import numpy.lib.format as npformat
 
     real_memmap = npformat.open_memmap

@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from cpixelcnn.cli import main
@@ -50,7 +49,7 @@ def test_bad_val_accuracy_values_are_one_line(tmp_path):
 
 def test_n_way_accuracy_validates_on_the_images_of_n_classes(tmp_path):
     root = _many_classes(tmp_path / "data")
-    cfg = TrainConfig(data=str(root), out=str(tmp_path / "run"), image_size=4, val_split="60", val_accuracy="5", seed=3, device="cpu")
+    cfg = TrainConfig(data=str(root), out=str(tmp_path / "run"), image_size=4, in_channels=3, val_split="60", val_accuracy="5", seed=3, device="cpu")
     names = sorted(p.name for p in root.iterdir())
     val = validation_set(str(root), cfg, names)
     assert len(val) == 60 and len(val.accuracy_classes) == 5

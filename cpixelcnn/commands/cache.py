@@ -15,7 +15,9 @@ OWN_CHECKS = "all"
 def add_arguments(p) -> None:
     from cpixelcnn.data.cache import ENV_LOCATION
 
-    p.add_argument("action", choices=("list", "verify", "clear"), help="list: entries, sizes, last use; verify: every checksum; clear: remove entries")
+    p.add_argument(
+        "action", choices=("list", "verify", "clear"), help="list: entries, sizes, last use; verify: every checksum; clear: remove entries"
+    )
     p.add_argument("entries", nargs="*", metavar="ENTRY", help="entries to verify or clear, by the start of their digest (default: all)")
     p.add_argument("--data-cache", metavar="DIR", help=f"the cache folder (default: ${ENV_LOCATION}, else $XDG_CACHE_HOME/cpixelcnn/data)")
     p.add_argument("--older-than", metavar="AGE", help="clear: only entries last used longer ago than AGE (e.g. 12h, 30d)")
@@ -86,7 +88,18 @@ def _list(folder, chosen, as_json: bool) -> int:
     total = sum(r["bytes"] for r in rows)
     limit = files.size_limit()
     if as_json:
-        print(json.dumps(dict(folder=str(folder), chosen_by=cache.location_source(), entries=rows, total_bytes=total, limit_bytes=limit, leftovers=[str(p) for p in leftovers])))
+        print(
+            json.dumps(
+                dict(
+                    folder=str(folder),
+                    chosen_by=cache.location_source(),
+                    entries=rows,
+                    total_bytes=total,
+                    limit_bytes=limit,
+                    leftovers=[str(p) for p in leftovers],
+                )
+            )
+        )
         return 0
     bound = f", bound {files.describe_size(limit)} (${files.ENV_LIMIT})" if limit else ""
     print(f"{folder} ({cache.location_source()}): {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, {files.describe_size(total)}{bound}")
@@ -95,7 +108,9 @@ def _list(folder, chosen, as_json: bool) -> int:
         use = ", in use" if r["in_use"] else ""
         print(f"  {r['entry'][:12]}  {files.describe_size(r['bytes']):>9}  last used {r['last_used']}{use}  {shape}  {r['what']}")
     if leftovers:
-        print(f"  {len(leftovers)} leftover partial file(s) of killed builds ({files.describe_size(sum(p.stat().st_size for p in leftovers))}): cpixelcnn cache clear removes them")
+        print(
+            f"  {len(leftovers)} leftover partial file(s) of killed builds ({files.describe_size(sum(p.stat().st_size for p in leftovers))}): cpixelcnn cache clear removes them"
+        )
     return 0
 
 
@@ -130,5 +145,7 @@ def _clear(folder, chosen, older_than: float | None) -> int:
         entry.remove()
         removed += 1
     leftovers = files.remove_leftovers(folder)
-    print(f"removed {removed} entr{'y' if removed == 1 else 'ies'} ({files.describe_size(freed)}) and {leftovers} leftover partial file(s) from {folder}; kept {kept}")
+    print(
+        f"removed {removed} entr{'y' if removed == 1 else 'ies'} ({files.describe_size(freed)}) and {leftovers} leftover partial file(s) from {folder}; kept {kept}"
+    )
     return 0

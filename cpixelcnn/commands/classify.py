@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load_checkpoint, split_options
+from cpixelcnn.commands.options import checkpoint_options, data_options, load_checkpoint, load_split, split_options
 
 NAME, HELP = "classify", "Bayes-classify a data split"
 STOPPABLE = True  # SIGTERM / SIGUSR1 end it between two batches (exit 75)
@@ -20,7 +20,6 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from cpixelcnn.classifier import classify_dataset, predictions_csv
-    from cpixelcnn.data import load_dataset
     from cpixelcnn.io import atomic_write_bytes
     from cpixelcnn.rundir import write_predictions
 
@@ -28,7 +27,7 @@ def run(args) -> int:
     if model.num_classes == 0:
         raise ValueError(f"{args.checkpoint} holds an unconditional model: it cannot classify")
     names = config["class_names"]
-    data = load_dataset(args.data, args.split, image_size(config), model.in_channels, class_names=names)
+    data = load_split(args, config, model.in_channels, class_names=names)
     predicted, loglik, report = classify_dataset(model, data, args.batch_size)
     text = predictions_csv(data, predicted, loglik, names)
     out = atomic_write_bytes(args.predictions, text.encode()) if args.predictions else write_predictions(Path(args.checkpoint), args.split, text)

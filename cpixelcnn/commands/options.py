@@ -73,6 +73,40 @@ def image_size(config: dict) -> int:
     return int(config.get("train", {}).get("image_size", 32))
 
 
+def load_split(args, config: dict, channels: int, class_names: list[str] | None = None):
+    """The ``--split`` of ``--data`` at the run's image size. Asked for ``test`` or ``validation``
+    of the very source the run was trained on, where that source has no such split (an image
+    folder answers any split with all of its images), a one-line refusal: those images are the
+    run's training images. A run that held N images out (``--val-split N``) reads them as its
+    ``validation`` split, and the rest as ``train``."""
+    from cpixelcnn.data import has_split, load_dataset
+
+    trained = config.get("train", {})
+    holdout = int(trained["val_split"]) if str(trained.get("val_split", "")).isdigit() else 0
+    own = trained.get("data") is not None and _same_source(args.data, trained["data"])
+    if own and args.split != "train" and not has_split(args.data, args.split) and not (holdout and args.split == "validation"):
+        raise ValueError(
+            f"--data {args.data} is what {args.checkpoint} was trained on and has no {args.split} split of its own: its images are "
+            f"the training images. Give held-out images (a folder beside it, e.g. DATA/{args.split}), train with --val-split N "
+            "to hold some out, or say --split train to evaluate the training images knowingly"
+        )
+    return load_dataset(args.data, args.split, image_size(config), channels, class_names=class_names, holdout=holdout if own else 0)
+
+
+def _same_source(a: str, b: str) -> bool:
+    """Whether two --data values name one source (folders compared by their real paths)."""
+    return _canonical(a) == _canonical(b)
+
+
+def _canonical(value: str) -> str:
+    import os
+
+    kind, colon, rest = value.partition(":")
+    if colon and not os.path.exists(value):  # FORMAT:DIR
+        return f"{kind}:{os.path.realpath(rest)}"
+    return os.path.realpath(value) if os.path.exists(value) else value
+
+
 def configure_cache(args) -> None:
     """``--data-cache`` / ``--no-cache`` for this process (and the processes it forks)."""
     from cpixelcnn.data.cache import configure

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from cpixelcnn.commands.options import checkpoint_options, data_options, image_size, load, load_checkpoint, split_options
+from cpixelcnn.commands.options import checkpoint_options, data_options, load, load_checkpoint, load_split, split_options
 
 NAME, HELP = "score", "per-image bits/dim, Bayes class and margin, and the likelihood ratio to a background model"
 STOPPABLE = True  # SIGTERM / SIGUSR1 end it between two batches (exit 75)
@@ -20,13 +20,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cpixelcnn.data import load_dataset
     from cpixelcnn.io import atomic_write_bytes
     from cpixelcnn.scoring import score_dataset, scores_csv, scores_summary
 
     model, config = load_checkpoint(args)
     background = load(args.background, args.device, args.backend, not args.no_ema)[0] if args.background else None
-    data = load_dataset(args.data, args.split, image_size(config), model.in_channels)
+    data = load_split(args, config, model.in_channels)
     rows = score_dataset(model, data, config["class_names"], background, args.batch_size)
     if args.json:
         print(json.dumps({"n": len(rows), "summary": scores_summary(rows), "rows": rows}))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cpixelcnn.data.registry import DataFormat, Request, register
+from cpixelcnn.data.registry import DataFormat, Native, Request, register
 from cpixelcnn.data.types import SPLITS, Dataset
 
 BUILTIN_CLASSES = ("stripes", "checker", "disc", "diagonal")
@@ -85,5 +85,6 @@ register(
         "the built-in shapes: 4 classes (stripes, checker, disc, diagonal), 300/25/25 per class",
         _load,
         lambda source, split: split in SPLITS,
+        lambda source: Native(None, 3, list(BUILTIN_CLASSES), tuple(SPLITS)),  # drawn at any size
     )
 )

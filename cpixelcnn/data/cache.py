@@ -50,7 +50,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cpixelcnn.data import cache_files as files
-from cpixelcnn.data.cache_files import FORMAT, PREFIX, VERSION, Entry, describe_size
+from cpixelcnn.data.cache_files import FORMAT, VERSION, Entry, describe_size
 from cpixelcnn.data.mapped import remember_file
 from cpixelcnn.data.types import DataError
 
@@ -122,7 +122,9 @@ def fingerprint(root: Path, relative: Sequence[str], what: str = "image") -> str
         try:
             if by_content:
                 with open(base + name, "rb") as f:
-                    digest.update(f"{name}\0{hashlib.file_digest(f, 'sha256').hexdigest() if hasattr(hashlib, 'file_digest') else _file_sha256(f)}\n".encode())
+                    digest.update(
+                        f"{name}\0{hashlib.file_digest(f, 'sha256').hexdigest() if hasattr(hashlib, 'file_digest') else _file_sha256(f)}\n".encode()
+                    )
                 continue
             st = os.stat(base + name)
         except OSError as err:

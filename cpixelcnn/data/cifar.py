@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpixelcnn.data.registry import DataFormat, Request, register
+from cpixelcnn.data.registry import DataFormat, Native, Request, register
 from cpixelcnn.data.types import DataError, Dataset, fit
 
 KINDS = ("cifar10", "cifar100", "cifar100-coarse")
@@ -247,6 +247,22 @@ def _load(kind: str, request: Request) -> Dataset:
     return Dataset(torch.from_numpy(images), labels, names, layout=kind)
 
 
+def _describe(kind: str, source: str) -> Native:
+    """32x32 RGB, the published classes (read from the meta file alone), train and test."""
+    root = Path(source)
+    fmt, folder = _locate(kind, root)
+    base, coarse = _base(kind), kind.endswith("coarse")
+    if fmt == "python":
+        meta = "batches.meta" if base == "cifar10" else "meta"
+        key = "label_names" if base == "cifar10" else ("coarse_label_names" if coarse else "fine_label_names")
+        names = _names(_field(_unpickle(folder / meta), key, folder / meta), folder / meta)
+    elif base == "cifar10":
+        names = _names_file(folder / "batches.meta.txt")
+    else:
+        names = _names_file(folder / ("coarse_label_names.txt" if coarse else "fine_label_names.txt"))
+    return Native(32, 3, names, ("train", "test"))
+
+
 HELP = {
     "cifar10": "CIFAR-10's published files (python or binary version) in DIR: 10 classes, train/test",
     "cifar100": "CIFAR-100's published files in DIR: the 100 fine classes, train/test",
@@ -255,6 +271,12 @@ HELP = {
 for _kind in KINDS:
     register(
         DataFormat(
-            _kind, "prefix", f"{_kind}:DIR", HELP[_kind], lambda r, kind=_kind: _load(kind, r), lambda source, split: split in ("train", "test")
+            _kind,
+            "prefix",
+            f"{_kind}:DIR",
+            HELP[_kind],
+            lambda r, kind=_kind: _load(kind, r),
+            lambda source, split: split in ("train", "test"),
+            lambda source, kind=_kind: _describe(kind, source),
         )
     )

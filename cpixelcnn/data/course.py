@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.data.images import decode_files
-from cpixelcnn.data.registry import DataFormat, register
+from cpixelcnn.data.images import decode_files, probe_files
+from cpixelcnn.data.registry import DataFormat, Native, register
 from cpixelcnn.data.types import MAX_CLASSES, SPLITS, DataError, Dataset
 
 NAMES_FILES = ("classes.txt", "names.txt")
@@ -100,6 +100,19 @@ def load_course_split(root: str | Path, split: str, size: int = 32, channels: in
     return Dataset(torch.from_numpy(images), labels, names, [n for n, _ in rows], layout="course")
 
 
+def _describe(source: str) -> Native:
+    """The splits with a CSV, the classes, and the size and channels of the images they list."""
+    root = Path(source)
+    splits = tuple(s for s in SPLITS if (root / f"{s}.csv").is_file())
+    files = [f"{s}/{name}" for s in splits for name, _ in _read_course_csv(root / f"{s}.csv", s)[:8]]
+    side, channels = probe_files(root, files)
+    try:
+        names = course_class_names(root)
+    except DataError:
+        names = None
+    return Native(side, channels, names, splits)
+
+
 def _recognises(root: Path) -> bool:
     return any((root / f"{split}.csv").is_file() for split in SPLITS)
 
@@ -112,6 +125,7 @@ register(
         "the CPEN 455 layout: <split>.csv rows 'file,label' and images in <split>/",
         lambda r: load_course_split(r.source, r.split, r.size, r.channels, r.class_names),
         lambda source, split: (Path(source) / f"{split}.csv").is_file(),
+        _describe,
         recognises=_recognises,
     )
 )

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.data.images import IMAGE_SUFFIXES, decode_files
-from cpixelcnn.data.registry import DataFormat, register
+from cpixelcnn.data.images import IMAGE_SUFFIXES, decode_files, probe_files
+from cpixelcnn.data.registry import DataFormat, Native, register
 from cpixelcnn.data.types import DataError, Dataset
 
 
@@ -57,6 +57,13 @@ def load_unlabelled_folder(root: str | Path, size: int = 32, channels: int = 3, 
     return Dataset(torch.from_numpy(images), torch.full((len(names),), -1, dtype=torch.long), list(class_names or []), names, layout="images")
 
 
+def _describe_tree(root: Path) -> Native:
+    """The class folders, and the size and channels a few images of each share; no named splits."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = [f"{folder.name}/{name}" for folder in folders for name in _image_names(folder)[:4]]
+    return Native(*probe_files(root, files), [p.name for p in folders], ())
+
+
 def _unlabelled(root: Path) -> bool:
     """Images directly in the folder and no visible sub-folder (a tree of classes is the other format)."""
     return not any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()) and bool(_image_names(root))
@@ -70,6 +77,7 @@ register(
         "images without labels; one split",
         lambda r: load_unlabelled_folder(r.source, r.size, r.channels, r.class_names),
         lambda source, split: False,
+        lambda source: Native(*probe_files(Path(source), _image_names(Path(source))), None, ()),
         recognises=_unlabelled,
         partial_classes=True,
     )
@@ -83,6 +91,7 @@ register(
         "one sub-folder of images per class; the whole tree is one split",
         lambda r: load_image_folder(r.source, r.size, r.channels, r.class_names),
         lambda source, split: False,
+        lambda source: _describe_tree(Path(source)),
         recognises=lambda root: True,
         partial_classes=True,
         fallback=True,

@@ -15,6 +15,7 @@ core, into the data cache (keyed by the dataset's Arrow files).
 from __future__ import annotations
 
 import dataclasses
+import io
 import urllib.parse
 from pathlib import Path
 
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 
 from cpixelcnn.data.images import decode_image
-from cpixelcnn.data.registry import DataFormat, Request, register
-from cpixelcnn.data.types import DataError, Dataset, first_line
+from cpixelcnn.data.registry import DataFormat, Native, Request, register
+from cpixelcnn.data.types import SPLITS, DataError, Dataset, first_line
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val"), "test": ("test",)}
 IMAGE_COLUMNS, LABEL_COLUMNS = ("img", "image"), ("label", "labels")
@@ -189,6 +190,32 @@ def _has_split(source: str, split: str) -> bool:
         return False
 
 
+def _describe(source: str) -> Native:
+    """The training split's (else the first split's) image size and channels from its first rows,
+    its classes (a ClassLabel column's names), and the splits present."""
+    datasets = _datasets()
+    where, named = _parse(source)
+    splits = tuple(split for split in SPLITS if _has_split(source, split))
+    ds = _open_split(where, splits[0] if splits and "train" not in splits else "train")
+    image, label = _columns(ds, named, where)
+    from PIL import Image
+
+    sizes, channels = set(), set()
+    for cell in ds.cast_column(image, datasets.Image(decode=False)).select(range(min(8, len(ds))))[image]:
+        data = cell.get("bytes") if isinstance(cell, dict) else None
+        if data is None and isinstance(cell, dict) and cell.get("path"):
+            data = Path(cell["path"]).read_bytes()
+        with Image.open(io.BytesIO(data)) as img:
+            sizes.add(img.size)
+            channels.add(1 if img.mode in ("1", "L", "I", "I;16", "F", "LA") else 3)
+    ((width, height),) = sizes if len(sizes) == 1 else ((None, None),)
+    feature = ds.features[label] if label is not None else None
+    names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    if label is not None and names is None:
+        names = [str(i) for i in range(int(np.asarray(ds[label]).max(initial=-1)) + 1)]
+    return Native(width if width == height else None, channels.pop() if len(channels) == 1 else None, names, splits)
+
+
 register(
     DataFormat(
         "hf",
@@ -198,6 +225,7 @@ register(
         "columns found, or named as hf:SOURCE?image=COL&label=COL",
         load_hf,
         _has_split,
+        _describe,
         partial_classes=False,
     )
 )

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from cpixelcnn.data.images import IMAGE_SUFFIXES, decode_files, fit_pixels
-from cpixelcnn.data.registry import DataFormat, Request, register
+from cpixelcnn.data.registry import DataFormat, Native, Request, register
 from cpixelcnn.data.types import DataError, Dataset, first_line
 
 SIDES = (8, 16, 32, 64)
@@ -217,6 +217,14 @@ def load_small_imagenet(request: Request) -> Dataset:
     )
 
 
+def _describe_small(root: Path) -> Native:
+    """The largest SxS of the training folders (or validation's), RGB, unlabelled, the splits present."""
+    found = _small_imagenet_folders(root)
+    splits = tuple(split for split, prefix in _SPLIT_FOLDER.items() if any(kind == prefix for kind, _ in found))
+    sides = sorted(side for kind, side in found if kind == "train") or sorted(side for _, side in found)
+    return Native(sides[-1], 3, None, splits)
+
+
 for _side in SIDES:
     register(
         DataFormat(
@@ -226,6 +234,7 @@ for _side in SIDES:
             f"downsampled ImageNet's {_side}x{_side} npz batches in DIR (train_data_batch_1..10.npz, val_data.npz): 1000 classes, train/validation",
             lambda r, side=_side: load_imagenet_npz(side, r),
             lambda source, split: split in ("train", "validation"),
+            lambda source, side=_side: Native(side, 3, [str(i) for i in range(1, CLASSES + 1)], ("train", "validation")),
         )
     )
 
@@ -237,6 +246,7 @@ register(
         "unlabelled PNG folders train_SxS/ and valid_SxS/ (S = 32 or 64): train/validation",
         load_small_imagenet,
         lambda source, split: split in _SPLIT_FOLDER and any(kind == _SPLIT_FOLDER[split] for kind, _ in _small_imagenet_folders(Path(source))),
+        lambda source: _describe_small(Path(source)),
         recognises=lambda root: bool(_small_imagenet_folders(root)),
         partial_classes=True,
     )

@@ -220,6 +220,25 @@ class ImageFiles:
             load_image(path, self.size, self.channels, out[i])
 
 
+def probe_files(root: Path, relative: list[str], at_most: int = 16) -> tuple[int | None, int | None]:
+    """(side, channels) that ``at_most`` files spread over ``relative`` share, from their headers
+    alone (None where they differ, are not square, or cannot be read)."""
+    from PIL import Image
+
+    step = max(1, len(relative) // at_most)
+    sizes, channels = set(), set()
+    for name in relative[::step][:at_most]:
+        try:
+            with Image.open(root / name) as img:
+                sizes.add(img.size)
+                channels.add(1 if img.mode in ("1", "L", "I", "I;16", "F", "LA") else 3)
+        except (OSError, ValueError):
+            return None, None
+    ((width, height),) = sizes if len(sizes) == 1 else ((None, None),)
+    side = width if width is not None and width == height else None
+    return side, (channels.pop() if len(channels) == 1 else None)
+
+
 def decode_files(root: Path, relative: list[str], what: str, reader: str, size: int, channels: int, split: str = "") -> np.ndarray:
     """The image files ``relative`` to ``root`` (the ``split`` of a layout that has several) as uint8
     (N, channels, size, size), decoded once into the data cache (keyed by their names, sizes and

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cpixelcnn.data.registry import DataFormat, Request, register
+from cpixelcnn.data.registry import DataFormat, Native, Request, register
 from cpixelcnn.data.types import SPLITS, DataError, Dataset, to_grey
 
 PACKAGED = ("digits", "textures", "micrographs")
@@ -47,14 +47,16 @@ def _digits(split: str, size: int):
         from sklearn.datasets import load_digits
     except ImportError:
         raise DataError("--data digits needs scikit-learn (pip install 'cpixelcnn[real-data]')") from None
-    if size != 8:
-        raise DataError(f"the digits are 8x8 images: pass --image-size 8 (got {size})")
     digits = load_digits()
     order = np.random.default_rng(0).permutation(len(digits.target))
     n = len(order)
     start, stop = (int(round(f * n)) for f in BANDS[split])
     pick = order[start:stop]
     images = np.round(digits.images[pick] * (255 / 16)).astype(np.uint8)[:, None]
+    if size != 8:  # asked for: resized as an image file of 8x8 would be (bicubic)
+        from cpixelcnn.data.images import fit_pixels
+
+        images = fit_pixels(np.repeat(images, 3, axis=1), size, 1)
     return images, digits.target[pick].astype(np.int64), [str(d) for d in range(10)]
 
 
@@ -89,8 +91,13 @@ def _tiles(photo: np.ndarray, split: str, size: int) -> np.ndarray:
     return np.stack(tiles) if tiles else np.zeros((0, c, size, size), dtype=np.uint8)
 
 
+NATIVE = {  # patches are cut at any size; the photographs' own channels
+    "digits": Native(8, 1, [str(d) for d in range(10)], tuple(SPLITS)),
+    "textures": Native(None, 1, list(SOURCES["textures"]), tuple(SPLITS)),
+    "micrographs": Native(None, 3, list(SOURCES["micrographs"]), tuple(SPLITS)),
+}
 HELP = {
-    "digits": "scikit-learn's handwritten digits: 1,797 grey 8x8 images, 10 classes (--image-size 8)",
+    "digits": "scikit-learn's handwritten digits: 1,797 grey 8x8 images, 10 classes",
     "textures": "patches of scikit-image's brick, grass and gravel photographs: 3 classes",
     "micrographs": "patches of scikit-image's hubble_deep_field, immunohistochemistry and retina images: 3 classes",
 }
@@ -102,4 +109,14 @@ def _load(name: str, request: Request) -> Dataset:
 
 
 for _name in PACKAGED:
-    register(DataFormat(_name, "builtin", _name, HELP[_name], lambda r, name=_name: _load(name, r), lambda source, split: split in SPLITS))
+    register(
+        DataFormat(
+            _name,
+            "builtin",
+            _name,
+            HELP[_name],
+            lambda r, name=_name: _load(name, r),
+            lambda source, split: split in SPLITS,
+            lambda source, name=_name: NATIVE[name],
+        )
+    )

@@ -39,11 +39,31 @@ class Request:
 
 
 @dataclasses.dataclass(frozen=True)
+class Native:
+    """What a source holds as it stores it, read without decoding it: ``size`` (the side of its
+    square images; None: no one size — patches cut to any size, generated images, mixed sizes),
+    ``channels`` (1 grey, 3 RGB; None: mixed), ``class_names`` (None: unlabelled) and ``splits``
+    (the named splits it has; empty for one undivided set, which answers any split with all of it)."""
+
+    size: int | None
+    channels: int | None
+    class_names: list[str] | None
+    splits: tuple[str, ...]
+
+    def shape(self) -> str:
+        """e.g. "8x8 grey", "any size RGB"."""
+        side = f"{self.size}x{self.size}" if self.size else "any size"
+        return f"{side} {'grey' if self.channels == 1 else 'RGB' if self.channels == 3 else 'grey or RGB'}"
+
+
+@dataclasses.dataclass(frozen=True)
 class DataFormat:
     """A registered format. ``where`` is ``"builtin"``, ``"prefix"`` (``NAME:DIR``) or ``"folder"``;
     ``recognises(folder)`` picks a folder format (a ``fallback`` one is tried after all others);
     ``has_split(source, split)`` says whether the split exists without loading it;
-    ``partial_classes`` lets a folder hold some of a model's classes (the loader checks them itself)."""
+    ``describe(source)`` says what the source holds (:class:`Native`), which ``train`` takes its
+    default size and channels from; ``partial_classes`` lets a folder hold some of a model's
+    classes (the loader checks them itself)."""
 
     name: str
     where: str
@@ -51,6 +71,7 @@ class DataFormat:
     help: str
     load: Callable[[Request], Dataset]
     has_split: Callable[[str, str], bool]
+    describe: Callable[[str], Native]
     recognises: Callable[[Path], bool] | None = None
     partial_classes: bool = False
     fallback: bool = False
@@ -66,12 +87,21 @@ def register(fmt: DataFormat) -> DataFormat:
         raise ValueError(f"data format {fmt.name!r} is registered twice")
     if (fmt.where == "folder") != (fmt.recognises is not None):
         raise ValueError(f"data format {fmt.name}: a folder format (and only one) needs recognises()")
+    if not callable(fmt.describe):
+        raise ValueError(f"data format {fmt.name}: describe(source) must say what the source holds (a Native)")
     FORMATS[fmt.name] = fmt
     return fmt
 
 
 def _named(where: str) -> list[str]:
     return [name for name, fmt in FORMATS.items() if fmt.where == where]  # in registration order
+
+
+def _closest(name: str, candidates: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), candidates, n=2, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
 
 
 def data_help() -> str:
@@ -93,14 +123,33 @@ def resolve(data: str) -> tuple[DataFormat, str]:
     if builtin in _named("builtin"):
         return FORMATS[builtin], ""
     if data != builtin:
-        raise DataError(f"--data {data}: no such built-in data set ({', '.join('builtin:' + n for n in _named('builtin'))})")
+        raise DataError(
+            f"--data {data}: no such built-in data set{_closest(builtin, _named('builtin'))} ({', '.join('builtin:' + n for n in _named('builtin'))})"
+        )
     root = Path(data)
+    if root.is_file():
+        raise DataError(f"--data {data} is a file; it takes a folder, a built-in set or FORMAT:DIR ({data_help()})")
     if not root.is_dir():
+        if colon and "/" not in kind and not Path(kind).exists():
+            raise DataError(
+                f"--data {data}: no data format {kind!r}{_closest(kind, _named('prefix'))} (formats: {', '.join(n + ':DIR' for n in _named('prefix'))})"
+            )
+        if "/" not in data:
+            raise DataError(
+                f"--data {data}: no built-in data set or folder of that name{_closest(data, _named('builtin'))} "
+                f"(built-in: {', '.join(_named('builtin'))}; or a folder, or FORMAT:DIR)"
+            )
         raise DataError(f"data folder {root} does not exist")
     for name in sorted(_named("folder"), key=lambda n: FORMATS[n].fallback):
         if FORMATS[name].recognises(root):
             return FORMATS[name], data
     raise DataError(f"{root} is no data folder this package reads ({', '.join(FORMATS[n].usage for n in _named('folder'))})")
+
+
+def describe(data: str) -> Native:
+    """What ``data`` (a ``--data`` value) holds: its native size, channels, classes and splits."""
+    fmt, source = resolve(data)
+    return fmt.describe(source)
 
 
 def has_split(data: str, split: str) -> bool:

@@ -13,6 +13,7 @@ import torch
 
 from cpixelcnn.io import atomic_write_bytes, fsync_path, new_temp_dir
 from cpixelcnn.model import ConditionalPixelCNN
+from cpixelcnn.notices import option
 from cpixelcnn.rundir.files import is_transient, load_run, non_finite_tensor, read_config, read_state
 from cpixelcnn.rundir.layout import BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, METRICS_NAME, STATE_NAME, WEIGHTS_NAME
 
@@ -164,12 +165,18 @@ def set_aside_name(source: Path) -> Path:
     return target
 
 
+def already_holds_a_run(run_dir: Path) -> str:
+    """The refusal of a new run in a folder that holds one, naming the settings as the caller writes them."""
+    auto = option("--resume auto", "resume='auto'")
+    return f"{run_dir} already holds a run: pass {option('--resume', 'resume=True')} (or {auto}) to continue it, or choose another {option('--out', 'out')}"
+
+
 def open_run(run_dir: Path, resume: bool, device: torch.device, writer: bool, say) -> ResumePoint | None:
     """The checkpoint to resume from (``resume``), or None for a new run — refused where ``run_dir`` already holds one."""
     if resume:
         return resume_point(run_dir, device, writer, say)
     if (run_dir / WEIGHTS_NAME).exists() or (run_dir / CONFIG_NAME).exists() or checkpoint_dirs(run_dir):
-        raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+        raise ValueError(already_holds_a_run(run_dir))
     return None
 
 

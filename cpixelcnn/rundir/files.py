@@ -320,8 +320,10 @@ def write_curve(run_dir: str | os.PathLike, history: list[dict]) -> Path:
     return training_curve_png(Path(run_dir) / CURVE_NAME, history, title=f"training {Path(run_dir).name}")
 
 
-def write_samples(run_dir: str | os.PathLike, epoch: int, model, n: int, image_size: int, seed: int) -> Path:
-    """``RUN/samples/epoch_NNNN.png``: ``n`` samples per class (one row each) after ``epoch``."""
+def write_samples(run_dir: str | os.PathLike, epoch: int, model, n: int, image_size: int, seed: int, step: int | None = None) -> Path:
+    """``RUN/samples/epoch_NNNN.png``: ``n`` samples per class (one row each) after ``epoch``; with
+    ``step`` (a run that ended inside an epoch) ``RUN/samples/step_NNNNNNNN.png``."""
     from cpixelcnn.sampling import write_sample_grid
 
-    return write_sample_grid(Path(run_dir) / SAMPLES_DIR / f"epoch_{epoch:04d}.png", model, n, image_size, seed=seed, scale=2)[0]
+    name = f"epoch_{epoch:04d}.png" if step is None else f"step_{step:08d}.png"
+    return write_sample_grid(Path(run_dir) / SAMPLES_DIR / name, model, n, image_size, seed=seed, scale=2)[0]

@@ -78,6 +78,9 @@ def _remembers_given(cls):
 class TrainConfig(ModelConfig):
     """Everything ``train`` needs. ``data`` and ``out`` are required."""
 
+    in_channels: int | None = setting(
+        None, "1 (grey) or 3 (RGB); default: the data's own (RGB where it mixes them)", flag="--channels", choices=(1, 3)
+    )
     data: str = setting(help="the images (on the command line: every format data_help() lists)", fixed_on_resume=True)
     out: str = setting(help="run directory")
     split: str = setting("train", "split of --data to train on", fixed_on_resume=True)
@@ -144,7 +147,9 @@ class TrainConfig(ModelConfig):
     seed: int = setting(0, "seeds the initialisation, data order, dropout and augmentation", fixed_on_resume=True)
     device: str = setting("auto", "cpu, cuda, cuda:N, mps (Apple GPU) or auto (cuda, then mps, then cpu)")
     backend: str = setting("eager", "kernels: the eager PyTorch reference, Triton, or auto", choices=BACKENDS)
-    image_size: int = setting(32, "images are resized to this (square)", fixed_on_resume=True)
+    image_size: int | None = setting(
+        None, "images are resized to this (square); default: the data's own size (32 for data of no one size)", fixed_on_resume=True
+    )
     augment: bool = setting(False, "random horizontal flips and brightness jitter", fixed_on_resume=True)
     balanced_batches: bool = setting(
         False, "deal every batch with equal numbers of images per class (as the class counts allow)", fixed_on_resume=True
@@ -190,7 +195,7 @@ class TrainConfig(ModelConfig):
     checkpoint_every: float = setting(
         10.0, "checkpoint every this many minutes as well as at epoch ends", check="positive", unit="minutes", metavar="MINUTES"
     )
-    sample_every: int = setting(0, "write per-class sample grids every N epochs (0: never)")
+    sample_every: int = setting(0, "write per-class sample grids every N epochs, and of the final model when the run ends inside an epoch (0: never)")
     samples_per_class: int = setting(4, "samples per class in those grids")
     log_every: int = setting(10, "steps between metrics.jsonl records")
     wandb: bool = setting(False, "also log to Weights & Biases (needs wandb installed)")
@@ -208,7 +213,8 @@ class TrainConfig(ModelConfig):
 
     @property
     def model_config(self) -> ModelConfig:
-        return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)})
+        """The architecture; channels not given (and not yet taken from the data) are RGB's."""
+        return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)} | {"in_channels": self.in_channels or 3})
 
 
 def flag_of(f: dataclasses.Field) -> str:

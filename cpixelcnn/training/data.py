@@ -169,3 +169,37 @@ def dealt(data: Dataset, cfg, ranks) -> TrainingData:
         what = f"the {len(data)} training images" + (f" of class {cfg.only_class}" if cfg.only_class is not None else "")
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than {what}")
     return TrainingData(data, sampler, per_rank, steps_per_epoch, balanced=cfg.balanced_batches)
+
+
+def with_data_shape(cfg):
+    """``cfg`` with ``image_size`` and ``in_channels`` the data's own where not given (32 and RGB
+    where the data has no one size or mixes grey and RGB)."""
+    import dataclasses
+
+    from cpixelcnn.data.registry import describe
+
+    if cfg.image_size is not None and cfg.in_channels is not None:
+        return cfg
+    native = describe(cfg.data)
+    return dataclasses.replace(cfg, image_size=cfg.image_size or native.size or 32, in_channels=cfg.in_channels or native.channels or 3)
+
+
+def shape_words(cfg) -> str:
+    """What the run makes of the data's images, e.g. "8x8 grey, as the data" or "32x32 RGB,
+    resized from the data's 8x8 and converted from grey"."""
+    from cpixelcnn.data import DataError
+    from cpixelcnn.data.registry import describe
+
+    shape = f"{cfg.image_size}x{cfg.image_size} {'RGB' if cfg.in_channels == 3 else 'grey'}"
+    try:
+        native = describe(cfg.data)
+    except (DataError, OSError):
+        return shape
+    changes = []
+    if native.size is None:
+        changes.append("resized (the data has no one size)")
+    elif native.size != cfg.image_size:
+        changes.append(f"resized from the data's {native.size}x{native.size}")
+    if native.channels is not None and native.channels != cfg.in_channels:
+        changes.append(f"converted from {'grey' if native.channels == 1 else 'RGB'}")
+    return f"{shape}, {' and '.join(changes)}" if changes else f"{shape}, as the data"

@@ -23,8 +23,6 @@ class CheckpointWriteFailed(RuntimeError):
     """Writing into the run directory failed (disk full, ...); the previous checkpoint is intact."""
 
 
-
-
 class TrainingPreempted(Exception):
     """SIGTERM or SIGUSR1 (what SLURM sends before it ends or requeues a job): every rank stopped at
     the same step boundary and the checkpoint of that step was written; exit with REQUEUE_STATUS."""

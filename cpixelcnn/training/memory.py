@@ -194,10 +194,11 @@ def plan_batch(model, cfg, device: torch.device, ranks, images: int) -> MemoryPl
         per_rank = per_rank // 8 * 8 if per_rank >= 8 else per_rank
         if per_rank < 1:
             raise ValueError(_refusal(model, cfg, device, ranks, free, why, footprint, 1, how))
+        bound = "the largest that fits" if per_rank < images // ranks.world else "the whole training set (more would fit)"
         return MemoryPlan(
             per_rank * ranks.world,
             footprint.need(per_rank),
-            f"memory: --batch-size auto took {per_rank * ranks.world} ({per_rank} per process), the largest that fits: "
+            f"memory: --batch-size auto took {per_rank * ranks.world} ({per_rank} per process), {bound}: "
             f"a step needs about {size(footprint.need(per_rank))} of the {size(free)} {why} ({how})",
         )
     per_rank = cfg.batch_size // ranks.world

@@ -19,6 +19,7 @@ import torch
 from cpixelcnn.data import load_dataset
 from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.rundir import CONFIG_NAME, claim, member_folder, read_config, save_per_class_config
+from cpixelcnn.rundir.checkpoints import already_holds_a_run
 from cpixelcnn.training.config import TrainConfig, merged_with_saved
 from cpixelcnn.training.trainer import Trainer
 
@@ -62,7 +63,7 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
         cfg = merged_with_saved(cfg, saved.get("train", {}), saved["model"], ranks.world, asked)
         cfg = dataclasses.replace(cfg, per_class=True)
     elif (run_dir / CONFIG_NAME).exists():
-        raise ValueError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+        raise ValueError(already_holds_a_run(run_dir))
     data = load_dataset(
         cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=saved["class_names"] if saved else None, seed=cfg.seed, holdout=cfg.holdout
     )

@@ -142,9 +142,10 @@ def start_line(cfg, model, kind: str, n_images: int, val, world: int, device, st
         validation = (
             f"; validating on {len(val)} images of {cfg.val_data} ({split}) every {cfg.val_every} epoch(s): {val.describe()}; best by {cfg.keep_best}"
         )
-    shape = f"{cfg.image_size}x{cfg.image_size} {'RGB' if cfg.in_channels == 3 else 'grey'}"  # what --image-size made of the data
+    from cpixelcnn.training.data import shape_words
+
     return (
-        f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter {kind} on {n_images} {shape} images, "
+        f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter {kind} on {n_images} images ({shape_words(cfg)}), "
         f"{world} process(es), {device}, backend {cfg.backend}, {limit}{validation}"
     )
 

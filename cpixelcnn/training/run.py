@@ -23,6 +23,7 @@ import torch
 
 from cpixelcnn.rundir import CHECKPOINTS_DIR, CONFIG_NAME, LOCK_NAME, MARKER_NAME, RunLock, claim, is_per_class_run, is_run, require_run
 from cpixelcnn.training.config import TrainConfig, check
+from cpixelcnn.training.data import with_data_shape
 from cpixelcnn.training.distributed import Ranks, choose_reporter, init_process_group
 from cpixelcnn.training.per_class import train_per_class
 from cpixelcnn.training.trainer import Trainer
@@ -60,6 +61,7 @@ def train(cfg: TrainConfig, log=print, asked: set[str] | None = None, **hooks) -
     lock, created, resume = None, False, False
     try:
         check(cfg, ranks.world)
+        cfg = with_data_shape(cfg)  # the data's own size and channels, where not given
         if ranks.active and not torch.distributed.is_initialized():
             ranks.device(cfg.device)  # nccl's collectives need this rank's GPU chosen first
             init_process_group(ranks, restart)

@@ -33,6 +33,7 @@ from cpixelcnn.rundir import (
     write_checkpoint,
     write_samples,
 )
+from cpixelcnn.stopping import Stopped
 from cpixelcnn.training.averaging import PolyakAverage
 from cpixelcnn.training.config import TrainConfig, merged_with_saved
 from cpixelcnn.training.data import dealt, training_images
@@ -42,7 +43,6 @@ from cpixelcnn.training.memory import is_out_of_memory, plan_batch
 from cpixelcnn.training.objectives import finite_step, likelihood_loss, optimizer_and_schedule
 from cpixelcnn.training.reporting import Reporter, end_line, start_line
 from cpixelcnn.training.state import TrainingState, restore_state, save_state
-from cpixelcnn.stopping import Stopped
 from cpixelcnn.training.validation import accuracy_classes, is_better, latest_validation, validation_figures, validation_set, validation_source
 
 
@@ -426,6 +426,10 @@ class Trainer:
         self.say(self.memory.line)
 
     def _finish(self) -> dict:
+        cfg, state = self.cfg, self.state
+        if self.ranks.is_main and cfg.sample_every and state.position > 0:  # ended inside an epoch: the final model's grid too
+            path = write_samples(self.run_dir, state.epoch, self.model, cfg.samples_per_class, cfg.image_size, cfg.seed, step=state.step)
+            self.say(f"sample grid of the final model (step {state.step}) -> {path}")
         self.reporter.close()
         self.reporter.draw_curve()
         history = self.reporter.history
