@@ -146,9 +146,9 @@ def _handle(buf: bytes, pos: int, path: Path) -> tuple[int, int, int]:
 # -- the bundle -------------------------------------------------------------------------------------
 
 
-def checkpoint_files(prefix: str | os.PathLike) -> tuple[Path, list[Path]]:
-    """(the index file, the data shards) of a checkpoint named by its prefix (``params_cifar.ckpt``;
-    the ``.index`` or a ``.data-…`` file's own name works too). One line for what is missing."""
+def index_file(prefix: str | os.PathLike) -> Path:
+    """The index file of a checkpoint named by its prefix (``params_cifar.ckpt``; the ``.index``,
+    ``.meta`` or a ``.data-…`` file's own name works too). One line for what is missing."""
     text = str(prefix)
     for suffix in (".index", ".meta"):
         if text.endswith(suffix):
@@ -168,13 +168,13 @@ def checkpoint_files(prefix: str | os.PathLike) -> tuple[Path, list[Path]]:
                 f"{base}.meta is a graph without weights: the weights are in {base}.index and {base}.data-00000-of-0000N, which are missing"
             )
         raise CheckpointError(f"{index} does not exist (a TensorFlow checkpoint is PREFIX.index + PREFIX.data-00000-of-0000N; give PREFIX)")
-    return index, []
+    return index
 
 
 def read_index(prefix: str | os.PathLike) -> tuple[Path, dict[str, dict]]:
-    """(the index file, {tensor name: its entry: dtype, shape, shard, offset, size, crc}), with the
-    shard files it names checked to exist."""
-    index, _ = checkpoint_files(prefix)
+    """(the index file, {tensor name: its entry: dtype, shape, shard, offset, size, crc, and the
+    path of its data shard}), every shard file it names checked to exist."""
+    index = index_file(prefix)
     data = index.read_bytes()
     if len(data) < FOOTER:
         raise CheckpointError(f"{index}: truncated ({len(data)} bytes; a table ends in a {FOOTER}-byte footer)")
@@ -199,10 +199,12 @@ def read_index(prefix: str | os.PathLike) -> tuple[Path, dict[str, dict]]:
         if not 0 <= entry["shard"] < shards:
             raise CheckpointError(f"{index}: tensor {entry['name']!r} names shard {entry['shard']} of {shards}")
     base = index.with_suffix("")
-    for shard in range(shards):
-        path = base.with_name(f"{base.name}.data-{shard:05d}-of-{shards:05d}")
+    paths = [base.with_name(f"{base.name}.data-{shard:05d}-of-{shards:05d}") for shard in range(shards)]
+    for path in paths:
         if not path.is_file():
             raise CheckpointError(f"{path} does not exist (the checkpoint's data; {index} names {shards} shard(s))")
+    for entry in entries.values():
+        entry["path"] = paths[entry["shard"]]
     return index, entries
 
 
@@ -239,17 +241,16 @@ def read_tensors(prefix: str | os.PathLike, names=None, verify: bool = True) -> 
     """{name: array} of the checkpoint's tensors (``names``: only these), each checked against its
     recorded size and CRC-32C. Non-numeric (string) tensors are left out."""
     index, entries = read_index(prefix)
-    base = index.with_suffix("")
     wanted = entries if names is None else {n: entries[n] for n in names if n in entries}
-    shards: dict[int, np.memmap] = {}
+    shards: dict[Path, np.ndarray] = {}
     out = {}
     for name, entry in wanted.items():
         if entry["dtype"] not in DTYPES or entry["sliced"]:
             continue
-        path = base.with_name(f"{base.name}.data-{entry['shard']:05d}-of-{max(1, _shard_count(base, entry['shard'])):05d}")
-        if entry["shard"] not in shards:
-            shards[entry["shard"]] = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
-        data = shards[entry["shard"]]
+        path = entry["path"]
+        if path not in shards:
+            shards[path] = np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+        data = shards[path]
         start, size = entry["offset"], entry["size"]
         if start + size > len(data):
             raise CheckpointError(f"{path}: truncated ({len(data):,} bytes; tensor {name!r} ends at byte {start + size:,})")
@@ -262,8 +263,3 @@ def read_tensors(prefix: str | os.PathLike, names=None, verify: bool = True) -> 
             raise CheckpointError(f"{index}: tensor {name!r} has {size} bytes for shape {entry['shape']} of {dtype}")
         out[name] = np.frombuffer(bytes(raw), dtype=dtype).reshape(entry["shape"]).astype(dtype.newbyteorder("="))
     return out
-
-
-def _shard_count(base: Path, shard: int) -> int:
-    found = sorted(base.parent.glob(f"{base.name}.data-{shard:05d}-of-*"))
-    return int(found[0].name.rsplit("-of-", 1)[1]) if found else 1
