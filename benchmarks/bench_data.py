@@ -297,7 +297,13 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=12, help="training steps per process")
     parser.add_argument("--smoke", action="store_true", help="tiny sets, no torchrun: checks the script runs (CI)")
     parser.add_argument("--out")
+    parser.add_argument(
+        "--warm-ab", metavar="COMMIT", help="only: warm starts at --imagenet images, COMMIT's cache against today's, interleaved (--rounds)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="--warm-ab: rounds of one warm start each")
     args = parser.parse_args(argv)
+    if args.warm_ab:
+        return warm_ab(args)
     scratch = Path(args.scratch)
     if args.smoke:
         scratch = Path(tempfile.mkdtemp(prefix="bench-data-smoke-"))
@@ -327,6 +333,37 @@ def main(argv=None) -> int:
     write_results("data", payload, args.out)
     if args.smoke:
         shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+def warm_ab(args) -> int:
+    """Warm start (a fresh train process to its first step, the entry built already) at --imagenet
+    npz images: COMMIT's data cache against today's (whose every open checks checksums), in
+    interleaved rounds on one machine; the ratio of the medians is the figure."""
+    scratch = Path(args.scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    root = make_imagenet(scratch / f"imagenet32-{args.imagenet}", args.imagenet)
+    data, old = f"imagenet32:{root}", baseline_tree(args.warm_ab, scratch)
+    caches = {"before": scratch / "cache-before", "after": scratch / "cache-after"}
+    for cache in caches.values():
+        shutil.rmtree(cache, ignore_errors=True)
+    _read_once(data)
+
+    def one(which: str) -> float:
+        os.environ["CPIXELCNN_DATA_CACHE"] = str(caches[which])  # the baseline reads the environment
+        before = which == "before"
+        return run_train(data, scratch=scratch, cache=None if before else caches[which], steps=3, baseline=old if before else None)["to_first_step_s"]
+
+    cold = {which: one(which) for which in caches}
+    rounds: dict[str, list[float]] = {"before": [], "after": []}
+    for i in range(args.rounds):
+        for which in ("before", "after") if i % 2 == 0 else ("after", "before"):
+            rounds[which].append(one(which))
+    summary = {w: dict(cold_s=cold[w], warm_median_s=float(np.median(v)), warm_min_s=min(v), warm_max_s=max(v), rounds=v) for w, v in rounds.items()}
+    summary["warm_median_after_over_before"] = summary["after"]["warm_median_s"] / summary["before"]["warm_median_s"]
+    print(json.dumps(summary, indent=1))
+    payload = dict(mode="measured", device_info=device_info(), baseline=args.warm_ab, images=args.imagenet, summary=summary)
+    write_results("data-open-check", payload, args.out)
     return 0
 
 

@@ -141,6 +141,18 @@ def headline() -> str:
     return _table(["measured", "result", "machine, torch, date"], rows)
 
 
+def data_open_check() -> str:
+    payload = _load("data-open-check-cpu--2-cores.json")
+    s = payload["summary"]
+    rows = [[f"{w} ({payload['baseline'] if w == 'before' else 'checksums checked at every open'})", f"{s[w]['cold_s']:.1f} s",
+             f"{s[w]['warm_median_s']:.2f} s ({s[w]['warm_min_s']:.2f}–{s[w]['warm_max_s']:.2f})"] for w in ("before", "after")]  # fmt: skip
+    table = _table(["data cache", "cold start", "warm start: median (min–max)"], rows)
+    return table + (
+        f"\n{payload['images']:,} ImageNet-32 npz images, {len(s['after']['rounds'])} interleaved rounds; after / before (medians): "
+        f"{s['warm_median_after_over_before']:.2f}; {_when(payload)}; `python -m benchmarks.bench_data --warm-ab {payload['baseline']}`.\n"
+    )
+
+
 def quality_digits() -> str:
     payload = _load("quality-digits-cpu--2-cores.json")
     rows = [[r["seed"], f"{r['accuracy']:.1%}", f"{r['raw_accuracy']:.1%}", f"{r['train_s']:.0f} s"] for r in payload["rows"]]
@@ -237,7 +249,7 @@ def gpu_step() -> str:
 
 RENDERERS = {
     f.__name__.replace("_", "-"): f
-    for f in (data, sampling, checkpoint_activations, conditional_vs_per_class, ood, train_step_cpu, headline, quality_digits, gpu_resources,
+    for f in (data, data_open_check, sampling, checkpoint_activations, conditional_vs_per_class, ood, train_step_cpu, headline, quality_digits, gpu_resources,
               gpu_kernels, gpu_sampler, gpu_epoch, gpu_step)
 }  # fmt: skip
 

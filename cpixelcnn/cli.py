@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from cpixelcnn.notices import speaking_command_line
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    speaking_command_line()
+    speaking_command_line(True)  # messages name flags while the command runs (and Python keywords again after it)
     try:
         if hasattr(args, "no_cache"):
             from cpixelcnn.commands.options import configure_cache
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cpixelcnn: interrupted", file=sys.stderr)
         return 130
+    finally:
+        speaking_command_line(False)
 
 
 def _run(args) -> int:

@@ -3,6 +3,8 @@ native size, channels, classes and splits — equal to what loading gives — an
 defaults from them; splits are what they say (a run's own training images are never evaluated as
 its test or validation images unasked); names that help (unknown formats, a file for a folder)."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -173,3 +175,43 @@ def test_a_file_given_as_data_says_it_is_a_file(tmp_path):
     csv.write_text("a,1\n")
     with pytest.raises(DataError, match=f"--data {csv} is a file; it takes a folder, a built-in set or FORMAT:DIR"):
         resolve(str(csv))
+
+
+# -- the smaller points a new user met ------------------------------------------------------------------
+
+
+def test_version_is_argparses(capsys):
+    from cpixelcnn._version import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"cpixelcnn {__version__}"
+
+
+def test_the_api_says_resume_in_pythons_words(tmp_path):
+    from cpixelcnn import notices
+    from cpixelcnn.train import TrainConfig, train
+
+    cfg = dict(data="demo", out=str(tmp_path / "r"), image_size=8, nr_resnet=1, nr_filters=4, nr_logistic_mix=2, max_steps=1, val_data="none")
+    notices.speaking_command_line(False)
+    train(TrainConfig(**cfg), log=lambda *a: None)
+    with pytest.raises(ValueError, match=r"pass resume=True \(or resume='auto'\) to continue it, or choose another out"):
+        train(TrainConfig(**cfg), log=lambda *a: None)
+    assert train(TrainConfig(**cfg, resume="auto"), log=lambda *a: None)["steps"] == 1
+
+
+def test_evaluate_json_is_rounded_and_a_short_run_writes_its_final_grid(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", "demo", "--out", str(run), "--image-size", "8", "--nr-resnet", "1", "--nr-filters", "4", "--nr-mix", "2",
+                 "--batch-size", "8", "--max-steps", "2", "--sample-every", "1", "--samples-per-class", "1", "--val-data", "none"]) == 0  # fmt: skip
+    assert "sample grid of the final model (step 2)" in capsys.readouterr().out and (run / "samples" / "step_00000002.png").is_file()
+    assert main(["evaluate", "--checkpoint", str(run), "--data", "demo", "--split", "test", "--json", "--no-cache"]) == 0
+    bpd = json.loads(capsys.readouterr().out)["bpd"]
+    assert len(repr(bpd).replace(".", "").lstrip("0")) <= 6  # six significant digits, no float32 noise
+
+
+def test_batch_size_auto_says_when_it_took_the_whole_training_set(tmp_path, capsys):
+    tree = _folder(tmp_path / "tree", n=4)
+    assert main(["train", "--data", str(tree), "--out", str(tmp_path / "r"), "--nr-resnet", "1", "--nr-filters", "4", "--nr-mix", "2",
+                 "--batch-size", "auto", "--max-steps", "1", "--device", "cpu", "--val-data", "none", "--no-cache"]) == 0  # fmt: skip
+    assert "took 8 (8 per process), the whole training set (more would fit)" in capsys.readouterr().out
