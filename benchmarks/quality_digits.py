@@ -38,12 +38,12 @@ def held_out_accuracy(run: Path, use_ema: bool = True) -> float:
     return (predicted == test.labels).double().mean().item()
 
 
-def measure(seed: int, folder: Path) -> dict:
+def measure(seed: int, folder: Path, steps: int = RECIPE["max_steps"]) -> dict:
     from cpixelcnn.train import TrainConfig, train
 
     run = folder / f"seed{seed}"
     start = time.perf_counter()
-    train(TrainConfig(out=str(run), seed=seed, **RECIPE), log=lambda *a: None)
+    train(TrainConfig(out=str(run), seed=seed, **(RECIPE | {"max_steps": steps})), log=lambda *a: None)
     seconds = time.perf_counter() - start
     return dict(seed=seed, accuracy=held_out_accuracy(run), raw_accuracy=held_out_accuracy(run, use_ema=False), train_s=seconds)
 
@@ -67,15 +67,20 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default: %(default)s)")
-    parser.add_argument("--out", default=str(RESULTS / RESULT))
+    parser.add_argument("--out", default=None, help=f"results file (default: benchmarks/results/{RESULT})")
+    parser.add_argument("--smoke", action="store_true", help="one seed, 3 steps: checks the script runs (no figure)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.seeds = "0"
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for seed in (int(s) for s in args.seeds.split(",")):
-            rows.append(measure(seed, Path(scratch)))
+            rows.append(measure(seed, Path(scratch), steps=3 if args.smoke else RECIPE["max_steps"]))
             print(f"seed {seed}: {rows[-1]['accuracy']:.1%} (raw {rows[-1]['raw_accuracy']:.1%}), {rows[-1]['train_s']:.0f} s", flush=True)
-    payload = dict(benchmark="quality-digits", recipe=RECIPE, rows=rows, summary=summary(rows), device_info=device_info())
-    Path(args.out).write_text(json.dumps(payload, indent=1) + "\n")
+    mode = "smoke" if args.smoke else "measured"
+    payload = dict(benchmark="quality-digits", mode=mode, recipe=RECIPE, rows=rows, summary=summary(rows), device_info=device_info())
+    out = Path(args.out) if args.out else RESULTS / (RESULT if not args.smoke else RESULT.replace(".json", "-smoke.json"))
+    out.write_text(json.dumps(payload, indent=1) + "\n")
     print(json.dumps(payload["summary"]))
     return 0
 

@@ -12,13 +12,24 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name", ["dmol", "gated_film", "train_step", "sampling", "conditional_vs_per_class", "checkpoint_activations", "ood", "photo_task", "data"]
+    "name",
+    [
+        "dmol",
+        "gated_film",
+        "train_step",
+        "sampling",
+        "conditional_vs_per_class",
+        "checkpoint_activations",
+        "ood",
+        "photo_task",
+        "data",
+        "quality_digits",
+    ],
 )
 def test_benchmark_smoke(name, tmp_path):
     out = tmp_path / f"{name}.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.bench_{name}", "--smoke", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+    module = f"benchmarks.{name}" if name == "quality_digits" else f"benchmarks.bench_{name}"
+    proc = subprocess.run([sys.executable, "-m", module, "--smoke", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["mode"] == "smoke" and result["device_info"]["torch"]
@@ -46,6 +57,8 @@ def test_benchmark_smoke(name, tmp_path):
         assert [r["set"] for r in cached] == ["folders-2k-32px", "imagenet32-npz-0.00M"]
         assert all(r["cold_s"] > 0 and r["warm_s"] > 0 and r["peak_rss_mb"] > 0 and 0 <= r["data_share"] < 1 for r in cached)
         assert result["summary"]["imagenet_images"] == 2400
+    elif name == "quality_digits":  # the guard's recipe, cut to 3 steps: a held-out accuracy for seed 0
+        assert [r["seed"] for r in result["rows"]] == [0] and 0 <= result["summary"]["worst_accuracy"] <= 1
     elif name == "checkpoint_activations":
         assert [row["checkpoint_activations"] for row in result["rows"]] == [False, True] and result["summary"]["identical_float64"]
         assert result["summary"]["saved_activation_ratio"] <= 0.5
