@@ -155,17 +155,16 @@ def data_open_check() -> str:
 
 def quality_digits() -> str:
     payload = _load("quality-digits-cpu--2-cores.json")
-    rows = [[r["seed"], f"{r['accuracy']:.1%}", f"{r['raw_accuracy']:.1%}", f"{r['train_s']:.0f} s"] for r in payload["rows"]]
+    rows = [[r["seed"], f"{r['accuracy']:.1%}", f"{r['raw_accuracy']:.1%}"] for r in payload["rows"]]
     s = payload["summary"]
     rows.append(
         [
             "**mean / worst**",
             f"**{s['mean_accuracy']:.1%} / {s['worst_accuracy']:.1%}**",
             f"{s['mean_raw_accuracy']:.1%} / {s['worst_raw_accuracy']:.1%}",
-            "",
         ]
     )
-    header = ["seed", "held-out accuracy, averaged weights (what classify uses)", "raw weights", "training time"]
+    header = ["seed", "held-out accuracy, averaged weights (what classify uses)", "raw weights"]
     return _table(header, rows) + f"\n{s['model']}, {s['steps']} steps; {_when(payload)}; `python -m benchmarks.quality_digits`.\n"
 
 
