@@ -150,7 +150,7 @@ def test_the_command_line_reference_is_the_parsers(source_tree, monkeypatch):
     assert "| `--brand-new` `BRAND_NEW` | a new option (default: 7) |" in tables.render_cli_blocks(page)
 
 
-def test_a_measured_figure_in_prose_is_rendered_from_its_results_file():
+def test_a_measured_figure_in_prose_is_rendered_from_its_results_file(source_tree):
     """One source per figure: the digits accuracy in the README and the docs is the results file's,
     and a hand-written one is named by ``benchmarks.tables --check``."""
     import json
@@ -162,5 +162,5 @@ def test_a_measured_figure_in_prose_is_rendered_from_its_results_file():
     assert f"-->{summary['mean_accuracy']:.1%}<!--" in tables.render_figures(text)
     assert tables.loose_figures("On the digits the accuracy is 98.5 % by hand.\n") and not tables.loose_figures(tables.render_figures(text))
     assert not tables.loose_figures("Requires accuracy ≥ 97 % on the digits (chance 10 %).\n")
-    for path in tables.documents():
+    for path in tables.documents(source_tree):
         assert not tables.loose_figures(path.read_text()), path

@@ -227,10 +227,10 @@ def test_two_torchrun_ranks_share_one_cache_entry(tmp_path):
     (hook / "sitecustomize.py").write_text(
         "import os, time\n"
         "import cpixelcnn.data.cache as c\n"
-        "real = c.Entry.build\n"
-        "def build(self, job):\n"
-        "    print('built by rank', os.environ.get('RANK'), flush=True); time.sleep(1); return real(self, job)\n"
-        "c.Entry.build = build\n"
+        "real = c.build\n"
+        "def build(*args):\n"
+        "    print('built by rank', os.environ.get('RANK'), flush=True); time.sleep(1); return real(*args)\n"
+        "c.build = build\n"
     )
     cache = tmp_path / "cache"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
