@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpixelcnn.data.images import decode_image
+from cpixelcnn.data.images import decode_image, probe_images
 from cpixelcnn.data.registry import DataFormat, Native, Request, register
 from cpixelcnn.data.types import SPLITS, DataError, Dataset, first_line
 
@@ -114,6 +114,14 @@ def _columns(ds, named: dict[str, str], where: str) -> tuple[str, str | None]:
     return image, label
 
 
+def _cell_bytes(cell) -> bytes | None:
+    """The encoded image of an undecoded Image cell: its bytes, or its file's; None if it has neither."""
+    data = cell.get("bytes") if isinstance(cell, dict) else None
+    if data is None and isinstance(cell, dict) and cell.get("path"):
+        data = Path(cell["path"]).read_bytes()
+    return data
+
+
 @dataclasses.dataclass(frozen=True)
 class _Rows:
     """A part of a decode job: the encoded images of rows [start, stop) of a dataset (inherited by forked workers)."""
@@ -132,9 +140,7 @@ class _Rows:
     def __call__(self, out: np.ndarray) -> None:
         for i, cell in enumerate(self.dataset[self.start : self.stop][self.column]):
             name = f"row {self.start + i} of column {self.column}"
-            data = cell.get("bytes") if isinstance(cell, dict) else None
-            if data is None and isinstance(cell, dict) and cell.get("path"):
-                data = Path(cell["path"]).read_bytes()
+            data = _cell_bytes(cell)
             if data is None:
                 raise DataError(f"{name} holds no image")
             decode_image(data, name, self.size, self.channels, out[i])
@@ -198,22 +204,13 @@ def _describe(source: str) -> Native:
     splits = tuple(split for split in SPLITS if _has_split(source, split))
     ds = _open_split(where, splits[0] if splits and "train" not in splits else "train")
     image, label = _columns(ds, named, where)
-    from PIL import Image
-
-    sizes, channels = set(), set()
-    for cell in ds.cast_column(image, datasets.Image(decode=False)).select(range(min(8, len(ds))))[image]:
-        data = cell.get("bytes") if isinstance(cell, dict) else None
-        if data is None and isinstance(cell, dict) and cell.get("path"):
-            data = Path(cell["path"]).read_bytes()
-        with Image.open(io.BytesIO(data)) as img:
-            sizes.add(img.size)
-            channels.add(1 if img.mode in ("1", "L", "I", "I;16", "F", "LA") else 3)
-    ((width, height),) = sizes if len(sizes) == 1 else ((None, None),)
+    cells = ds.cast_column(image, datasets.Image(decode=False)).select(range(min(8, len(ds))))[image]
+    side, channels = probe_images(io.BytesIO(_cell_bytes(cell) or b"") for cell in cells)
     feature = ds.features[label] if label is not None else None
     names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     if label is not None and names is None:
         names = [str(i) for i in range(int(np.asarray(ds[label]).max(initial=-1)) + 1)]
-    return Native(width if width == height else None, channels.pop() if len(channels) == 1 else None, names, splits)
+    return Native(side, channels, names, splits)
 
 
 register(

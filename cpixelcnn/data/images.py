@@ -221,15 +221,20 @@ class ImageFiles:
 
 
 def probe_files(root: Path, relative: list[str], at_most: int = 16) -> tuple[int | None, int | None]:
-    """(side, channels) that ``at_most`` files spread over ``relative`` share, from their headers
+    """(side, channels) that ``at_most`` files spread over ``relative`` share (:func:`probe_images`)."""
+    step = max(1, len(relative) // at_most)
+    return probe_images(root / name for name in relative[::step][:at_most])
+
+
+def probe_images(sources) -> tuple[int | None, int | None]:
+    """(side, channels) that the images ``sources`` (paths or binary files) share, from their headers
     alone (None where they differ, are not square, or cannot be read)."""
     from PIL import Image
 
-    step = max(1, len(relative) // at_most)
     sizes, channels = set(), set()
-    for name in relative[::step][:at_most]:
+    for source in sources:
         try:
-            with Image.open(root / name) as img:
+            with Image.open(source) as img:
                 sizes.add(img.size)
                 channels.add(1 if img.mode in ("1", "L", "I", "I;16", "F", "LA") else 3)
         except (OSError, ValueError):
