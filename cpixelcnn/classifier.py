@@ -14,9 +14,10 @@ from cpixelcnn.devices import float64_math
 from cpixelcnn.likelihood import as_model_input, log_likelihoods  # noqa: F401  (as_model_input: the input convention, public here too)
 
 
-def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch.Tensor:
-    """log p(x | c) in nats for every image and class: x (B, C, H, W), uint8 or on the model's grid
-    (module docstring) → (B, num_classes) float64 on the host.
+def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256, classes: list[int] | None = None) -> torch.Tensor:
+    """log p(x | c) in nats for every image and class (``classes``: only these, in this order): x
+    (B, C, H, W), uint8 or on the model's grid (module docstring) → (B, num_classes or len(classes))
+    float64 on the host.
 
     All classes are evaluated in batched forward passes over (image, class) pairs, at most
     ``max_batch`` pairs at a time to bound memory (:func:`cpixelcnn.likelihood.log_likelihoods`).
@@ -28,8 +29,10 @@ def class_log_likelihoods(model, x: torch.Tensor, max_batch: int = 256) -> torch
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
     n = x.shape[0]
-    classes = torch.arange(num_classes).repeat(n)  # pair r: image r // K, class r % K
-    return log_likelihoods(model, x, classes, batch_size=max_batch, image_of=torch.arange(n).repeat_interleave(num_classes)).view(n, num_classes)
+    chosen = torch.arange(num_classes) if classes is None else torch.as_tensor(classes, dtype=torch.long)
+    k = len(chosen)
+    pairs = chosen.repeat(n)  # pair r: image r // k, class chosen[r % k]
+    return log_likelihoods(model, x, pairs, batch_size=max_batch, image_of=torch.arange(n).repeat_interleave(k)).view(n, k)
 
 
 def class_log_priors(model) -> torch.Tensor:

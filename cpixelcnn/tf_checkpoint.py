@@ -261,5 +261,5 @@ def read_tensors(prefix: str | os.PathLike, names=None, verify: bool = True) -> 
         count = int(np.prod(entry["shape"])) if entry["shape"] else 1
         if size != count * dtype.itemsize:
             raise CheckpointError(f"{index}: tensor {name!r} has {size} bytes for shape {entry['shape']} of {dtype}")
-        out[name] = np.frombuffer(bytes(raw), dtype=dtype).reshape(entry["shape"]).astype(dtype.newbyteorder("="))
+        out[name] = np.asarray(raw).view(dtype).reshape(entry["shape"]).astype(dtype.newbyteorder("="))  # one copy, out of the mapping
     return out

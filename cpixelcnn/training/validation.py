@@ -128,11 +128,9 @@ def validation_figures(model, val: Validation, batch_size: int) -> dict:
 
 def _among(model, images: torch.Tensor, classes: list[int], batch_size: int) -> torch.Tensor:
     """The Bayes rule restricted to ``classes`` (uniform prior among them): predicted class indices (N,)."""
-    from cpixelcnn.likelihood import log_likelihoods
+    from cpixelcnn.classifier import class_log_likelihoods
 
-    n, k = images.shape[0], len(classes)
-    rows = torch.tensor(classes).repeat(n)
-    loglik = log_likelihoods(model, images, rows, batch_size=batch_size * min(k, 4), image_of=torch.arange(n).repeat_interleave(k)).view(n, k)
+    loglik = class_log_likelihoods(model, images, max_batch=batch_size * min(len(classes), 4), classes=classes)
     return torch.tensor(classes)[loglik.argmax(dim=1)]
 
 
