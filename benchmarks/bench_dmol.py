@@ -31,6 +31,13 @@ def traffic_bytes(b, c, h, w, k, elem, backward):
     return fwd + (bwd if backward else 0)
 
 
+def gpu_traffic(elem_bytes: dict[str, int]):
+    """(shape, dtype, pixels, {pass: fewest bytes}) of every GPU case: what predict_gpu turns into times."""
+    for b, c, h, w, k, dtype in GPU_CASES:
+        passes = {name: traffic_bytes(b, c, h, w, k, elem_bytes[dtype], backward) for name, backward in (("fwd", False), ("fwd+bwd", True))}
+        yield f"B{b} C{c} {h}x{w} K{k}", dtype, b * h * w, passes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="correctness only (the default without CUDA)")

@@ -27,6 +27,13 @@ def traffic_bytes(b, f, h, w, elem, backward):
     return plane * f * (4 + (5 if backward else 0))
 
 
+def gpu_traffic(elem_bytes: dict[str, int]):
+    """(shape, dtype, pixels, {pass: fewest bytes}) of every GPU case: what predict_gpu turns into times."""
+    for b, f, h, w, dtype in GPU_CASES:
+        passes = {name: traffic_bytes(b, f, h, w, elem_bytes[dtype], backward) for name, backward in (("fwd", False), ("fwd+bwd", True))}
+        yield f"B{b} F{f} {h}x{w}", dtype, b * h * w, passes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true")

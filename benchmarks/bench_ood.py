@@ -36,7 +36,8 @@ def scored_sets(limit: int) -> dict[str, torch.Tensor]:
     """uint8 (N, 1, 8, 8) test images per set (at most ``limit``, a fixed random subset)."""
     from cpixelcnn.data import load_dataset
 
-    sets = {name: load_dataset(name, "test", 8, 1).images for name in ("digits", "textures", "micrographs")}
+    named = dict.fromkeys([*TASKS, *(out for outs in TASKS.values() for out in outs)])  # the sets the tasks name, in order
+    sets = {name: load_dataset(name, "test", 8, 1).images for name in named if name != "noise"}
     sets["noise"] = torch.randint(0, 256, (limit, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     for name, images in sets.items():
         keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(1))[:limit].sort().values

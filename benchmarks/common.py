@@ -125,7 +125,7 @@ def over_seeds(rows: list[dict], by: tuple[str, ...], best_of: tuple[str, ...] =
 
 def write_results(name: str, payload: dict, out: str | None = None) -> Path:
     """Write ``results/<name>-<device>.json`` (or ``out``) atomically; returns the path."""
-    from cpixelcnn.io import atomic_write_json
+    from cpixelcnn.atomic_io import atomic_write_json
 
     device = payload.get("device_info", {}).get("device", "unknown")
     slug = "".join(ch if ch.isalnum() else "-" for ch in device).strip("-").lower()

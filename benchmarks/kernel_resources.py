@@ -107,13 +107,18 @@ def _entry(**fields) -> dict:
 # -- Triton ------------------------------------------------------------------------------------
 
 
-def triton_specializations(dtypes):
-    from cpixelcnn.kernels import dmol, gated_film
+def triton_specializations(dtypes, ops=None):
+    """Every registered op's kernels (``cpixelcnn.ops.OPS``, or the ops named in ``ops``), each
+    specialization its module lists."""
+    import importlib
+
     from cpixelcnn.kernels._spec import TRITON_TYPE
+    from cpixelcnn.ops import OPS
 
     wanted = [d for d, name in TRITON_TYPE.items() if name in dtypes]
-    for module in (dmol, gated_film):
-        yield from module.specializations(wanted)
+    for op in OPS.values():
+        if ops is None or op.name in ops:
+            yield from importlib.import_module(op.kernels).specializations(wanted)
 
 
 def compile_triton(kernel, signature: dict, constexprs: dict, num_warps: int, num_stages: int, target: str, workdir: Path) -> dict:
@@ -134,10 +139,10 @@ def compile_triton(kernel, signature: dict, constexprs: dict, num_warps: int, nu
     return {"registers": usage["REG"], "spill_bytes": usage["STACK"], "shared_bytes": shared}
 
 
-def triton_entries(dtypes, targets, workdir: Path):
+def triton_entries(dtypes, targets, workdir: Path, ops=None):
     from cpixelcnn.kernels._spec import TRITON_TYPE
 
-    for spec in triton_specializations(dtypes):
+    for spec in triton_specializations(dtypes, ops):
         for target in targets:
             res = compile_triton(spec.kernel, spec.signature, spec.constexprs, spec.num_warps, spec.num_stages, target, workdir)
             yield _entry(
@@ -329,7 +334,7 @@ def violations(entries) -> list[str]:
     return bad
 
 
-def main(argv=None) -> int:
+def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "kernel-resources.json"), help="JSON path")
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
@@ -337,7 +342,19 @@ def main(argv=None) -> int:
     parser.add_argument("--no-cuda", action="store_true", help="skip the CUDA sampler's translation units")
     parser.add_argument("--require-cuda", action="store_true", help="fail when no nvcc is found (CI)")
     parser.add_argument("--verify", metavar="REPORT", help="recompile REPORT's Triton entries (within --dtypes/--targets) and compare")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--ops",
+        nargs="+",
+        metavar="OP",
+        help="compile only these registered ops' kernels and replace their entries in --out (a new op's entries, added)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_arguments(argv)
+    if args.ops:
+        return update_ops(args)
 
     # Before the kernels are imported: real compilation (under TRITON_INTERPRET @triton.jit
     # would give the interpreter), and Triton 3.9's default FP fusion, stated (silences its warning).
@@ -378,6 +395,33 @@ def main(argv=None) -> int:
     out = _write_report(Path(args.out), entries, tools)
     bad = violations(entries)
     print(f"{len(entries)} entries ({'with' if nvcc else 'without'} CUDA units) in {tools['seconds']} s -> {out}")
+    if bad:
+        print(f"over the limits (0 spills, <= {MAX_REGISTERS} registers):\n  " + "\n  ".join(bad), file=sys.stderr)
+        return 1
+    return 0
+
+
+def update_ops(args) -> int:
+    """``--ops``: the named ops' entries compiled afresh (every dtype and target asked for), every
+    other entry of the report kept as it was."""
+    os.environ.pop("TRITON_INTERPRET", None)  # real compilation, before any kernels module is imported
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    from cpixelcnn.ops import OPS
+
+    unknown = sorted(set(args.ops) - set(OPS))
+    if unknown:
+        print(f"kernel_resources: no registered op {', '.join(unknown)} (registered: {', '.join(OPS)})", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.is_file() else {"kernels": [], "tools": {}}
+    modules = {OPS[name].kernels for name in args.ops}
+    with tempfile.TemporaryDirectory(prefix="triton-cache-") as cache, tempfile.TemporaryDirectory() as tmp:
+        os.environ["TRITON_CACHE_DIR"] = cache
+        fresh = list(triton_entries(args.dtypes, args.targets, Path(tmp), set(args.ops)))
+    kept = [e for e in report["kernels"] if e.get("module") not in modules]
+    _write_report(out, kept + fresh, report["tools"])
+    bad = violations(fresh)
+    print(f"{len(fresh)} entries of {', '.join(args.ops)} replaced in {out}")
     if bad:
         print(f"over the limits (0 spills, <= {MAX_REGISTERS} registers):\n  " + "\n  ".join(bad), file=sys.stderr)
         return 1

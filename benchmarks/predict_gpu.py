@@ -47,43 +47,26 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def kernel_predictions() -> list[dict]:
-    from benchmarks import bench_dmol, bench_gated_film
+    """Every registered op's GPU cases (``benchmarks/bench_<op>.py``'s ``gpu_traffic``) as predicted times at HBM bandwidth."""
+    import importlib
+
+    from cpixelcnn.ops import OPS
 
     rows = []
-    for b, c, h, w, k, dtype in bench_dmol.GPU_CASES:
-        for backward in (False, True):
-            nbytes = bench_dmol.traffic_bytes(b, c, h, w, k, ELEM[dtype], backward)
-            rows.append(
-                dict(
-                    op="dmol",
-                    shape=f"B{b} C{c} {h}x{w} K{k}",
-                    dtype=dtype,
-                    pass_="fwd+bwd" if backward else "fwd",
-                    bytes_per_pixel=round(nbytes / (b * h * w), 1),
-                    bytes=nbytes,
-                    predicted_us=nbytes / HBM_BYTES_PER_S * 1e6,
-                )
-            )
-    for b, f, h, w, dtype in bench_gated_film.GPU_CASES:
-        for backward in (False, True):
-            nbytes = bench_gated_film.traffic_bytes(b, f, h, w, ELEM[dtype], backward)
-            rows.append(
-                dict(
-                    op="gated_film",
-                    shape=f"B{b} F{f} {h}x{w}",
-                    dtype=dtype,
-                    pass_="fwd+bwd" if backward else "fwd",
-                    bytes_per_pixel=round(nbytes / (b * h * w), 1),
-                    bytes=nbytes,
-                    predicted_us=nbytes / HBM_BYTES_PER_S * 1e6,
-                )
-            )
-    return [{("pass" if k == "pass_" else k): v for k, v in r.items()} for r in rows]
+    for op in OPS:
+        bench = importlib.import_module(f"benchmarks.bench_{op}")
+        for shape, dtype, pixels, passes in bench.gpu_traffic(ELEM):
+            for name, nbytes in passes.items():
+                rows.append(
+                    {"op": op, "shape": shape, "dtype": dtype, "pass": name, "bytes_per_pixel": round(nbytes / pixels, 1), "bytes": nbytes,
+                     "predicted_us": nbytes / HBM_BYTES_PER_S * 1e6}
+                )  # fmt: skip
+    return rows
 
 
 def forward_macs(model, height: int, width: int, batch: int) -> int:
     """Multiply-accumulates of one batched forward pass (convs, transposed convs, nin)."""
-    from cpixelcnn.cached import _lower
+    from cpixelcnn.sampling.cached_sampler import _lower
 
     g = _lower(model, height, width)
     macs = 0
@@ -99,7 +82,7 @@ def forward_macs(model, height: int, width: int, batch: int) -> int:
 
 def sampler_predictions(models=("1/40/5", "5/160/10"), size=32, batch=16) -> list[dict]:
     from cpixelcnn import ConditionalPixelCNN
-    from cpixelcnn.cached import kernel_launches
+    from cpixelcnn.sampling.cached_sampler import kernel_launches
 
     rows = []
     for name in models:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cpixelcnn.demo import DEMO_RECIPE, DEMO_STEPS  # noqa: E402  (the demo's digits run is this recipe's seed 0)
+from cpixelcnn.commands.demo import DEMO_RECIPE, DEMO_STEPS  # noqa: E402  (the demo's digits run is this recipe's seed 0)
 
 RECIPE = dict(data="digits", image_size=8, in_channels=1, **DEMO_RECIPE, max_steps=DEMO_STEPS, val_data="none", log_every=1000)
 SEEDS = (0, 1, 2, 3, 4)
@@ -39,7 +39,7 @@ def held_out_accuracy(run: Path, use_ema: bool = True) -> float:
 
 
 def measure(seed: int, folder: Path, steps: int = RECIPE["max_steps"]) -> dict:
-    from cpixelcnn.train import TrainConfig, train
+    from cpixelcnn.training import TrainConfig, train
 
     run = folder / f"seed{seed}"
     start = time.perf_counter()

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"  # where the figures come from (this file's own checkout)
 BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_-]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 CLI_BLOCK = re.compile(r"(<!-- cli:reference -->\n)(?P<body>.*?)(<!-- /cli:reference -->)", re.S)
+REGISTRY_BLOCK = re.compile(r"(<!-- registry:(?P<name>[a-z]+) -->\n)(?P<body>.*?)(<!-- /registry:(?P=name) -->)", re.S)
 
 
 def _load(name: str) -> dict:
@@ -309,6 +310,65 @@ def render_cli_blocks(text: str) -> str:
     return CLI_BLOCK.sub(lambda m: m.group(1) + cli_reference() + m.group(3), text)
 
 
+def ops_table() -> str:
+    """Every registered op (``cpixelcnn.ops.OPS``): its kernels, what they fuse, how they are checked."""
+    from cpixelcnn.ops import OPS
+
+    rows = [
+        [f"`{op.name}`", f"`kernels/{op.kernels.rsplit('.', 1)[-1]}.py`", _cell(op.fuses), _cell(op.checked), f"{op.check.tolerance:g}"]
+        for op in OPS.values()
+    ]
+    return _table(["op", "Triton kernels", "what they do in one pass", "checked against the eager reference", "doctor's tolerance"], rows)
+
+
+def engines_table() -> str:
+    """Every registered sampler engine (``cpixelcnn.sampling.engines.ENGINES``)."""
+    from cpixelcnn.sampling.engines import ENGINES, emulations_of
+
+    rows = []
+    for e in ENGINES.values():
+        checked = "identical images to the naive sampler in float64 (self-check `engine:" + e.name + "`)"
+        emulated = [f"`{x.name}`" for x in emulations_of(e.name)]
+        if emulated:
+            checked += f"; without a {e.device.upper()} device: the same kernels under emulation ({', '.join(emulated)})"
+        picked = ("yes, once its self-check passed on the device" if e.gated else "yes") if e.auto else "only by name"
+        rows.append(
+            [f"`{e.name}`", e.device.upper(), f"`{e.source}`", _cell(e.help) + (f" (emulates `{e.emulates}`)" if e.emulates else ""), picked, checked]
+        )
+    return _table(["engine", "models on", "code", "what it is", "`auto` picks it", "checked"], rows)
+
+
+def formats_table() -> str:
+    """Every registered data format (``cpixelcnn.data.FORMATS``), in the order ``--data`` tries them."""
+    from cpixelcnn.data.registry import FORMATS, WHERE
+
+    ordered = sorted(FORMATS.values(), key=lambda f: (WHERE.index(f.where), f.precedence))
+    how = {"builtin": "by name", "prefix": "`NAME:DIR`", "folder": "a folder it recognises"}
+    rows = [
+        [f"`{f.name}`", _cell(f.usage), how[f.where] + (f" (precedence {f.precedence})" if f.where == "folder" else ""), _cell(f.help)]
+        for f in ordered
+    ]
+    return (
+        _table(["format", "`--data`", "named", "what it reads"], rows)
+        + "\nFolder formats are tried in ascending precedence; the first that recognises the folder reads it.\n"
+    )
+
+
+REGISTRY_TABLES = {"ops": ops_table, "engines": engines_table, "formats": formats_table}
+
+
+def render_registry_blocks(text: str) -> str:
+    """``text`` with its ops, engines and formats tables rendered anew from the registries (imports the package)."""
+
+    def fill(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in REGISTRY_TABLES:
+            raise KeyError(f"no registry table named {name!r} (known: {', '.join(REGISTRY_TABLES)})")
+        return match.group(1) + REGISTRY_TABLES[name]() + match.group(4)
+
+    return REGISTRY_BLOCK.sub(fill, text)
+
+
 def documents(root: Path = ROOT) -> list[Path]:
     """The Markdown files whose tables are rendered: the README and every page of docs/ in ``root``."""
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
@@ -322,7 +382,7 @@ def main(argv=None) -> int:
     stale = []
     for path in documents(args.root):
         text = path.read_text()
-        rendered = render_figures(render_cli_blocks(render_blocks(text)))
+        rendered = render_figures(render_registry_blocks(render_cli_blocks(render_blocks(text))))
         if rendered != text:
             stale.append(path)
             if not args.check:

@@ -5,7 +5,7 @@ from cpixelcnn._version import __version__  # noqa: F401  (public: cpixelcnn.__v
 from cpixelcnn.classifier import class_log_likelihoods, classify
 from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
-from cpixelcnn.per_class import PerClassPixelCNN
+from cpixelcnn.per_class_model import PerClassPixelCNN
 from cpixelcnn.pixelcnnpp_port import import_pixelcnnpp
 from cpixelcnn.rundir import load_run, save_run
 from cpixelcnn.sampling import sample

@@ -1,5 +1,5 @@
 """Bayes classification with a class-conditional PixelCNN++ (a uniform prior) or per-class models
-(:class:`~cpixelcnn.per_class.PerClassPixelCNN`, the training data's class priors): the one
+(:class:`~cpixelcnn.per_class_model.PerClassPixelCNN`, the training data's class priors): the one
 classifier the command line, the demo, validation, scoring and the Python API use.
 
 Input convention: :mod:`cpixelcnn.likelihood` (uint8, or on the model's grid; float64 nats on the host)."""
@@ -82,11 +82,14 @@ def classify_dataset(model, data, batch_size: int = 64) -> tuple[torch.Tensor, t
 
 
 def predictions_csv(data, predicted: torch.Tensor, loglik: torch.Tensor, class_names: list[str]) -> str:
-    """The predictions as CSV: for the course layout ``file,label`` rows ready to submit; otherwise a
-    header and ``file,predicted,class,true,true_class,loglik_<class>…`` rows (``true`` and
-    ``true_class`` empty where the label is unknown)."""
-    if data.layout == "course":
-        lines = [f"{f},{int(p)}" for f, p in zip(data.files, predicted)]
+    """The predictions as CSV: a format's own submission rows where it has them (the course
+    layout's ``file,label``); otherwise a header and ``file,predicted,class,true,true_class,loglik_<class>…``
+    rows (``true`` and ``true_class`` empty where the label is unknown)."""
+    from cpixelcnn.data.registry import FORMATS
+
+    layout = FORMATS.get(data.layout)
+    if layout is not None and layout.prediction_rows is not None:
+        lines = layout.prediction_rows(data.files, predicted)
     else:
         lines = ["file,predicted,class,true,true_class," + ",".join(f"loglik_{n}" for n in class_names)]
         for f, p, t, row in zip(data.files, predicted, data.labels.tolist(), loglik):

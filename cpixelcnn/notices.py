@@ -1,4 +1,5 @@
-"""Warnings a user should see once per process: a feature falling back to a slower path."""
+"""What the package says to a user: warnings seen once per process (a feature falling back to a
+slower path), how a message names a setting, and an error told in one line."""
 
 from __future__ import annotations
 
@@ -29,3 +30,9 @@ def speaking_command_line(on: bool = True) -> None:
 def option(flag: str, keyword: str) -> str:
     """How a message names a setting: ``flag`` on the command line (``--resume``), else ``keyword`` (``resume=True``)."""
     return flag if _INTERFACE["command_line"] else keyword
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (empty when it has none): errors are told in one line."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""

@@ -81,7 +81,7 @@ def layer_order(nr_resnet: int, conditional: bool) -> list[tuple[str, str, str]]
     return order
 
 
-def infer_architecture(shapes: dict[str, list[int]], where: str) -> dict:
+def architecture_from_shapes(shapes: dict[str, list[int]], where: str) -> dict:
     """nr_resnet, nr_filters, nr_logistic_mix, in_channels and num_classes from the variables' shapes."""
     first = shapes.get(f"{SCOPE}conv2d_0/V")
     if first is None:
@@ -170,7 +170,7 @@ def import_openai(prefix: str | os.PathLike, ema: bool = True, dropout: float = 
     index, entries = read_index(prefix)
     where = str(index)[: -len(".index")]
     shapes = {name: entry["shape"] for name, entry in entries.items()}
-    inferred = infer_architecture(shapes, where)
+    inferred = architecture_from_shapes(shapes, where)
     for name, value in arch.items():
         if name not in inferred:
             raise TypeError(f"unknown architecture argument {name!r} (known: {', '.join(inferred)})")

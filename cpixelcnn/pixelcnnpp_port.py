@@ -172,7 +172,7 @@ def _normalise_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def infer_architecture(state: dict[str, torch.Tensor]) -> dict:
+def architecture_from_state(state: dict[str, torch.Tensor]) -> dict:
     """nr_resnet, nr_filters, nr_logistic_mix and in_channels from tensor shapes."""
     if "u_init.conv.weight_v" not in state:
         raise PortImportError("missing key 'u_init.conv.weight_v': cannot infer the architecture")
@@ -241,7 +241,7 @@ def import_pixelcnnpp(path_or_state_dict, dropout: float = 0.5, weight_norm: boo
     Raises PortImportError (a ValueError) naming the first missing, unexpected or mis-shaped key.
     """
     state = _normalise_names(_read_state_dict(path_or_state_dict))
-    inferred = infer_architecture(state)
+    inferred = architecture_from_state(state)
     for name, value in arch.items():
         if name not in inferred:
             raise TypeError(f"unknown architecture argument {name!r} (known: {', '.join(inferred)})")

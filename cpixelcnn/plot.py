@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from cpixelcnn.io import atomic_write_bytes
+from cpixelcnn.atomic_io import atomic_write_bytes
 
 
 def _pyplot():

@@ -2,7 +2,7 @@
 //
 // The model arrives lowered to a flat list of ops over activation caches ("nodes", NHWC per
 // image), with a per-op schedule: for generation step t, the output positions that become
-// computable once pixels < t are final (built and checked in cpixelcnn/cached.py). At step t
+// computable once pixels < t are final (built and checked in cpixelcnn/sampling/cached_sampler.py). At step t
 // each op computes exactly those positions, then pixel t is sampled from the DMoL parameters at
 // its position and written into the input cache. Total arithmetic is one forward pass.
 //

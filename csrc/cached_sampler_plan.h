@@ -1,5 +1,5 @@
 // Tensors -> raw pointers for the cached samplers. The lowered model arrives from
-// cpixelcnn/cached.py as tensors (op_spec rows, weights, schedule); every engine (the CPU loop,
+// cpixelcnn/sampling/cached_sampler.py as tensors (op_spec rows, weights, schedule); every engine (the CPU loop,
 // the CUDA launcher and its CPU emulation) checks them here, once, the same way.
 #pragma once
 

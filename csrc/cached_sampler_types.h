@@ -30,7 +30,7 @@ struct OpDesc {
   int type, mode, transform, kh, kw, stride, pad_top, pad_left, shift, cin_eff;
 };
 
-// One op of the lowered model (cpixelcnn/cached.py) with its per-step schedule.
+// One op of the lowered model (cpixelcnn/sampling/cached_sampler.py) with its per-step schedule.
 template <typename T>
 struct StepOp {
   OpDesc desc;

@@ -1,6 +1,6 @@
 // Every source of the extension module cpixelcnn._C binds its own Python functions: it registers a
 // binder here with a static cpixelcnn::Registration, and module.cpp calls every binder. A new
-// sampler engine is its own unit (plus one Engine registration in cpixelcnn/cached.py); nothing
+// sampler engine is its own unit (plus one Engine registration in cpixelcnn/sampling/engines.py); nothing
 // else in csrc/ changes.
 #pragma once
 

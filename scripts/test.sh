@@ -9,7 +9,7 @@ set -euo pipefail
 SECONDS=0
 EXTRAS=test,gpu-check,real-data . "$(dirname "$0")/setup_env.sh"
 echo "set-up and build: ${SECONDS} s"
-python -m cpixelcnn.doctor --brief
+python -m cpixelcnn doctor --brief
 select=(-m "not slow and not quality")
 args=()
 for arg in "$@"; do

@@ -21,7 +21,7 @@ python -m pip install -q "${WHEEL}[${EXTRAS:-test,gpu-check,real-data}]"
 echo "installed $(basename "$WHEEL") (built from $(basename "$DIST"/cpixelcnn-*.tar.gz)); set-up and build: ${SECONDS} s"
 cp -r tests benchmarks csrc pyproject.toml "$WORK"/
 cd "$WORK"
-python -m cpixelcnn.doctor --brief
+python -m cpixelcnn doctor --brief
 CPIXELCNN_EXPECT_INSTALLED=1 CPIXELCNN_SOURCE_TREE="$SOURCE" CPIXELCNN_DIST_DIR="$DIST" \
   python -m pytest -q -p no:cacheprovider -n "${CPIXELCNN_TEST_WORKERS:-auto}" tests "$@"
 tests_done=$SECONDS

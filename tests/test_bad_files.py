@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cpixelcnn.cli import main
-from cpixelcnn.train import TrainConfig, train
+from cpixelcnn.training import TrainConfig, train
 
 TINY = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=4, nr_logistic_mix=2, batch_size=8, val_data="none")
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from cpixelcnn import data as data_pkg
-from cpixelcnn.bench import benchmark_modules, smoke_arguments
 from cpixelcnn.cli import build_parser, main
+from cpixelcnn.commands.bench import benchmark_modules, smoke_arguments
 
 
 def _declared_flags(path: Path) -> set[str]:

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cpixelcnn import _toolchain, cached, doctor, notices, trust
+from cpixelcnn import _toolchain, gate, notices
 from cpixelcnn._extension import extension_available
+from cpixelcnn.cli import main as cli_main
+from cpixelcnn.sampling import cached_sampler
 
 
 def _string_constants(path: Path) -> list[str]:
@@ -87,7 +89,7 @@ def test_first_error_quotes_the_compiler():
 
 
 def test_doctor_json_on_the_cpu():
-    proc = subprocess.run([sys.executable, "-m", "cpixelcnn.doctor", "--json"], capture_output=True, text=True, timeout=600,
+    proc = subprocess.run([sys.executable, "-m", "cpixelcnn", "doctor", "--json"], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "CPIXELCNN_CACHE_DIR": "/nonexistent-cache"})  # fmt: skip
     report = json.loads(proc.stdout)
     checks = {c["name"]: c for c in report["checks"]}
@@ -106,16 +108,16 @@ def test_doctor_json_on_the_cpu():
 
 @pytest.mark.skipif(not extension_available(), reason="needs the compiled extension")
 def test_doctor_fails_on_a_broken_sampler_engine(monkeypatch, capsys):
-    real = cached.cached_sample
+    real = cached_sampler.cached_sample
 
     def broken(*args, **kwargs):  # one pixel off by one level
         images = real(*args, **kwargs).clone()
         images[0, 0, -1, -1] += 2.0 / 255.0
         return images
 
-    monkeypatch.setattr(cached, "cached_sample", broken)
+    monkeypatch.setattr(cached_sampler, "cached_sample", broken)
     monkeypatch.setenv("CPIXELCNN_CACHE_DIR", "/nonexistent-cache")
-    assert doctor.main([]) == 1
+    assert cli_main(["doctor"]) == 1
     out = capsys.readouterr().out
     assert "[FAIL] engine:cpu sampler" in out and "SOME CHECKS FAILED" in out
 
@@ -139,7 +141,7 @@ class _Result:
 
 def test_a_failed_check_makes_auto_fall_back_once_and_is_remembered(tmp_path, monkeypatch):
     monkeypatch.setenv("CPIXELCNN_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(trust, "_KNOWN", {})
+    monkeypatch.setattr(gate, "_KNOWN", {})
     monkeypatch.setattr(notices, "_SAID", set())
     calls = []
 
@@ -150,22 +152,22 @@ def test_a_failed_check_makes_auto_fall_back_once_and_is_remembered(tmp_path, mo
     device = torch.device("cpu")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert trust.trusted(device, "backend:triton", check=failing) is False
-        assert trust.trusted(device, "backend:triton", check=failing) is False
+        assert gate.trusted(device, "backend:triton", check=failing) is False
+        assert gate.trusted(device, "backend:triton", check=failing) is False
     assert calls == ["backend:triton"]  # checked once
     assert [w.category for w in caught] == [notices.FallbackWarning]  # one warning
     saved = json.loads((tmp_path / "trust.json").read_text())
-    assert saved[trust.device_key(device)]["backend:triton"]["passed"] is False
-    monkeypatch.setattr(trust, "_KNOWN", {})  # a new process reads the verdict instead of checking again
-    assert trust.trusted(device, "backend:triton", check=failing) is False and calls == ["backend:triton"]
+    assert saved[gate.device_key(device)]["backend:triton"]["passed"] is False
+    monkeypatch.setattr(gate, "_KNOWN", {})  # a new process reads the verdict instead of checking again
+    assert gate.trusted(device, "backend:triton", check=failing) is False and calls == ["backend:triton"]
 
 
 def test_a_passed_check_is_trusted_without_a_warning(tmp_path, monkeypatch):
     monkeypatch.setenv("CPIXELCNN_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(trust, "_KNOWN", {})
+    monkeypatch.setattr(gate, "_KNOWN", {})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert trust.trusted(torch.device("cpu"), "engine:cuda", check=lambda path, device: [_Result(True)]) is True
+        assert gate.trusted(torch.device("cpu"), "engine:cuda", check=lambda path, device: [_Result(True)]) is True
 
 
 def test_auto_sampler_says_once_why_it_is_slow(monkeypatch):
@@ -189,4 +191,6 @@ def test_the_cuda_build_is_present_and_imports_without_a_gpu():
     from cpixelcnn._extension import _C, IMPORT_ERROR
 
     assert _C is not None, IMPORT_ERROR
-    assert hasattr(_C, "cached_sample_cuda") and hasattr(_C, "cached_sample") and hasattr(_C, "cached_sample_emulated")
+    from cpixelcnn.sampling.engines import ENGINES
+
+    assert all(hasattr(_C, engine.function) for engine in ENGINES.values()), [e.function for e in ENGINES.values() if not hasattr(_C, e.function)]

@@ -7,8 +7,9 @@ import torch
 
 import cpixelcnn
 from cpixelcnn import sample
-from cpixelcnn.cached import cached_sample
 from cpixelcnn.sampling import draw_noise
+from cpixelcnn.sampling.cached_sampler import cached_sample
+from cpixelcnn.sampling.engines import engines_on
 
 from helpers import tiny_model
 
@@ -17,10 +18,10 @@ pytestmark = pytest.mark.skipif(not cpixelcnn.extension_available(), reason="com
 CONFIGS = [(c, cond, fusion) for c, (cond, fusion) in itertools.product([1, 3], itertools.product(["additive", "film"], ["early", "middle", "late"]))]
 
 
-ENGINES = ["cpu", "cuda-emulated"]  # the C++ loop, and the CUDA kernels' own source run on the CPU
+CPU_ENGINES = [e.name for e in engines_on("cpu")]  # the C++ loop, and the CUDA kernels' own source run on the CPU
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", CPU_ENGINES)
 @pytest.mark.parametrize("channels,conditioning,fusion", CONFIGS)
 def test_identical_to_naive_in_float64(channels, conditioning, fusion, engine):
     model = tiny_model(in_channels=channels, conditioning=conditioning, fusion=fusion, nr_resnet=1 + (fusion == "middle"), nr_logistic_mix=3)
@@ -53,7 +54,7 @@ class RewiredPixelCNN(cpixelcnn.ConditionalPixelCNN):
         return super().topology(_Rewired(ops), x)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", CPU_ENGINES)
 def test_the_cached_sampler_follows_a_changed_topology(engine):
     """The lowering is the model's own topology: change the network, and the cached sampler still
     equals the naive one (a hand-written copy of the forward pass would not follow)."""
@@ -69,7 +70,7 @@ def test_the_cached_sampler_follows_a_changed_topology(engine):
         assert torch.equal(cached, naive)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", CPU_ENGINES)
 @pytest.mark.parametrize("channels,size,batch", [(3, (1, 1), 1), (1, (4, 4), 1), (3, (5, 3), 2), (3, (9, 4), 1)])
 def test_unconditional_and_edge_sizes(channels, size, batch, engine):
     model = tiny_model(in_channels=channels, num_classes=0, nr_resnet=2)
@@ -119,7 +120,7 @@ def test_clear_error_without_the_extension(monkeypatch):
 # -- CUDA path: its kernels run on the CPU through the host shim (engine="cuda-emulated", also above) --
 
 from cpixelcnn import _extension  # noqa: E402
-from cpixelcnn.cached import kernel_launches  # noqa: E402
+from cpixelcnn.sampling.cached_sampler import kernel_launches  # noqa: E402
 
 from helpers import requires_cuda  # noqa: E402
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cpixelcnn.cli import main
-from cpixelcnn.train import TrainConfig, train
+from cpixelcnn.training import TrainConfig, train
 from cpixelcnn.training.errors import REQUEUE_STATUS, OutOfMemory
 
 from helpers import make_folders

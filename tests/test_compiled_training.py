@@ -8,7 +8,7 @@ import torch
 import torch._dynamo as dynamo
 
 from cpixelcnn import ConditionalPixelCNN
-from cpixelcnn.train import TrainConfig, train
+from cpixelcnn.training import TrainConfig, train
 from cpixelcnn.training.objectives import likelihood_loss
 
 from helpers import KERNEL_DEVICE, make_folders

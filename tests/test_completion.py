@@ -6,8 +6,8 @@ import torch
 
 import cpixelcnn
 from cpixelcnn import sample
-from cpixelcnn.cached import cached_sample
 from cpixelcnn.sampling import draw_noise
+from cpixelcnn.sampling.cached_sampler import cached_sample
 
 from helpers import random_grid_images, tiny_model
 

@@ -190,7 +190,7 @@ def test_version_is_argparses(capsys):
 
 def test_the_api_says_resume_in_pythons_words(tmp_path):
     from cpixelcnn import notices
-    from cpixelcnn.train import TrainConfig, train
+    from cpixelcnn.training import TrainConfig, train
 
     cfg = dict(data="demo", out=str(tmp_path / "r"), image_size=8, nr_resnet=1, nr_filters=4, nr_logistic_mix=2, max_steps=1, val_data="none")
     notices.speaking_command_line(False)

@@ -22,21 +22,21 @@ LAYERS = {
         "_extension",
         "_toolchain",
         "notices",
-        "io",
+        "atomic_io",
         "limits",
         "devices",
         "plot",
-        "trust",
+        "gate",
         "dmol_layout",
         "host",
         "stopping",
         "tf_checkpoint",
     ],
     "ops and data": ["ops", "ops.*", "kernels", "kernels.*", "data", "data.*"],
-    "model": ["layers", "model", "per_class"],
-    "sampling and classification": ["cached", "likelihood", "sampling", "classifier", "metrics", "scoring"],
+    "model": ["layers", "model", "per_class_model"],
+    "sampling and classification": ["likelihood", "sampling", "sampling.*", "classifier", "metrics", "scoring"],
     "training and run files": ["rundir", "rundir.*", "checkpoint", "pixelcnnpp_port", "openai_import", "training", "training.*", "train"],
-    "commands": ["cli", "commands", "commands.*", "demo", "doctor", "bench", "__main__"],
+    "commands": ["cli", "commands", "commands.*", "__main__"],
 }
 
 
@@ -113,14 +113,54 @@ def test_the_walker_sees_an_upward_import(tmp_path, source_tree):
 def test_one_gate_holds_every_fast_paths_checks_and_memoises_the_device():
     import torch
 
-    from cpixelcnn import sampling, trust  # noqa: F401  (sampling registers the engines' checks)
-    from cpixelcnn.cached import ENGINES
+    from cpixelcnn import gate
     from cpixelcnn.ops import OPS
+    from cpixelcnn.sampling.engines import ENGINES
 
-    paths = {c.path for c in trust.checks()}
+    paths = {c.path for c in gate.checks()}
     assert {"backend:triton", *(f"engine:{name}" for name in ENGINES)} <= paths
-    assert {c.name for c in trust.checks("backend:triton")} == set(OPS) == {"dmol", "gated_film"}
-    trust.device_key.cache_clear()
+    assert {c.name for c in gate.checks("backend:triton")} == set(OPS) and OPS
+    gate.device_key.cache_clear()
     for _ in range(3):
-        trust.device_key(torch.device("cpu"))
-    assert trust.device_key.cache_info().hits == 2
+        gate.device_key(torch.device("cpu"))
+    assert gate.device_key.cache_info().hits == 2
+
+
+@pytest.mark.parametrize(
+    ("alias", "name", "home"), [("cpixelcnn.train", "TrainConfig", "cpixelcnn.training"), ("cpixelcnn.checkpoint", "load_run", "cpixelcnn.rundir")]
+)
+def test_old_module_names_are_warning_aliases(alias, name, home):
+    """Users' old imports keep working and say where the name lives now; nothing in the package uses them."""
+    import importlib
+
+    module = importlib.import_module(alias)
+    with pytest.warns(DeprecationWarning, match=f"import it from {home}"):
+        found = getattr(module, name)
+    assert found is getattr(importlib.import_module(home), name)
+    with pytest.raises(AttributeError):
+        module.not_a_name  # noqa: B018
+
+
+def test_one_name_one_module(source_tree):
+    """No two modules of the package share a file name (two `per_class.py`, two `doctor`), and no
+    helper is defined twice across it. By the naming rules a command's module is named for its
+    command (`commands/cache.py` runs `cpixelcnn cache`) and an op's kernels for its op; the old
+    `train` is a warning alias."""
+    from collections import Counter
+
+    modules = package_modules(source_tree)
+    named_by_rule = {m for m in modules if m.startswith(("commands.", "kernels."))} | {"train"}
+    stems = Counter(path.stem for m, path in modules.items() if path.name != "__init__.py" and m not in named_by_rule)
+    assert not [stem for stem, n in stems.items() if n > 1], "module names used twice"
+    packages = {path.parent.name for path in modules.values() if path.name == "__init__.py"}
+    assert not packages & set(stems), "a module named like a package"
+    defined = Counter()
+    for path in modules.values():
+        for node in ast.parse(path.read_text()).body:
+            if (
+                isinstance(node, ast.FunctionDef)
+                and not node.name.startswith("_")
+                and node.name not in {"run", "add_arguments", "specializations", "main"}
+            ):
+                defined[node.name] += 1
+    assert not [f for f, n in defined.items() if n > 1], "public functions defined twice"

@@ -19,3 +19,15 @@ def test_a_traced_step_counts_convolution_flops_and_the_fused_kernels_traffic():
     assert eager["fused_kernels"] == 0 and triton["fused_kernels"] > 0  # gated-FiLM and DMoL, forward and backward
     assert triton["other_kernels"] < eager["other_kernels"] and triton["other_bytes"] + triton["fused_bytes"] < eager["other_bytes"]
     assert triton["matmul_bytes"] == eager["matmul_bytes"]
+
+
+def test_committed_predictions_cover_every_op():
+    """The committed GPU predictions hold every registered op's cases as its benchmark gives them
+    today (python -m benchmarks.predict_gpu rewrites them)."""
+    import json
+    from pathlib import Path
+
+    from benchmarks.predict_gpu import kernel_predictions
+
+    committed = json.loads((Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "gpu-prediction.json").read_text())["kernels"]
+    assert committed == kernel_predictions()

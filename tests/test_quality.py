@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("sklearn")
 
 from benchmarks.quality_digits import RECIPE, RESULT, held_out_accuracy  # noqa: E402  (one recipe: the guard's and the published figure's)
-from cpixelcnn.train import TrainConfig, train  # noqa: E402
+from cpixelcnn.training import TrainConfig, train  # noqa: E402
 
 SEEDS = (0, 1, 2)
 QUALITY_FLOOR = {"mean": 0.97, "worst": 0.96}  # about one seed's standard deviation below the results file's mean and worst (seeds 0-4)

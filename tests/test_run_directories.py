@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from cpixelcnn import load_run
+from cpixelcnn.atomic_io import atomic_write_bytes
 from cpixelcnn.cli import main
-from cpixelcnn.io import atomic_write_bytes
 from cpixelcnn.rundir import LOCK_NAME, MARKER_NAME, RunLock, checkpoint_dirs, is_run
-from cpixelcnn.train import TrainConfig, train
+from cpixelcnn.training import TrainConfig, train
 
 TINY_ARGS = "--data demo --image-size 8 --nr-resnet 1 --nr-filters 6 --nr-mix 2 --batch-size 8 --val-data none".split()
 TINY = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=6, nr_logistic_mix=2, batch_size=8, val_data="none")

@@ -128,7 +128,7 @@ def test_score_with_a_background_model_as_csv_and_json(two_runs, tmp_path, capsy
 def test_score_and_classify_name_the_same_class_on_a_per_class_model_with_unequal_priors():
     """score's Bayes class and margin follow classify's rule, argmax_c log p_c(x) + log π_c: with class
     counts 200 : 10 : 1 the priors overrule the likelihood on some images, and both commands agree there."""
-    from cpixelcnn.per_class import PerClassPixelCNN
+    from cpixelcnn.per_class_model import PerClassPixelCNN
 
     torch.manual_seed(3)
     members = []

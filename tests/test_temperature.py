@@ -9,11 +9,11 @@ import torch
 
 import cpixelcnn
 from cpixelcnn import sample
-from cpixelcnn.cached import cached_sample
 from cpixelcnn.cli import main
 from cpixelcnn.dmol_layout import LOG_SCALE_MIN
 from cpixelcnn.ops.dmol import dmol_log_prob
 from cpixelcnn.sampling import draw_noise, sample_pixel
+from cpixelcnn.sampling.cached_sampler import cached_sample
 
 from helpers import random_grid_images, tiny_model
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cpixelcnn.train import TrainConfig, TrainingDiverged, TrainingInterrupted, train
+from cpixelcnn.training import TrainConfig, TrainingDiverged, TrainingInterrupted, train
 from cpixelcnn.training.distributed import Ranks
 from cpixelcnn.training.objectives import finite_step
 
@@ -254,7 +254,7 @@ def test_data_parallel_ranks_agree_to_skip(tmp_path):
 def test_polyak_average_warms_up_like_tensorflow():
     """d_n = min(decay, (1 + n) / (10 + n)): the first updates follow the weights closely, so a
     short run's average is not its initialisation (0.9995 alone has a ~1400-step half-life)."""
-    from cpixelcnn.train import PolyakAverage
+    from cpixelcnn.training import PolyakAverage
 
     model = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():

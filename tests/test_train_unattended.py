@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from cpixelcnn import load_run
 from cpixelcnn.cli import main
 from cpixelcnn.rundir import checkpoint_dirs, save_weights
-from cpixelcnn.train import CheckpointWriteFailed, TrainConfig, train
+from cpixelcnn.training import CheckpointWriteFailed, TrainConfig, train
 
 from helpers import loss_that, make_course_layout, make_folders
 

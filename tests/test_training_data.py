@@ -4,7 +4,7 @@ with equal numbers of images per class, on every rank, reproducibly per (seed, e
 import torch
 
 from cpixelcnn.data import Dataset
-from cpixelcnn.training.data import TrainingData, balanced_order
+from cpixelcnn.training.batches import TrainingData, balanced_order
 
 
 def test_balanced_order_is_a_permutation_dealt_one_image_per_class_per_round():

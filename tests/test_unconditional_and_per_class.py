@@ -13,7 +13,7 @@ from cpixelcnn.classifier import class_log_likelihoods, classify
 from cpixelcnn.cli import main
 from cpixelcnn.data import load_dataset
 from cpixelcnn.ops.dmol import dmol_log_prob
-from cpixelcnn.per_class import PerClassPixelCNN
+from cpixelcnn.per_class_model import PerClassPixelCNN
 from cpixelcnn.rundir import load_run
 from cpixelcnn.sampling import sample
 from cpixelcnn.training import TrainConfig, train

@@ -16,7 +16,7 @@ from PIL import Image
 
 from cpixelcnn.cli import main
 from cpixelcnn.stopping import REQUEUE_STATUS
-from cpixelcnn.train import TrainConfig, train
+from cpixelcnn.training import TrainConfig, train
 from cpixelcnn.training.validation import ACCURACY_CLASSES, accuracy_classes, validation_set
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", CPIXELCNN_DATA_CACHE="off")

@@ -9,7 +9,7 @@ import types
 import pytest
 
 from cpixelcnn.cli import main
-from cpixelcnn.train import TrainConfig, train
+from cpixelcnn.training import TrainConfig, train
 
 TINY = dict(data="demo", image_size=8, nr_resnet=1, nr_filters=4, nr_logistic_mix=2, batch_size=8, val_data="none", device="cpu", log_every=2)
 

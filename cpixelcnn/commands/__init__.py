@@ -3,6 +3,6 @@
 ``"all"`` for train, whose settings TrainConfig checks). :data:`COMMANDS` lists them in the order
 ``cpixelcnn --help`` shows them; a new command is a module here and one entry in that list."""
 
-from cpixelcnn.commands import bench, cache, classify, complete, demo, doctor, evaluate, import_run, sample, score, train
+from cpixelcnn.commands import bench, cache, classify, complete, demo, doctor, evaluate, import_checkpoint, sample, score, train
 
-COMMANDS = (train, sample, complete, classify, evaluate, score, demo, bench, doctor, import_run, cache)
+COMMANDS = (train, sample, complete, classify, evaluate, score, demo, bench, doctor, import_checkpoint, cache)

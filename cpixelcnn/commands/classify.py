@@ -19,8 +19,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from cpixelcnn.atomic_io import atomic_write_bytes
     from cpixelcnn.classifier import classify_dataset, predictions_csv
-    from cpixelcnn.io import atomic_write_bytes
     from cpixelcnn.rundir import write_predictions
 
     model, config = load_checkpoint(args)

@@ -24,8 +24,8 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     """Grid row per image: original | kept | completions (one per class, or --samples of them)."""
+    from cpixelcnn.atomic_io import image_grid, save_png
     from cpixelcnn.data import load_dataset, to_model_range, to_uint8
-    from cpixelcnn.io import image_grid, save_png
     from cpixelcnn.sampling import check_rows, complete_images
 
     model, config = load_checkpoint(args)

@@ -39,9 +39,9 @@ def split_options(p, split: str) -> None:
 
 
 def sampler_options(p) -> None:
-    """How the sampler runs: ``--method`` and ``--engine`` (the engines registered in cpixelcnn.cached)."""
-    from cpixelcnn.cached import engine_choices, engine_help
+    """How the sampler runs: ``--method`` and ``--engine`` (the engines registered in cpixelcnn.sampling.engines)."""
     from cpixelcnn.sampling import METHODS
+    from cpixelcnn.sampling.engines import engine_choices, engine_help
 
     p.add_argument(
         "--method",

@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from cpixelcnn.io import atomic_write_bytes
+    from cpixelcnn.atomic_io import atomic_write_bytes
     from cpixelcnn.scoring import score_dataset, scores_csv, scores_summary
 
     model, config = load_checkpoint(args)

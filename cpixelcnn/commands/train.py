@@ -24,14 +24,14 @@ def run(args) -> int:
     from cpixelcnn.training.config import from_arguments, given_settings
     from cpixelcnn.training.distributed import StopSignals, is_main_process, record_for_torchrun
     from cpixelcnn.training.errors import REQUEUE_STATUS, TrainingPreempted
-    from cpixelcnn.training.presets import describe, preset_settings
+    from cpixelcnn.training.presets import describe_preset, preset_settings
 
     given = given_settings(args)
     if args.preset:
         filled = preset_settings(args.preset, given)
         for name, value in filled.items():
             setattr(args, name, value)
-        print(describe(args.preset, filled, given))
+        print(describe_preset(args.preset, filled, given))
     try:
         with StopSignals(until_exit=True):  # a rank that stops is not killed while it says so, nor after
             train(from_arguments(args), asked=given)

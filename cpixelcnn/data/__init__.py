@@ -2,15 +2,19 @@
 
 - :mod:`.types`: :class:`Dataset`, :class:`DataError`, the splits and range conversions
 - :mod:`.registry`: the format registry and :func:`load_dataset` (what a ``--data`` value means)
-- one module per format: :mod:`.builtin` (``demo``), :mod:`.packaged` (``digits``, ``textures``,
-  ``micrographs``), :mod:`.cifar` (``cifar10:DIR``, …), :mod:`.course` (the course layout),
-  :mod:`.folders` (an image-folder tree); :mod:`.images` reads one image file
-- :mod:`.augment`: training augmentation and the likelihood-ratio mutation
+- the formats, one module each, every one calling :func:`register`: found by importing every
+  module of this package (:data:`FORMATS` lists what registered; ``python -m cpixelcnn train --help``
+  and docs/data.md show them)
+- :mod:`.images` reads one image file; :mod:`.cache` and :mod:`.cache_files` decode once and map;
+  :mod:`.augment`: training augmentation and the likelihood-ratio mutation
 
-A new format is a module calling :func:`register` and one import line below.
+A new format is a module here calling :func:`register`; nothing else in the package is edited
+(docs/contributing.md names the repository's places).
 """
 
-from cpixelcnn.data import builtin, cifar, course, folders, huggingface, imagenet, packaged  # noqa: F401  (each registers its formats)
+import importlib as _importlib
+import pkgutil as _pkgutil
+
 from cpixelcnn.data.augment import augment, mutate
 from cpixelcnn.data.builtin import BUILTIN_CLASSES, builtin_dataset
 from cpixelcnn.data.course import course_class_names, load_course_split
@@ -18,6 +22,9 @@ from cpixelcnn.data.folders import load_image_folder
 from cpixelcnn.data.images import IMAGE_SUFFIXES
 from cpixelcnn.data.registry import FORMATS, HOLDOUT_SEED, DataFormat, Request, data_help, has_split, load_dataset, register, resolve
 from cpixelcnn.data.types import MAX_CLASSES, SPLITS, DataError, Dataset, to_grey, to_model_range, to_uint8
+
+for _module in _pkgutil.iter_modules(__path__):  # each format module registers its formats
+    _importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "Dataset",

@@ -351,7 +351,7 @@ def build(entry: Entry, job: DecodeJob, team: int | None) -> np.ndarray:
     then write the marker. On any failure only this process's own partial file is removed."""
     from numpy.lib.format import open_memmap
 
-    from cpixelcnn.io import atomic_write_json, fsync_path
+    from cpixelcnn.atomic_io import atomic_write_json, fsync_path
 
     partial = entry.new_partial()
     shape = (job.count, *job.shape)

@@ -127,5 +127,7 @@ register(
         lambda source, split: (Path(source) / f"{split}.csv").is_file(),
         _describe,
         recognises=_recognises,
+        precedence=10,  # before the unlabelled-images format: its folders hold images too
+        prediction_rows=lambda files, predicted: [f"{f},{int(p)}" for f, p in zip(files, predicted)],  # the course's submission rows
     )
 )

@@ -80,6 +80,7 @@ register(
         lambda source: Native(*probe_files(Path(source), _image_names(Path(source))), None, ()),
         recognises=_unlabelled,
         partial_classes=True,
+        precedence=20,
     )
 )
 
@@ -94,6 +95,6 @@ register(
         lambda source: _describe_tree(Path(source)),
         recognises=lambda root: True,
         partial_classes=True,
-        fallback=True,
+        precedence=1000,  # the catch-all: any folder is a tree of class folders
     )
 )

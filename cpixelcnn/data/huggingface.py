@@ -24,7 +24,8 @@ import torch
 
 from cpixelcnn.data.images import decode_image, probe_images
 from cpixelcnn.data.registry import DataFormat, Native, Request, register
-from cpixelcnn.data.types import SPLITS, DataError, Dataset, first_line
+from cpixelcnn.data.types import SPLITS, DataError, Dataset
+from cpixelcnn.notices import first_line
 
 SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val"), "test": ("test",)}
 IMAGE_COLUMNS, LABEL_COLUMNS = ("img", "image"), ("label", "labels")

@@ -26,7 +26,8 @@ import torch
 
 from cpixelcnn.data.images import IMAGE_SUFFIXES, decode_files, fit_pixels
 from cpixelcnn.data.registry import DataFormat, Native, Request, register
-from cpixelcnn.data.types import DataError, Dataset, first_line
+from cpixelcnn.data.types import DataError, Dataset
+from cpixelcnn.notices import first_line
 
 SIDES = (8, 16, 32, 64)
 TRAIN_FILES = tuple(f"train_data_batch_{i}.npz" for i in range(1, 11))
@@ -249,5 +250,6 @@ register(
         lambda source: _describe_small(Path(source)),
         recognises=lambda root: bool(_small_imagenet_folders(root)),
         partial_classes=True,
+        precedence=30,
     )
 )

@@ -5,10 +5,11 @@ A ``--data`` value is one of
 - a built-in set's name (``demo``, ``digits``, …), or ``builtin:NAME`` when a folder has that name;
 - ``KIND:DIR`` for a format that reads published files from a folder (``cifar10:DIR``, …);
 - a folder, read by the folder format that recognises it (the course layout by its
-  ``<split>.csv``), else by the fallback folder format (the plain image-folder tree).
+  ``<split>.csv``), the folder formats tried in their ``precedence`` (the plain image-folder tree last).
 
-A new format is one module that calls :func:`register` and one import line in ``data/__init__.py``;
-the command line's help and error texts come from here.
+A new format is one module of this package that calls :func:`register` (``data/__init__.py``
+imports every module, so nothing else is edited); the command line's help and error texts, the
+docs' format table and the tests that load every format come from here.
 """
 
 from __future__ import annotations
@@ -59,11 +60,13 @@ class Native:
 @dataclasses.dataclass(frozen=True)
 class DataFormat:
     """A registered format. ``where`` is ``"builtin"``, ``"prefix"`` (``NAME:DIR``) or ``"folder"``;
-    ``recognises(folder)`` picks a folder format (a ``fallback`` one is tried after all others);
+    ``recognises(folder)`` picks a folder format, the formats tried in ascending ``precedence`` (the
+    specific layouts first, the catch-all image-folder tree last; registration order never matters);
     ``has_split(source, split)`` says whether the split exists without loading it;
     ``describe(source)`` says what the source holds (:class:`Native`), which ``train`` takes its
     default size and channels from; ``partial_classes`` lets a folder hold some of a model's
-    classes (the loader checks them itself)."""
+    classes (the loader checks them itself); ``prediction_rows(files, predicted)``, when a layout has
+    its own submission format, gives the rows ``classify``'s CSV holds instead of the generic ones."""
 
     name: str
     where: str
@@ -74,7 +77,8 @@ class DataFormat:
     describe: Callable[[str], Native]
     recognises: Callable[[Path], bool] | None = None
     partial_classes: bool = False
-    fallback: bool = False
+    precedence: int = 0
+    prediction_rows: Callable[[list[str], torch.Tensor], list[str]] | None = None
 
 
 FORMATS: dict[str, DataFormat] = {}
@@ -87,6 +91,9 @@ def register(fmt: DataFormat) -> DataFormat:
         raise ValueError(f"data format {fmt.name!r} is registered twice")
     if (fmt.where == "folder") != (fmt.recognises is not None):
         raise ValueError(f"data format {fmt.name}: a folder format (and only one) needs recognises()")
+    clash = [f.name for f in FORMATS.values() if f.where == "folder" == fmt.where and f.precedence == fmt.precedence]
+    if clash:
+        raise ValueError(f"data format {fmt.name}: folder formats are tried by precedence; {clash[0]} has {fmt.precedence} already")
     if not callable(fmt.describe):
         raise ValueError(f"data format {fmt.name}: describe(source) must say what the source holds (a Native)")
     FORMATS[fmt.name] = fmt
@@ -106,7 +113,7 @@ def _closest(name: str, candidates: list[str]) -> str:
 
 def data_help() -> str:
     """One line listing every way to name data, for ``--data``'s help."""
-    ordered = sorted(FORMATS.values(), key=lambda fmt: (WHERE.index(fmt.where), fmt.fallback))
+    ordered = sorted(FORMATS.values(), key=lambda fmt: (WHERE.index(fmt.where), fmt.precedence))
     return ", ".join(fmt.usage for fmt in ordered)
 
 
@@ -140,7 +147,7 @@ def resolve(data: str) -> tuple[DataFormat, str]:
                 f"(built-in: {', '.join(_named('builtin'))}; or a folder, or FORMAT:DIR)"
             )
         raise DataError(f"data folder {root} does not exist")
-    for name in sorted(_named("folder"), key=lambda n: FORMATS[n].fallback):
+    for name in sorted(_named("folder"), key=lambda n: FORMATS[n].precedence):
         if FORMATS[name].recognises(root):
             return FORMATS[name], data
     raise DataError(f"{root} is no data folder this package reads ({', '.join(FORMATS[n].usage for n in _named('folder'))})")

@@ -17,18 +17,12 @@ class DataError(ValueError):
     """A data set that cannot be read as asked (one line, naming the file or folder)."""
 
 
-def brief(names, limit: int = 8) -> str:
+def list_briefly(names, limit: int = 8) -> str:
     """Names joined with commas; past ``limit`` the first few, an ellipsis, the last and the count."""
     names = [str(n) for n in names]
     if len(names) <= limit:
         return ", ".join(names)
     return f"{', '.join(names[: limit - 2])}, …, {names[-1]}: {len(names)} in all"
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (empty when it has none)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
 
 
 class Dataset:

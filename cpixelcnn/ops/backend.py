@@ -3,7 +3,7 @@
 ``"eager"`` is the PyTorch reference. ``"triton"`` routes through the fused kernels in
 ``cpixelcnn.kernels`` (CUDA tensors, or any tensor under ``TRITON_INTERPRET=1``); ``"auto"``
 picks Triton for CUDA tensors when Triton is installed and every op's kernels have passed their
-self-check on that GPU (the fast path ``backend:triton`` of :mod:`cpixelcnn.trust`), else eager.
+self-check on that GPU (the fast path ``backend:triton`` of :mod:`cpixelcnn.gate`), else eager.
 
 An op declares itself with :func:`register_op` in its own module (``cpixelcnn/ops/<op>.py``):
 its name, the module of its kernels and its self-check. Nothing else needs an edit.
@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from cpixelcnn import trust
+from cpixelcnn import gate
 
 BACKENDS = ("eager", "triton", "auto")
 TRITON = "backend:triton"  # the fast path every op's Triton kernels make up together
@@ -26,23 +26,32 @@ TRITON = "backend:triton"  # the fast path every op's Triton kernels make up tog
 
 @dataclasses.dataclass(frozen=True)
 class Op:
-    """An op with a Triton path: its ``kernels`` module and the check of that path against its eager reference."""
+    """An op with a Triton path: its ``kernels`` module (which also gives ``specializations(dtypes)``,
+    what the kernel report compiles) and the check of that path against its eager reference;
+    ``fuses`` and ``checked`` are its row in the docs' kernel table (what the kernels do in one pass;
+    how they are tested against the reference, with the tolerances)."""
 
     name: str
     kernels: str
-    check: trust.Check
+    check: gate.Check
+    fuses: str = ""
+    checked: str = ""
 
 
 OPS: dict[str, Op] = {}
 
 
-def register_op(name: str, kernels: str, compare: Callable[[torch.device], tuple[float, str]], tolerance: float) -> Op:
+def register_op(
+    name: str, kernels: str, compare: Callable[[torch.device], tuple[float, str]], tolerance: float, fuses: str = "", checked: str = ""
+) -> Op:
     """Declare op ``name``: its Triton kernels live in module ``kernels`` (imported when Triton is
     first asked for), and ``compare(device)`` → (largest error, what was compared) checks them
     against the eager reference within ``tolerance`` (``cpixelcnn doctor``, and before ``auto``
-    uses Triton on a GPU)."""
-    check = trust.register_check(trust.Check(TRITON, name, compare, tolerance, skip=triton_unavailable_reason))
-    OPS[name] = Op(name, kernels, check)
+    uses Triton on a GPU). ``fuses`` and ``checked``: its row in the docs' kernel table."""
+    if name in OPS:
+        raise ValueError(f"op {name!r} is registered twice")
+    check = gate.register_check(gate.Check(TRITON, name, compare, tolerance, skip=triton_unavailable_reason))
+    OPS[name] = Op(name, kernels, check, fuses, checked)
     return OPS[name]
 
 
@@ -85,7 +94,7 @@ def resolve_backend(name: str, device: torch.device | None = None) -> str:
 
             warn_once("auto-backend-eager", f"cpixelcnn: backend 'auto' runs the eager path on {device}: {reason}")
             return "eager"
-        return "triton" if trust.trusted(device, TRITON) else "eager"
+        return "triton" if gate.trusted(device, TRITON) else "eager"
     if reason is not None:
         raise RuntimeError(f"backend 'triton' cannot run: {reason}")
     return "triton"

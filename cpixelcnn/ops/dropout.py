@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cpixelcnn import trust
+from cpixelcnn import gate
 from cpixelcnn.ops.backend import check_backend
 
 LEVELS = 1 << 16  # p resolution of the fast mask
@@ -216,4 +216,4 @@ def _compare_keep_rate(device: torch.device) -> tuple[float, str]:
     return abs(rate - (1 - p)), f"keep rate {rate:.5f} for p = {p} ({n} elements)"
 
 
-trust.register_check(trust.Check("", "dropout keep rate", _compare_keep_rate, tolerance=6 * (0.5 * 0.5 / (1 << 20)) ** 0.5))
+gate.register_check(gate.Check("", "dropout keep rate", _compare_keep_rate, tolerance=6 * (0.5 * 0.5 / (1 << 20)) ** 0.5))

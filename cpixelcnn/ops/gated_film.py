@@ -143,4 +143,12 @@ def _compare_triton_with_eager(device: torch.device) -> tuple[float, str]:
     return max((a - b).abs().max().item() for a, b in pairs), "forward and backward, FiLM/additive/none, float64"
 
 
-register_op("gated_film", "cpixelcnn.kernels.gated_film", _compare_triton_with_eager, tolerance=1e-10)
+register_op(
+    "gated_film",
+    "cpixelcnn.kernels.gated_film",
+    _compare_triton_with_eager,
+    tolerance=1e-10,
+    fuses="the gated-resnet activation + FiLM (or additive) conditioning + residual, forward and backward, d(γ, β) reduced in-kernel",
+    checked="against the formula in `ops/gated_film.py` in float64: the forward and the four gradients (x, h, γ, β), FiLM, additive and "
+    "unconditional, relative 1e-13 (values) and 1e-12 (gradients); bf16 and fp16; `opcheck`",
+)

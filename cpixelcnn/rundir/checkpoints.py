@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.io import atomic_write_bytes, fsync_path, new_temp_dir
+from cpixelcnn.atomic_io import atomic_write_bytes, fsync_path, new_temp_dir
 from cpixelcnn.model import ConditionalPixelCNN
-from cpixelcnn.notices import option
+from cpixelcnn.notices import first_line, option
 from cpixelcnn.rundir.files import is_transient, load_run, non_finite_tensor, read_config, read_state
 from cpixelcnn.rundir.layout import BEST_DIR, CHECKPOINTS_DIR, CONFIG_NAME, EMA_NAME, METRICS_NAME, STATE_NAME, WEIGHTS_NAME
 
@@ -199,7 +199,7 @@ def resume_point(run_dir: Path, device: torch.device, writer: bool, say) -> Resu
                     f"could not read the checkpoint {source} ({type(err).__name__}: {first_line(err)}); "
                     "nothing was changed: fix that, then run --resume again"
                 ) from None
-            problems.append(f"{source.name}: {first_line(err)}")  # a torn, truncated, corrupted or inconsistent checkpoint
+            problems.append(f"{source.name}: {type(err).__name__}: {first_line(err)}")  # a torn, truncated, corrupted or inconsistent checkpoint
             if writer and source != run_dir:
                 os.rename(source, set_aside_name(source))
             continue
@@ -211,11 +211,6 @@ def resume_point(run_dir: Path, device: torch.device, writer: bool, say) -> Resu
             publish_checkpoint(run_dir, source)
         return point
     raise ValueError(f"{run_dir} has no readable checkpoint to resume from ({'; '.join(problems)})")
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def read_metrics(run_dir: Path, upto_step: int, rewrite: bool) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn.io import atomic_write_bytes, atomic_write_json
+from cpixelcnn.atomic_io import atomic_write_bytes, atomic_write_json
 from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.rundir.layout import CONFIG_NAME, CURVE_NAME, EMA_NAME, MEMBERS_DIR, METRICS_NAME, SAMPLES_DIR, STATE_NAME, WEIGHTS_NAME
 
@@ -250,8 +250,8 @@ def load_run(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu
 
 
 def _load_per_class(run_dir, config: dict, map_location, use_ema: bool):
-    """A per-class run as one :class:`~cpixelcnn.per_class.PerClassPixelCNN` of its members' (averaged) weights."""
-    from cpixelcnn.per_class import PerClassPixelCNN
+    """A per-class run as one :class:`~cpixelcnn.per_class_model.PerClassPixelCNN` of its members' (averaged) weights."""
+    from cpixelcnn.per_class_model import PerClassPixelCNN
 
     members = []
     for name, folder in zip(config["class_names"], config["per_class"]["members"]):

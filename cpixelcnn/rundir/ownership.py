@@ -60,7 +60,7 @@ def is_run(run_dir: str | os.PathLike) -> bool:
 
 
 def _write_marker(folder: Path, creator: str, kind: str) -> None:
-    from cpixelcnn.io import atomic_write_json
+    from cpixelcnn.atomic_io import atomic_write_json
 
     atomic_write_json(
         folder / MARKER_NAME,
@@ -94,7 +94,7 @@ def replace_run(run_dir: str | os.PathLike, fill, creator: str) -> Path:
     sibling, swapped in by renames, the old run removed only after (it is one of ours, checked)."""
     import shutil
 
-    from cpixelcnn.io import new_temp_dir
+    from cpixelcnn.atomic_io import new_temp_dir
 
     run_dir = Path(run_dir).resolve()
     if not is_run(run_dir):

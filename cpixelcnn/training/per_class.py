@@ -1,7 +1,7 @@
 """``train --per-class``: one unconditional model per class, trained one after another into
 ``RUN/members/NN`` (each an ordinary run directory of ``--only-class``, resumable on its own terms),
 under the one lock of RUN. Together they are a Bayes classifier with the training data's class priors
-(:class:`~cpixelcnn.per_class.PerClassPixelCNN`, loaded by ``load_run``).
+(:class:`~cpixelcnn.per_class_model.PerClassPixelCNN`, loaded by ``load_run``).
 
 The budget is the run's: ``--max-steps`` and ``--max-time`` are split over the classes in
 proportion to their training images (largest remainders, so the steps add up), ``--epochs`` is

@@ -44,7 +44,7 @@ def preset_settings(name: str, given: set[str] | dict) -> dict:
     return {key: value for key, value in PRESETS[name].settings.items() if key not in skip}
 
 
-def describe(name: str, filled: dict, given: set[str]) -> str:
+def describe_preset(name: str, filled: dict, given: set[str]) -> str:
     """One line: what the preset set, and which of its settings the command line overrode."""
     flags = {f.name: flag_of(f) for f in dataclasses.fields(TrainConfig)}
     text = f"preset {name} ({PRESETS[name].description}) sets " + " ".join(f"{flags[k]} {v}" for k, v in filled.items())

@@ -120,7 +120,7 @@ def _start_wandb(run_dir: Path, config: dict):
         import wandb
     except ImportError:
         raise RuntimeError("--wandb needs the wandb package (pip install wandb); metrics.jsonl is written either way") from None
-    from cpixelcnn.io import atomic_write_bytes
+    from cpixelcnn.atomic_io import atomic_write_bytes
 
     id_file = run_dir / WANDB_ID_FILE
     if id_file.is_file():
@@ -142,7 +142,7 @@ def start_line(cfg, model, kind: str, n_images: int, val, world: int, device, st
         validation = (
             f"; validating on {len(val)} images of {cfg.val_data} ({split}) every {cfg.val_every} epoch(s): {val.describe()}; best by {cfg.keep_best}"
         )
-    from cpixelcnn.training.data import shape_words
+    from cpixelcnn.training.batches import shape_words
 
     return (
         f"training a {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M-parameter {kind} on {n_images} images ({shape_words(cfg)}), "

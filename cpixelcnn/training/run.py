@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from cpixelcnn.rundir import CHECKPOINTS_DIR, CONFIG_NAME, LOCK_NAME, MARKER_NAME, RunLock, claim, is_per_class_run, is_run, require_run
+from cpixelcnn.training.batches import with_data_shape
 from cpixelcnn.training.config import TrainConfig, check
-from cpixelcnn.training.data import with_data_shape
 from cpixelcnn.training.distributed import Ranks, choose_reporter, init_process_group
 from cpixelcnn.training.per_class import train_per_class
 from cpixelcnn.training.trainer import Trainer

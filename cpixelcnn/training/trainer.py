@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from cpixelcnn.data import to_model_range
-from cpixelcnn.data.types import brief
+from cpixelcnn.data.types import list_briefly
 from cpixelcnn.model import ConditionalPixelCNN
 from cpixelcnn.rundir import (
     CHECKPOINTS_DIR,
@@ -35,8 +35,8 @@ from cpixelcnn.rundir import (
 )
 from cpixelcnn.stopping import Stopped
 from cpixelcnn.training.averaging import PolyakAverage
+from cpixelcnn.training.batches import dealt, training_images
 from cpixelcnn.training.config import TrainConfig, merged_with_saved
-from cpixelcnn.training.data import dealt, training_images
 from cpixelcnn.training.distributed import Ranks, StopSignals
 from cpixelcnn.training.errors import CheckpointWriteFailed, OutOfMemory, TrainingDiverged, TrainingInterrupted, TrainingPreempted
 from cpixelcnn.training.memory import is_out_of_memory, plan_batch
@@ -212,7 +212,7 @@ class Trainer:
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> float | None:
         """One optimisation step on this rank's share of the batch: uint8 images (B, C, H, W) and
-        labels (B,) on the device, augmented already (:class:`~cpixelcnn.training.data.Prefetcher`).
+        labels (B,) on the device, augmented already (:class:`~cpixelcnn.training.batches.Prefetcher`).
         Returns the global batch's bits/dim, or None when the step was skipped (non-finite loss or
         gradient: weights, optimizer state, Polyak average and schedule untouched)."""
         cfg, state, ranks = self.cfg, self.state, self.ranks
@@ -442,7 +442,7 @@ class Trainer:
 def model_kind(cfg: TrainConfig, model: ConditionalPixelCNN, class_names: list[str]) -> str:
     """What is trained, in words: the classes of a conditional model, or why it is unconditional."""
     if model.num_classes:
-        return f"class-conditional model ({brief(class_names)})"
+        return f"class-conditional model ({list_briefly(class_names)})"
     if cfg.only_class is not None:
         return f"unconditional model of class {cfg.only_class}"
     if cfg.unconditional:

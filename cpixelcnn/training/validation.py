@@ -7,8 +7,8 @@ import dataclasses
 import torch
 
 from cpixelcnn.data import Dataset, has_split, load_dataset
-from cpixelcnn.data.types import brief
-from cpixelcnn.training.data import class_images
+from cpixelcnn.data.types import list_briefly
+from cpixelcnn.training.batches import class_images
 
 
 def validation_source(data: str, split: str, val_data: str | None, val_split: str) -> str:
@@ -89,7 +89,7 @@ def validation_set(source: str, cfg, class_names: list[str]) -> Validation | Non
     else:
         if sorted(val.class_names) != sorted(class_names):
             raise ValueError(
-                f"the validation set {source} has classes ({brief(val.class_names)}) that differ from the training set's ({brief(class_names)})"
+                f"the validation set {source} has classes ({list_briefly(val.class_names)}) that differ from the training set's ({list_briefly(class_names)})"
             )
         if not val.has_labels:
             raise ValueError(f"the {cfg.val_split} split of {source} has images without labels; validation needs them")

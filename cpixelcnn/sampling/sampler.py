@@ -23,10 +23,10 @@ are exact no-ops, so the images are bit for bit those of the untempered sampler.
 
 Which sampler runs is two choices, each with one ``auto``: ``method`` (:data:`METHODS`: the naive
 reference, one forward pass per pixel, or the cached sampler; ``auto`` is :func:`fastest_method`)
-and, for the cached sampler, ``engine`` (the engines registered in :mod:`cpixelcnn.cached`: the
+and, for the cached sampler, ``engine`` (the engines registered in :mod:`cpixelcnn.sampling.engines`: the
 C++ loop on the CPU, the CUDA kernels, those kernels emulated on the CPU; ``auto`` picks by the
 model's device). The same default, ``auto``, in the API and on the command line. Every engine is
-checked here against the naive sampler (the fast paths ``engine:NAME`` of :mod:`cpixelcnn.trust`).
+checked against the naive sampler in :mod:`cpixelcnn.sampling.engines` (the fast paths ``engine:NAME`` of :mod:`cpixelcnn.gate`).
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ from pathlib import Path
 
 import torch
 
-from cpixelcnn import trust
-from cpixelcnn.cached import ENGINES, auto_engine, engine_choices, unavailable_reason
+from cpixelcnn import gate
+from cpixelcnn.atomic_io import image_grid, save_png
 from cpixelcnn.data.types import to_uint8
 from cpixelcnn.devices import float64_math, supports_float64, to_float64
 from cpixelcnn.dmol_layout import COEFF, LOG_SCALE, LOG_SCALE_MIN, MEAN, num_mixtures, params_per_mixture, roles_per_colour
-from cpixelcnn.io import image_grid, save_png
 from cpixelcnn.likelihood import evaluating
 from cpixelcnn.ops.dmol import grid_levels
-from cpixelcnn.per_class import PerClassPixelCNN
+from cpixelcnn.per_class_model import PerClassPixelCNN
+from cpixelcnn.sampling.engines import auto_engine, engine_choices, unavailable_reason
 
 METHODS = ("auto", "naive", "cached")
 MAX_TEMPERATURE = 100.0
@@ -106,7 +106,7 @@ def fastest_method(model, image_pixels: int | None = None) -> str:
 
     The cached sampler runs a float32/64 model with the engine ``auto`` picks for its device, when
     the compiled extension has it — a gated engine (the CUDA kernels) once it has passed its
-    self-check on that device (:mod:`cpixelcnn.trust`)."""
+    self-check on that device (:mod:`cpixelcnn.gate`)."""
     from cpixelcnn.notices import warn_once
 
     param = next(model.parameters())
@@ -118,7 +118,7 @@ def fastest_method(model, image_pixels: int | None = None) -> str:
         reason = f"no engine of the cached sampler runs {param.device.type} models"
     else:
         reason = unavailable_reason(engine.name)
-        if reason is None and (not engine.gated or trust.trusted(param.device, f"engine:{engine.name}")):
+        if reason is None and (not engine.gated or gate.trusted(param.device, f"engine:{engine.name}")):
             return "cached"
         reason = reason or f"the {engine.name} engine of the cached sampler failed its self-check on this device (see `cpixelcnn doctor`)"
     warn_once(
@@ -183,7 +183,7 @@ def sample(
         computes every activation once (C++ extension; same images as naive given the same
         generator — identical in float64, rarely a flipped level in float32); ``"auto"`` (the
         default, as on the command line) the fastest that can run (:func:`fastest_method`).
-    engine: how the cached sampler runs (:func:`cpixelcnn.cached.engine_choices`; ``"auto"``: by
+    engine: how the cached sampler runs (:func:`cpixelcnn.sampling.engines.engine_choices`; ``"auto"``: by
         the model's device); naming one with ``method="auto"`` asks for the cached sampler.
     generator: the source of all randomness (see the module docstring for the layout).
     prefix, prefix_pixels: image completion — the first ``prefix_pixels`` pixels in raster order
@@ -247,7 +247,7 @@ def _draw(model, labels, noise, given, *, height, width, prefix_pixels, temperat
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     with evaluating(model):  # weight-norm weights computed once, not once per pixel
         if method == "cached":
-            from cpixelcnn.cached import cached_sample
+            from cpixelcnn.sampling.cached_sampler import cached_sample
 
             return cached_sample(
                 model, labels, batch, height, width, noise, prefix=given, prefix_pixels=prefix_pixels, temperature=temperature, engine=engine
@@ -332,49 +332,3 @@ def complete_images(model, originals: torch.Tensor, rows: int, samples: int = 4,
     kept = originals.clone()
     kept[:, :, rows:] = 0.0
     return torch.cat([originals[:, None], kept[:, None], completions.view(n, per_image, *originals.shape[1:]).to(originals.dtype)], dim=1)
-
-
-# -- every engine of the cached sampler, checked against the naive sampler ------------------------
-
-
-def _tiny_model(device: torch.device):
-    from cpixelcnn.model import ConditionalPixelCNN
-
-    torch.manual_seed(0)
-    model = ConditionalPixelCNN(in_channels=3, num_classes=3, nr_resnet=1, nr_filters=8, nr_logistic_mix=3, dropout=0.0).double()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "cond_head" in name:  # make the label matter (the heads start at zero)
-                p.normal_(0.0, 0.5)
-    return model.to(device).eval()
-
-
-def _compare_engine(device: torch.device, engine: str) -> tuple[float, str]:
-    """The fraction of values that differ between ``engine``'s images and the naive sampler's, same noise, float64."""
-    from cpixelcnn.cached import cached_sample
-
-    model = _tiny_model(device)
-    labels = torch.tensor([0, 2, 1], device=device)
-    naive = sample(model, labels, image_size=(6, 7), method="naive", generator=torch.Generator().manual_seed(3))
-    images = cached_sample(model, labels, 3, 6, 7, draw_noise(3, 3, 6, 7, torch.Generator().manual_seed(3)), engine=engine)
-    return (images.double().cpu() != naive.double().cpu()).double().mean().item(), "3 images 6x7, float64, identical pixels required"
-
-
-def _engine_skip(device: torch.device, engine: str) -> str | None:
-    needs = ENGINES[engine].device
-    if needs != device.type:
-        emulated = [e.name for e in ENGINES.values() if e.device == device.type and e.name.startswith(engine)]
-        return f"runs {needs.upper()} models; this check runs on {device}" + (
-            f" (checked under emulation instead: {emulated[0]})" if emulated else ""
-        )
-    return unavailable_reason(engine)
-
-
-def _engine_checks() -> list[trust.Check]:
-    return [
-        trust.Check(f"engine:{name}", "sampler", functools.partial(_compare_engine, engine=name), 0.0, functools.partial(_engine_skip, engine=name))
-        for name in ENGINES
-    ]
-
-
-trust.register_family("engine:", _engine_checks)

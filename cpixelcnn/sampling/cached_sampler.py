@@ -18,7 +18,6 @@ every activation whole.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -28,51 +27,10 @@ from torch.nn.utils import parametrize
 from cpixelcnn.devices import float64_math
 from cpixelcnn.layers import DownRightShiftedConv2d, DownShiftedConv2d, NiN
 from cpixelcnn.model import RESOLUTION_STEP
+from cpixelcnn.sampling.engines import ENGINES, Engine, auto_engine, engine_choices, unavailable_reason
 
 # The op vocabulary is the C++ engines' (csrc/cached_sampler_types.h); ops are recorded here by
 # name and written into the engines' op_spec by the names _C exports (SPEC_COLUMNS, OP_TYPES, ...).
-
-
-@dataclasses.dataclass(frozen=True)
-class Engine:
-    """An engine of the cached sampler: ``function``, its name in the compiled extension (its C++
-    unit registers it there), runs models on ``device``; ``help`` is its line in ``--engine``'s
-    help and the doctor's list; ``auto`` may pick it for a model on its device (the first such in
-    registration order), a ``gated`` one only once its self-check (``engine:NAME`` in
-    :mod:`cpixelcnn.trust`) has passed on that device."""
-
-    name: str
-    function: str
-    device: str
-    help: str
-    auto: bool = True
-    gated: bool = False
-
-
-ENGINES: dict[str, Engine] = {}
-
-
-def register_engine(engine: Engine) -> Engine:
-    """Declare an engine: the CLI's ``--engine`` choices and help, ``auto``'s choice, the doctor's
-    list and the self-checks (:mod:`cpixelcnn.sampling`) all come from here."""
-    if engine.name in ENGINES or engine.name == "auto":
-        raise ValueError(f"sampler engine {engine.name!r} is registered twice (or is 'auto')")
-    ENGINES[engine.name] = engine
-    return engine
-
-
-def engine_choices() -> tuple[str, ...]:
-    """What ``engine=`` and ``--engine`` accept: ``auto`` and every registered engine."""
-    return ("auto", *ENGINES)
-
-
-def engine_help() -> str:
-    return "; ".join(f"{e.name}: {e.help}" for e in ENGINES.values()) + "; auto (default): by the model's device"
-
-
-def auto_engine(device_type: str) -> Engine | None:
-    """The engine ``auto`` picks for a model on ``device_type``: the first registered one for it that ``auto`` may use."""
-    return next((e for e in ENGINES.values() if e.auto and e.device == device_type), None)
 
 
 class _Lowering:
@@ -267,31 +225,6 @@ def kernel_launches(model, height: int, width: int) -> int:
     return sum(int((off[1:] > off[:-1]).sum()) for off in offsets) + height * width
 
 
-def engine_available(engine: str, ext=None) -> bool:
-    """Whether the compiled extension (``ext``, default: the installed one) has engine ``engine``."""
-    if ext is None:
-        from cpixelcnn._extension import _C as ext
-    return ext is not None and hasattr(ext, "SamplerInputs") and hasattr(ext, ENGINES[engine].function)
-
-
-def unavailable_reason(engine: str, ext=None) -> str | None:
-    """Why engine ``engine`` cannot run here (None when it can)."""
-    from cpixelcnn._extension import IMPORT_ERROR
-
-    if ext is None:
-        from cpixelcnn._extension import _C as ext
-    if ext is None:
-        return f"the compiled extension cpixelcnn._C is not available ({IMPORT_ERROR})"
-    if engine_available(engine, ext):
-        return None
-    if ENGINES[engine].device == "cuda":
-        return (
-            "the compiled extension has no CUDA part (it was built without a CUDA torch and toolkit); "
-            "rebuild with CPIXELCNN_CUDA=1 pip install --no-build-isolation -e ."
-        )
-    return f"the compiled extension has no {engine!r} engine; rebuild it with `pip install --no-build-isolation -e .`"
-
-
 def _engine_for(engine: str, device: torch.device, ext) -> Engine:
     """The engine that will run (``auto``: :func:`auto_engine`); errors name what is missing."""
     if engine not in engine_choices():
@@ -394,16 +327,3 @@ def _sampler_inputs(ext, model, g: _Lowering, labels, dtype: torch.dtype, device
     inputs.node_heights = [h for _, h, _ in g.nodes]
     inputs.input_node, inputs.params_node = g.input, g.params
     return inputs
-
-
-register_engine(Engine("cpu", "cached_sample", "cpu", "the C++ loop on the CPU (keeps only the rows of each activation that are live)"))
-register_engine(Engine("cuda", "cached_sample_cuda", "cuda", "the CUDA kernels, the whole loop one CUDA graph", gated=True))
-register_engine(
-    Engine(
-        "cuda-emulated",
-        "cached_sample_emulated",
-        "cpu",
-        "the CUDA kernels and launch order compiled for the CPU (slow, exact: for checking the GPU code without a GPU)",
-        auto=False,
-    )
-)

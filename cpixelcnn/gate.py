@@ -141,7 +141,7 @@ def _read() -> dict:
 
 def record(device: torch.device, path: str, passed: bool, detail: str = "") -> None:
     """Remember the verdict on fast path ``path`` for ``device`` (best effort: an unwritable cache only means checking again)."""
-    from cpixelcnn.io import atomic_write_json
+    from cpixelcnn.atomic_io import atomic_write_json
 
     _KNOWN[(device_key(device), path)] = bool(passed)
     data = _read()
