@@ -4,6 +4,7 @@ from cpixelcnn._extension import extension_available
 from cpixelcnn._version import __version__  # noqa: F401  (public: cpixelcnn.__version__)
 from cpixelcnn.classifier import class_log_likelihoods, classify
 from cpixelcnn.model import ConditionalPixelCNN
+from cpixelcnn.model_config import ModelConfig
 from cpixelcnn.ops.dmol import bits_per_dim, dmol_log_prob
 from cpixelcnn.per_class_model import PerClassPixelCNN
 from cpixelcnn.pixelcnnpp_port import import_pixelcnnpp
@@ -12,6 +13,7 @@ from cpixelcnn.sampling import sample
 
 __all__ = [
     "ConditionalPixelCNN",
+    "ModelConfig",
     "PerClassPixelCNN",
     "dmol_log_prob",
     "bits_per_dim",

@@ -10,6 +10,7 @@ SIGUSR1 exits 75.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from cpixelcnn.commands import COMMANDS
@@ -20,6 +21,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         from cpixelcnn.training.distributed import is_main_process
+
+        message = re.sub(r"^argument ([^:]+): must ", r"\1 must ", message)  # an option's own bounds: "--n must be >= 1 ..."
 
         self.exit(2, f"cpixelcnn: error: {message} (see {self.prog} --help)\n" if is_main_process() else None)  # under torchrun: said once
 
@@ -33,19 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         p = sub.add_parser(command.NAME, help=command.HELP)
         command.add_arguments(p)
-        p.set_defaults(func=command.run, own_checks=getattr(command, "OWN_CHECKS", ()), stoppable=getattr(command, "STOPPABLE", False))
+        p.set_defaults(func=command.run, stoppable=getattr(command, "STOPPABLE", False))
     return parser
-
-
-def _check_ranges(args) -> None:
-    """Every numeric option a command does not check itself, against :data:`cpixelcnn.limits.RANGES`."""
-    from cpixelcnn.limits import check_range
-
-    if args.own_checks == "all":
-        return
-    for dest, value in vars(args).items():
-        if dest not in args.own_checks:
-            check_range(dest, value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,11 +46,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     speaking_command_line(True)  # messages name flags while the command runs (and Python keywords again after it)
     try:
-        if hasattr(args, "no_cache"):
-            from cpixelcnn.commands.options import configure_cache
-
-            configure_cache(args)
-        _check_ranges(args)
         return _run(args)
     except (ValueError, TypeError, RuntimeError, OSError) as err:
         from cpixelcnn.training.distributed import record_for_torchrun

@@ -30,23 +30,11 @@ from cpixelcnn.layers import (
     GatedResnet,
     NiN,
 )
+from cpixelcnn.model_config import CONDITIONINGS, EMBEDDINGS, FUSIONS, ModelConfig  # noqa: F401  (the choices, public here too)
 from cpixelcnn.ops.backend import check_backend
-from cpixelcnn.ops.dmol import grid_levels, params_per_mixture
+from cpixelcnn.ops.dmol import params_per_mixture
 
-CONDITIONINGS = ("additive", "film")
-FUSIONS = ("early", "middle", "late")
-EMBEDDINGS = ("onehot", "learned")
 RESOLUTION_STEP = 4  # two stride-2 down-samplings: H and W are padded up to a multiple of 4
-
-
-def _choice(name: str, value, options) -> None:
-    if value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
-
-
-def _positive_int(name: str, value, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 class ClassEmbedding(nn.Module):
@@ -62,8 +50,7 @@ class ClassEmbedding(nn.Module):
             self.embed = None
             dim = num_classes
         else:
-            dim = 32 if embedding_dim is None else embedding_dim
-            _positive_int("embedding_dim", dim)
+            dim = 32 if embedding_dim is None else embedding_dim  # bounded by ModelConfig
             self.embed = nn.Embedding(num_classes, dim)
         self.trunk = nn.Sequential(nn.Linear(dim, film_hidden), nn.SiLU()) if conditioning == "film" else None
         self.out_dim = film_hidden if conditioning == "film" else dim
@@ -96,27 +83,14 @@ class DownStage(nn.Module):
         self.ul_stream = nn.ModuleList([GatedResnet(nr_filters, DownRightShiftedConv2d, 2, **kw) for _ in range(n)])
 
 
-def _check_architecture(
-    in_channels, num_classes, nr_resnet, nr_filters, nr_logistic_mix, film_hidden, conditioning, fusion, embedding, dropout, bits
-) -> None:
-    """A one-line ValueError for the first setting out of its range or choices."""
-    if in_channels not in (1, 3):
-        raise ValueError(f"in_channels must be 1 (grey) or 3 (RGB), got {in_channels!r}")
-    _positive_int("num_classes", num_classes, minimum=0)
-    for name, value in (("nr_resnet", nr_resnet), ("nr_filters", nr_filters), ("nr_logistic_mix", nr_logistic_mix), ("film_hidden", film_hidden)):
-        _positive_int(name, value)
-    _choice("conditioning", conditioning, CONDITIONINGS)
-    _choice("fusion", fusion, FUSIONS)
-    _choice("embedding", embedding, EMBEDDINGS)
-    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    grid_levels(bits)
-
-
 class ConditionalPixelCNN(nn.Module):
     """Class-conditional PixelCNN++.
 
-    Args (keyword names are stable API):
+    ``ConditionalPixelCNN(config)`` with a :class:`~cpixelcnn.model_config.ModelConfig`, or
+    ``ConditionalPixelCNN(**settings)`` with its fields as keywords (``config`` first, then the
+    keywords over it); ``backend`` and ``checkpoint_activations`` are run-time attributes.
+
+    Settings (keyword names are stable API; defaults, bounds and choices are ModelConfig's):
         in_channels: 1 (grey) or 3 (RGB).
         num_classes: number of classes; 0 gives an unconditional model (call with labels=None).
         nr_resnet, nr_filters, nr_logistic_mix: depth per stage, width F, mixture components K.
@@ -142,56 +116,31 @@ class ConditionalPixelCNN(nn.Module):
     order, so causality is untouched) and the output is cropped back.
     """
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        num_classes: int = 4,
-        nr_resnet: int = 5,
-        nr_filters: int = 160,
-        nr_logistic_mix: int = 10,
-        conditioning: str = "film",
-        fusion: str = "middle",
-        embedding: str = "onehot",
-        embedding_dim: int | None = None,
-        dropout: float = 0.5,
-        bits: int = 8,
-        backend: str = "eager",
-        weight_norm: bool = True,
-        film_hidden: int = 64,
-        checkpoint_activations: bool = False,
-    ):
+    def __init__(self, config: ModelConfig | None = None, /, *, backend: str = "eager", checkpoint_activations: bool = False, **settings):
         super().__init__()
-        _check_architecture(
-            in_channels, num_classes, nr_resnet, nr_filters, nr_logistic_mix, film_hidden, conditioning, fusion, embedding, dropout, bits
-        )
-        self.config = dict(
-            in_channels=in_channels,
-            num_classes=num_classes,
-            nr_resnet=nr_resnet,
-            nr_filters=nr_filters,
-            nr_logistic_mix=nr_logistic_mix,
-            conditioning=conditioning,
-            fusion=fusion,
-            embedding=embedding,
-            embedding_dim=embedding_dim,
-            dropout=float(dropout),
-            bits=bits,
-            weight_norm=weight_norm,
-            film_hidden=film_hidden,
-        )
-        self.in_channels, self.num_classes, self.nr_resnet, self.nr_filters = in_channels, num_classes, nr_resnet, nr_filters
-        self.nr_logistic_mix, self.bits, self.backend = nr_logistic_mix, bits, backend
+        config = dataclasses.replace(config or ModelConfig(), **settings).check()
+        self.config = config.as_dict()  # what a run's config.json holds
+        self.in_channels, self.num_classes, self.bits = config.in_channels, config.num_classes, config.bits
+        self.nr_resnet, self.nr_filters, self.nr_logistic_mix = config.nr_resnet, config.nr_filters, config.nr_logistic_mix
+        self.backend = backend
         self.checkpoint_activations = bool(checkpoint_activations)
-        self.n_out = params_per_mixture(in_channels) * nr_logistic_mix
-        self.class_embedding = ClassEmbedding(num_classes, embedding, embedding_dim, conditioning, film_hidden) if num_classes > 0 else None
-        cond_dim, condition = (self.class_embedding.out_dim, conditioning) if num_classes > 0 else (0, None)
-        self._build_streams(in_channels, nr_resnet, nr_filters, dropout, weight_norm, cond_dim, condition, fusion)
+        self.n_out = params_per_mixture(config.in_channels) * config.nr_logistic_mix
+        conditional = config.num_classes > 0
+        self.class_embedding = (
+            ClassEmbedding(config.num_classes, config.embedding, config.embedding_dim, config.conditioning, config.film_hidden)
+            if conditional
+            else None
+        )
+        cond_dim, condition = (self.class_embedding.out_dim, config.conditioning) if conditional else (0, None)
+        self._build_streams(config, cond_dim, condition)
 
-    def _build_streams(self, in_channels: int, nr_resnet: int, f: int, dropout: float, wn: bool, cond_dim: int, condition: str | None, fusion: str):
+    def _build_streams(self, config: ModelConfig, cond_dim: int, condition: str | None):
         """The paper's network: the u (down-shifted) and ul (down-right-shifted) streams' first
         convolutions, three up stages of [n, n, n] gated resnets with two stride-2 convolutions
         between them, three down stages of [n, n+1, n+1] with two transposed ones, the output NiN.
         ``fusion`` says which stages get the class (``condition``)."""
+        in_channels, nr_resnet, f, fusion = config.in_channels, config.nr_resnet, config.nr_filters, config.fusion
+        dropout, wn = config.dropout, config.weight_norm
         stage_kw = dict(nr_filters=f, dropout=dropout, cond_dim=cond_dim, weight_norm=wn)
         cin = in_channels + 1  # the image plus a constant ones channel that marks where the image is
         self.u_init = DownShiftedConv2d(cin, f, (2, 3), shift_output_down=True, weight_norm=wn)
@@ -213,11 +162,6 @@ class ConditionalPixelCNN(nn.Module):
         self.nin_out = NiN(f, self.n_out, weight_norm=wn)
 
     # -- run-time backend switch -------------------------------------------------------------
-    @classmethod
-    def from_config(cls, config, num_classes: int, backend: str = "eager") -> "ConditionalPixelCNN":
-        """The model a ``training.ModelConfig`` (any dataclass with those fields) describes."""
-        return cls(**dataclasses.asdict(config), num_classes=num_classes, backend=backend)
-
     @property
     def backend(self) -> str:
         return self._backend

@@ -102,11 +102,11 @@ def architecture_from_shapes(shapes: dict[str, list[int]], where: str) -> dict:
         raise OpenAIImportError(f"{where}: no output layer {SCOPE}dense_N/V of [filters, 10·mixtures]")
     conditional = shapes.get(f"{SCOPE}conditional_weights_0/hw")
     num_classes = conditional[0] if conditional else 0
-    from cpixelcnn.rundir import MODEL_LIMITS
+    from cpixelcnn.model_config import bounds_of
 
     arch = dict(nr_resnet=nr_resnet, nr_filters=nr_filters, nr_logistic_mix=last[1] // 10, in_channels=in_channels)
     for name, value in arch.items():
-        low, high = MODEL_LIMITS.get(name, (1, 10**9))
+        low, high = (1, 3) if name == "in_channels" else bounds_of(name)
         if not low <= value <= high:
             raise OpenAIImportError(f"{where}: {name} = {value} read from the variables is outside [{low}, {high}]")
     return arch | dict(num_classes=num_classes)

@@ -195,14 +195,15 @@ def architecture_from_state(state: dict[str, torch.Tensor]) -> dict:
     if not blocks:
         raise PortImportError("missing key 'up_layers.0.u_stream.0.conv_input.conv.weight_v'")
     # names are checked before any shape is computed from them: block indices 0..n-1, n and widths bounded
-    from cpixelcnn.rundir import MODEL_LIMITS
+    from cpixelcnn.model_config import bounds_of
 
-    if max(blocks) + 1 != len(blocks) or len(blocks) > MODEL_LIMITS["nr_resnet"][1]:
-        bad = max(blocks) if max(blocks) + 1 != len(blocks) else min(b for b in blocks if b >= MODEL_LIMITS["nr_resnet"][1])
+    deepest = bounds_of("nr_resnet")[1]
+    if max(blocks) + 1 != len(blocks) or len(blocks) > deepest:
+        bad = max(blocks) if max(blocks) + 1 != len(blocks) else min(b for b in blocks if b >= deepest)
         key = next(k for k in state if k.startswith(f"up_layers.0.u_stream.{bad}."))
-        raise PortImportError(f"unexpected key {key!r} (resnet blocks must be numbered 0..n-1 with n <= {MODEL_LIMITS['nr_resnet'][1]})")
+        raise PortImportError(f"unexpected key {key!r} (resnet blocks must be numbered 0..n-1 with n <= {deepest})")
     for name, value in (("nr_filters", nr_filters), ("nr_logistic_mix", n_out // per)):
-        low, high = MODEL_LIMITS[name]
+        low, high = bounds_of(name)
         if not low <= value <= high:
             raise PortImportError(f"{name} = {value} read from the tensors is outside [{low}, {high}]")
     return dict(in_channels=in_channels, nr_filters=nr_filters, nr_logistic_mix=n_out // per, nr_resnet=max(blocks) + 1)

@@ -121,7 +121,7 @@ def test_course_layout_end_to_end(tmp_path, capsys):
             r"--rows must be in [0, 8] (the image height), got 9",
         ),
         (["complete", "--checkpoint", "RUN", "--data", "demo", "--rows", "-1", "--out", "x.png"], r"--rows must be in [0, 8]"),
-        (["complete", "--checkpoint", "RUN", "--data", "demo", "--rows", "2", "--n", "0", "--out", "x.png"], "--n and --samples must be >= 1"),
+        (["complete", "--checkpoint", "RUN", "--data", "demo", "--rows", "2", "--n", "0", "--out", "x.png"], "--n must be >= 1 and <= 10000, got 0"),
     ],
 )
 def test_errors_are_one_line_with_exit_2(run_dir, tmp_path, argv, message):

@@ -32,9 +32,7 @@ from helpers import make_course_layout
 def cache_dir(tmp_path, monkeypatch):
     folder = tmp_path / "cache"
     monkeypatch.setenv(cache.ENV_LOCATION, str(folder))
-    cache.configure()
-    yield folder
-    cache.configure()
+    return folder
 
 
 def _folders(root, n=6, size=8, classes=("a", "b")):
@@ -251,17 +249,14 @@ def test_no_cache_and_data_cache_on_the_command_line(tmp_path, capsys, cache_dir
     assert main(["train", "--data", str(tmp_path / "course"), "--out", str(run), "--no-cache", *common]) == 0
     assert not cache_dir.exists() or not list(cache_dir.iterdir())
     chosen = tmp_path / "chosen"
-    try:
-        assert (
-            main(["classify", "--checkpoint", str(run), "--data", str(tmp_path / "course"), "--split", "validation", "--data-cache", str(chosen)])
-            == 0
-        )
-        assert len(_entries(chosen)) == 1
-        capsys.readouterr()
-        assert main(["evaluate", "--checkpoint", str(run), "--data", str(tmp_path / "course"), "--no-cache", "--data-cache", str(chosen)]) == 2
-        assert "contradict" in capsys.readouterr().err
-    finally:
-        cache.configure()
+    assert main(["classify", "--checkpoint", str(run), "--data", str(tmp_path / "course"), "--split", "validation", "--data-cache", str(chosen)]) == 0
+    assert len(_entries(chosen)) == 1
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(tmp_path / "course"), "--no-cache", "--data-cache", str(chosen)]) == 2
+    assert "contradict" in capsys.readouterr().err
+    # nothing stays set for the process: the next load without options uses $CPIXELCNN_DATA_CACHE again
+    assert main(["classify", "--checkpoint", str(run), "--data", str(tmp_path / "course"), "--split", "validation"]) == 0
+    assert len(_entries(cache_dir)) == 1 and len(_entries(chosen)) == 1
 
 
 def test_decoding_on_every_core_gives_the_images_of_one_process(tmp_path, cache_dir, monkeypatch):

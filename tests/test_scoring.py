@@ -105,9 +105,9 @@ def test_evaluate_writes_a_likelihood_map(two_runs, tmp_path, capsys):
     assert result["heatmap"] == str(out)
     with Image.open(out) as img:
         assert img.height > img.width  # three rows of (image | map)
-    assert (
-        main(["evaluate", "--checkpoint", str(two_runs / "model"), "--data", "demo", "--heatmap", str(tmp_path / "x.png"), "--heatmap-n", "0"]) == 2
-    )
+    with pytest.raises(SystemExit) as refused:  # --heatmap-n's own bounds, checked while parsing
+        main(["evaluate", "--checkpoint", str(two_runs / "model"), "--data", "demo", "--heatmap", str(tmp_path / "x.png"), "--heatmap-n", "0"])
+    assert refused.value.code == 2 and "--heatmap-n must be >= 1" in capsys.readouterr().err
 
 
 def test_score_with_a_background_model_as_csv_and_json(two_runs, tmp_path, capsys):

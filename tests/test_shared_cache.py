@@ -29,9 +29,7 @@ def cache_dir(tmp_path, monkeypatch):
     monkeypatch.delenv(files.ENV_GROUP, raising=False)
     monkeypatch.delenv(files.ENV_LIMIT, raising=False)
     monkeypatch.setattr("cpixelcnn.notices._SAID", set())
-    cache.configure()
-    yield folder
-    cache.configure()
+    return folder
 
 
 def _folders(root, n=6, size=8, classes=("a", "b"), suffix=".png", seed=0):
@@ -49,11 +47,7 @@ def _entries(folder):
 
 def _in_memory(root, size=8):
     """The images as decoded without any cache (the reference)."""
-    cache.configure(enabled=False)
-    try:
-        return load_dataset(str(root), "train", size).images.clone()
-    finally:
-        cache.configure()
+    return load_dataset(str(root), "train", size, cache=cache.CacheSetting(enabled=False)).images.clone()
 
 
 # -- racing builders ----------------------------------------------------------------------------------

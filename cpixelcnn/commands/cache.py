@@ -9,7 +9,6 @@ import sys
 import time
 
 NAME, HELP = "cache", "list, verify or clear the decoded-image cache (cpixelcnn.data.cache)"
-OWN_CHECKS = "all"
 
 
 def add_arguments(p) -> None:
@@ -28,19 +27,18 @@ def run(args) -> int:
     from cpixelcnn.data import cache
     from cpixelcnn.data import cache_files as files
 
-    if args.data_cache:
-        cache.configure(args.data_cache)
-    folder = cache.location()
+    setting = cache.CacheSetting(args.data_cache)
+    folder = setting.folder()
     if folder is None:
         raise ValueError(f"the data cache is off (${cache.ENV_LOCATION}={os.environ.get(cache.ENV_LOCATION)}): give --data-cache DIR")
     if args.older_than and args.action != "clear":
         raise ValueError("--older-than goes with clear only")
     if not folder.is_dir():
-        print(f"{folder} ({cache.location_source()}): no data cache there yet")
+        print(f"{folder} ({setting.chosen_by()}): no data cache there yet")
         return 0
     chosen = _chosen(files.entries(folder), args.entries)
     if args.action == "list":
-        return _list(folder, chosen, args.json)
+        return _list(folder, setting.chosen_by(), chosen, args.json)
     if args.action == "verify":
         return _verify(chosen, args.json)
     return _clear(folder, chosen, _age(args.older_than) if args.older_than else None)
@@ -79,8 +77,7 @@ def _row(entry) -> dict:
     )
 
 
-def _list(folder, chosen, as_json: bool) -> int:
-    from cpixelcnn.data import cache
+def _list(folder, chosen_by: str, chosen, as_json: bool) -> int:
     from cpixelcnn.data import cache_files as files
 
     rows = [_row(e) for e in chosen]
@@ -92,7 +89,7 @@ def _list(folder, chosen, as_json: bool) -> int:
             json.dumps(
                 dict(
                     folder=str(folder),
-                    chosen_by=cache.location_source(),
+                    chosen_by=chosen_by,
                     entries=rows,
                     total_bytes=total,
                     limit_bytes=limit,
@@ -102,7 +99,7 @@ def _list(folder, chosen, as_json: bool) -> int:
         )
         return 0
     bound = f", bound {files.describe_size(limit)} (${files.ENV_LIMIT})" if limit else ""
-    print(f"{folder} ({cache.location_source()}): {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, {files.describe_size(total)}{bound}")
+    print(f"{folder} ({chosen_by}): {len(rows)} entr{'y' if len(rows) == 1 else 'ies'}, {files.describe_size(total)}{bound}")
     for r in rows:
         shape = "x".join(str(n) for n in r["shape"]) if r["shape"] else "?"
         use = ", in use" if r["in_use"] else ""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cpixelcnn.commands.options import TEMPERATURE_HELP, checkpoint_options, data_options, image_size, load_checkpoint, sampler_options
+from cpixelcnn.commands.options import TEMPERATURE_HELP, cache_of, checkpoint_options, data_options, image_size, load_checkpoint, sampler_options
+from cpixelcnn.settings import Bounded
 
 NAME, HELP = "complete", "complete the top rows of data images, once per class, into a PNG grid"
-OWN_CHECKS = ("n", "samples")  # bounds that depend on each other
 
 
 def add_arguments(p) -> None:
@@ -13,13 +13,13 @@ def add_arguments(p) -> None:
     data_options(p)
     p.add_argument("--split", default="test", help="the split whose first --n images are completed")
     p.add_argument("--rows", type=int, required=True, help="image rows kept from the top (0 .. image height)")
-    p.add_argument("--n", type=int, default=4, help="images to complete (the first N of the split)")
-    p.add_argument("--samples", type=int, default=4, help="completions per image for an unconditional model")
+    p.add_argument("--n", type=Bounded(int, 1, 10_000), default=4, help="images to complete (the first N of the split)")
+    p.add_argument("--samples", type=Bounded(int, 1, 1000), default=4, help="completions per image for an unconditional model")
     p.add_argument("--out", required=True, help="PNG file")
     sampler_options(p)
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler: the same seed, the same completions")
     p.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
-    p.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")
+    p.add_argument("--scale", type=Bounded(int, 1, 32), default=4, help="PNG upscaling factor")
 
 
 def run(args) -> int:
@@ -31,10 +31,8 @@ def run(args) -> int:
     model, config = load_checkpoint(args)
     size = image_size(config)
     check_rows(args.rows, size)  # before the data are read
-    if not (1 <= args.n <= 10_000 and 1 <= args.samples <= 1000):
-        raise ValueError(f"--n and --samples must be >= 1 (and at most 10000 and 1000), got {args.n} and {args.samples}")
     names = config["class_names"]
-    data = load_dataset(args.data, args.split, size, model.in_channels, class_names=names if model.num_classes else None)
+    data = load_dataset(args.data, args.split, size, model.in_channels, class_names=names if model.num_classes else None, cache=cache_of(args))
     tiles = complete_images(
         model,
         to_model_range(data.images[: args.n]),

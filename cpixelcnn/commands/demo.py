@@ -22,6 +22,7 @@ from cpixelcnn.data import load_dataset, to_uint8
 from cpixelcnn.metrics import dataset_bpd
 from cpixelcnn.rundir import RunLock, claim, is_run, load_run
 from cpixelcnn.sampling import fastest_method, write_sample_grid
+from cpixelcnn.settings import Bounded
 from cpixelcnn.training import TrainConfig, train
 
 NAME, HELP = "demo", "train a small model on data already on the machine, sample per class, classify"
@@ -144,7 +145,10 @@ def _assess(run_dir: Path, out_dir: Path, data: str, samples_per_class: int, see
 def add_arguments(p) -> None:
     p.add_argument("--out", default="cpixelcnn-demo", help="output folder (default: %(default)s)")
     p.add_argument(
-        "--max-steps", type=int, default=DEMO_STEPS, help="training steps (default: %(default)s; a number of steps: the same report on any machine)"
+        "--max-steps",
+        type=Bounded(int, 1, 10**9),
+        default=DEMO_STEPS,
+        help="training steps (default: %(default)s; a number of steps: the same report on any machine)",
     )
     p.add_argument(
         "--seconds", type=float, default=None, help="stop training earlier, after this many seconds (the report then depends on the machine)"
@@ -156,7 +160,7 @@ def add_arguments(p) -> None:
         default="digits",
         help="; ".join(f"{name}: {about}" for name, (_, _, about) in DEMO_DATA.items()) + " (default: %(default)s)",
     )
-    p.add_argument("--samples-per-class", type=int, default=8, help="images per class in the sample grid")
+    p.add_argument("--samples-per-class", type=Bounded(int, 1, 1000), default=8, help="images per class in the sample grid")
 
 
 def run(args) -> int:

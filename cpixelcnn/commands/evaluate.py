@@ -6,6 +6,7 @@ import json
 import sys
 
 from cpixelcnn.commands.options import checkpoint_options, data_options, load_checkpoint, load_split, split_options
+from cpixelcnn.settings import Bounded
 
 NAME, HELP = "evaluate", "bits/dim, accuracy and FID on a split"
 STOPPABLE = True  # SIGTERM / SIGUSR1 end it between two batches (exit 75)
@@ -17,10 +18,10 @@ def add_arguments(p) -> None:
     split_options(p, "validation")
     p.add_argument("--fid", action="store_true", help="also FID of generated samples against the split")
     p.add_argument("--fid-dims", type=int, default=192, choices=[64, 192, 768, 2048], help="which Inception features FID compares")
-    p.add_argument("--fid-samples-per-class", type=int, default=25, help="generated images per class for FID")
+    p.add_argument("--fid-samples-per-class", type=Bounded(int, 1, 10_000), default=25, help="generated images per class for FID")
     p.add_argument("--seed", type=int, default=0, help="seeds the samples that FID compares")
     p.add_argument("--heatmap", metavar="OUT.png", help="bits per pixel of the first --heatmap-n images, beside each image")
-    p.add_argument("--heatmap-n", type=int, default=8, help="images in the --heatmap figure (default: %(default)s)")
+    p.add_argument("--heatmap-n", type=Bounded(int, 1, 1000), default=8, help="images in the --heatmap figure (default: %(default)s)")
 
 
 def rounded(value, digits: int = 6):

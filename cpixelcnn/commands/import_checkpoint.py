@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from cpixelcnn.model_config import bounds_of
+from cpixelcnn.settings import Bounded
+
 NAME, HELP = "import", "import a checkpoint of another implementation into a run directory"
 
 
@@ -16,10 +19,10 @@ def add_arguments(p) -> None:
     p.add_argument("--from", dest="source", required=True, choices=list(SOURCES), help="; ".join(f"{k}: {v}" for k, v in SOURCES.items()))
     p.add_argument("--out", required=True, help="run directory to write (new or empty)")
     p.add_argument("--replace", action="store_true", help="replace an existing run in --out whole (its weights, EMA, state and checkpoints go)")
-    p.add_argument("--nr-resnet", type=int, help="check against this (inferred from the tensors otherwise)")
-    p.add_argument("--nr-filters", type=int, help="check against this (inferred from the tensors otherwise)")
-    p.add_argument("--nr-mix", type=int, help="check against this (inferred from the tensors otherwise)")
-    p.add_argument("--in-channels", type=int, help="check against this (inferred from the tensors otherwise)")
+    p.add_argument("--nr-resnet", type=Bounded(int, *bounds_of("nr_resnet")), help="check against this (inferred from the tensors otherwise)")
+    p.add_argument("--nr-filters", type=Bounded(int, *bounds_of("nr_filters")), help="check against this (inferred from the tensors otherwise)")
+    p.add_argument("--nr-mix", type=Bounded(int, *bounds_of("nr_logistic_mix")), help="check against this (inferred from the tensors otherwise)")
+    p.add_argument("--in-channels", type=int, choices=(1, 3), help="check against this (inferred from the tensors otherwise)")
     p.add_argument("--no-ema", action="store_true", help="openai: the raw weights instead of the Polyak averages (which the paper evaluates with)")
     p.add_argument("--class-names", help="openai, a class-conditional model: its class names, comma-separated (default: 0, 1, ...)")
 

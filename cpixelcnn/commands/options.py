@@ -3,6 +3,8 @@ decoded images are cached, and how the sampler runs."""
 
 from __future__ import annotations
 
+from cpixelcnn.settings import Bounded
+
 TEMPERATURE_HELP = "sampling temperature T in (0, 100]: mixture logits / T, logistic scales x T (1: the model's own distribution)"
 
 
@@ -16,13 +18,13 @@ def checkpoint_options(p) -> None:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even if the run has Polyak-averaged ones")
 
 
-def data_options(p, required: bool = True) -> None:
-    """``--data`` (when ``required``) and where its decoded images are kept (cpixelcnn.data.cache)."""
+def data_options(p) -> None:
+    """``--data`` and where its decoded images are kept (cpixelcnn.data.cache); ``train`` declares
+    the same options as TrainConfig settings."""
     from cpixelcnn.data import data_help
     from cpixelcnn.data.cache import ENV_LOCATION
 
-    if required:
-        p.add_argument("--data", required=True, help=data_help())
+    p.add_argument("--data", required=True, help=data_help())
     p.add_argument(
         "--data-cache",
         metavar="DIR",
@@ -35,7 +37,7 @@ def split_options(p, split: str) -> None:
     """What a command that reads one split of its data takes beside it: the split, --json, --batch-size."""
     p.add_argument("--split", default=split, help="the split of --data to read")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (memory, not results)")
+    p.add_argument("--batch-size", type=Bounded(int, 1, 65536), default=64, help="images per forward pass (memory, not results)")
 
 
 def sampler_options(p) -> None:
@@ -90,7 +92,9 @@ def load_split(args, config: dict, channels: int, class_names: list[str] | None 
             f"the training images. Give held-out images (a folder beside it, e.g. DATA/{args.split}), train with --val-split N "
             "to hold some out, or say --split train to evaluate the training images knowingly"
         )
-    return load_dataset(args.data, args.split, image_size(config), channels, class_names=class_names, holdout=holdout if own else 0)
+    return load_dataset(
+        args.data, args.split, image_size(config), channels, class_names=class_names, holdout=holdout if own else 0, cache=cache_of(args)
+    )
 
 
 def _same_source(a: str, b: str) -> bool:
@@ -107,10 +111,8 @@ def _canonical(value: str) -> str:
     return os.path.realpath(value) if os.path.exists(value) else value
 
 
-def configure_cache(args) -> None:
-    """``--data-cache`` / ``--no-cache`` for this process (and the processes it forks)."""
-    from cpixelcnn.data.cache import configure
+def cache_of(args):
+    """The data cache setting of ``--data-cache`` / ``--no-cache``: it travels with the data request."""
+    from cpixelcnn.data.cache import cache_setting
 
-    if args.no_cache and args.data_cache:
-        raise ValueError("--data-cache DIR and --no-cache contradict each other: give one")
-    configure(args.data_cache, enabled=False if args.no_cache else None)
+    return cache_setting(args.data_cache, args.no_cache)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cpixelcnn.commands.options import TEMPERATURE_HELP, checkpoint_options, image_size, load_checkpoint, sampler_options
+from cpixelcnn.settings import Bounded
 
 NAME, HELP = "sample", "sample images into a PNG grid (one row per class)"
 
@@ -10,13 +11,13 @@ NAME, HELP = "sample", "sample images into a PNG grid (one row per class)"
 def add_arguments(p) -> None:
     checkpoint_options(p)
     p.add_argument("--class", dest="cls", default="all", help="class name or 'all'")
-    p.add_argument("--n", type=int, default=4, help="samples per class")
+    p.add_argument("--n", type=Bounded(int, 1, 10_000), default=4, help="samples per class")
     p.add_argument("--out", required=True, help="PNG file")
     sampler_options(p)
     p.add_argument("--seed", type=int, default=0, help="seeds the sampler: the same seed, the same images")
     p.add_argument("--temperature", type=float, default=1.0, help=TEMPERATURE_HELP)
-    p.add_argument("--image-size", type=int, help="default: the training size")
-    p.add_argument("--scale", type=int, default=4, help="PNG upscaling factor")
+    p.add_argument("--image-size", type=Bounded(int, 1, 512), help="default: the training size")
+    p.add_argument("--scale", type=Bounded(int, 1, 32), default=4, help="PNG upscaling factor")
 
 
 def run(args) -> int:

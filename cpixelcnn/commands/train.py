@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from cpixelcnn.commands.options import data_options
-
 NAME, HELP = "train", "train a model; writes a run directory"
-OWN_CHECKS = "all"  # TrainConfig checks every setting, naming its flag
 
 
 def add_arguments(p) -> None:
@@ -16,7 +13,6 @@ def add_arguments(p) -> None:
 
     config_arguments(p, with_defaults=False)  # one declaration per setting; what is not given is absent (defaults or a preset fill it)
     p.add_argument("--preset", choices=sorted(PRESETS), help="a published recipe; it fills in the settings not given on the command line")
-    data_options(p, required=False)  # --data itself is a TrainConfig setting
 
 
 def run(args) -> int:

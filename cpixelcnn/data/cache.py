@@ -142,38 +142,45 @@ def _file_sha256(f) -> str:
 
 # -- where ----------------------------------------------------------------------------------------
 
-_settings: dict = {"location": None, "enabled": None}
+
+@dataclasses.dataclass(frozen=True)
+class CacheSetting:
+    """Where a data request's decoded images are kept: ``location`` (a folder; None:
+    ``$CPIXELCNN_DATA_CACHE`` or the default) and ``enabled`` (False: decode into memory; None: on
+    unless the environment says off). It travels with the request (``Request.cache``): the command
+    line's ``--data-cache`` and ``--no-cache`` make one, nothing is set for the whole process."""
+
+    location: str | None = None
+    enabled: bool | None = None
+
+    def folder(self) -> Path | None:
+        """The cache folder, or None when caching is off."""
+        if self.enabled is False:
+            return None
+        chosen = self.location or os.environ.get(ENV_LOCATION, "")
+        if chosen.strip().lower() in OFF and chosen.strip():
+            return None
+        if chosen:
+            return Path(chosen).expanduser()
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(base) / "cpixelcnn" / "data"
+
+    def chosen_by(self) -> str:
+        """How :meth:`folder` was chosen, in words."""
+        if self.enabled is False:
+            return "--no-cache"
+        if self.location:
+            return "--data-cache"
+        if os.environ.get(ENV_LOCATION, "").strip():
+            return f"${ENV_LOCATION}"
+        return "$XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "the default"
 
 
-def configure(location: str | os.PathLike | None = None, enabled: bool | None = None) -> None:
-    """This process's cache: ``location`` (a folder; None: ``$CPIXELCNN_DATA_CACHE`` or the default)
-    and ``enabled`` (False: decode in memory; None: on unless the environment says off). The command
-    line's ``--data-cache`` and ``--no-cache`` land here."""
-    _settings.update(location=None if location is None else str(location), enabled=enabled)
-
-
-def location() -> Path | None:
-    """The cache folder this process uses, or None when caching is off."""
-    if _settings["enabled"] is False:
-        return None
-    chosen = _settings["location"] or os.environ.get(ENV_LOCATION, "")
-    if chosen.strip().lower() in OFF and chosen.strip():
-        return None
-    if chosen:
-        return Path(chosen).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "cpixelcnn" / "data"
-
-
-def location_source() -> str:
-    """How :func:`location` was chosen, in words."""
-    if _settings["enabled"] is False:
-        return "--no-cache"
-    if _settings["location"]:
-        return "--data-cache"
-    if os.environ.get(ENV_LOCATION, "").strip():
-        return f"${ENV_LOCATION}"
-    return "$XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "the default"
+def cache_setting(location: str | None, off: bool) -> CacheSetting:
+    """The setting of ``--data-cache DIR`` and ``--no-cache`` (which contradict each other)."""
+    if off and location:
+        raise ValueError("--data-cache DIR and --no-cache contradict each other: give one")
+    return CacheSetting(location, False if off else None)
 
 
 def private_location() -> Path:
@@ -204,11 +211,11 @@ def wait_bound() -> float:
 # -- reading and building --------------------------------------------------------------------------
 
 
-def materialise(job: DecodeJob) -> np.ndarray:
-    """The job's images, uint8 (N, C, S, S): mapped from the cache entry (built first if missing or
-    broken), or — caching off, or a folder this process cannot use — decoded into memory or a
-    private folder (said once)."""
-    folder = location()
+def materialise(job: DecodeJob, cache: CacheSetting) -> np.ndarray:
+    """The job's images, uint8 (N, C, S, S): mapped from the entry in the folder ``cache`` names
+    (built first if missing or broken), or — caching off, or a folder this process cannot use —
+    decoded into memory or a private folder (said once)."""
+    folder = cache.folder()
     if folder is None or job.count == 0:
         return decode_into(job, np.empty((job.count, *job.shape), dtype=np.uint8))
     return _from_folder(job, folder, private=False)

@@ -243,7 +243,7 @@ def _load(kind: str, request: Request) -> Dataset:
         "files": fingerprint(folder, files, "file"),
     }
     parts = [_CifarFile(kind, str(root), request.split, name, count, size, channels) for name, count in zip(files, counts)]
-    images = materialise(DecodeJob(f"the {request.split} split of {kind}:{root}", key, (channels, size, size), parts, parallel=False))
+    images = materialise(DecodeJob(f"the {request.split} split of {kind}:{root}", key, (channels, size, size), parts, parallel=False), request.cache)
     return Dataset(torch.from_numpy(images), labels, names, layout=kind)
 
 

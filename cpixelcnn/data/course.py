@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from cpixelcnn.data.cache import CacheSetting
 from cpixelcnn.data.images import decode_files, probe_files
 from cpixelcnn.data.registry import DataFormat, Native, register
 from cpixelcnn.data.types import MAX_CLASSES, SPLITS, DataError, Dataset
@@ -80,7 +81,9 @@ def course_class_names(root: str | Path, model_classes: list[str] | None = None)
     raise DataError(f"{root}: no classes.txt and no labelled train.csv to count the classes from; add classes.txt (one class name per line)")
 
 
-def load_course_split(root: str | Path, split: str, size: int = 32, channels: int = 3, class_names: list[str] | None = None) -> Dataset:
+def load_course_split(
+    root: str | Path, split: str, size: int = 32, channels: int = 3, class_names: list[str] | None = None, cache: CacheSetting | None = None
+) -> Dataset:
     """The CPEN 455 layout: ``root/<split>.csv`` (no header; rows ``0000000.jpg,1``) and images in
     ``root/<split>/``. A missing label, or -1, means unknown (the test split). Class names come from
     :func:`course_class_names` (``classes.txt``, else counted on the training split)."""
@@ -95,7 +98,9 @@ def load_course_split(root: str | Path, split: str, size: int = 32, channels: in
             raise DataError(
                 f"{csv_path}: {name} has label {label}, outside 0..{len(names) - 1} (the classes: {', '.join(names[:8])}{'…' if len(names) > 8 else ''})"
             )
-    images = decode_files(root, [f"{split}/{name}" for name, _ in rows], f"the {split} split of {root}", "course", size, channels, split)
+    images = decode_files(
+        root, [f"{split}/{name}" for name, _ in rows], f"the {split} split of {root}", "course", size, channels, cache or CacheSetting(), split
+    )
     labels = torch.tensor([lbl for _, lbl in rows], dtype=torch.long)
     return Dataset(torch.from_numpy(images), labels, names, [n for n, _ in rows], layout="course")
 
@@ -123,7 +128,7 @@ register(
         "folder",
         "a course-layout FOLDER (<split>.csv, <split>/)",
         "the CPEN 455 layout: <split>.csv rows 'file,label' and images in <split>/",
-        lambda r: load_course_split(r.source, r.split, r.size, r.channels, r.class_names),
+        lambda r: load_course_split(r.source, r.split, r.size, r.channels, r.class_names, r.cache),
         lambda source, split: (Path(source) / f"{split}.csv").is_file(),
         _describe,
         recognises=_recognises,

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import torch
 
+from cpixelcnn.data.cache import CacheSetting
 from cpixelcnn.data.images import IMAGE_SUFFIXES, decode_files, probe_files
 from cpixelcnn.data.registry import DataFormat, Native, register
 from cpixelcnn.data.types import DataError, Dataset
 
 
-def load_image_folder(root: str | Path, size: int = 32, channels: int = 3, class_names: list[str] | None = None) -> Dataset:
+def load_image_folder(
+    root: str | Path, size: int = 32, channels: int = 3, class_names: list[str] | None = None, cache: CacheSetting | None = None
+) -> Dataset:
     """``root/<class name>/*.png|jpg``; classes sorted by name, or ``class_names`` (a trained
     model's) — then a folder naming an unknown class is an error."""
     root = Path(root)
@@ -36,7 +39,7 @@ def load_image_folder(root: str | Path, size: int = 32, channels: int = 3, class
             raise DataError(f"class folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files += [f"{folder.name}/{name}" for name in found]
         counts.append(len(found))
-    images = decode_files(root, files, f"the image folders in {root}", "folders", size, channels)
+    images = decode_files(root, files, f"the image folders in {root}", "folders", size, channels, cache or CacheSetting())
     labels = torch.repeat_interleave(torch.tensor([class_names.index(folder.name) for folder in folders]), torch.tensor(counts))
     return Dataset(torch.from_numpy(images), labels, list(class_names), files, layout="folders")
 
@@ -47,13 +50,15 @@ def _image_names(root: Path) -> list[str]:
         return sorted(e.name for e in entries if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file())
 
 
-def load_unlabelled_folder(root: str | Path, size: int = 32, channels: int = 3, class_names: list[str] | None = None) -> Dataset:
+def load_unlabelled_folder(
+    root: str | Path, size: int = 32, channels: int = 3, class_names: list[str] | None = None, cache: CacheSetting | None = None
+) -> Dataset:
     """``root/*.png|jpg``: images without labels (label -1), the classes ``class_names`` (a trained model's) or none."""
     root = Path(root)
     names = _image_names(root)
     if not names:
         raise DataError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    images = decode_files(root, names, f"the images in {root}", "images", size, channels)
+    images = decode_files(root, names, f"the images in {root}", "images", size, channels, cache or CacheSetting())
     return Dataset(torch.from_numpy(images), torch.full((len(names),), -1, dtype=torch.long), list(class_names or []), names, layout="images")
 
 
@@ -75,7 +80,7 @@ register(
         "folder",
         "a FOLDER of images without class sub-folders (unlabelled)",
         "images without labels; one split",
-        lambda r: load_unlabelled_folder(r.source, r.size, r.channels, r.class_names),
+        lambda r: load_unlabelled_folder(r.source, r.size, r.channels, r.class_names, r.cache),
         lambda source, split: False,
         lambda source: Native(*probe_files(Path(source), _image_names(Path(source))), None, ()),
         recognises=_unlabelled,
@@ -90,7 +95,7 @@ register(
         "folder",
         "an image-folder FOLDER (<class>/*.png)",
         "one sub-folder of images per class; the whole tree is one split",
-        lambda r: load_image_folder(r.source, r.size, r.channels, r.class_names),
+        lambda r: load_image_folder(r.source, r.size, r.channels, r.class_names, r.cache),
         lambda source, split: False,
         lambda source: _describe_tree(Path(source)),
         recognises=lambda root: True,

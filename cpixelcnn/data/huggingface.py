@@ -179,7 +179,9 @@ def load_hf(request: Request) -> Dataset:
     }
     raw = ds.cast_column(image, datasets.Image(decode=False)).select_columns([image])
     parts = [_Rows(raw, image, i, min(i + PART_ROWS, len(ds)), request.size, request.channels) for i in range(0, len(ds), PART_ROWS)]
-    images = materialise(DecodeJob(f"the {request.split} split of hf:{where}", key, (request.channels, request.size, request.size), parts))
+    images = materialise(
+        DecodeJob(f"the {request.split} split of hf:{where}", key, (request.channels, request.size, request.size), parts), request.cache
+    )
     return Dataset(torch.from_numpy(images), torch.from_numpy(labels), names, layout="hf")
 
 

@@ -175,7 +175,7 @@ def load_imagenet_npz(side: int, request: Request) -> Dataset:
         "files": fingerprint(root, [str(p.relative_to(root)) for p in paths], "file"),
     }
     parts = [_NpzBatch(str(path), len(batch_labels), side, size, channels) for path, batch_labels in zip(paths, labels)]
-    images = materialise(DecodeJob(f"the {request.split} split of imagenet{side}:{root}", key, (channels, size, size), parts))
+    images = materialise(DecodeJob(f"the {request.split} split of imagenet{side}:{root}", key, (channels, size, size), parts), request.cache)
     return Dataset(
         torch.from_numpy(images), torch.from_numpy(np.concatenate(labels)), [str(i) for i in range(1, CLASSES + 1)], layout=f"imagenet{side}"
     )
@@ -212,7 +212,7 @@ def load_small_imagenet(request: Request) -> Dataset:
     names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not names:
         raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    images = decode_files(folder, names, f"{folder}", "small-imagenet", request.size, request.channels)
+    images = decode_files(folder, names, f"{folder}", "small-imagenet", request.size, request.channels, request.cache)
     return Dataset(
         torch.from_numpy(images), torch.full((len(names),), -1, dtype=torch.long), list(request.class_names or []), names, layout="small-imagenet"
     )

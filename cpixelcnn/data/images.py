@@ -244,10 +244,10 @@ def probe_images(sources) -> tuple[int | None, int | None]:
     return side, (channels.pop() if len(channels) == 1 else None)
 
 
-def decode_files(root: Path, relative: list[str], what: str, reader: str, size: int, channels: int, split: str = "") -> np.ndarray:
+def decode_files(root: Path, relative: list[str], what: str, reader: str, size: int, channels: int, cache, split: str = "") -> np.ndarray:
     """The image files ``relative`` to ``root`` (the ``split`` of a layout that has several) as uint8
-    (N, channels, size, size), decoded once into the data cache (keyed by their names, sizes and
-    modification times) and mapped after."""
+    (N, channels, size, size), decoded once into the data cache ``cache`` names (keyed by their
+    names, sizes and modification times) and mapped after."""
     from cpixelcnn.data.cache import DecodeJob, fingerprint, materialise
 
     key = {
@@ -261,7 +261,7 @@ def decode_files(root: Path, relative: list[str], what: str, reader: str, size: 
     }
     base = f"{root}/"
     parts = [ImageFiles(tuple(base + name for name in relative[i : i + PART_ROWS]), size, channels) for i in range(0, len(relative), PART_ROWS)]
-    return materialise(DecodeJob(what, key, (channels, size, size), parts))
+    return materialise(DecodeJob(what, key, (channels, size, size), parts), cache)
 
 
 def fit_pixels(images: np.ndarray, size: int, channels: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from cpixelcnn.data.cache import CacheSetting
 from cpixelcnn.data.types import SPLITS, DataError, Dataset
 
 HOLDOUT_SEED = 0  # held-out images are the same for every training seed
@@ -29,7 +30,8 @@ WHERE = ("builtin", "prefix", "folder")  # how --data names a format, in the ord
 @dataclasses.dataclass(frozen=True)
 class Request:
     """What a loader is asked for. ``source`` is the folder (``""`` for a built-in set);
-    ``class_names``, when given, are a trained model's classes in its order."""
+    ``class_names``, when given, are a trained model's classes in its order; ``cache`` where its
+    decoded images are kept (a loader passes it to :func:`cpixelcnn.data.cache.materialise`)."""
 
     source: str
     split: str
@@ -37,6 +39,7 @@ class Request:
     channels: int
     class_names: list[str] | None = None
     seed: int = 0
+    cache: CacheSetting = CacheSetting()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,28 +169,38 @@ def has_split(data: str, split: str) -> bool:
 
 
 def load_dataset(
-    data: str, split: str = "train", size: int = 32, channels: int = 3, class_names: list[str] | None = None, seed: int = 0, holdout: int = 0
+    data: str,
+    split: str = "train",
+    size: int = 32,
+    channels: int = 3,
+    class_names: list[str] | None = None,
+    seed: int = 0,
+    holdout: int = 0,
+    cache: CacheSetting | None = None,
 ) -> Dataset:
     """The ``split`` of ``data`` (a ``--data`` value: see the module docstring and :func:`data_help`)
     as uint8 (N, channels, size, size) images. ``class_names`` (a model's) must match the data's,
     except for formats that may hold a subset of them.
 
     ``holdout`` N > 0 carves N images out of the training split, reproducibly (a permutation with a
-    fixed seed): ``"validation"`` is then those N and ``"train"`` the rest; ``"test"`` is unchanged."""
+    fixed seed): ``"validation"`` is then those N and ``"train"`` the rest; ``"test"`` is unchanged.
+    ``cache``: where decoded images are kept (default: ``$CPIXELCNN_DATA_CACHE`` or ~/.cache)."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    cache = cache or CacheSetting()
     if not holdout or split == "test":
-        return _load_split(data, split, size, channels, class_names, seed)
-    full = _load_split(data, "train", size, channels, class_names, seed)
+        return _load_split(data, Request("", split, size, channels, class_names, seed, cache))
+    full = _load_split(data, Request("", "train", size, channels, class_names, seed, cache))
     if not 0 < holdout < len(full):
         raise DataError(f"--val-split {holdout}: the training split of {data} has {len(full)} images; hold out fewer")
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
     return full.subset((order[:holdout] if split == "validation" else order[holdout:]).sort().values)
 
 
-def _load_split(data: str, split: str, size: int, channels: int, class_names: list[str] | None, seed: int) -> Dataset:
+def _load_split(data: str, request: Request) -> Dataset:
     fmt, source = resolve(data)
-    ds = fmt.load(Request(source, split, size, channels, class_names, seed))
+    class_names = request.class_names
+    ds = fmt.load(dataclasses.replace(request, source=source))
     if class_names is not None and not fmt.partial_classes and list(class_names) != list(ds.class_names):
         raise DataError(f"--data {data} has classes ({', '.join(ds.class_names[:8])}) but the model has ({', '.join(list(class_names)[:8])})")
     return ds

@@ -23,7 +23,6 @@ from cpixelcnn.rundir.checkpoints import (
 )
 from cpixelcnn.rundir.files import (
     FORMAT_VERSION,
-    MODEL_LIMITS,
     append_metrics,
     check_config,
     is_per_class_run,
@@ -83,7 +82,6 @@ __all__ = [
     "write_curve",
     "write_samples",
     "FORMAT_VERSION",
-    "MODEL_LIMITS",
     "save_run",
     "load_run",
     "save_per_class_config",

@@ -17,6 +17,7 @@ import torch
 
 from cpixelcnn.atomic_io import atomic_write_bytes, atomic_write_json
 from cpixelcnn.model import ConditionalPixelCNN
+from cpixelcnn.model_config import ModelConfig
 from cpixelcnn.rundir.layout import CONFIG_NAME, CURVE_NAME, EMA_NAME, MEMBERS_DIR, METRICS_NAME, SAMPLES_DIR, STATE_NAME, WEIGHTS_NAME
 
 FORMAT_VERSION = 1
@@ -35,61 +36,25 @@ def save_run(run_dir: str | os.PathLike, model: ConditionalPixelCNN, class_names
     return run_dir
 
 
-# Upper bounds on a model configuration read from a file, checked before anything is allocated:
-# far above any published PixelCNN++ (5/160/10), far below what would exhaust memory by accident.
-MODEL_LIMITS = {
-    "in_channels": (1, 3),
-    "num_classes": (0, 10_000),
-    "nr_resnet": (1, 64),
-    "nr_filters": (1, 2048),
-    "nr_logistic_mix": (1, 256),
-    "embedding_dim": (1, 4096),
-    "film_hidden": (1, 4096),
-    "bits": (1, 16),
-}
-MODEL_STRINGS = {"conditioning", "fusion", "embedding", "backend"}
-MAX_PARAMETERS = 2_000_000_000
+MAX_PARAMETERS = 2_000_000_000  # a file describing a bigger model is not a sensible run
 MAX_CONFIG_BYTES = 10_000_000
-
-
-def estimated_parameters(model: dict) -> int:
-    """An upper estimate of a configuration's parameter count (no allocation): gated resnets × their
-    convs (2F→F, 2F→2F at 2×3 taps, a 4F→F skip nin), plus the conditioning heads and output."""
-    n, f = model.get("nr_resnet", 5), model.get("nr_filters", 160)
-    blocks = 2 * (3 * n + n + 2 * (n + 1))
-    per_block = 6 * (2 * f * f + 4 * f * f) + 4 * f * f + 8 * f * model.get("film_hidden", 64)
-    classes = model.get("num_classes", 4)
-    return blocks * per_block + classes * max(model.get("embedding_dim") or classes, 1) * 2 + 20 * f * (10 * model.get("nr_logistic_mix", 10))
 
 
 def check_config(config, path) -> dict:
     """A run's config.json, checked before anything is built: required keys and their types, the
-    model's settings within MODEL_LIMITS, one class name per class. One-line ValueError otherwise."""
+    model's settings as ModelConfig bounds them, one class name per class. One-line ValueError otherwise."""
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object")
     model = config.get("model")
     if not isinstance(model, dict):
         raise ValueError(f"{path} has no 'model' section")
-    import inspect
-
-    allowed = set(inspect.signature(ConditionalPixelCNN.__init__).parameters) - {"self"}
-    for key, value in model.items():
-        if key not in allowed:
-            raise ValueError(f"{path}: unknown model setting {key!r}")
-        if key in MODEL_LIMITS and not (key == "embedding_dim" and value is None):
-            low, high = MODEL_LIMITS[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{path}: model setting {key} must be an integer in [{low}, {high}], got {value!r}")
-        if key in MODEL_STRINGS and not isinstance(value, str):
-            raise ValueError(f"{path}: model setting {key} must be a string, got {value!r}")
-        if key == "dropout" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
-            raise ValueError(f"{path}: model setting dropout must be a number in [0, 1), got {value!r}")
-        if key == "weight_norm" and not isinstance(value, bool):
-            raise ValueError(f"{path}: model setting weight_norm must be true or false, got {value!r}")
-    if estimated_parameters(model) > MAX_PARAMETERS:
-        raise ValueError(
-            f"{path}: the model would have about {estimated_parameters(model):,} parameters, more than {MAX_PARAMETERS:,}; the file is not a sensible run"
-        )
+    architecture = ModelConfig.from_dict(model, str(path))
+    try:
+        parameters = architecture.parameter_count()
+    except ValueError as err:  # settings that do not go together (a one-hot embedding of another size)
+        raise ValueError(f"{path}: {err}") from None
+    if parameters > MAX_PARAMETERS:
+        raise ValueError(f"{path}: the model would have {parameters:,} parameters, more than {MAX_PARAMETERS:,}; the file is not a sensible run")
     names = config.get("class_names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{path}: 'class_names' must be a list of strings")

@@ -142,7 +142,14 @@ def training_images(cfg, class_names: list[str] | None) -> Dataset:
     given (a resumed conditional run's); for an unconditional model the labels are dropped (-1)."""
     unconditional = cfg.unconditional or cfg.only_class is not None
     data = load_dataset(
-        cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=None if unconditional else class_names, seed=cfg.seed, holdout=cfg.holdout
+        cfg.data,
+        cfg.split,
+        cfg.image_size,
+        cfg.in_channels,
+        class_names=None if unconditional else class_names,
+        seed=cfg.seed,
+        holdout=cfg.holdout,
+        cache=cfg.cache,
     )
     if cfg.only_class is not None:
         return class_images(data, cfg.only_class, cfg.data)

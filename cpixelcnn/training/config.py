@@ -1,10 +1,11 @@
-"""Training configuration: every setting declared once — default, check, help and flag — in the two
-dataclasses below. ``add_arguments`` generates ``cpixelcnn train``'s options from them and
-``check`` applies the same checks to the command line and to the Python API.
+"""Training configuration: every setting declared once — default, bounds or check, help and flag
+(:func:`cpixelcnn.settings.setting`). ``add_arguments`` generates ``cpixelcnn train``'s options from
+the fields, each number typed with its own bounds, and ``check`` applies the same checks to the
+Python API.
 
-``ModelConfig`` is what ``ConditionalPixelCNN.from_config`` takes; ``TrainConfig`` extends it with
-the data, optimisation, validation and bookkeeping settings (flat, so ``TrainConfig(nr_resnet=1)``
-keeps working).
+The architecture settings are :class:`cpixelcnn.model_config.ModelConfig`'s, declared beside the
+model; ``TrainConfig`` takes those the command line offers (flat, so ``TrainConfig(nr_resnet=1)``
+keeps working) and adds the data, optimisation, validation and bookkeeping settings.
 """
 
 from __future__ import annotations
@@ -12,52 +13,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
-from cpixelcnn.limits import RANGES, check_range
-from cpixelcnn.model import CONDITIONINGS, EMBEDDINGS, FUSIONS
+from cpixelcnn.data.cache import ENV_LOCATION, CacheSetting, cache_setting
+from cpixelcnn.model_config import ModelConfig
 from cpixelcnn.ops.backend import BACKENDS
+from cpixelcnn.settings import bounded_type, check_setting, flag_of, setting, value_type
 from cpixelcnn.training.objectives import LR_SCHEDULES
 
 
-def setting(
-    default=dataclasses.MISSING,
-    help: str = "",
-    *,
-    flag: str | None = None,
-    check: str | None = None,
-    unit: str = "",
-    choices: tuple | None = None,
-    metavar: str | None = None,
-    fixed_on_resume: bool = False,
-    cli: bool = True,
-    word: str | None = None,
-):
-    """A configuration field with what the command line and the checks need to know about it.
-
-    check: None (only ``choices`` and, for integers, ``limits.RANGES``), ``"positive"`` (a finite
-    number > 0), ``"non_negative"`` (finite, >= 0) or ``"fraction"`` (in [0, 1)).
-    fixed_on_resume: the setting is the saved run's on ``--resume`` (giving another value is an error).
-    word: a word the setting also takes, decided when training starts (``auto``): a flag of a
-    boolean setting then takes it as an optional value (``--resume`` or ``--resume auto``)."""
-    meta = dict(help=help, flag=flag, check=check, unit=unit, choices=choices, metavar=metavar, fixed_on_resume=fixed_on_resume, cli=cli, word=word)
-    return field(default=default, metadata=meta)
+def _architecture_options():
+    """The dataclass of the architecture settings ``train`` takes as options: the fields of
+    :class:`ModelConfig` marked ``cli`` (the class count comes from the data), declared there once."""
+    chosen = [f for f in fields(ModelConfig) if f.metadata["cli"]]
+    return dataclasses.make_dataclass(
+        "ArchitectureOptions",
+        [(f.name, f.type, dataclasses.field(default=f.default, metadata=f.metadata)) for f in chosen],
+        kw_only=True,
+    )
 
 
-@dataclass(kw_only=True)
-class ModelConfig:
-    """The architecture (PixelCNN++'s defaults: 5 resnets per stage, 160 filters, 10 logistics)."""
-
-    in_channels: int = setting(3, "1 (grey) or 3 (RGB)", flag="--channels", choices=(1, 3))
-    nr_resnet: int = setting(5, "gated resnets per stage")
-    nr_filters: int = setting(160, "channels of every stage")
-    nr_logistic_mix: int = setting(10, "logistic mixture components per pixel", flag="--nr-mix")
-    conditioning: str = setting("film", "how the class enters: FiLM (gamma, beta; neutral at init) or an additive bias", choices=CONDITIONINGS)
-    fusion: str = setting("middle", "which gated resnets are conditioned", choices=FUSIONS)
-    embedding: str = setting("onehot", "class embedding", choices=EMBEDDINGS)
-    embedding_dim: int | None = setting(None, "size of a learned embedding (default 32)")
-    dropout: float = setting(0.5, "dropout rate inside the gated resnets", check="fraction")
+ArchitectureOptions = _architecture_options()
 
 
 def _remembers_given(cls):
@@ -75,14 +51,21 @@ def _remembers_given(cls):
 
 @_remembers_given
 @dataclass(kw_only=True)
-class TrainConfig(ModelConfig):
-    """Everything ``train`` needs. ``data`` and ``out`` are required."""
+class TrainConfig(ArchitectureOptions):
+    """Everything ``train`` needs. ``data`` and ``out`` are required; the architecture settings are
+    :class:`ModelConfig`'s (the number of classes comes from the data)."""
 
     in_channels: int | None = setting(
-        None, "1 (grey) or 3 (RGB); default: the data's own (RGB where it mixes them)", flag="--channels", choices=(1, 3)
+        None, "1 (grey) or 3 (RGB); default: the data's own (RGB where it mixes them)", flag="--channels", choices=(1, 3), fixed_on_resume=True
     )
     data: str = setting(help="the images (on the command line: every format data_help() lists)", fixed_on_resume=True)
     out: str = setting(help="run directory")
+    data_cache: str | None = setting(
+        None,
+        f"decode image sources once into DIR and map them from there (default: ${ENV_LOCATION}, else ~/.cache/cpixelcnn/data)",
+        metavar="DIR",
+    )
+    no_cache: bool = setting(False, "decode the images into memory, every time")
     split: str = setting("train", "split of --data to train on", fixed_on_resume=True)
     unconditional: bool = setting(
         False,
@@ -100,18 +83,19 @@ class TrainConfig(ModelConfig):
         "counts, --epochs is each member's",
         fixed_on_resume=True,
     )
-    epochs: int = setting(1, "passes over the data (--max-steps overrides)")
-    max_steps: int | None = setting(None, "stop after this many steps")
+    epochs: int = setting(1, "passes over the data (--max-steps overrides)", bounds=(1, 10**6))
+    max_steps: int | None = setting(None, "stop after this many steps", bounds=(1, 10**9))
     max_seconds: float | None = setting(
         None, "stop (and checkpoint) after this many seconds of training", flag="--max-time", check="positive", unit="seconds"
     )
     grad_clip: float | None = setting(None, "clip the global gradient norm to this (off by default)", check="positive", metavar="MAX_NORM")
-    max_skipped: int = setting(20, "stop after this many consecutive non-finite steps, which are skipped")
+    max_skipped: int = setting(20, "stop after this many consecutive non-finite steps, which are skipped", bounds=(1, 10**6))
     batch_size: int | str = setting(
         32,
         "global batch size (split over torchrun processes); auto: the largest that fits the device's free memory (measured before the first step)",
         fixed_on_resume=True,
         word="auto",
+        bounds=(1, 65536),
     )
     lr: float = setting(1e-3, "Adam learning rate", check="positive", fixed_on_resume=True)
     lr_decay: float = setting(
@@ -148,7 +132,7 @@ class TrainConfig(ModelConfig):
     device: str = setting("auto", "cpu, cuda, cuda:N, mps (Apple GPU) or auto (cuda, then mps, then cpu)")
     backend: str = setting("eager", "kernels: the eager PyTorch reference, Triton, or auto", choices=BACKENDS)
     image_size: int | None = setting(
-        None, "images are resized to this (square); default: the data's own size (32 for data of no one size)", fixed_on_resume=True
+        None, "images are resized to this (square); default: the data's own size (32 for data of no one size)", fixed_on_resume=True, bounds=(1, 512)
     )
     augment: bool = setting(False, "random horizontal flips and brightness jitter", fixed_on_resume=True)
     balanced_batches: bool = setting(
@@ -177,8 +161,8 @@ class TrainConfig(ModelConfig):
         "split of --val-data, or a number N: hold N images of --data's training split out (the same N for every seed) and validate on them",
         fixed_on_resume=True,
     )
-    val_every: int = setting(1, "validate every N epochs and at the end", metavar="N")
-    val_limit: int = setting(500, "validate on at most this many images (a fixed random subset)", fixed_on_resume=True)
+    val_every: int = setting(1, "validate every N epochs and at the end", metavar="N", bounds=(1, 10**6))
+    val_limit: int = setting(500, "validate on at most this many images (a fixed random subset)", fixed_on_resume=True, bounds=(1, 10**7))
     val_accuracy: str = setting(
         "auto",
         "Bayes accuracy at validation, one forward pass per class and image: auto (for at most 32 classes; bits/dim alone "
@@ -195,9 +179,11 @@ class TrainConfig(ModelConfig):
     checkpoint_every: float = setting(
         10.0, "checkpoint every this many minutes as well as at epoch ends", check="positive", unit="minutes", metavar="MINUTES"
     )
-    sample_every: int = setting(0, "write per-class sample grids every N epochs, and of the final model when the run ends inside an epoch (0: never)")
-    samples_per_class: int = setting(4, "samples per class in those grids")
-    log_every: int = setting(10, "steps between metrics.jsonl records")
+    sample_every: int = setting(
+        0, "write per-class sample grids every N epochs, and of the final model when the run ends inside an epoch (0: never)", bounds=(0, 10**6)
+    )
+    samples_per_class: int = setting(4, "samples per class in those grids", bounds=(1, 1000))
+    log_every: int = setting(10, "steps between metrics.jsonl records", bounds=(1, 10**9))
     wandb: bool = setting(False, "also log to Weights & Biases (needs wandb installed)")
     resume: bool | str = setting(
         False,
@@ -212,41 +198,23 @@ class TrainConfig(ModelConfig):
         return int(self.val_split) if str(self.val_split).isdigit() else 0
 
     @property
-    def model_config(self) -> ModelConfig:
-        """The architecture; channels not given (and not yet taken from the data) are RGB's."""
-        return ModelConfig(**{f.name: getattr(self, f.name) for f in fields(ModelConfig)} | {"in_channels": self.in_channels or 3})
+    def cache(self) -> CacheSetting:
+        """Where the run's decoded images are kept (``--data-cache``, ``--no-cache``)."""
+        return cache_setting(self.data_cache, self.no_cache)
+
+    def model_config(self, num_classes: int) -> ModelConfig:
+        """The architecture of this run's model with ``num_classes`` classes (0: unconditional);
+        channels not given (and not yet taken from the data) are RGB's."""
+        chosen = {f.name: getattr(self, f.name) for f in fields(ArchitectureOptions)}
+        return ModelConfig(**chosen | {"in_channels": self.in_channels or 3, "num_classes": num_classes})
 
 
-def flag_of(f: dataclasses.Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-
-
-def _check_field(f: dataclasses.Field, value) -> None:
-    if value is None or (f.metadata["word"] is not None and value == f.metadata["word"]):
-        return
-    flag, meta = flag_of(f), f.metadata
-    if meta["choices"] is not None and value not in meta["choices"]:
-        raise ValueError(f"{flag} must be one of {', '.join(map(repr, meta['choices']))}, got {value!r}")
-    if f.name in RANGES:
-        check_range(f.name, value, flag=flag)
-    rule = meta["check"]
-    if rule is None:
-        return
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    unit = f" of {meta['unit']}" if meta["unit"] else ""
-    if rule == "positive" and not (number and value > 0):
-        raise ValueError(f"{flag} must be a positive number{unit}, got {value!r}")
-    if rule == "non_negative" and not (number and value >= 0):
-        raise ValueError(f"{flag} must be a number >= 0, got {value!r}")
-    if rule == "fraction" and not (number and 0 <= value < 1):
-        raise ValueError(f"{flag} must be in [0, 1), got {value!r}")
-
-
-def check(cfg: ModelConfig, world_size: int = 1) -> None:
-    """One-line ValueError naming the flag of the first setting out of its range or choices."""
+def check(cfg: TrainConfig, world_size: int = 1) -> None:
+    """One-line ValueError naming the flag of the first setting out of its bounds or choices."""
     for f in fields(cfg):
-        _check_field(f, getattr(cfg, f.name))
+        check_setting(f, getattr(cfg, f.name), name=flag_of(f))
     if isinstance(cfg, TrainConfig):
+        cfg.cache  # noqa: B018  (--data-cache and --no-cache together are refused)
         _check_holdout(cfg)
         _check_kind(cfg)
         _check_val_accuracy(cfg)
@@ -308,8 +276,8 @@ def merged_with_saved(cfg: TrainConfig, saved: dict, model_config: dict, world_s
     another value than the run's is refused, naming it. ``asked``: the settings the caller wrote
     (the command line passes its flags); None takes ``cfg.given``, those the caller passed to
     ``TrainConfig(...)`` — whatever their values, a default written out counts as asked."""
-    kept = {name: saved[name] for name in fixed_on_resume() if name in saved}
-    kept |= {f.name: model_config[f.name] for f in fields(ModelConfig) if f.name in model_config}
+    kept = {name: saved[name] for name in fixed_on_resume() if name in saved and name not in _MODEL_NAMES}
+    kept |= {f.name: model_config[f.name] for f in fields(ArchitectureOptions) if f.name in model_config}
     asked = set(cfg.given) if asked is None else set(asked)
     flags = {f.name: flag_of(f) for f in fields(TrainConfig)}
     words = {f.name: f.metadata["word"] for f in fields(TrainConfig)}
@@ -330,7 +298,7 @@ def add_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True) -
     defaults an option absent from the command line is absent from the parsed namespace."""
     from cpixelcnn.data import data_help  # the registered formats: the same --data help as every command's
 
-    for title, group_fields in (("model", fields(ModelConfig)), ("training", [f for f in fields(TrainConfig) if f.name not in _MODEL_NAMES])):
+    for title, group_fields in (("model", fields(ArchitectureOptions)), ("training", [f for f in fields(TrainConfig) if f.name not in _MODEL_NAMES])):
         group = parser.add_argument_group(title)
         for f in group_fields:
             meta = f.metadata
@@ -352,33 +320,30 @@ def add_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True) -
                 continue
             if meta["word"]:
                 kw["metavar"] = f"{{N,{meta['word']}}}"
-                group.add_argument(flag_of(f), type=_or_word(_type_of(f), meta["word"]), required=required, **kw)
+                group.add_argument(flag_of(f), type=_or_word(f), required=required, **kw)
                 continue
             if meta["choices"] is None:
                 kw["metavar"] = meta["metavar"] or flag_of(f).lstrip("-").replace("-", "_").upper()
-            group.add_argument(flag_of(f), type=_type_of(f), choices=meta["choices"], required=required, **kw)
+            group.add_argument(flag_of(f), type=bounded_type(f) or value_type(f), choices=meta["choices"], required=required, **kw)
 
 
-_MODEL_NAMES = {f.name for f in fields(ModelConfig)}
+_MODEL_NAMES = {f.name for f in fields(ArchitectureOptions)}
 
 
-def _or_word(convert, word: str):
-    """An argparse type: ``word`` itself, else ``convert(text)``."""
+def _or_word(f: dataclasses.Field):
+    """An argparse type: the field's word itself (``auto``), else a number within the field's bounds."""
+    word, kind, bounded = f.metadata["word"], value_type(f), bounded_type(f)
 
     def parse(text: str):
         if text == word:
             return word
         try:
-            return convert(text)
+            number = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid value {text!r}: a number or {word}") from None
+            raise argparse.ArgumentTypeError(f"must be a number or {word}, got {text!r}") from None
+        return bounded(text) if bounded is not None else number
 
     return parse
-
-
-def _type_of(f: dataclasses.Field):
-    text = str(f.type)
-    return int if text.startswith("int") else float if text.startswith("float") else str
 
 
 def from_arguments(args: argparse.Namespace) -> TrainConfig:

@@ -64,15 +64,9 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
         cfg = dataclasses.replace(cfg, per_class=True)
     elif (run_dir / CONFIG_NAME).exists():
         raise ValueError(already_holds_a_run(run_dir))
-    data = load_dataset(
-        cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=saved["class_names"] if saved else None, seed=cfg.seed, holdout=cfg.holdout
-    )
-    if not data.has_labels:
-        raise ValueError(f"--per-class trains one model per class: the {cfg.split} split of {cfg.data} has images without labels")
+    data = _training_split(cfg, saved["class_names"] if saved else None)
     names = data.class_names
     counts = [int((data.labels == c).sum()) for c in range(len(names))]
-    if len(names) < 2 or min(counts) < 1:
-        raise ValueError(f"--per-class needs at least 2 classes with images; {cfg.data} has {', '.join(f'{n}: {c}' for n, c in zip(names, counts))}")
     if cfg.batch_size == "auto":  # the members share one architecture: the largest batch that fits one fits all
         cfg = dataclasses.replace(cfg, batch_size=_auto_batch(cfg, ranks, min(counts), say))
     per_epoch = [(n // ranks.world) // (cfg.batch_size // ranks.world) for n in counts]  # as each member's sampler deals them
@@ -81,8 +75,7 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {counts[small]} training images of class {names[small]}")
     steps, seconds, budget = member_budgets(cfg, counts, per_epoch)
     if ranks.is_main and saved is None:
-        with torch.device("meta"):
-            model_config = ConditionalPixelCNN.from_config(cfg.model_config, num_classes=0).config
+        model_config = cfg.model_config(0).check().as_dict()
         save_per_class_config(run_dir, model_config, names, counts, {"train": dataclasses.asdict(cfg) | {"resume": False}})
     say(f"per-class run: {len(names)} unconditional models ({', '.join(names)}) into {run_dir}, one after another; {budget}")
     results = []
@@ -110,13 +103,27 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
     )
 
 
+def _training_split(cfg: TrainConfig, class_names: list[str] | None):
+    """The run's training split, labelled, with at least two classes of images."""
+    data = load_dataset(
+        cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=class_names, seed=cfg.seed, holdout=cfg.holdout, cache=cfg.cache
+    )
+    if not data.has_labels:
+        raise ValueError(f"--per-class trains one model per class: the {cfg.split} split of {cfg.data} has images without labels")
+    counts = [int((data.labels == c).sum()) for c in range(len(data.class_names))]
+    if len(counts) < 2 or min(counts) < 1:
+        found = ", ".join(f"{n}: {c}" for n, c in zip(data.class_names, counts))
+        raise ValueError(f"--per-class needs at least 2 classes with images; {cfg.data} has {found}")
+    return data
+
+
 def _auto_batch(cfg: TrainConfig, ranks, images: int, say) -> int:
     """``--batch-size auto`` for a per-class run: planned on one member's (unconditional) model."""
     from cpixelcnn.training.memory import plan_batch
 
     device = ranks.device(cfg.device)
     torch.manual_seed(cfg.seed)
-    model = ConditionalPixelCNN.from_config(cfg.model_config, num_classes=0, backend=cfg.backend).to(device)
+    model = ConditionalPixelCNN(cfg.model_config(0), backend=cfg.backend).to(device)
     plan = plan_batch(model, cfg, device, ranks, images)
     say(plan.line)
     return plan.batch_size

@@ -143,7 +143,7 @@ class Trainer:
 
     def _new_model(self, num_classes: int) -> ConditionalPixelCNN:
         torch.manual_seed(self.cfg.seed)
-        return ConditionalPixelCNN.from_config(self.cfg.model_config, num_classes=num_classes, backend=self.cfg.backend)
+        return ConditionalPixelCNN(self.cfg.model_config(num_classes), backend=self.cfg.backend)
 
     # -- the loop ----------------------------------------------------------------------------------
 

@@ -81,7 +81,7 @@ def validation_set(source: str, cfg, class_names: list[str]) -> Validation | Non
     if source == "none":
         return None
     split = "validation" if cfg.holdout else cfg.val_split
-    val = load_dataset(source, split, cfg.image_size, cfg.in_channels, seed=cfg.seed, holdout=cfg.holdout)
+    val = load_dataset(source, split, cfg.image_size, cfg.in_channels, seed=cfg.seed, holdout=cfg.holdout, cache=cfg.cache)
     if cfg.only_class is not None:
         val = class_images(val, cfg.only_class, source)
     if not class_names:  # an unconditional model: bits/dim only
