@@ -47,3 +47,51 @@ def test_training_with_balanced_batches_runs_and_resumes_exactly(tmp_path):
     train(TrainConfig(out=str(tmp_path / "split"), max_steps=2, **tiny), log=lambda *a: None)
     resumed = train(TrainConfig(out=str(tmp_path / "split"), max_steps=4, resume=True, **tiny), log=lambda *a: None)
     assert resumed["train_bpd"] == whole["train_bpd"]
+
+
+def _counting_loads(monkeypatch) -> list[tuple]:
+    """Every split read from a data source (the data layer's one reader of a split), as (data, split)."""
+    from cpixelcnn.data import registry
+
+    loads, real = [], registry._load_split
+
+    def counted(data, request):
+        loads.append((data, request.split))
+        return real(data, request)
+
+    monkeypatch.setattr(registry, "_load_split", counted)
+    return loads
+
+
+TINY = dict(image_size=4, in_channels=1, nr_resnet=1, nr_filters=4, nr_logistic_mix=2, batch_size=8, device="cpu", val_limit=20)
+
+
+def test_a_run_holding_images_out_loads_its_training_split_once(tmp_path, monkeypatch):
+    """--val-split N: the training images and the N held out come from one load, as before two."""
+    from cpixelcnn.data import load_dataset
+    from cpixelcnn.training import TrainConfig, Trainer
+
+    loads = _counting_loads(monkeypatch)
+    trainer = Trainer(TrainConfig(data="demo", out=str(tmp_path / "run"), val_split="40", max_steps=2, **TINY), log=lambda *a: None)
+    trainer.fit()
+    assert loads == [("demo", "train")]
+    whole = load_dataset("demo", "train", 4, 1)
+    assert len(trainer.data) + 40 == len(whole) and len(trainer.val) == 20  # the rest trains; 20 of the 40 validate (--val-limit)
+
+
+def test_a_per_class_run_loads_its_training_split_once_for_all_members(tmp_path, monkeypatch):
+    from cpixelcnn.training import TrainConfig, train
+
+    loads = _counting_loads(monkeypatch)
+    result = train(TrainConfig(data="demo", out=str(tmp_path / "run"), per_class=True, val_split="40", max_steps=8, **TINY), log=lambda *a: None)
+    assert len(result["members"]) == 4 and loads == [("demo", "train")]
+
+
+def test_the_trainers_state_is_declared_in_init(tmp_path):
+    """Every attribute the trainer keeps exists from its constructor on: setup and the loop fill them, never add one."""
+    from cpixelcnn.training import TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig(data="demo", out=str(tmp_path / "run"), val_data="none", max_steps=2, **TINY), log=lambda *a: None)
+    declared = set(vars(trainer))
+    trainer.fit()
+    assert set(vars(trainer)) == declared, sorted(set(vars(trainer)) - declared)

@@ -190,7 +190,12 @@ def load_dataset(
     cache = cache or CacheSetting()
     if not holdout or split == "test":
         return _load_split(data, Request("", split, size, channels, class_names, seed, cache))
-    full = _load_split(data, Request("", "train", size, channels, class_names, seed, cache))
+    return held_out_part(_load_split(data, Request("", "train", size, channels, class_names, seed, cache)), holdout, split, data)
+
+
+def held_out_part(full: Dataset, holdout: int, split: str, data: str) -> Dataset:
+    """``split`` of a training split ``full`` of which ``holdout`` images are held out, reproducibly
+    (a permutation with a fixed seed): ``"validation"`` those N, ``"train"`` the rest."""
     if not 0 < holdout < len(full):
         raise DataError(f"--val-split {holdout}: the training split of {data} has {len(full)} images; hold out fewer")
     order = torch.randperm(len(full), generator=torch.Generator().manual_seed(HOLDOUT_SEED))

@@ -17,6 +17,36 @@ from dataclasses import dataclass
 import torch
 
 from cpixelcnn.data import Dataset, augment, load_dataset, mutate
+from cpixelcnn.data.registry import held_out_part
+
+
+class RunSplits:
+    """The splits one run reads, each loaded once and shared: the training split, the images
+    ``--val-split N`` holds out of it, a validation split, and every per-class member's class of
+    them. ``get`` answers with what was loaded before (``class_names``: a resumed conditional run's
+    order, part of what a split is loaded as)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.loaded: dict[tuple, Dataset] = {}
+
+    def get(self, data: str, split: str, class_names: list[str] | None = None) -> Dataset:
+        cfg = self.cfg
+        held_out = bool(cfg.holdout) and data == cfg.data and split in ("train", "validation")
+        read = "train" if held_out else split
+        key = (data, read, tuple(class_names) if class_names else None)
+        plain = self.loaded.get((data, read, None))
+        if key not in self.loaded and plain is not None and list(plain.class_names) == list(class_names or []):
+            self.loaded[key] = plain  # loaded without names, and they are these: the same images and labels
+        if key not in self.loaded:
+            self.loaded[key] = load_dataset(data, read, cfg.image_size, cfg.in_channels, class_names=class_names, seed=cfg.seed, cache=cfg.cache)
+        return held_out_part(self.loaded[key], cfg.holdout, split, data) if held_out else self.loaded[key]
+
+
+def steps_per_epoch(images: int, batch_size: int, world: int) -> int:
+    """Steps of one epoch of ``images`` at the global ``batch_size`` over ``world`` ranks: each rank
+    takes ``images // world`` of them (the rest dropped), in batches of ``batch_size // world``."""
+    return (images // world) // (batch_size // world)
 
 
 @dataclass
@@ -137,20 +167,11 @@ def class_images(data: Dataset, name: str, source: str) -> Dataset:
     return data.subset(keep, torch.full_like(data.labels, -1), [])
 
 
-def training_images(cfg, class_names: list[str] | None) -> Dataset:
+def training_images(cfg, class_names: list[str] | None, splits: RunSplits) -> Dataset:
     """``cfg.split`` of ``cfg.data`` (less the ``--val-split N`` held out), labelled in ``class_names``' order when
     given (a resumed conditional run's); for an unconditional model the labels are dropped (-1)."""
     unconditional = cfg.unconditional or cfg.only_class is not None
-    data = load_dataset(
-        cfg.data,
-        cfg.split,
-        cfg.image_size,
-        cfg.in_channels,
-        class_names=None if unconditional else class_names,
-        seed=cfg.seed,
-        holdout=cfg.holdout,
-        cache=cfg.cache,
-    )
+    data = splits.get(cfg.data, cfg.split, None if unconditional else class_names)
     if cfg.only_class is not None:
         return class_images(data, cfg.only_class, cfg.data)
     if unconditional or not data.has_labels:  # asked for, or images without labels
@@ -171,11 +192,11 @@ def dealt(data: Dataset, cfg, ranks) -> TrainingData:
     sampler = torch.utils.data.DistributedSampler(
         range(len(data)), num_replicas=ranks.world, rank=ranks.rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
-    steps_per_epoch = len(sampler) // per_rank
-    if steps_per_epoch < 1:
+    steps = steps_per_epoch(len(data), cfg.batch_size, ranks.world)  # len(sampler) // per_rank
+    if steps < 1:
         what = f"the {len(data)} training images" + (f" of class {cfg.only_class}" if cfg.only_class is not None else "")
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than {what}")
-    return TrainingData(data, sampler, per_rank, steps_per_epoch, balanced=cfg.balanced_batches)
+    return TrainingData(data, sampler, per_rank, steps, balanced=cfg.balanced_batches)
 
 
 def with_data_shape(cfg):

@@ -293,6 +293,11 @@ def merged_with_saved(cfg: TrainConfig, saved: dict, model_config: dict, world_s
     return merged
 
 
+def resumed_config(cfg: TrainConfig, saved: dict, world_size: int = 1, asked: set[str] | None = None) -> TrainConfig:
+    """:func:`merged_with_saved` with a saved run's config.json (its "train" object and its model)."""
+    return merged_with_saved(cfg, saved.get("train", {}), saved["model"], world_size, asked)
+
+
 def add_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True) -> None:
     """``cpixelcnn train``'s options, one per field, in two groups (model, training). Without
     defaults an option absent from the command line is absent from the parsed namespace."""

@@ -14,14 +14,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import torch
-
-from cpixelcnn.data import load_dataset
-from cpixelcnn.model import ConditionalPixelCNN
+from cpixelcnn.data.types import list_briefly
 from cpixelcnn.rundir import CONFIG_NAME, claim, member_folder, read_config, save_per_class_config
 from cpixelcnn.rundir.checkpoints import already_holds_a_run
-from cpixelcnn.training.config import TrainConfig, merged_with_saved
-from cpixelcnn.training.trainer import Trainer
+from cpixelcnn.training.batches import RunSplits, steps_per_epoch
+from cpixelcnn.training.config import TrainConfig, resumed_config
+from cpixelcnn.training.trainer import Trainer, new_model
 
 
 def split_by_counts(total: int, counts: list[int]) -> list[int]:
@@ -60,16 +58,16 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
         say(f"torchrun restart {restart} (TORCHELASTIC_RESTART_COUNT): " + ("continuing the per-class run" if cfg.resume else "starting over"))
     saved = read_config(run_dir) if cfg.resume else None
     if saved is not None:
-        cfg = merged_with_saved(cfg, saved.get("train", {}), saved["model"], ranks.world, asked)
-        cfg = dataclasses.replace(cfg, per_class=True)
+        cfg = dataclasses.replace(resumed_config(cfg, saved, ranks.world, asked), per_class=True)
     elif (run_dir / CONFIG_NAME).exists():
         raise ValueError(already_holds_a_run(run_dir))
-    data = _training_split(cfg, saved["class_names"] if saved else None)
+    splits = RunSplits(cfg)  # the training split, loaded once: counted here, each member's class of it below
+    data = _training_split(cfg, splits, saved["class_names"] if saved else None)
     names = data.class_names
     counts = [int((data.labels == c).sum()) for c in range(len(names))]
     if cfg.batch_size == "auto":  # the members share one architecture: the largest batch that fits one fits all
         cfg = dataclasses.replace(cfg, batch_size=_auto_batch(cfg, ranks, min(counts), say))
-    per_epoch = [(n // ranks.world) // (cfg.batch_size // ranks.world) for n in counts]  # as each member's sampler deals them
+    per_epoch = [steps_per_epoch(n, cfg.batch_size, ranks.world) for n in counts]  # as each member's images are dealt
     if min(per_epoch) < 1:  # refused before the run's config is written (each member would refuse it too, later)
         small = per_epoch.index(0)
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {counts[small]} training images of class {names[small]}")
@@ -88,7 +86,8 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
             cfg, out=str(member), per_class=False, only_class=name, max_steps=steps[k], max_seconds=seconds[k], resume=resume
         )
         say(f"class {k + 1}/{len(names)}: {name}" + (" (continuing)" if resume else ""))
-        results.append(Trainer(member_cfg, log, ranks=ranks, asked=set(), **hooks).fit())  # its settings were checked as the run's
+        trainer = Trainer(member_cfg, log, ranks=ranks, asked=set(), splits=splits, **hooks)  # its settings were checked as the run's
+        results.append(trainer.fit())
     total = sum(r["steps"] for r in results)
     say(f"done: per-class run of {len(names)} models, {total} steps in all; classify with `cpixelcnn classify --checkpoint {run_dir} --data ...`")
     return dict(
@@ -103,11 +102,12 @@ def train_per_class(cfg: TrainConfig, log, ranks, asked: set[str] | None = None,
     )
 
 
-def _training_split(cfg: TrainConfig, class_names: list[str] | None):
-    """The run's training split, labelled, with at least two classes of images."""
-    data = load_dataset(
-        cfg.data, cfg.split, cfg.image_size, cfg.in_channels, class_names=class_names, seed=cfg.seed, holdout=cfg.holdout, cache=cfg.cache
-    )
+def _training_split(cfg: TrainConfig, splits: RunSplits, class_names: list[str] | None):
+    """The run's training split (as its members read it: their classes' images), with at least two
+    classes of images — a resumed run's ``class_names``."""
+    data = splits.get(cfg.data, cfg.split)
+    if class_names is not None and list(data.class_names) != list(class_names):
+        raise ValueError(f"--data {cfg.data} has classes ({list_briefly(data.class_names)}) but the run has ({list_briefly(class_names)})")
     if not data.has_labels:
         raise ValueError(f"--per-class trains one model per class: the {cfg.split} split of {cfg.data} has images without labels")
     counts = [int((data.labels == c).sum()) for c in range(len(data.class_names))]
@@ -122,8 +122,6 @@ def _auto_batch(cfg: TrainConfig, ranks, images: int, say) -> int:
     from cpixelcnn.training.memory import plan_batch
 
     device = ranks.device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model = ConditionalPixelCNN(cfg.model_config(0), backend=cfg.backend).to(device)
-    plan = plan_batch(model, cfg, device, ranks, images)
+    plan = plan_batch(new_model(cfg, 0).to(device), cfg, device, ranks, images)
     say(plan.line)
     return plan.batch_size

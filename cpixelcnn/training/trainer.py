@@ -1,6 +1,8 @@
-"""The trainer: ``fit`` runs epochs of ``step``s, ``end_epoch`` validates, ``maybe_checkpoint`` and
-``checkpoint`` keep the run resumable. Behaviour that tests (or users) replace comes in through the
-constructor: the loss, the clock, the weight writer and the log.
+"""The trainer, read like Fabric's loops: its state is declared in ``__init__``; ``setup`` resumes
+or starts the run; ``fit`` → ``train_loop`` → ``run_epoch`` → ``step``; ``should_stop`` decides
+after each step whether a stop signal or the time limit ends training; ``maybe_checkpoint`` and
+``checkpoint`` keep the run resumable, ``validate`` keeps ``best/``. Behaviour that tests (or users)
+replace comes in through the constructor: the loss, the clock, the weight writer and the log.
 
 Determinism: the data order of epoch e is a permutation seeded by (seed, e), and every step
 reseeds dropout and augmentation from (seed, step, rank); with the saved optimizer state and
@@ -35,8 +37,8 @@ from cpixelcnn.rundir import (
 )
 from cpixelcnn.stopping import Stopped
 from cpixelcnn.training.averaging import PolyakAverage
-from cpixelcnn.training.batches import dealt, training_images
-from cpixelcnn.training.config import TrainConfig, merged_with_saved
+from cpixelcnn.training.batches import RunSplits, dealt, training_images
+from cpixelcnn.training.config import TrainConfig, resumed_config
 from cpixelcnn.training.distributed import Ranks, StopSignals
 from cpixelcnn.training.errors import CheckpointWriteFailed, OutOfMemory, TrainingDiverged, TrainingInterrupted, TrainingPreempted
 from cpixelcnn.training.memory import is_out_of_memory, plan_batch
@@ -63,63 +65,73 @@ class Trainer:
         clock=time.monotonic,
         save_weights=save_weights,
         restart: int = 0,
+        splits: RunSplits | None = None,
     ):
         """``asked``: the settings the caller wrote (see :func:`~cpixelcnn.training.config.merged_with_saved`);
         ``restart``: which restart of its workers torchrun is on (said in the log);
         ``loss(forward, model, x, y, discriminative, backend)`` → mean nats per image;
         ``clock()`` → seconds (time limit, checkpoint interval, speed); ``save_weights(path, state)``
-        writes the Polyak-averaged weights of a checkpoint."""
+        writes the Polyak-averaged weights of a checkpoint; ``splits``: the run's data, loaded once
+        (a per-class run shares one between its members)."""
+        # what the caller gave
         self.cfg, self.ranks, self.asked, self.restart = cfg, ranks or Ranks(), asked, restart
         self.loss_fn, self.clock, self.save_weights = loss, clock, save_weights
+        self.splits = splits or RunSplits(cfg)
         self.say = log if self.ranks.is_main else (lambda *a, **k: None)
         self.run_dir = Path(cfg.out)
+        # what setup() makes: the device, the model and its classes, the data, the optimiser, the reporter
+        self.device: torch.device | None = None
+        self.model: ConditionalPixelCNN | None = None
+        self.class_names: list[str] | None = None
+        self.kind = ""  # what is trained, in words
+        self.memory = None  # the memory plan (its batch size, its line)
+        self.train_data = self.data = None  # the dealt training images; the images themselves
+        self.steps_per_epoch = self.total = 0
+        self.val = None  # the validation set, or None
+        self.optimizer = self.scheduler = None
+        self.state = TrainingState()
+        self.ema: PolyakAverage | None = None
+        self.net = self.eager_net = None  # the network a step runs (DDP-wrapped, compiled), and before compiling
+        self.objective = self._objective
+        self.compile_pending = False
+        self.reporter: Reporter | None = None
+        # what the loop keeps
         self.checkpointed_at: int | None = None  # step of the last checkpoint written
         self.validated_at: int | None = None
+        self.last_checkpoint_time = 0.0
+        self.stop_signals: StopSignals | None = None
+        self.deadline: float | None = None  # the clock's time at which --max-time ends training
+        self.preempted: str | None = None  # the stop signal training stops for
+        self.out_of_time = False
+        self.epoch_losses: list[float] = []
+        self.window: list[float] = []  # the steps' bits/dim since the last metrics record
+        self.window_start = 0.0
+        self.skipped_in_a_row = 0
+        self.data_waits: list[float] = []  # seconds each step waited for its batch since the last record
+        self.wall_start = 0.0
+        self.images_per_s: float | None = None
 
     # -- set-up ------------------------------------------------------------------------------------
 
     def setup(self) -> None:
+        """The run to go on with (resumed or new), its model, data, validation set, optimiser and reporter."""
         self.device = self.ranks.device(self.cfg.device)
-        point = self._model_and_config()
-        images = training_images(self.cfg, self.class_names)
+        point, cfg = self._resume_or_start()
+        images = training_images(cfg, self.class_names, self.splits)
         if self.model is None:  # unconditional data come without class names: a model of 0 classes
-            self.model, self.class_names = self._new_model(len(images.class_names)), images.class_names
-        self.model.checkpoint_activations = self.cfg.checkpoint_activations
+            self.model, self.class_names = new_model(cfg, len(images.class_names)), images.class_names
+        self.kind = model_kind(cfg, self.model, self.class_names)  # in the words the caller's settings chose
+        self.model.checkpoint_activations = cfg.checkpoint_activations
         self.model = self.model.to(self.device)
-        # measured before any step: a batch that cannot fit is refused here
-        self.memory = plan_batch(self.model, self.cfg, self.device, self.ranks, len(images))
-        batch_size = self.memory.batch_size
-        self.train_data = dealt(images, dataclasses.replace(self.cfg, batch_size=batch_size), self.ranks)
+        self.memory = plan_batch(self.model, cfg, self.device, self.ranks, len(images))  # measured before any step: one that cannot fit is refused
+        self.cfg = cfg = self._resolved(cfg, self.memory.batch_size)
+        self.train_data = dealt(images, cfg, self.ranks)
         self.data, self.steps_per_epoch = self.train_data.images, self.train_data.steps_per_epoch
-        self.kind = model_kind(self.cfg, self.model, self.class_names)
-        # the settings left to be decided by the data and the model, resolved in a copy (the caller's config is theirs)
-        cfg = self.cfg = dataclasses.replace(
-            self.cfg,
-            batch_size=batch_size,
-            unconditional=self.cfg.unconditional or (self.model.num_classes == 0 and self.cfg.only_class is None),
-            val_data=validation_source(self.cfg.data, self.cfg.split, self.cfg.val_data, self.cfg.val_split),
-            keep_best=self.cfg.keep_best or ("accuracy" if accuracy_classes(self.cfg, self.model.num_classes) else "bpd"),
-        )
-        self.val = validation_set(cfg.val_data, cfg, self.class_names)
+        self.val = validation_set(cfg.val_data, cfg, self.class_names, self.splits)
         self.total = cfg.epochs * self.steps_per_epoch if cfg.max_steps is None else cfg.max_steps
-        self.optimizer, self.scheduler = optimizer_and_schedule(self.model, cfg, self.total)
-        history = read_metrics(self.run_dir, point.state["step"], rewrite=self.ranks.is_main) if point else []
-        if point:
-            self.optimizer.load_state_dict(point.state["optimizer"])
-            self.scheduler.load_state_dict(point.state["scheduler"])
-            self.state = restore_state(point.state, history, read_best(self.run_dir))
-            self.checkpointed_at = self.state.step
-        else:
-            self.state = TrainingState()
-        self.ema = PolyakAverage(self.model, cfg.ema, point.ema if point else None, self.state.ema_updates) if cfg.ema else None
-        self.net = self.model
-        if self.ranks.active:
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.eager_net = self.net
-        self.objective = self._objective
-        self.compile_pending = cfg.compile  # compiled at the first step, which says what it took
-        if cfg.compile:
-            self._compile(compile_options(self.device))
+        history = self._optimiser_and_state(point)
+        self._network()
+        wandb = dataclasses.asdict(cfg) if cfg.wandb else None
         self.reporter = Reporter(
             self.run_dir,
             writer=self.ranks.is_main,
@@ -127,23 +139,54 @@ class Trainer:
             total=self.total,
             log_every=cfg.log_every,
             history=history,
-            wandb_config=dataclasses.asdict(cfg) if cfg.wandb else None,
+            wandb_config=wandb,
         )
         self.last_checkpoint_time = self.clock()
 
-    def _model_and_config(self):
-        """The model and the configuration to go on with: the resumed run's, or none yet (a new run)."""
-        self.model = self.class_names = None
+    def _resume_or_start(self):
+        """(the checkpoint resumed, or None for a new run; the configuration to go on with: the caller's,
+        merged with the resumed run's and checked again)."""
         point = open_run(self.run_dir, self.cfg.resume, self.device, self.ranks.is_main, self.say)
-        if point is not None:
-            self.model, self.class_names = point.model, point.config["class_names"]
-            self.model.backend = self.cfg.backend
-            self.cfg = merged_with_saved(self.cfg, point.config.get("train", {}), self.model.config, self.ranks.world, self.asked)  # checked again
-        return point
+        if point is None:
+            return None, self.cfg
+        self.model, self.class_names = point.model, point.config["class_names"]
+        self.model.backend = self.cfg.backend
+        return point, resumed_config(self.cfg, point.config, self.ranks.world, self.asked)
 
-    def _new_model(self, num_classes: int) -> ConditionalPixelCNN:
-        torch.manual_seed(self.cfg.seed)
-        return ConditionalPixelCNN(self.cfg.model_config(num_classes), backend=self.cfg.backend)
+    def _resolved(self, cfg: TrainConfig, batch_size: int) -> TrainConfig:
+        """The settings the data and the model decide (the batch that fits, whether the model is
+        conditional, the validation source, what best/ is chosen by), resolved once, in a copy."""
+        return dataclasses.replace(
+            cfg,
+            batch_size=batch_size,
+            unconditional=cfg.unconditional or (self.model.num_classes == 0 and cfg.only_class is None),
+            val_data=validation_source(cfg.data, cfg.split, cfg.val_data, cfg.val_split),
+            keep_best=cfg.keep_best or ("accuracy" if accuracy_classes(cfg, self.model.num_classes) else "bpd"),
+        )
+
+    def _optimiser_and_state(self, point) -> list[dict]:
+        """Adam, the schedule, the training state and the Polyak average, new or the checkpoint's;
+        returns the metrics history up to the resumed step."""
+        cfg = self.cfg
+        self.optimizer, self.scheduler = optimizer_and_schedule(self.model, cfg, self.total)
+        history = read_metrics(self.run_dir, point.state["step"], rewrite=self.ranks.is_main) if point else []
+        if point:
+            self.optimizer.load_state_dict(point.state["optimizer"])
+            self.scheduler.load_state_dict(point.state["scheduler"])
+            self.state = restore_state(point.state, history, read_best(self.run_dir))
+            self.checkpointed_at = self.state.step
+        self.ema = PolyakAverage(self.model, cfg.ema, point.ema if point else None, self.state.ema_updates) if cfg.ema else None
+        return history
+
+    def _network(self) -> None:
+        """The network a step runs: the model, under DDP on several ranks, compiled with --compile (at the first step)."""
+        self.net = self.model
+        if self.ranks.active:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.eager_net = self.net
+        self.compile_pending = self.cfg.compile  # compiled at the first step, which says what it took
+        if self.cfg.compile:
+            self._compile(compile_options(self.device))
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -156,17 +199,10 @@ class Trainer:
                 self.checkpoint()  # config.json exists from the start: the run directory is self-describing
         self._announce()
         self.deadline = None if self.cfg.max_seconds is None else self.clock() + self.cfg.max_seconds
-        self.window, self.window_start, self.skipped_in_a_row = [], self.clock(), 0
-        self.data_waits, self.wall_start = [], time.perf_counter()  # seconds each step waited for its batch; the window's start
-        self.preempted, self.images_per_s = None, None
+        self.window_start, self.wall_start = self.clock(), time.perf_counter()
         try:
             with StopSignals() as self.stop_signals:
-                if self.state.validation_pending and self.val is not None:
-                    self.validate()  # the validation a stop signal interrupted before this run was resumed
-                while self.state.step < self.total and not self.preempted:
-                    self.run_epoch()
-                if not self.preempted and self.val is not None and self.validated_at != self.state.step and self.state.step > 0:
-                    self.validate()  # the final model is a candidate for best/ too
+                self.train_loop()
             if self.preempted:  # the checkpoint of the step every rank stopped at is written
                 self.reporter.close(finished=False)
                 raise TrainingPreempted(self.run_dir, self.state.step, self.preempted)
@@ -188,6 +224,31 @@ class Trainer:
             ) from None
         return self._finish()
 
+    def train_loop(self) -> None:
+        """Epochs until the last step or a stop; validation owed from before a resume first, and of the final model last."""
+        if self.state.validation_pending and self.val is not None:
+            self.validate()  # the validation a stop signal interrupted before this run was resumed
+        while self.state.step < self.total and not self.stopping:
+            self.run_epoch()
+        if not self.preempted and self.val is not None and self.validated_at != self.state.step and self.state.step > 0:
+            self.validate()  # the final model is a candidate for best/ too
+
+    @property
+    def stopping(self) -> bool:
+        """Whether training stops early: a stop signal (on any rank) or the time limit was seen."""
+        return self.preempted is not None or self.out_of_time
+
+    def should_stop(self) -> bool:
+        """Decide, after a step, whether training stops here: a stop signal on any rank or the time
+        limit. One collective decides for every rank; an epoch end, the last step and a stop all
+        checkpoint anyway."""
+        received = self.stop_signals.received
+        stop, out_of_time = self.ranks.any_of(received is not None, self.deadline is not None and self.clock() >= self.deadline)
+        if stop:
+            self.preempted = received or "a stop signal to another rank"
+        self.out_of_time = self.out_of_time or out_of_time
+        return self.stopping
+
     def run_epoch(self) -> None:
         """Steps until the epoch ends (or the step or time limit), then a checkpoint."""
         order = self.train_data.epoch_order(self.state.epoch)
@@ -201,6 +262,8 @@ class Trainer:
                 bpd = self.step(images, labels)
                 if bpd is not None:
                     self._record_step(bpd)
+                if self.should_stop():
+                    break
                 self.maybe_checkpoint()
         if self.state.position >= self.steps_per_epoch:
             self.end_epoch()
@@ -326,15 +389,8 @@ class Trainer:
         return dict(data_ms_per_step=1e3 * sum(waits) / max(1, len(waits)), data_share=sum(waits) / max(wall, 1e-9))
 
     def maybe_checkpoint(self) -> None:
-        """Stop — at a stop signal or the time limit, on any rank (one collective decides for all) —
-        else checkpoint every ``checkpoint_every`` minutes. An epoch end, the last step and a stop
-        checkpoint anyway, just after this."""
-        received = self.stop_signals.received
-        stop, out_of_time = self.ranks.any_of(received is not None, self.deadline is not None and self.clock() >= self.deadline)
-        if stop or out_of_time:
-            self.preempted = (received or "a stop signal to another rank") if stop else None
-            self.total = self.state.step
-            return
+        """A checkpoint every ``checkpoint_every`` minutes (an epoch end, the last step and a stop
+        checkpoint anyway)."""
         due = self.clock() - self.last_checkpoint_time >= self.cfg.checkpoint_every * 60
         if due and self.state.position < self.steps_per_epoch and self.state.step < self.total:
             self.checkpoint()
@@ -395,7 +451,6 @@ class Trainer:
         (stop,) = self.ranks.any_of(stopped is not None or self.stop_signals.received is not None)
         if stop:
             self.preempted = stopped or self.stop_signals.received or "a stop signal to another rank"
-            self.total = min(self.total, self.state.step)
             return
         self.state.validation_pending = False
         self.checkpoint()
@@ -437,6 +492,12 @@ class Trainer:
         final = points[-1] if points else float("nan")
         self.say(end_line(self.state.step, final, latest_validation(history), self.run_dir))
         return dict(steps=self.state.step, train_bpd=final, run_dir=str(self.run_dir), history=history, best=self.state.best)
+
+
+def new_model(cfg: TrainConfig, num_classes: int) -> ConditionalPixelCNN:
+    """A new model of the run's architecture with ``num_classes`` classes, initialised from ``cfg.seed``."""
+    torch.manual_seed(cfg.seed)
+    return ConditionalPixelCNN(cfg.model_config(num_classes), backend=cfg.backend)
 
 
 def model_kind(cfg: TrainConfig, model: ConditionalPixelCNN, class_names: list[str]) -> str:

@@ -6,9 +6,9 @@ import dataclasses
 
 import torch
 
-from cpixelcnn.data import Dataset, has_split, load_dataset
+from cpixelcnn.data import Dataset, has_split
 from cpixelcnn.data.types import list_briefly
-from cpixelcnn.training.batches import class_images
+from cpixelcnn.training.batches import RunSplits, class_images
 
 
 def validation_source(data: str, split: str, val_data: str | None, val_split: str) -> str:
@@ -73,15 +73,18 @@ def accuracy_classes(cfg, num_classes: int) -> int:
     return num_classes if num_classes <= ACCURACY_CLASSES or cfg.keep_best == "accuracy" else 0
 
 
-def validation_set(source: str, cfg, class_names: list[str]) -> Validation | None:
+def validation_set(source: str, cfg, class_names: list[str], splits: RunSplits | None = None) -> Validation | None:
     """The held-out images validated on (at most ``cfg.val_limit``, a fixed random subset),
     labelled in the training set's class order (``class_names``; empty for an unconditional model,
     whose images go unlabelled — those of ``cfg.only_class`` for one class's model), and what of
-    them Bayes accuracy is measured on (:func:`accuracy_classes`); None for ``source == "none"``."""
+    them Bayes accuracy is measured on (:func:`accuracy_classes`); None for ``source == "none"``.
+    ``splits``: the run's :class:`~cpixelcnn.training.batches.RunSplits` (images held out of the
+    training split are the training split's, loaded once)."""
     if source == "none":
         return None
     split = "validation" if cfg.holdout else cfg.val_split
-    val = load_dataset(source, split, cfg.image_size, cfg.in_channels, seed=cfg.seed, holdout=cfg.holdout, cache=cfg.cache)
+    same_split = cfg.holdout and source == cfg.data and cfg.only_class is None  # labelled as training's, and shared with it
+    val = (splits or RunSplits(cfg)).get(source, split, class_names if same_split and class_names else None)
     if cfg.only_class is not None:
         val = class_images(val, cfg.only_class, source)
     if not class_names:  # an unconditional model: bits/dim only
