@@ -3,7 +3,7 @@ still works and says where the names live now, :mod:`cpixelcnn.rundir` (the pack
 
 from __future__ import annotations
 
-import warnings
+from cpixelcnn.notices import moved_names
 
 _NAMES = frozenset(
     {
@@ -29,14 +29,4 @@ _NAMES = frozenset(
 )
 
 
-def __getattr__(name: str):
-    if name not in _NAMES:
-        raise AttributeError(f"module 'cpixelcnn.checkpoint' has no attribute {name!r} (the run directory's files are cpixelcnn.rundir)")
-    import cpixelcnn.rundir as rundir
-
-    warnings.warn(f"cpixelcnn.checkpoint.{name} moved: import it from cpixelcnn.rundir", DeprecationWarning, stacklevel=2)
-    return getattr(rundir, name)
-
-
-def __dir__() -> list[str]:
-    return sorted(_NAMES)
+__getattr__, __dir__ = moved_names(__name__, dict.fromkeys(_NAMES, "cpixelcnn.rundir"))

@@ -36,3 +36,20 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's message (empty when it has none): errors are told in one line."""
     text = str(err).strip()
     return text.splitlines()[0] if text else ""
+
+
+def moved_names(alias: str, homes: dict[str, str]):
+    """``(__getattr__, __dir__)`` for a module kept as a warning alias: each name in ``homes`` is
+    imported from its new module there, with a DeprecationWarning saying where; any other is an AttributeError."""
+    import importlib
+
+    def __getattr__(name: str):
+        if name not in homes:
+            raise AttributeError(f"module {alias!r} has no attribute {name!r}")
+        warnings.warn(f"{alias}.{name} moved: import it from {homes[name]}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(homes[name]), name)
+
+    def __dir__() -> list[str]:
+        return sorted(homes)
+
+    return __getattr__, __dir__

@@ -3,8 +3,7 @@ works and says where the names live now, :mod:`cpixelcnn.training` (the package 
 
 from __future__ import annotations
 
-import importlib
-import warnings
+from cpixelcnn.notices import moved_names
 
 _HOMES = {
     "resolve_device": "cpixelcnn.devices",
@@ -27,12 +26,4 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module 'cpixelcnn.train' has no attribute {name!r}")
-    warnings.warn(f"cpixelcnn.train.{name} moved: import it from {_HOMES[name]}", DeprecationWarning, stacklevel=2)
-    return getattr(importlib.import_module(_HOMES[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(_HOMES)
+__getattr__, __dir__ = moved_names(__name__, _HOMES)
