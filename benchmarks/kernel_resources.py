@@ -353,9 +353,6 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_arguments(argv)
-    if args.ops:
-        return update_ops(args)
-
     # Before the kernels are imported: real compilation (under TRITON_INTERPRET @triton.jit
     # would give the interpreter), and Triton 3.9's default FP fusion, stated (silences its warning).
     if os.environ.pop("TRITON_INTERPRET", None) and "cpixelcnn.kernels.dmol" in sys.modules:
@@ -367,6 +364,8 @@ def main(argv=None) -> int:
     # never read back from an earlier run's cache.
     cache = tempfile.TemporaryDirectory(prefix="triton-cache-")
     os.environ["TRITON_CACHE_DIR"] = cache.name
+    if args.ops:
+        return update_ops(args)
     if args.verify:
         with tempfile.TemporaryDirectory() as tmp:
             problems = verify(Path(args.verify), args.dtypes, args.targets, Path(tmp))
@@ -395,6 +394,11 @@ def main(argv=None) -> int:
     out = _write_report(Path(args.out), entries, tools)
     bad = violations(entries)
     print(f"{len(entries)} entries ({'with' if nvcc else 'without'} CUDA units) in {tools['seconds']} s -> {out}")
+    return _said_over_limits(bad)
+
+
+def _said_over_limits(bad: list[str]) -> int:
+    """The exit status of a report with entries ``bad`` over the limits (said on standard error)."""
     if bad:
         print(f"over the limits (0 spills, <= {MAX_REGISTERS} registers):\n  " + "\n  ".join(bad), file=sys.stderr)
         return 1
@@ -403,9 +407,7 @@ def main(argv=None) -> int:
 
 def update_ops(args) -> int:
     """``--ops``: the named ops' entries compiled afresh (every dtype and target asked for), every
-    other entry of the report kept as it was."""
-    os.environ.pop("TRITON_INTERPRET", None)  # real compilation, before any kernels module is imported
-    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    other entry of the report kept as it was (compiled as :func:`main` sets Triton up)."""
     from cpixelcnn.ops import OPS
 
     unknown = sorted(set(args.ops) - set(OPS))
@@ -415,17 +417,12 @@ def update_ops(args) -> int:
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {"kernels": [], "tools": {}}
     modules = {OPS[name].kernels for name in args.ops}
-    with tempfile.TemporaryDirectory(prefix="triton-cache-") as cache, tempfile.TemporaryDirectory() as tmp:
-        os.environ["TRITON_CACHE_DIR"] = cache
+    with tempfile.TemporaryDirectory() as tmp:
         fresh = list(triton_entries(args.dtypes, args.targets, Path(tmp), set(args.ops)))
     kept = [e for e in report["kernels"] if e.get("module") not in modules]
     _write_report(out, kept + fresh, report["tools"])
-    bad = violations(fresh)
     print(f"{len(fresh)} entries of {', '.join(args.ops)} replaced in {out}")
-    if bad:
-        print(f"over the limits (0 spills, <= {MAX_REGISTERS} registers):\n  " + "\n  ".join(bad), file=sys.stderr)
-        return 1
-    return 0
+    return _said_over_limits(violations(fresh))
 
 
 def _write_report(out: Path, entries: list[dict], tools: dict) -> Path:

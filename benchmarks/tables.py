@@ -188,16 +188,22 @@ FIGURES = {
 }
 
 
+def _filled(pattern: re.Pattern, renderers: dict, what: str, text: str) -> str:
+    """``text`` with every block ``pattern`` finds (its opening, ``name``, body and closing) holding
+    ``renderers[name]()`` anew; an unknown name is a KeyError naming it."""
+
+    def fill(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in renderers:
+            raise KeyError(f"no {what} named {name!r} (known: {', '.join(renderers)})")
+        return match.group(1) + renderers[name]() + match.group(4)
+
+    return pattern.sub(fill, text)
+
+
 def render_figures(text: str) -> str:
     """Every inline figure rendered from its results file (a figure named in prose is the results file's)."""
-
-    def one(match: re.Match) -> str:
-        name = match.group("name")
-        if name not in FIGURES:
-            raise KeyError(f"no figure named {name!r} (known: {', '.join(FIGURES)})")
-        return match.group(1) + FIGURES[name]() + match.group(4)
-
-    return FIGURE.sub(one, text)
+    return _filled(FIGURE, FIGURES, "figure", text)
 
 
 LOOSE_FIGURE = re.compile(r"\d+(?:\.\d+)? ?%")
@@ -256,14 +262,7 @@ RENDERERS = {
 
 def render_blocks(text: str) -> str:
     """``text`` with every results block rendered anew (an unknown name is a KeyError naming it)."""
-
-    def fill(match: re.Match) -> str:
-        name = match.group("name")
-        if name not in RENDERERS:
-            raise KeyError(f"no results table named {name!r} (known: {', '.join(RENDERERS)})")
-        return match.group(1) + RENDERERS[name]() + match.group(4)
-
-    return BLOCK.sub(fill, text)
+    return _filled(BLOCK, RENDERERS, "results table", text)
 
 
 def _cell(text) -> str:
@@ -359,14 +358,7 @@ REGISTRY_TABLES = {"ops": ops_table, "engines": engines_table, "formats": format
 
 def render_registry_blocks(text: str) -> str:
     """``text`` with its ops, engines and formats tables rendered anew from the registries (imports the package)."""
-
-    def fill(match: re.Match) -> str:
-        name = match.group("name")
-        if name not in REGISTRY_TABLES:
-            raise KeyError(f"no registry table named {name!r} (known: {', '.join(REGISTRY_TABLES)})")
-        return match.group(1) + REGISTRY_TABLES[name]() + match.group(4)
-
-    return REGISTRY_BLOCK.sub(fill, text)
+    return _filled(REGISTRY_BLOCK, REGISTRY_TABLES, "registry table", text)
 
 
 def documents(root: Path = ROOT) -> list[Path]:

@@ -47,17 +47,19 @@ class ModelConfig:
     weight_norm: bool = setting(True, "weight-normalised convolutions (the paper's)", fixed_on_resume=True, cli=False)
     film_hidden: int = setting(64, "width of the FiLM MLP's hidden layer", bounds=(1, 4096), fixed_on_resume=True, cli=False)
 
-    def check(self, prefix: str = "") -> ModelConfig:
+    def __post_init__(self):
+        if isinstance(self.dropout, int) and not isinstance(self.dropout, bool):
+            self.dropout = float(self.dropout)  # a rate: 0 and 0.0 are one setting
+
+    def check(self, prefix: str = "", by_keyword: bool = False) -> ModelConfig:
         """One-line ValueError (``prefix`` first: where the settings come from) for the first
         setting out of its bounds or choices, named by its flag on the command line, its keyword
-        in Python. Returns the config."""
+        in Python (or always, ``by_keyword``: a file's). Returns the config."""
         for f in dataclasses.fields(self):
             try:
-                check_setting(f, getattr(self, f.name), name=option(flag_of(f), f.name))
+                check_setting(f, getattr(self, f.name), name=f.name if by_keyword else option(flag_of(f), f.name))
             except ValueError as err:
                 raise ValueError(f"{prefix}{err}") from None
-        if isinstance(self.dropout, int):
-            self.dropout = float(self.dropout)
         return self
 
     @classmethod
@@ -73,13 +75,7 @@ class ModelConfig:
             value = values.get(f.name)
             if value is not None and value_type(f) in KIND_WORDS and not isinstance(value, value_type(f)):
                 raise ValueError(f"{prefix}{f.name} must be {KIND_WORDS[value_type(f)]}, got {value!r}")
-        config = cls(**{k: v for k, v in values.items() if k in known})
-        for f in dataclasses.fields(config):
-            try:
-                check_setting(f, getattr(config, f.name), name=f.name)
-            except ValueError as err:
-                raise ValueError(f"{prefix}{err}") from None
-        return config
+        return cls(**{k: v for k, v in values.items() if k in known}).check(prefix, by_keyword=True)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -22,15 +22,11 @@ def data_options(p) -> None:
     """``--data`` and where its decoded images are kept (cpixelcnn.data.cache); ``train`` declares
     the same options as TrainConfig settings."""
     from cpixelcnn.data import data_help
-    from cpixelcnn.data.cache import ENV_LOCATION
+    from cpixelcnn.data.cache import CACHE_HELP, NO_CACHE_HELP
 
     p.add_argument("--data", required=True, help=data_help())
-    p.add_argument(
-        "--data-cache",
-        metavar="DIR",
-        help=f"decode image sources once into DIR and map them from there (default: ${ENV_LOCATION}, else ~/.cache/cpixelcnn/data)",
-    )
-    p.add_argument("--no-cache", action="store_true", help="decode the images into memory, every time")
+    p.add_argument("--data-cache", metavar="DIR", help=CACHE_HELP)
+    p.add_argument("--no-cache", action="store_true", help=NO_CACHE_HELP)
 
 
 def split_options(p, split: str) -> None:

@@ -176,6 +176,10 @@ class CacheSetting:
         return "$XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "the default"
 
 
+CACHE_HELP = f"decode image sources once into DIR and map them from there (default: ${ENV_LOCATION}, else ~/.cache/cpixelcnn/data)"
+NO_CACHE_HELP = "decode the images into memory, every time"
+
+
 def cache_setting(location: str | None, off: bool) -> CacheSetting:
     """The setting of ``--data-cache DIR`` and ``--no-cache`` (which contradict each other)."""
     if off and location:

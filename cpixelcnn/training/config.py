@@ -15,7 +15,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass, fields
 
-from cpixelcnn.data.cache import ENV_LOCATION, CacheSetting, cache_setting
+from cpixelcnn.data.cache import CACHE_HELP, NO_CACHE_HELP, CacheSetting, cache_setting
 from cpixelcnn.model_config import ModelConfig
 from cpixelcnn.ops.backend import BACKENDS
 from cpixelcnn.settings import bounded_type, check_setting, flag_of, setting, value_type
@@ -60,12 +60,8 @@ class TrainConfig(ArchitectureOptions):
     )
     data: str = setting(help="the images (on the command line: every format data_help() lists)", fixed_on_resume=True)
     out: str = setting(help="run directory")
-    data_cache: str | None = setting(
-        None,
-        f"decode image sources once into DIR and map them from there (default: ${ENV_LOCATION}, else ~/.cache/cpixelcnn/data)",
-        metavar="DIR",
-    )
-    no_cache: bool = setting(False, "decode the images into memory, every time")
+    data_cache: str | None = setting(None, CACHE_HELP, metavar="DIR")
+    no_cache: bool = setting(False, NO_CACHE_HELP)
     split: str = setting("train", "split of --data to train on", fixed_on_resume=True)
     unconditional: bool = setting(
         False,
@@ -214,7 +210,7 @@ def check(cfg: TrainConfig, world_size: int = 1) -> None:
     for f in fields(cfg):
         check_setting(f, getattr(cfg, f.name), name=flag_of(f))
     if isinstance(cfg, TrainConfig):
-        cfg.cache  # noqa: B018  (--data-cache and --no-cache together are refused)
+        cache_setting(cfg.data_cache, cfg.no_cache)  # --data-cache and --no-cache together are refused
         _check_holdout(cfg)
         _check_kind(cfg)
         _check_val_accuracy(cfg)
